@@ -1,0 +1,33 @@
+# Set-up and checks. Each target creates .venv if missing and installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: test lab bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# One stamp per set of extras: re-install when pyproject.toml changes.
+$(VENV)/.stamp-%: pyproject.toml | $(PY)
+	$(PIP) install -e '.[$(subst +,$(comma),$*)]'
+	touch $@
+
+comma := ,
+
+## make test: install everything the tests need, then run them all (PostgreSQL and browser
+## tests included; they skip locally with a hint when the server or browser is missing).
+test: $(VENV)/.stamp-test+postgres+e2e+lab
+	$(PY) tests/run_tests.py $(ARGS)
+
+## make lab: open JupyterLab on the example notebooks.
+lab: $(VENV)/.stamp-lab+postgres
+	cd notebooks && ../$(PY) -m jupyterlab
+
+## make bench: run the benchmarks and print ratios against their baselines (QUICK=1: small).
+bench: $(VENV)/.stamp-bench+test
+	QUICK=$(QUICK) $(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache benchmarks/results/*.tmp

@@ -1,0 +1,77 @@
+"""Stores: where versioned JSON records live. ``open_store(url)`` picks the backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import StoreError
+from .base import KEEP, Change, Expected, HistoryEntry, Record, Store
+from .memory import MemoryStore
+from .sqlite import SQLiteStore
+
+DEFAULT_URL = "sqlite:///.flowstate/flowstate.db"
+
+_INT_OPTIONS = {"max_state_bytes", "history_limit", "changelog_limit"}
+_FLOAT_OPTIONS = {"timeout", "poll_interval"}
+
+
+def _query_options(query: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query):
+        if key in _INT_OPTIONS:
+            options[key] = int(value)
+        elif key in _FLOAT_OPTIONS:
+            options[key] = float(value)
+        else:
+            options[key] = value
+    return options
+
+
+def sqlite_path(url: str) -> Path:
+    """The file a ``sqlite:///`` URL names.
+
+    ``sqlite:///abs/path.db`` and ``sqlite:////abs/path.db`` are absolute; a path starting with
+    ``.`` or ``~`` after the three slashes (``sqlite:///.flowstate/flowstate.db``) is relative to
+    the current folder (or home), which is how the default store lives beside the notebook.
+    """
+    rest = unquote(url.split("?", 1)[0][len("sqlite://"):])
+    if rest.startswith("/.") or rest.startswith("/~"):
+        return Path(rest[1:]).expanduser().absolute()
+    return Path(rest)
+
+
+def open_store(url: str | None = None, **options: Any) -> Store:
+    """Open a store by URL: ``memory://``, ``sqlite:///path.db`` or ``postgresql://...``.
+
+    ``url=None`` reads ``FLOWSTATE_STORE``, else uses ``.flowstate/flowstate.db`` under the
+    current folder. Options (also accepted as URL query parameters): ``max_state_bytes``,
+    ``history_limit``, ``changelog_limit``; SQLite adds ``durability`` ("normal"/"full"),
+    ``timeout`` and ``poll_interval``.
+    """
+    url = url or os.environ.get("FLOWSTATE_STORE") or DEFAULT_URL
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme in ("", "file"):  # a plain path means a SQLite file
+        path = url[len("file://"):] if scheme == "file" else url
+        return SQLiteStore(Path(path).expanduser(), **options)
+    query = url.split("?", 1)[1] if "?" in url else ""
+    options = {**_query_options(query), **options}
+    if scheme == "memory":
+        return MemoryStore(**options)
+    if scheme == "sqlite":
+        return SQLiteStore(sqlite_path(url), **options)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError("PostgreSQL stores need psycopg 3: pip install "
+                             "'flowstate-jupyter[postgres]'") from exc
+        return PostgresStore(url.split("?", 1)[0], **options)
+    raise StoreError(f"unknown store URL {url!r}; use memory://, sqlite:///path.db or "
+                     f"postgresql://user@host/db")
+
+
+__all__ = ["open_store", "Store", "Record", "Change", "HistoryEntry", "Expected", "KEEP",
+           "MemoryStore", "SQLiteStore", "DEFAULT_URL", "sqlite_path"]

@@ -1,0 +1,313 @@
+"""The store protocol: versioned JSON records, their history and a change log.
+
+A store knows nothing of pydantic, flows or scopes' meaning. It keeps *records* keyed by
+``(scope, scope_id, name)`` — ``name == ""`` is a scope's own state, any other name a resource,
+names starting with ``$`` are reserved for flowstate's own bookkeeping (sessions, requests,
+journals, Windmill states). Every record has a version that only grows; a delete leaves a
+tombstone so versions are never reused.
+
+Every write goes through :meth:`Store.update`: the backend reads the current record inside its
+write transaction (SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``SELECT ... FOR UPDATE``, the memory
+store's lock), calls ``fn(record)`` to get a :class:`Change`, and commits it with one conditional
+``UPDATE ... WHERE version = ?`` plus one history row and one change-log row. Because the read
+happens under the write lock, the built-in state operations never lose a race; the conditional
+UPDATE still guards against anything that slipped in (for example a re-entrant write from inside
+``fn``), which surfaces as :class:`~flowstate_jupyter.errors.VersionConflictError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal, Union
+
+from ..errors import StoreError, ValidationError, VersionConflictError
+
+Expected = Union[int, Literal["any", "absent"]]
+"""What a writer expects to find: ``"any"``; ``"absent"`` (no record at all, not even a
+tombstone); ``0`` (no live record: never written or deleted); ``n > 0`` (live, at version n)."""
+
+KEEP = object()
+"""Sentinel for :class:`Change.content`: leave the stored content as it is."""
+
+DEFAULT_MAX_STATE_BYTES = 1024 * 1024
+DEFAULT_HISTORY_LIMIT = 100
+DEFAULT_CHANGELOG_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored record as read. ``state`` is a JSON value; tombstones keep their last state."""
+
+    scope: str
+    scope_id: str
+    name: str
+    version: int
+    state: Any
+    content: str | None = None
+    deleted: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    accessed_at: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        return not self.deleted
+
+
+@dataclass(slots=True)
+class Change:
+    """What ``fn`` passed to :meth:`Store.update` wants committed.
+
+    ``event`` is the change-log item (DESIGN §8); the store adds ``version`` and ``ts`` and, if it
+    is ``None``, writes a generic one. ``delete=True`` writes a tombstone.
+    """
+
+    state: Any = None
+    operation: str = "set"
+    content: Any = KEEP
+    delete: bool = False
+    event: dict | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """The state of a record after one version."""
+
+    version: int
+    ts: float
+    operation: str
+    state: Any
+    deleted: bool = False
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Subscribers:
+    callbacks: list[Callable[[dict], None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def check_expected(record: Record | None, expected: Expected, where: str) -> None:
+    """Raise :class:`VersionConflictError` unless ``record`` is what the writer expected."""
+    if expected == "any":
+        return
+    current = None if record is None else record.version
+    deleted = record is not None and record.deleted
+    if expected == "absent":
+        if record is None:
+            return
+        what = "a tombstone" if deleted else "a live record"
+        raise VersionConflictError(
+            f"{where}: expected no record at all, found {what} at version {current}",
+            current=current, deleted=deleted)
+    if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
+        raise ValueError(f"expected must be an int >= 0, 'any' or 'absent', not {expected!r}")
+    if expected == 0:
+        if record is None or deleted:
+            return
+        raise VersionConflictError(
+            f"{where}: expected no live record, found version {current}; re-read and retry",
+            current=current, deleted=False)
+    if record is not None and not deleted and record.version == expected:
+        return
+    if deleted:
+        msg = f"{where}: expected version {expected}, but it was deleted (now version {current})"
+    elif record is None:
+        msg = f"{where}: expected version {expected}, but there is no record"
+    else:
+        msg = f"{where}: expected version {expected}, found version {current}; re-read and retry"
+    raise VersionConflictError(msg, current=current, deleted=deleted)
+
+
+def record_where(scope: str, scope_id: str, name: str) -> str:
+    """A readable name for a record, used in error messages."""
+    base = f"{scope} {scope_id!r}"
+    return base if name == "" else f"{base} resource {name!r}"
+
+
+def default_event(scope: str, scope_id: str, name: str, change: Change,
+                  existed: bool) -> dict:
+    """The change-log item for a write whose caller gave none."""
+    if name == "":
+        return {"type": "state_change", "scope": scope, "scope_id": scope_id,
+                "operation": change.operation, "path": None, "delta": None,
+                "request_id": change.request_id}
+    kind = "deleted" if change.delete else ("updated" if existed else "created")
+    return {"type": "resource_change", "scope": scope, "scope_id": scope_id, "resource": name,
+            "change_type": kind, "delta": None, "request_id": change.request_id}
+
+
+class Store(abc.ABC):
+    """Versioned JSON records with history and a change log. See the module docstring.
+
+    Options shared by every backend: ``max_state_bytes`` (refuse larger states, default 1 MiB),
+    ``history_limit`` (versions kept per record, default 100) and ``changelog_limit`` (change-log
+    items kept, default 10,000). Neither history nor change log ever grows past its bound.
+    """
+
+    url: str = ""
+
+    def __init__(self, *, max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 history_limit: int = DEFAULT_HISTORY_LIMIT,
+                 changelog_limit: int = DEFAULT_CHANGELOG_LIMIT) -> None:
+        for name, value in (("max_state_bytes", max_state_bytes),
+                            ("history_limit", history_limit),
+                            ("changelog_limit", changelog_limit)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        self.max_state_bytes = max_state_bytes
+        self.history_limit = history_limit
+        self.changelog_limit = changelog_limit
+        self.origin = uuid.uuid4().hex  # tells this store's own changes from other processes'
+        self._subs = _Subscribers()
+        self._closed = False
+
+    # -- reading ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def read(self, scope: str, scope_id: str, name: str = "") -> Record | None:
+        """The record, its tombstone, or ``None`` if it was never written."""
+
+    @abc.abstractmethod
+    def list(self, scope: str | None = None, scope_id: str | None = None, *,
+             prefix: str = "", name: str | None = None,
+             include_deleted: bool = False) -> list[Record]:
+        """Records filtered by scope, scope id, exact ``name`` or literal name ``prefix``.
+
+        ``%`` and ``_`` in a prefix are literal characters, not wildcards. Sorted by
+        (scope, scope_id, name).
+        """
+
+    @abc.abstractmethod
+    def history(self, scope: str, scope_id: str, name: str = "", *,
+                limit: int | None = None) -> list[HistoryEntry]:
+        """Kept versions of one record, newest first."""
+
+    @abc.abstractmethod
+    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+        """``(seq, event)`` pairs of the change log with ``seq > after``, oldest first."""
+
+    # -- writing ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def update(self, scope: str, scope_id: str, name: str,
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
+        """Read the record under the write lock, commit ``fn(record)``; ``None`` = no change.
+
+        Returns the committed record, or ``None`` when ``fn`` returned ``None``. Exceptions
+        from ``fn`` roll everything back and propagate.
+        """
+
+    @abc.abstractmethod
+    def touch(self, scope: str, scope_id: str, name: str) -> None:
+        """Mark a record as used now (for LRU eviction); no version bump, no event."""
+
+    def write(self, scope: str, scope_id: str, name: str, state: Any, *,
+              expected: Expected = "any", operation: str = "set", content: Any = KEEP,
+              event: dict | None = None, request_id: str | None = None) -> Record:
+        """Compare-and-swap write of a whole state; :class:`VersionConflictError` if stale."""
+        where = record_where(scope, scope_id, name)
+
+        def fn(record: Record | None) -> Change:
+            check_expected(record, expected, where)
+            return Change(state=state, operation=operation, content=content, event=event,
+                          request_id=request_id)
+
+        result = self.update(scope, scope_id, name, fn)
+        assert result is not None
+        return result
+
+    def delete(self, scope: str, scope_id: str, name: str, *, expected: Expected = "any",
+               event: dict | None = None, request_id: str | None = None) -> Record | None:
+        """Write a tombstone; ``None`` if there was no live record to delete."""
+        where = record_where(scope, scope_id, name)
+
+        def fn(record: Record | None) -> Change | None:
+            check_expected(record, expected, where)
+            if record is None or record.deleted:
+                return None
+            return Change(state=record.state, operation="delete", delete=True, event=event,
+                          request_id=request_id)
+
+        return self.update(scope, scope_id, name, fn)
+
+    def delete_all(self, scope: str, scope_id: str, *, prefix: str = "",
+                   request_id: str | None = None) -> int:
+        """Tombstone every live record of one scope instance whose name starts with ``prefix``.
+
+        Returns how many were deleted. Each delete is its own committed write with its event.
+        """
+        count = 0
+        for record in self.list(scope, scope_id, prefix=prefix):
+            if self.delete(scope, scope_id, record.name, request_id=request_id) is not None:
+                count += 1
+        return count
+
+    # -- change notification -----------------------------------------------------------------
+    def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every committed change; returns an unsubscribe function.
+
+        Changes made through this store object arrive at once, in the writing thread; changes
+        made by other processes arrive within about a second, from a watcher thread.
+        """
+        with self._subs.lock:
+            self._subs.callbacks.append(callback)
+        self._start_watching()
+
+        def unsubscribe() -> None:
+            with self._subs.lock:
+                if callback in self._subs.callbacks:
+                    self._subs.callbacks.remove(callback)
+
+        return unsubscribe
+
+    def _start_watching(self) -> None:
+        """Start noticing other processes' changes (backends that can see them override)."""
+
+    def _deliver(self, events: Iterable[dict]) -> None:
+        with self._subs.lock:
+            callbacks = list(self._subs.callbacks)
+        if not callbacks:
+            return
+        for event in events:
+            for callback in callbacks:
+                try:
+                    callback(event)
+                except Exception as exc:  # a broken listener must not break a write
+                    warnings.warn(f"flowstate subscriber {callback!r} failed: {exc!r}",
+                                  RuntimeWarning, stacklevel=2)
+
+    # -- helpers for backends ----------------------------------------------------------------
+    def _check_size(self, text: str, where: str) -> None:
+        size = len(text.encode("utf-8")) if len(text) * 4 > self.max_state_bytes else len(text)
+        if size > self.max_state_bytes:
+            raise ValidationError(
+                f"{where}: state is {size:,} bytes, over the limit of {self.max_state_bytes:,} "
+                f"bytes; keep large data in resource content or raise max_state_bytes "
+                f"(open_store(..., max_state_bytes=N))",
+                where=where, reason="oversize")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed; open it again with fs.open_store()")
+
+    @staticmethod
+    def _now() -> float:
+        return time.time()
+
+    def close(self) -> None:
+        """Release connections and stop watching. Further use raises :class:`StoreError`."""
+        self._closed = True
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"

@@ -1,0 +1,366 @@
+"""SQLite store: the default, one local file shared safely by kernels and processes.
+
+DESIGN §9: WAL journal, ``busy_timeout`` of 5 s, writes in ``BEGIN IMMEDIATE``, each
+compare-and-swap one conditional ``UPDATE ... WHERE version = ?``, ``synchronous=NORMAL`` (or
+``FULL`` with ``durability="full"``). The file records its schema version; a file this code does
+not understand is refused, untouched, with a message that says what to do. New folders and files
+are created readable by their owner only.
+
+Within one process a re-entrant lock serialises use of the one connection; across processes
+SQLite's write lock does. Other processes' changes are noticed by a watcher thread that polls
+``PRAGMA data_version`` (a cheap counter SQLite bumps when another connection commits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+from ..errors import StoreError, VersionConflictError
+from .base import KEEP, Change, HistoryEntry, Record, Store, default_event, record_where
+
+SCHEMA_VERSION = 1
+APP_ID = "flowstate-jupyter"
+_HEADER = b"SQLite format 3\x00"
+_TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL,
+    version INTEGER NOT NULL, state TEXT NOT NULL, content TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, accessed_at REAL NOT NULL,
+    PRIMARY KEY (scope, scope_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+    ts REAL NOT NULL, operation TEXT NOT NULL, state TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0, request_id TEXT,
+    PRIMARY KEY (scope, scope_id, name, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, event TEXT NOT NULL
+);
+"""
+
+_COLUMNS = "scope, scope_id, name, version, state, content, deleted, created_at, updated_at, " \
+           "accessed_at"
+
+
+def _to_record(row: tuple) -> Record:
+    return Record(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], bool(row[6]),
+                  row[7], row[8], row[9])
+
+
+class SQLiteStore(Store):
+    """A flowstate store in one SQLite file. Use :func:`flowstate_jupyter.open_store`."""
+
+    def __init__(self, path: str | os.PathLike, *, durability: str = "normal",
+                 timeout: float = 5.0, poll_interval: float = 0.2, **options: Any) -> None:
+        super().__init__(**options)
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+        self.path = Path(path).expanduser().absolute()
+        self.url = f"sqlite:///{self.path}"
+        self.durability = durability
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self._lock = threading.RLock()
+        self._depth = 0  # open (possibly nested) write transactions in this process
+        self._pending: list[dict] = []  # events of the open transaction, sent after commit
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._inspect_existing()
+        self._conn = self._connect()
+        self._init_schema()
+
+    # -- opening -----------------------------------------------------------------------------
+    def _inspect_existing(self) -> None:
+        """Refuse, without touching it, a file that is not a flowstate store we understand."""
+        path = self.path
+        if path.is_dir():
+            raise StoreError(f"{path} is a folder, not a store file; give a file path such as "
+                             f"sqlite:///{path}/flowstate.db")
+        try:
+            if not path.exists() or path.stat().st_size == 0:
+                return
+            with open(path, "rb") as fh:
+                header = fh.read(len(_HEADER))
+        except OSError as exc:
+            raise StoreError(f"cannot read store file {path}: {exc.strerror}") from exc
+        if header != _HEADER:
+            raise StoreError(f"{path} is not a SQLite database, so not a flowstate store; "
+                             f"move it away or open another path")
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
+                                   timeout=self.timeout)
+            try:
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                meta = dict(conn.execute("SELECT key, value FROM fs_meta")) \
+                    if "fs_meta" in tables else None
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is corrupt or not a database ({exc}); restore it from a "
+                             f"backup or open another path (nothing was changed)") from exc
+        if not tables:
+            return  # an empty SQLite database: becomes a new store
+        if meta is None or meta.get("app") != APP_ID:
+            raise StoreError(f"{path} is a SQLite database but not a flowstate store (tables: "
+                             f"{', '.join(sorted(tables))}); open another path")
+        found = int(meta.get("schema_version", "0"))
+        if found != SCHEMA_VERSION:
+            newer = found > SCHEMA_VERSION
+            raise StoreError(
+                f"{path} has flowstate store schema version {found}; this flowstate-jupyter "
+                f"understands {SCHEMA_VERSION}. "
+                + ("Upgrade flowstate-jupyter to open it." if newer else
+                   "Export it with the version that wrote it, then import it here."))
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        try:
+            if not path.parent.exists():
+                os.makedirs(path.parent, mode=0o700, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot create store file {path}: {exc.strerror}; the folder must "
+                             f"be writable (or set FLOWSTATE_STORE to another place)") from exc
+        if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
+            raise StoreError(f"store {path} is not writable by this user (SQLite needs to write "
+                             f"the file and its folder); fix the permissions or open another path")
+        try:
+            conn = sqlite3.connect(str(path), timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r}); put the store "
+                                 f"on a local disk")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        return conn
+
+    def _init_schema(self) -> None:
+        def create(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT name FROM sqlite_master WHERE name = 'fs_meta'").fetchone():
+                return
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.executemany("INSERT INTO fs_meta (key, value) VALUES (?, ?)",
+                             [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))])
+        self._transaction(create)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _transaction(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``body`` in ``BEGIN IMMEDIATE`` (or a savepoint when nested); commit or roll back."""
+        with self._lock:
+            conn = self._conn
+            nested = self._depth > 0
+            pending_before = len(self._pending)
+            try:
+                conn.execute("SAVEPOINT fs_nested" if nested else "BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._store_error(exc) from exc
+            self._depth += 1
+            try:
+                result = body(conn)
+            except BaseException:
+                self._depth -= 1
+                try:
+                    if nested:
+                        conn.execute("ROLLBACK TO fs_nested")
+                        conn.execute("RELEASE fs_nested")
+                        del self._pending[pending_before:]
+                    else:
+                        conn.execute("ROLLBACK")
+                        self._pending.clear()
+                except sqlite3.Error:
+                    pass
+                raise
+            self._depth -= 1
+            if nested:
+                conn.execute("RELEASE fs_nested")
+                return result
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                conn.execute("ROLLBACK")
+                self._pending.clear()
+                raise self._store_error(exc) from exc
+            events, self._pending = self._pending, []
+        self._deliver(events)
+        return result
+
+    def _store_error(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StoreError(f"store {self.path} stayed locked by another process for more "
+                              f"than {self.timeout:g} s; retry, or find the process holding "
+                              f"it (a long-running write or an open transaction)")
+        return StoreError(f"store {self.path}: {text}")
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        self._check_open()
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise self._store_error(exc) from exc
+
+    # -- reading -----------------------------------------------------------------------------
+    def read(self, scope: str, scope_id: str, name: str = "") -> Record | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM records "
+                           f"WHERE scope = ? AND scope_id = ? AND name = ?",
+                           (scope, scope_id, name))
+        return _to_record(rows[0]) if rows else None
+
+    def list(self, scope: str | None = None, scope_id: str | None = None, *,
+             prefix: str = "", name: str | None = None,
+             include_deleted: bool = False) -> list[Record]:
+        where, params = [], []
+        for column, value in (("scope", scope), ("scope_id", scope_id), ("name", name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if prefix:  # a range, not LIKE: % and _ stay literal and the index is used
+            where.append("name >= ? AND name < ?")
+            params += [prefix, prefix + _TOP]
+        if not include_deleted:
+            where.append("deleted = 0")
+        sql = f"SELECT {_COLUMNS} FROM records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY scope, scope_id, name"
+        return [_to_record(r) for r in self._query(sql, tuple(params))]
+
+    def history(self, scope: str, scope_id: str, name: str = "", *,
+                limit: int | None = None) -> list[HistoryEntry]:
+        rows = self._query(
+            "SELECT version, ts, operation, state, deleted, request_id FROM history "
+            "WHERE scope = ? AND scope_id = ? AND name = ? ORDER BY version DESC LIMIT ?",
+            (scope, scope_id, name, -1 if limit is None else limit))
+        return [HistoryEntry(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), r[5]) for r in rows]
+
+    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+        rows = self._query("SELECT seq, event FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                           (after, -1 if limit is None else limit))
+        return [(seq, json.loads(event)) for seq, event in rows]
+
+    # -- writing -----------------------------------------------------------------------------
+    def touch(self, scope: str, scope_id: str, name: str) -> None:
+        self._check_open()
+        self._transaction(lambda conn: conn.execute(
+            "UPDATE records SET accessed_at = ? WHERE scope = ? AND scope_id = ? AND name = ?",
+            (self._now(), scope, scope_id, name)))
+
+    def update(self, scope: str, scope_id: str, name: str,
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
+        self._check_open()
+        key = (scope, scope_id, name)
+
+        def body(conn: sqlite3.Connection) -> Record | None:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM records "
+                               f"WHERE scope = ? AND scope_id = ? AND name = ?", key).fetchone()
+            before = _to_record(row) if row else None
+            change = fn(before)
+            if change is None:
+                return None
+            where = record_where(scope, scope_id, name)
+            text = json.dumps(change.state, ensure_ascii=False, allow_nan=False)
+            self._check_size(text, where)
+            now = self._now()
+            content = (before.content if before else None) if change.content is KEEP \
+                else change.content
+            deleted = int(change.delete)
+            if before is None:
+                version, created = 1, now
+                try:
+                    conn.execute(f"INSERT INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                 (*key, 1, text, content, deleted, now, now, now))
+                except sqlite3.IntegrityError as exc:  # created re-entrantly from inside fn
+                    raise VersionConflictError(f"{where}: created while it was being written",
+                                               current=None) from exc
+            else:
+                version, created = before.version + 1, before.created_at
+                cursor = conn.execute(
+                    "UPDATE records SET version = ?, state = ?, content = ?, deleted = ?, "
+                    "updated_at = ?, accessed_at = ? "
+                    "WHERE scope = ? AND scope_id = ? AND name = ? AND version = ?",
+                    (version, text, content, deleted, now, now, *key, before.version))
+                if cursor.rowcount != 1:
+                    current = conn.execute("SELECT version FROM records WHERE scope = ? AND "
+                                           "scope_id = ? AND name = ?", key).fetchone()
+                    raise VersionConflictError(
+                        f"{where}: version {before.version} is no longer current",
+                        current=current[0] if current else None)
+            conn.execute("INSERT INTO history (scope, scope_id, name, version, ts, operation, "
+                         "state, deleted, request_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                         (*key, version, now, change.operation, text, deleted, change.request_id))
+            if version > self.history_limit:
+                conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ? AND name = ? "
+                             "AND version <= ?", (*key, version - self.history_limit))
+            event = dict(change.event) if change.event is not None else default_event(
+                scope, scope_id, name, change, existed=before is not None and not before.deleted)
+            event["version"] = version
+            event["ts"] = now
+            seq = conn.execute("INSERT INTO changes (origin, event) VALUES (?, ?)",
+                               (self.origin, json.dumps(event, ensure_ascii=False))).lastrowid
+            if seq > self.changelog_limit:
+                conn.execute("DELETE FROM changes WHERE seq <= ?", (seq - self.changelog_limit,))
+            self._pending.append(event)
+            return Record(scope, scope_id, name, version, json.loads(text), content,
+                          bool(deleted), created, now, now)
+
+        return self._transaction(body)
+
+    # -- watching other processes ------------------------------------------------------------
+    def _start_watching(self) -> None:
+        with self._lock:
+            if self._watcher is not None or self._closed:
+                return
+            last = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+            self._watcher = threading.Thread(target=self._watch, args=(last,), daemon=True,
+                                             name=f"flowstate-watch {self.path.name}")
+            self._watcher.start()
+
+    def _watch(self, last_seq: int) -> None:
+        conn = sqlite3.connect(str(self.path), timeout=self.timeout, check_same_thread=False,
+                               isolation_level=None)
+        try:
+            seen = conn.execute("PRAGMA data_version").fetchone()[0]
+            while not self._stop.wait(self.poll_interval):
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version == seen:
+                        continue
+                    seen = version
+                    rows = conn.execute("SELECT seq, origin, event FROM changes WHERE seq > ? "
+                                        "ORDER BY seq", (last_seq,)).fetchall()
+                except sqlite3.Error:
+                    continue  # locked or busy for a moment: try again next tick
+                if rows:
+                    last_seq = rows[-1][0]
+                    self._deliver(json.loads(e) for _, origin, e in rows if origin != self.origin)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._stop.set()
+        with self._lock:
+            self._closed = True
+            self._conn.close()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=2)
