@@ -1,0 +1,246 @@
+"""A typed handle on one versioned record: the compare-and-swap driver and the state operations.
+
+Scope state (``scopes.py``) and resources (``resources.py``) are both "a typed JSON object kept
+in one store record", so the operations of DESIGN §4 live here once. Each operation computes the
+new state from the current one *inside* the store's write transaction (``Store.update``), so
+concurrent writers in other threads, processes or machines never lose an update. If the record
+changed under us anyway (the conditional UPDATE matched nothing) the driver retries: 3 more
+attempts with 10 ms doubling backoff, then :class:`ConcurrentModificationError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from . import ops, schema
+from .errors import ConcurrentModificationError, ValidationError, VersionConflictError
+from .stores.base import KEEP, Change, HistoryEntry, Record, Store
+
+RETRIES = 3
+BACKOFF_S = 0.010
+
+
+def drive(store: Store, scope: str, scope_id: str, name: str,
+          fn: Callable[[Record | None], Change | None], *, where: str) -> Record | None:
+    """Run ``store.update`` with the retry policy of DESIGN §4."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return store.update(scope, scope_id, name, fn)
+        except VersionConflictError as exc:
+            if attempt > RETRIES:
+                raise ConcurrentModificationError(
+                    f"{where}: another writer changed it during each of {attempt} attempts; "
+                    f"retry later, or make sure the function you passed is pure and does not "
+                    f"write itself", attempts=attempt) from exc
+            time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+
+
+def to_json(value: Any) -> Any:
+    """Turn a pydantic model or enum member a caller passed into plain JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _fields(update: Any, fields: dict[str, Any], op: str) -> dict[str, Any]:
+    """Merge the positional dict (or model) and keyword forms of patch/inc arguments."""
+    if update is None:
+        merged = {}
+    elif isinstance(update, BaseModel):
+        merged = update.model_dump(mode="json", exclude_unset=True)
+    elif isinstance(update, dict):
+        merged = dict(update)
+    else:
+        raise TypeError(f"{op} takes a dict or keyword arguments, not {type(update).__name__}")
+    merged.update(fields)
+    return {k: to_json(v) for k, v in merged.items()}
+
+
+class TypedRecord:
+    """Shared behaviour of scope-state and resource handles. Not used directly."""
+
+    _scope: str
+    _scope_id: str
+    _name: str
+    _model: type[BaseModel] | None
+    _store: Store
+    _request_id: str | None
+
+    def __init__(self, store: Store, scope: str, scope_id: str, name: str,
+                 model: type[BaseModel] | None, *, request_id: str | None = None) -> None:
+        if model is not None:
+            schema.require_defaults(model)
+        self._store = store
+        self._scope = scope
+        self._scope_id = scope_id
+        self._name = name
+        self._model = model
+        self._request_id = request_id
+        self._version = 0
+
+    # -- hooks for subclasses ----------------------------------------------------------------
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    def _event(self, operation: str, delta: Any, path: str | None, existed: bool) -> dict:
+        raise NotImplementedError
+
+    def _check_writable(self) -> None:
+        """Raise before anything happens if this handle may not write."""
+
+    def _guard(self, record: Record | None) -> None:
+        """Raise inside the write transaction if the record may not be written now."""
+
+    def _initial(self) -> dict:
+        """The state of a record never written (or deleted): the schema's defaults."""
+        return schema.defaults(self._model)
+
+    def _after_commit(self, before: dict, after: dict, created: bool) -> None:
+        """Called after a committed write (resources run collection hooks here)."""
+
+    # -- reading -----------------------------------------------------------------------------
+    def _current(self, record: Record | None) -> dict:
+        if record is None or record.deleted:
+            return self._initial()
+        return schema.read_state(self._model, record.state, where=self._where(),
+                                 version=record.version)
+
+    def _read(self) -> Record | None:
+        record = self._store.read(self._scope, self._scope_id, self._name)
+        self._seen(record)
+        return record
+
+    def _seen(self, record: Record | None) -> None:
+        self._version = 0 if record is None else record.version
+
+    @property
+    def version(self) -> int:
+        """The record's version now (0 = never written)."""
+        return self._read_version()
+
+    def _read_version(self) -> int:
+        self._read()
+        return self._version
+
+    @property
+    def state(self) -> Any:
+        """A read-only typed snapshot of the current state."""
+        return schema.snapshot(self._model, self._current(self._read()))
+
+    def state_dict(self) -> dict:
+        """The current state as a plain JSON dict (a copy)."""
+        return self._current(self._read())
+
+    def history(self, limit: int | None = 20) -> list[HistoryEntry]:
+        """Kept versions of this record, newest first (time, operation, state)."""
+        return self._store.history(self._scope, self._scope_id, self._name, limit=limit)
+
+    # -- the one write path ------------------------------------------------------------------
+    def _commit(self, operation: str, compute: Callable[[dict], dict], *, delta: Any = None,
+                path: str | None = None, content: Any = KEEP, force: bool = False,
+                create: Callable[[dict], dict] | None = None,
+                guard: Callable[[Record | None], None] | None = None) -> bool:
+        """Compute the new state from the current one under the write lock, validate, commit.
+
+        ``create`` (if given) computes the state instead of ``compute`` when there is no live
+        record; ``guard`` replaces the handle's own check of the record. Returns False (nothing
+        stored, no event, version unchanged) when the result deep-equals what is there; with
+        ``force``, a missing record is stored even when its state equals the defaults (a create).
+        """
+        self._check_writable()
+        where = self._where()
+        outcome: dict[str, Any] = {}
+
+        def fn(record: Record | None) -> Change | None:
+            (guard or self._guard)(record)
+            current = self._current(record)
+            existed = record is not None and not record.deleted
+            make = create if create is not None and not existed else compute
+            new = schema.validate_state(self._model, make(current), where=where)
+            unchanged = ops.json_equal(new, current) and (
+                content is KEEP or content == (record.content if existed else None))
+            if unchanged and (existed or (record is None and not force)):
+                return None  # the no-op guard
+            outcome.update(before=current, after=new, created=not existed)
+            return Change(state=new, operation=operation, content=content,
+                          event=self._event(operation, delta, path, existed),
+                          request_id=self._request_id)
+
+        record = drive(self._store, self._scope, self._scope_id, self._name, fn, where=where)
+        if record is None:
+            return False
+        self._seen(record)
+        self._after_commit(outcome["before"], outcome["after"], outcome["created"])
+        return True
+
+    # -- operations (DESIGN §4) --------------------------------------------------------------
+    def patch_state(self, update: Any = None, /, **fields: Any) -> bool:
+        """Merge fields into the state. Returns True if a write was committed."""
+        changes = _fields(update, fields, "patch_state")
+        ops.check_json(changes, where=self._where())
+        return self._commit("patch", lambda s: ops.patch(s, changes, where=self._where()),
+                            delta=changes)
+
+    def set_state(self, state: Any) -> bool:
+        """Replace the whole state (dict or model instance); missing fields take defaults."""
+        new = to_json(state)
+        if not isinstance(new, dict):
+            raise ValidationError(f"{self._where()}: set_state takes a dict or a model "
+                                  f"instance, not {type(state).__name__}", where=self._where())
+        ops.check_json(new, where=self._where())
+        return self._commit("set", lambda s: ops.replace(s, new, where=self._where()), delta=new)
+
+    def inc_state(self, increments: Any = None, /, **fields: Any) -> bool:
+        """Add numbers to fields; a missing field counts as 0. Never loses an update."""
+        amounts = _fields(increments, fields, "inc_state")
+        ops.check_json(amounts, where=self._where())
+        return self._commit("increment",
+                            lambda s: ops.increment(s, amounts, where=self._where()),
+                            delta=amounts)
+
+    def push_state(self, field: str, value: Any) -> bool:
+        """Append ``value`` to the list field ``field``. Never loses an update."""
+        value = to_json(value)
+        ops.check_json(value, where=self._where(), path=(field,))
+        return self._commit("push", lambda s: ops.push(s, field, value, where=self._where()),
+                            delta=value, path=field)
+
+    def set_state_record(self, field: str, key: str, value: Any) -> bool:
+        """Set one key of the dict field ``field``. Never loses an update."""
+        value = to_json(value)
+        ops.check_json(value, where=self._where(), path=(field, key))
+        return self._commit(
+            "set_record", lambda s: ops.set_record(s, field, key, value, where=self._where()),
+            delta=value, path=f"{field}.{key}")
+
+    def delete_state_record(self, field: str, key: str) -> bool:
+        """Remove one key of the dict field ``field`` (a missing key is a no-op)."""
+        return self._commit(
+            "delete_record", lambda s: ops.delete_record(s, field, key, where=self._where()),
+            path=f"{field}.{key}")
+
+    def atomic_state(self, fn: Callable[[Any], dict | None]) -> bool:
+        """``fn(snapshot)`` returns a partial dict that is merged; re-run on conflict (keep it pure)."""
+        delta: dict[str, Any] = {}
+
+        def compute(current: dict) -> dict:
+            partial = fn(schema.snapshot(self._model, current))
+            partial = _fields(partial, {}, "atomic_state") if partial is not None else {}
+            ops.check_json(partial, where=self._where())
+            delta.clear()
+            delta.update(partial)
+            return ops.patch(current, partial, where=self._where())
+
+        return self._commit("atomic", compute, delta=delta)
+
+    def reset_state(self) -> bool:
+        """Put the state back to the schema's defaults (a new version, history kept)."""
+        return self._commit("set", lambda s: self._initial(), delta=None)

@@ -1,0 +1,520 @@
+"""Resources: named, typed, versioned things with identity, content and metadata (DESIGN §5).
+
+``define_resource`` describes one resource per scope instance (a plan, preferences);
+``define_resource_collection`` describes many, keyed by a path pattern (``files/**``). Handles
+(:class:`ResourceHandle`, :class:`CollectionHandle`) are reached through a scope's ``resources``.
+
+Resource versions start at 1 and are never reused; a delete leaves a tombstone. A handle that has
+seen a resource alive and then finds it deleted by another writer raises
+:class:`ResourceDeletedError` instead of silently re-creating it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping
+
+from pydantic import BaseModel
+
+from . import ops, schema
+from .errors import (InvalidIdError, ReadOnlyResourceError, ResourceAlreadyExistsError,
+                     ResourceDeletedError, ResourceNotFoundError, ValidationError)
+from .records import TypedRecord, drive, to_json
+from .stores.base import Change, Record, Store
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+_PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")
+_BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+Eviction = Literal["none", "lru", "oldest"]
+
+
+def check_resource_name(name: Any) -> str:
+    """Resource names are identifiers (letters, digits, ``_ . -``; not starting with ``$``)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidIdError(f"invalid resource name {name!r}: start with a letter or _, then "
+                             f"letters, digits, _ . - (at most 128); namespace block-private "
+                             f"resources like 'search_cache'")
+    return name
+
+
+def _initial_state(model: type[BaseModel] | None, default: Any, what: str) -> dict:
+    """Schema defaults overlaid with a definition's ``default`` (validated now, not at run time)."""
+    base = schema.defaults(model)
+    if default is None:
+        return base
+    default = to_json(default)
+    if not isinstance(default, dict):
+        raise ValidationError(f"{what}: default must be a dict or a model instance",
+                              where=what)
+    return schema.validate_state(model, {**base, **default}, where=what)
+
+
+@dataclass(frozen=True, eq=True)
+class ResourceDefinition:
+    """What :func:`define_resource` returns; compare equal when defined the same way."""
+
+    state: type[BaseModel] | None = None
+    writable: bool = False
+    default: Any = None
+    content: str | None = None
+    content_file: str | None = None
+    render: Callable[..., str | None] | None = None
+    client_data: Callable[[Any], Any] | None = None
+    metadata: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    def initial_state(self) -> dict:
+        return _initial_state(self.state, self.default, "resource default")
+
+
+@dataclass(frozen=True, eq=True)
+class CollectionDefinition:
+    """What :func:`define_resource_collection` returns."""
+
+    pattern: str
+    state: type[BaseModel] | None = None
+    max_instances: int | None = None
+    eviction: Eviction = "none"
+    writable: bool = True
+    default: Any = None
+    render: Callable[..., str | None] | None = None
+    client_data: Callable[[Any], Any] | None = None
+    on_created: Callable[[str, Any], None] | None = None
+    on_updated: Callable[[str, Any, Any], None] | None = None
+    on_deleted: Callable[[str], None] | None = None
+    metadata: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    def initial_state(self) -> dict:
+        return _initial_state(self.state, self.default, f"collection {self.pattern!r} default")
+
+    @property
+    def regex(self) -> re.Pattern:
+        return _compile_pattern(self.pattern)
+
+
+def define_resource(state: type[BaseModel] | None = None, *, writable: bool = False,
+                    default: Any = None, content: str | None = None,
+                    content_file: str | None = None,
+                    render: Callable[..., str | None] | None = None,
+                    client_data: Callable[[Any], Any] | None = None,
+                    metadata: Mapping[str, Any] | None = None) -> ResourceDefinition:
+    """Describe a resource: typed ``state``, optional ``content`` (or ``content_file``) text.
+
+    ``render(state, content)`` turns the raw content into what ``read_content()`` returns;
+    ``client_data(state)`` is what a client sees of it in ``snapshot()``. Read-only unless
+    ``writable=True``.
+    """
+    if state is not None:
+        schema.require_defaults(state, role="resource")
+    if content is not None and content_file is not None:
+        raise ValueError("give content or content_file, not both")
+    definition = ResourceDefinition(state, writable, default, content, content_file, render,
+                                    client_data, dict(metadata) if metadata else None)
+    definition.initial_state()  # refuse a bad default now
+    return definition
+
+
+def define_resource_collection(*, pattern: str, state: type[BaseModel] | None = None,
+                               max_instances: int | None = None, eviction: Eviction = "none",
+                               writable: bool = True, default: Any = None,
+                               render: Callable[..., str | None] | None = None,
+                               client_data: Callable[[Any], Any] | None = None,
+                               on_created: Callable[[str, Any], None] | None = None,
+                               on_updated: Callable[[str, Any, Any], None] | None = None,
+                               on_deleted: Callable[[str], None] | None = None,
+                               metadata: Mapping[str, Any] | None = None) -> CollectionDefinition:
+    """Describe a collection of resources keyed by ``pattern``.
+
+    Patterns are ``/``-separated segments: a literal, ``*`` (one segment), ``**`` (one or more
+    segments) or ``[param]`` (one named segment). ``max_instances`` caps the live instances:
+    with ``eviction="none"`` a create beyond the cap is refused; ``"lru"`` evicts the least
+    recently used (read through ``get`` or written), ``"oldest"`` the earliest created. Hooks
+    run after the change committed, in the process that made it.
+    """
+    _compile_pattern(pattern)
+    if state is not None:
+        schema.require_defaults(state, role="resource")
+    if eviction not in ("none", "lru", "oldest"):
+        raise ValueError(f"eviction must be 'none', 'lru' or 'oldest', not {eviction!r}")
+    if max_instances is not None and (not isinstance(max_instances, int) or max_instances < 1):
+        raise ValueError(f"max_instances must be a positive int or None, not {max_instances!r}")
+    definition = CollectionDefinition(pattern, state, max_instances, eviction, writable, default,
+                                      render, client_data, on_created, on_updated, on_deleted,
+                                      dict(metadata) if metadata else None)
+    definition.initial_state()
+    return definition
+
+
+_PATTERNS: dict[str, re.Pattern] = {}
+
+
+def _compile_pattern(pattern: Any) -> re.Pattern:
+    if isinstance(pattern, str) and pattern in _PATTERNS:
+        return _PATTERNS[pattern]
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidIdError(f"invalid collection pattern {pattern!r}: give a path pattern "
+                             f"such as 'files/**' or 'notes/[id]'")
+    parts = []
+    for segment in pattern.split("/"):
+        if segment == "**":
+            parts.append(r"[^/]+(?:/[^/]+)*")
+        elif segment == "*":
+            parts.append(r"[^/]+")
+        elif _PARAM.fullmatch(segment):
+            parts.append(f"(?P<{_PARAM.fullmatch(segment).group(1)}>[^/]+)")
+        elif segment in ("", ".", "..") or any(c in segment for c in "*[]") \
+                or _BAD_KEY_CHARS.search(segment):
+            raise InvalidIdError(f"invalid collection pattern {pattern!r}: segment {segment!r}; "
+                                 f"segments are literals, '*', '**' or '[param]', never empty "
+                                 f"or '..'")
+        else:
+            parts.append(re.escape(segment))
+    try:
+        compiled = re.compile("/".join(parts))
+    except re.error as exc:  # e.g. the same [param] twice
+        raise InvalidIdError(f"invalid collection pattern {pattern!r}: {exc}") from exc
+    _PATTERNS[pattern] = compiled
+    return compiled
+
+
+def _check_key(definition: CollectionDefinition, key: Any, collection: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidIdError(f"collection {collection!r}: key must be a non-empty string, "
+                             f"not {key!r}")
+    segments = key.split("/")
+    if any(s in ("", ".", "..") for s in segments) or _BAD_KEY_CHARS.search(key):
+        raise InvalidIdError(f"collection {collection!r}: invalid key {key!r} (no empty "
+                             f"segments, no '.' or '..', no control characters or backslashes)")
+    if not definition.regex.fullmatch(key):
+        raise InvalidIdError(f"collection {collection!r}: key {key!r} does not match the "
+                             f"pattern {definition.pattern!r}")
+    return key
+
+
+class ResourceHandle(TypedRecord):
+    """One resource of one scope instance: typed state, version, content (DESIGN §5)."""
+
+    def __init__(self, store: Store, scope: str, scope_id: str, name: str,
+                 definition: ResourceDefinition | CollectionDefinition, *,
+                 request_id: str | None = None, collection: str | None = None,
+                 key: str | None = None) -> None:
+        storage = name if collection is None else f"{collection}:{key}"
+        super().__init__(store, scope, scope_id, storage, definition.state,
+                         request_id=request_id)
+        self.name = name if collection is None else key
+        self.definition = definition
+        self._collection = collection
+        self._key = key
+        self._live_seen = False  # saw it alive: a later tombstone means someone deleted it
+
+    @property
+    def key(self) -> str | None:
+        """The collection key of an instance (``None`` for a plain resource)."""
+        return self._key
+
+    def _where(self) -> str:
+        what = self._collection + f"[{self._key!r}]" if self._collection else repr(self.name)
+        return f"{self._scope} {self._scope_id!r} resource {what}"
+
+    def _initial(self) -> dict:
+        return self.definition.initial_state()
+
+    def _seen(self, record: Record | None) -> None:
+        super()._seen(record)
+        if record is not None and not record.deleted:
+            self._live_seen = True
+
+    def _event(self, operation: str, delta: Any, path: str | None, existed: bool) -> dict:
+        event = {"type": "resource_change", "scope": self._scope, "scope_id": self._scope_id,
+                 "resource": self._collection or self.name,
+                 "change_type": "updated" if existed else "created", "operation": operation,
+                 "path": path, "delta": delta, "request_id": self._request_id}
+        if self._collection:
+            event["key"] = self._key
+        return event
+
+    def _check_writable(self) -> None:
+        if not self.definition.writable:
+            label = self._collection or self.name
+            raise ReadOnlyResourceError(f"Resource '{label}' is read-only; define it with "
+                                        f"define_resource(..., writable=True) to write it")
+
+    def _guard(self, record: Record | None) -> None:
+        if record is not None and record.deleted and self._live_seen:
+            self._live_seen = False  # the next write, if the caller insists, re-creates it
+            raise ResourceDeletedError(f"{self._where()} was deleted by another writer "
+                                       f"(now version {record.version}); write again to "
+                                       f"re-create it")
+
+    def _after_commit(self, before: dict, after: dict, created: bool) -> None:
+        d = self.definition
+        if not isinstance(d, CollectionDefinition):
+            return
+        if created and d.on_created:
+            d.on_created(self._key, schema.snapshot(d.state, after))
+        elif not created and d.on_updated:
+            d.on_updated(self._key, schema.snapshot(d.state, after),
+                         schema.snapshot(d.state, before))
+
+    @property
+    def exists(self) -> bool:
+        """True when the resource has a live stored record."""
+        record = self._read()
+        return record is not None and not record.deleted
+
+    def update_state(self, fn: Callable[[Any], Any]) -> bool:
+        """``fn(snapshot)`` returns the whole new state (model or dict); re-run on conflict."""
+        def compute(current: dict) -> dict:
+            new = to_json(fn(schema.snapshot(self._model, current)))
+            if not isinstance(new, dict):
+                raise ValidationError(f"{self._where()}: update_state's function must return "
+                                      f"a dict or a model instance", where=self._where())
+            ops.check_json(new, where=self._where())
+            return new
+        return self._commit("set", compute)
+
+    # -- content -----------------------------------------------------------------------------
+    def read_content_raw(self) -> str | None:
+        """The stored text, else the definition's ``content`` / ``content_file``, else None."""
+        record = self._read()
+        if record is not None and not record.deleted and record.content is not None:
+            return record.content
+        d = self.definition
+        if isinstance(d, ResourceDefinition):
+            if d.content is not None:
+                return d.content
+            if d.content_file is not None:
+                return Path(d.content_file).read_text(encoding="utf-8")
+        return None
+
+    def read_content(self) -> str | None:
+        """The content as rendered by the definition's ``render(state, content)``, or raw."""
+        raw = self.read_content_raw()
+        if self.definition.render is None:
+            return raw
+        return self.definition.render(self.state, raw)
+
+    def write_content(self, text: str | None) -> bool:
+        """Store ``text`` as this resource's content (``""`` is content, ``None`` clears it)."""
+        if text is not None and not isinstance(text, str):
+            raise ValidationError(f"{self._where()}: content must be a str or None, not "
+                                  f"{type(text).__name__}", where=self._where())
+        return self._commit("content", lambda s: s, content=text,
+                            delta={"content_chars": None if text is None else len(text)})
+
+    def delete(self) -> bool:
+        """Delete this resource (a tombstone; its version is never reused)."""
+        self._check_writable()
+        record = self._store.delete(self._scope, self._scope_id, self._name,
+                                    event=self._delete_event(), request_id=self._request_id)
+        self._live_seen = False
+        if record is None:
+            return False
+        self._version = record.version
+        if isinstance(self.definition, CollectionDefinition) and self.definition.on_deleted:
+            self.definition.on_deleted(self._key)
+        return True
+
+    def _delete_event(self) -> dict:
+        event = self._event("delete", None, None, True)
+        event["change_type"] = "deleted"
+        return event
+
+    def client_view(self) -> Any:
+        """What a client sees of this resource: its ``client_data(state)``, or None."""
+        if self.definition.client_data is None:
+            return None
+        return self.definition.client_data(self.state)
+
+    def __repr__(self) -> str:
+        return f"<ResourceHandle {self._where()} v{self.version}>"
+
+
+class CollectionHandle:
+    """Many resources of one definition in one scope instance, keyed by a path pattern."""
+
+    def __init__(self, store: Store, scope: str, scope_id: str, name: str,
+                 definition: CollectionDefinition, *, request_id: str | None = None) -> None:
+        self._store = store
+        self._scope = scope
+        self._scope_id = scope_id
+        self.name = name
+        self.definition = definition
+        self._request_id = request_id
+
+    def _handle(self, key: str) -> ResourceHandle:
+        return ResourceHandle(self._store, self._scope, self._scope_id, self.name,
+                              self.definition, request_id=self._request_id,
+                              collection=self.name, key=key)
+
+    def _records(self, prefix: str = "") -> list[Record]:
+        return self._store.list(self._scope, self._scope_id, prefix=f"{self.name}:{prefix}")
+
+    def create(self, key: str, init: Any = None, replace: bool = False) -> ResourceHandle:
+        """Create the instance ``key`` (state = defaults + ``init``).
+
+        Raises :class:`ResourceAlreadyExistsError` if it exists (or another writer won the race),
+        unless ``replace=True``.
+        """
+        _check_key(self.definition, key, self.name)
+        self._check_writable()
+        init = to_json(init) if init is not None else {}
+        if not isinstance(init, dict):
+            raise ValidationError(f"collection {self.name!r}: init must be a dict or model",
+                                  where=self.name)
+        ops.check_json(init, where=f"{self.name}[{key!r}]")
+        self._make_room(key)
+        handle = self._handle(key)
+
+        def refuse_existing(record: Record | None) -> None:
+            if record is not None and not record.deleted and not replace:
+                raise ResourceAlreadyExistsError(
+                    f"{handle._where()} already exists (version {record.version}); use "
+                    f"get_or_create, upsert or create(..., replace=True)")
+
+        handle._commit("set", lambda s: {**self.definition.initial_state(), **init}, force=True,
+                       guard=refuse_existing)
+        return handle
+
+    def _check_writable(self) -> None:
+        if not self.definition.writable:
+            raise ReadOnlyResourceError(f"Resource '{self.name}' is read-only")
+
+    def _make_room(self, key: str) -> None:
+        cap = self.definition.max_instances
+        if cap is None:
+            return
+        records = [r for r in self._records() if r.name != f"{self.name}:{key}"]
+        excess = len(records) - cap + 1
+        if excess <= 0:
+            return
+        if self.definition.eviction == "none":
+            raise ValidationError(
+                f"collection {self.name!r} is full ({len(records)} of {cap} instances); delete "
+                f"one first, or define it with eviction='lru' or 'oldest'",
+                where=self.name, reason="full")
+        order = (lambda r: r.accessed_at) if self.definition.eviction == "lru" \
+            else (lambda r: r.created_at)
+        for victim in sorted(records, key=order)[:excess]:
+            self._handle(victim.name.split(":", 1)[1]).delete()
+
+    def get(self, key: str) -> ResourceHandle:
+        """The live instance ``key``; :class:`ResourceNotFoundError` if there is none."""
+        handle = self.get_optional(key)
+        if handle is None:
+            raise ResourceNotFoundError(f"{self._scope} {self._scope_id!r} collection "
+                                        f"{self.name!r} has no instance {key!r}")
+        return handle
+
+    def get_optional(self, key: str) -> ResourceHandle | None:
+        _check_key(self.definition, key, self.name)
+        handle = self._handle(key)
+        if not handle.exists:
+            return None
+        if self.definition.eviction == "lru":
+            self._store.touch(self._scope, self._scope_id, handle._name)
+        return handle
+
+    def get_or_create(self, key: str, init: Any = None) -> ResourceHandle:
+        handle = self.get_optional(key)
+        if handle is not None:
+            return handle
+        try:
+            return self.create(key, init)
+        except ResourceAlreadyExistsError:
+            return self.get(key)  # another writer created it first: use theirs
+
+    def upsert(self, key: str, update: Any, create_only: Any = None) -> ResourceHandle:
+        """Patch ``key`` with ``update``; create it first (with ``create_only`` too) if missing."""
+        _check_key(self.definition, key, self.name)
+        update = to_json(update) or {}
+        extra = to_json(create_only) or {}
+        handle = self._handle(key)
+        if not handle.exists:
+            self._make_room(key)
+        handle._commit("patch", lambda s: {**s, **update}, delta=update,
+                       create=lambda s: {**s, **extra, **update}, force=True)
+        return handle
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys of the live instances, sorted, optionally only those starting with ``prefix``."""
+        return [r.name.split(":", 1)[1] for r in self._records(prefix)]
+
+    def delete(self, key: str) -> bool:
+        """Delete instance ``key``; False if there was none."""
+        _check_key(self.definition, key, self.name)
+        self._check_writable()
+        return self._handle(key).delete()
+
+    def count(self) -> int:
+        return len(self._records())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get_optional(key) is not None
+
+    def __repr__(self) -> str:
+        return f"<CollectionHandle {self._scope} {self._scope_id!r} {self.name!r} " \
+               f"({self.definition.pattern}), {self.count()} instances>"
+
+
+class Resources(Mapping[str, Any]):
+    """The resources of one scope instance: ``res["plan"]`` or ``res.plan``."""
+
+    def __init__(self, store: Store, scope: str, scope_id: str,
+                 definitions: dict[str, ResourceDefinition | CollectionDefinition], *,
+                 request_id: str | None = None) -> None:
+        for name, definition in definitions.items():
+            check_resource_name(name)
+            if not isinstance(definition, (ResourceDefinition, CollectionDefinition)):
+                raise TypeError(f"resource {name!r} must come from define_resource or "
+                                f"define_resource_collection, not {type(definition).__name__}")
+        self._store = store
+        self._scope = scope
+        self._scope_id = scope_id
+        self._definitions = definitions
+        self._request_id = request_id
+        self._handles: dict[str, ResourceHandle | CollectionHandle] = {}
+
+    def __getitem__(self, name: str) -> ResourceHandle | CollectionHandle:
+        handle = self._handles.get(name)
+        if handle is not None:
+            return handle
+        definition = self._definitions.get(name)
+        if definition is None:
+            known = ", ".join(self._definitions) or "none"
+            raise ResourceNotFoundError(f"{self._scope} has no resource {name!r}; "
+                                        f"defined: {known}")
+        cls = CollectionHandle if isinstance(definition, CollectionDefinition) \
+            else ResourceHandle
+        handle = cls(self._store, self._scope, self._scope_id, name, definition,
+                     request_id=self._request_id)
+        self._handles[name] = handle
+        return handle
+
+    def __getattr__(self, name: str) -> ResourceHandle | CollectionHandle:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except ResourceNotFoundError as exc:
+            raise AttributeError(str(exc)) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._definitions)
+
+    def __len__(self) -> int:
+        return len(self._definitions)
+
+    @property
+    def definitions(self) -> dict[str, ResourceDefinition | CollectionDefinition]:
+        return dict(self._definitions)
+
+    def __repr__(self) -> str:
+        return f"<Resources of {self._scope} {self._scope_id!r}: {', '.join(self) or 'none'}>"

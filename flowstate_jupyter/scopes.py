@@ -1,0 +1,91 @@
+"""Scope handles: the typed state of one request, session, user or project, and its resources.
+
+A :class:`ScopeHandle` is what blocks see as ``ctx.session`` (and ``ctx.user``, ...) and what a
+notebook gets from ``flow.session(...)``. It owns no data: every read goes to the store and every
+write is one version-checked operation (see ``records.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Mapping
+
+from pydantic import BaseModel
+
+from .errors import InvalidIdError
+from .records import TypedRecord
+from .resources import Resources, ResourceDefinition, CollectionDefinition
+from .stores.base import Store
+
+SCOPES = ("request", "session", "user", "project")
+DEFAULT_PROJECT = "default"
+_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
+
+
+def check_id(value: Any, what: str = "id") -> str:
+    """Return ``value`` if it is a valid scope id, else raise :class:`InvalidIdError`."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        shown = repr(value) if not isinstance(value, str) or len(value) < 60 else \
+            repr(value[:57] + "...")
+        raise InvalidIdError(
+            f"invalid {what} {shown}: use 1-128 characters of letters, digits and . _ @ : -")
+    return value
+
+
+def check_scope(scope: Any) -> str:
+    if scope not in SCOPES:
+        raise InvalidIdError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
+    return scope
+
+
+def new_id(prefix: str) -> str:
+    """A fresh random id such as ``s-3f9c0a1b2d4e``."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class ScopeHandle(TypedRecord):
+    """The typed state and resources of one scope instance (DESIGN §4).
+
+    ``state`` is a pydantic model (every field with a default) or ``None`` for free-form JSON;
+    ``resources`` maps names to :func:`define_resource` / :func:`define_resource_collection`
+    definitions. ``request_id`` tags the events this handle's writes emit.
+    """
+
+    def __init__(self, store: Store, scope: str, scope_id: str, *,
+                 state: type[BaseModel] | None = None,
+                 resources: Mapping[str, ResourceDefinition | CollectionDefinition] | None = None,
+                 request_id: str | None = None) -> None:
+        super().__init__(store, check_scope(scope), check_id(scope_id, f"{scope} id"), "",
+                         state, request_id=request_id)
+        self._resources = Resources(store, scope, scope_id, dict(resources or {}),
+                                    request_id=request_id)
+
+    @property
+    def id(self) -> str:
+        return self._scope_id
+
+    @property
+    def scope(self) -> str:
+        return self._scope
+
+    @property
+    def model(self) -> type[BaseModel] | None:
+        """The (merged) state model of this scope, or None for free-form state."""
+        return self._model
+
+    @property
+    def resources(self) -> Resources:
+        """Named resources: ``handle.resources["plan"]`` or ``handle.resources.plan``."""
+        return self._resources
+
+    def _where(self) -> str:
+        return f"{self._scope} {self._scope_id!r}"
+
+    def _event(self, operation: str, delta: Any, path: str | None, existed: bool) -> dict:
+        return {"type": "state_change", "scope": self._scope, "scope_id": self._scope_id,
+                "operation": operation, "path": path, "delta": delta,
+                "request_id": self._request_id}
+
+    def __repr__(self) -> str:
+        return f"<ScopeHandle {self._scope} {self._scope_id!r} v{self.version}>"
