@@ -106,6 +106,11 @@ class TypedRecord:
     def _after_commit(self, before: dict, after: dict, created: bool) -> None:
         """Called after a committed write (resources run collection hooks here)."""
 
+    @property
+    def store(self) -> Store:
+        """The store this handle reads and writes."""
+        return self._store
+
     # -- reading -----------------------------------------------------------------------------
     def _current(self, record: Record | None) -> dict:
         if record is None or record.deleted:

@@ -1,0 +1,606 @@
+"""The ``%state``, ``%flow`` and ``%%flow`` magics (DESIGN §11).
+
+Mistakes are one clear ``UsageError`` line; add ``-t`` (``--traceback``) after the magic name to
+see the full traceback instead. Values are JSON (a bare word such as ``agent`` is taken as a
+string). The store is the source of truth: the magics keep only which flow and session you look
+at (``KernelState``).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shlex
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool
+from traitlets.config import Configurable
+
+from .. import html as h
+from ..errors import FlowStateError
+from ..resources import CollectionHandle, ResourceHandle
+from ..schema import defaults
+from ..scopes import check_id
+from .kernel import KernelState
+from .paths import PathError, StatePath, parse_path
+from .views import history_rows, version_diff_text
+
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
+_OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")
+
+
+class Table:
+    """A small table that shows as HTML in a notebook and as aligned text elsewhere."""
+
+    def __init__(self, title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
+        self.title, self.header, self.rows = title, header, rows
+
+    def _repr_html_(self) -> str:
+        return h.card(self.title, h.table(self.rows, self.header))
+
+    def __repr__(self) -> str:
+        lines = [self.title, "  ".join(self.header)]
+        lines += ["  ".join(h.preview(c, 120) if not isinstance(c, str) else c for c in row)
+                  for row in self.rows]
+        return "\n".join(lines) if self.rows else f"{self.title}\n(none)"
+
+
+def parse_value(text: str) -> Any:
+    """JSON, or a bare word taken as a string; anything else is a UsageError."""
+    text = text.strip()
+    if not text:
+        raise UsageError("a value is needed (JSON, e.g. 3, \"text\", [1, 2], {\"a\": 1})")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if _BARE.fullmatch(text) and text not in ("true", "false", "null"):
+            return text
+        raise UsageError(f"value {text!r} is not JSON ({exc.msg} at column {exc.colno}); quote "
+                         f"strings, e.g. '\"text\"'") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
+    """Pull ``--flow X``-style options and ``-t`` out of a raw line, keeping the rest raw."""
+    options = {m.group(1): m.group(2) for m in _OPTION.finditer(line)}
+    rest = _OPTION.sub(" ", line)
+    tokens = rest.split(None, 1)
+    traceback = False
+    while tokens and tokens[0] in ("-t", "--traceback"):
+        traceback = True
+        rest = tokens[1] if len(tokens) > 1 else ""
+        tokens = rest.split(None, 1)
+    return rest.strip(), options, traceback
+
+
+def _walk(value: Any, fields: tuple[str, ...], label: str) -> Any:
+    for i, field in enumerate(fields):
+        if isinstance(value, dict) and field in value:
+            value = value[field]
+        elif isinstance(value, list) and field.lstrip("-").isdigit() and \
+                -len(value) <= int(field) < len(value):
+            value = value[int(field)]
+        else:
+            where = ".".join(fields[:i]) or "the state"
+            known = ", ".join(value) if isinstance(value, dict) else ""
+            hint = f"; it has {known}" if known else ""
+            raise UsageError(f"{label}: {where} has no {field!r}{hint}")
+    return value
+
+
+def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
+    """A copy of ``value`` with ``new`` at ``fields`` (dict keys or list indexes)."""
+    if not fields:
+        return new
+    head, rest = fields[0], fields[1:]
+    if isinstance(value, dict):
+        copy = dict(value)
+        copy[head] = _deep_set(value.get(head, {}), rest, new, label)
+        return copy
+    if isinstance(value, list) and head.lstrip("-").isdigit() and \
+            -len(value) <= int(head) < len(value):
+        copy = list(value)
+        copy[int(head)] = _deep_set(value[int(head)], rest, new, label)
+        return copy
+    raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
+
+
+_DELETE = object()
+
+
+@magics_class
+class FlowStateMagics(Magics, Configurable):
+    """``%state``, ``%flow`` and ``%%flow``; loaded by ``%load_ext flowstate_jupyter``."""
+
+    traceback = Bool(False, help="Show full tracebacks instead of one-line UsageErrors.").tag(
+        config=True)
+
+    def __init__(self, shell: Any, kernel: KernelState) -> None:
+        Configurable.__init__(self, config=shell.config)
+        Magics.__init__(self, shell=shell)
+        self.kernel = kernel
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _guard(self, show_traceback: bool, fn: Callable[[], Any]) -> Any:
+        """Run ``fn``; turn library errors into one-line UsageErrors unless asked not to."""
+        if show_traceback or self.traceback:
+            return fn()
+        try:
+            return fn()
+        except UsageError:
+            raise
+        except (FlowStateError, PathError, LookupError, ValueError, TypeError) as exc:
+            raise UsageError(f"{_one_line(exc)}  (add -t for the traceback)") from None
+
+    def _target(self, path: StatePath, flow: str | None = None, create: bool = False) -> Any:
+        """The handle a path points at: a scope, a resource, or a collection instance."""
+        handle = self.kernel.handle(path.scope, flow)
+        if path.resource is None:
+            return handle
+        resources = handle.resources
+        if path.resource not in resources:
+            known = ", ".join(resources) or "none"
+            raise UsageError(f"{path.label}: {path.scope} has no resource {path.resource!r}; "
+                             f"defined: {known}")
+        res = resources[path.resource]
+        if isinstance(res, CollectionHandle):
+            if path.key is None:
+                if path.fields:
+                    raise UsageError(f"{path.label}: {path.resource} is a collection; name an "
+                                     f"instance as {path.resource}[KEY]")
+                return res
+            return res.get_or_create(path.key) if create else res.get(path.key)
+        if path.key is not None:
+            raise UsageError(f"{path.label}: {path.resource} is not a collection")
+        return res
+
+    # -- %state ---------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
+    @argument("verb", nargs="?", default=None,
+              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|client|"
+                   "path; none: show the live Inspector")
+    @argument("args", nargs="*", help="PATH [VALUE] (VALUE is JSON), or the verb's arguments")
+    @argument("--session", help="with 'use': switch to this session id")
+    @argument("--user", help="with 'use': switch to this user id")
+    @argument("--project", help="with 'use': switch to this project id")
+    @argument("--flow", help="with 'use': make this registered flow current")
+    @argument("--limit", type=int, default=20, help="with 'history': how many versions")
+    @line_magic
+    def state(self, line: str = "") -> Any:
+        """Inspect and change state of the current session, user and project.
+
+        Paths: ``session.mode``, ``user.resources.preferences.theme``,
+        ``session.resources.files[docs/a.md].size`` (the scope defaults to session).
+
+        Examples::
+
+            %state                                  # live Inspector widget
+            x = %state get session.mode
+            %state set session.mode "agent"
+            %state patch session {"mode": "chat", "message_count": 0}
+            %state inc session.message_count 2
+            %state push session.resources.plan.steps "write tests"
+            %state del session.notes.draft
+            %state history session --limit 5
+            %state diff 3 5 session
+            %state undo session
+            %state reset session
+            %state use --session s2 --user bob --flow assistant
+            %state sessions
+            %state client                           # live client-data preview
+            %state path                             # this notebook's Windmill state path
+        """
+        raw, options, show_tb = _take_options(line)
+        verb, _, rest = raw.partition(" ")
+        rest = rest.strip()
+        if verb.startswith("-") and verb not in ("-t", "--traceback"):
+            parse_argstring(self.state, line)  # argparse's own message for unknown flags
+        return self._guard(show_tb, lambda: self._state(verb, rest, options))
+
+    def _state(self, verb: str, rest: str, options: dict[str, str]) -> Any:
+        if verb in ("", "inspect"):
+            from .widgets import Inspector
+            return Inspector(self.kernel.session())
+        if verb == "client":
+            from .widgets import ClientDataPreview
+            return ClientDataPreview(self.kernel.session(options.get("flow")))
+        if verb == "use":
+            return self._use(options, rest)
+        if verb == "sessions":
+            return self._sessions()
+        if verb == "path":
+            from ..windmill import get_state_path
+            path = get_state_path()
+            print(path)
+            return None
+        handlers = {"get": self._get, "set": self._set, "patch": self._patch, "inc": self._inc,
+                    "push": self._push, "del": self._del, "history": self._history,
+                    "diff": self._diff, "undo": self._undo, "reset": self._reset}
+        if verb not in handlers:
+            raise UsageError(f"unknown %state verb {verb!r}; use one of "
+                             f"{', '.join(handlers)}, use, sessions, client, path (see %state?)")
+        return handlers[verb](rest, options)
+
+    def _path_and_value(self, rest: str, verb: str, value_needed: bool = True
+                        ) -> tuple[StatePath, str]:
+        path_text, _, value_text = rest.partition(" ")
+        if not path_text:
+            raise UsageError(f"%state {verb} needs a PATH, e.g. %state {verb} session.mode")
+        if value_needed and not value_text.strip():
+            raise UsageError(f"%state {verb} {path_text} needs a VALUE (JSON)")
+        return parse_path(path_text), value_text
+
+    def _get(self, rest: str, options: dict) -> Any:
+        path, _ = self._path_and_value(rest, "get", value_needed=False)
+        target = self._target(path, options.get("flow"))
+        if isinstance(target, CollectionHandle):
+            return target.list()
+        return _walk(target.state_dict(), path.fields, path.label)
+
+    def _report(self, path: StatePath, target: Any, changed: bool) -> None:
+        what = "" if changed else " (unchanged: no new version)"
+        print(f"{path.label}: v{target.version}{what}")
+
+    def _set(self, rest: str, options: dict) -> None:
+        path, value_text = self._path_and_value(rest, "set")
+        value = parse_value(value_text)
+        target = self._target(path, options.get("flow"), create=True)
+        fields = path.fields
+        if not fields:
+            changed = target.set_state(value)
+        elif len(fields) == 1:
+            changed = target.patch_state({fields[0]: value})
+        elif len(fields) == 2 and isinstance(target.state_dict().get(fields[0]), dict):
+            changed = target.set_state_record(fields[0], fields[1], value)
+        else:
+            changed = target.atomic_state(lambda s: {fields[0]: _deep_set(
+                _jsonable_field(s, fields[0]), fields[1:], value, path.label)})
+        self._report(path, target, changed)
+
+    def _patch(self, rest: str, options: dict) -> None:
+        path, value_text = self._path_and_value(rest, "patch")
+        value = parse_value(value_text)
+        if not isinstance(value, dict):
+            raise UsageError(f"%state patch takes a JSON object, e.g. {{\"mode\": \"agent\"}}")
+        target = self._target(path, options.get("flow"), create=True)
+        if not path.fields:
+            changed = target.patch_state(value)
+        else:
+            current = _walk(target.state_dict(), path.fields, path.label)
+            if not isinstance(current, dict):
+                raise UsageError(f"{path.label} is not an object; use %state set")
+            merged = {**current, **value}
+            changed = target.atomic_state(lambda s: {path.fields[0]: _deep_set(
+                _jsonable_field(s, path.fields[0]), path.fields[1:], merged, path.label)})
+        self._report(path, target, changed)
+
+    def _inc(self, rest: str, options: dict) -> None:
+        path, value_text = self._path_and_value(rest, "inc", value_needed=False)
+        amount = parse_value(value_text) if value_text.strip() else 1
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise UsageError(f"%state inc takes a number, not {value_text.strip()!r}")
+        target = self._target(path, options.get("flow"), create=True)
+        if len(path.fields) != 1:
+            raise UsageError(f"%state inc needs a top-level field, e.g. session.message_count")
+        self._report(path, target, target.inc_state({path.fields[0]: amount}))
+
+    def _push(self, rest: str, options: dict) -> None:
+        path, value_text = self._path_and_value(rest, "push")
+        value = parse_value(value_text)
+        target = self._target(path, options.get("flow"), create=True)
+        if len(path.fields) != 1:
+            raise UsageError(f"%state push needs a top-level list field, e.g. session.tags")
+        self._report(path, target, target.push_state(path.fields[0], value))
+
+    def _del(self, rest: str, options: dict) -> None:
+        path, _ = self._path_and_value(rest, "del", value_needed=False)
+        target = self._target(path, options.get("flow"))
+        fields = path.fields
+        if not fields:
+            if isinstance(target, ResourceHandle):
+                changed = target.delete()
+                print(f"{path.label}: deleted" if changed else f"{path.label}: nothing to delete")
+                return
+            raise UsageError(f"%state del needs a field or a resource; to clear a whole scope "
+                             f"use %state reset {path.scope}")
+        if len(fields) == 1:
+            model_defaults = defaults(target.model if hasattr(target, "model")
+                                      else target.definition.state)
+            if fields[0] not in target.state_dict():
+                raise UsageError(f"{path.label}: no field {fields[0]!r}")
+            if fields[0] in model_defaults:
+                changed = target.patch_state({fields[0]: model_defaults[fields[0]]})
+            else:
+                changed = target.set_state({k: v for k, v in target.state_dict().items()
+                                            if k != fields[0]})
+        elif len(fields) == 2 and isinstance(target.state_dict().get(fields[0]), dict):
+            changed = target.delete_state_record(fields[0], fields[1])
+        else:
+            parent = _walk(target.state_dict(), fields[:-1], path.label)
+            if not isinstance(parent, dict):
+                raise UsageError(f"{path.label}: can only delete keys of objects")
+            smaller = {k: v for k, v in parent.items() if k != fields[-1]}
+            changed = target.atomic_state(lambda s: {fields[0]: _deep_set(
+                _jsonable_field(s, fields[0]), fields[1:-1], smaller, path.label)})
+        self._report(path, target, changed)
+
+    def _scope_target(self, rest: str, options: dict) -> tuple[StatePath, Any]:
+        text = rest.split()[-1] if rest.split() else "session"
+        path = parse_path(text)
+        if path.fields:
+            raise UsageError(f"{path.label}: name a scope or resource, not a field")
+        target = self._target(path, options.get("flow"))
+        if isinstance(target, CollectionHandle):
+            raise UsageError(f"{path.label}: name one instance, {path.resource}[KEY]")
+        return path, target
+
+    def _history(self, rest: str, options: dict) -> Table:
+        path, target = self._scope_target(rest, options)
+        limit = int(options.get("limit", 20))
+        rows = [(f"v{v}", t, op, h.state_text(s, 300)) for v, t, op, s in
+                history_rows(target, limit)]
+        return Table(f"history of {path.label}", ("version", "time", "operation", "state"),
+                     rows)
+
+    def _diff(self, rest: str, options: dict) -> None:
+        parts = rest.split()
+        if len(parts) < 2 or not all(p.lstrip("v").isdigit() for p in parts[:2]):
+            raise UsageError("%state diff V1 V2 [SCOPE], e.g. %state diff 3 5 session")
+        a, b = (int(p.lstrip("v")) for p in parts[:2])
+        path, target = self._scope_target(" ".join(parts[2:]) or "session", options)
+        print(f"{path.label} v{a} -> v{b}")
+        print(version_diff_text(target, a, b))
+
+    def _undo(self, rest: str, options: dict) -> None:
+        path, target = self._scope_target(rest, options)
+        history = target.history(limit=2)
+        if not history:
+            raise UsageError(f"{path.label} has never been written: nothing to undo")
+        previous = history[1].state if len(history) > 1 and history[1].version == \
+            history[0].version - 1 else None
+        if previous is None and history[0].version > 1:
+            raise UsageError(f"{path.label}: v{history[0].version - 1} is no longer kept")
+        changed = target.set_state(previous if previous is not None else {})
+        print(f"{path.label}: restored v{history[0].version - 1} as v{target.version}"
+              if changed else f"{path.label}: already equal to the previous version")
+
+    def _reset(self, rest: str, options: dict) -> None:
+        path, target = self._scope_target(rest, options)
+        changed = target.reset_state()
+        print(f"{path.label}: reset to defaults (v{target.version})" if changed
+              else f"{path.label}: already at its defaults")
+
+    def _use(self, options: dict, rest: str) -> None:
+        if rest:
+            raise UsageError(f"%state use takes only options (--session, --user, --project, "
+                             f"--flow), not {rest!r}")
+        if not options:
+            raise UsageError("%state use --session ID | --user ID | --project ID | --flow NAME")
+        kernel = self.kernel
+        saved = (kernel.current_flow, kernel.session_id, kernel.user, kernel.project)
+        try:
+            if "flow" in options:
+                kernel.flow(options["flow"])  # must exist
+                kernel.current_flow = options["flow"]
+            if "session" in options:
+                kernel.session_id = check_id(options["session"], "session id")
+            if "user" in options:
+                kernel.user = check_id(options["user"], "user id")
+            if "project" in options:
+                kernel.project = check_id(options["project"], "project id")
+            kernel.session()  # a session of another user or flow kind is refused here
+        except BaseException:
+            kernel.current_flow, kernel.session_id, kernel.user, kernel.project = saved
+            raise
+        print(f"session {kernel.session_id!r}, user {kernel.user!r}, project "
+              f"{kernel.project!r}, flow {kernel.current_flow or '(none)'}")
+
+    def _sessions(self) -> Table:
+        if self.kernel.current_flow is None:
+            records = self.kernel.store.list("session", name="$meta")
+            rows = [(r.scope_id, r.state.get("user", ""), r.state.get("flow", ""),
+                     h.when(r.updated_at)) for r in records]
+        else:
+            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")))
+                    for s in self.kernel.flow().sessions()]
+        return Table("sessions", ("session", "user", "flow", "updated"), rows)
+
+    # -- %%flow and %flow ---------------------------------------------------------------------
+    @cell_magic("flow")
+    def flow_cell(self, line: str, cell: str) -> Any:
+        """Define a flow in Python and register it: ``%%flow NAME``.
+
+        The cell runs in your namespace. Its flow is the value of the last expression, else the
+        one flow the cell bound to a name. It is registered under NAME, bound to NAME, becomes
+        current, and its summary is shown.
+        """
+        raw, _, show_tb = _take_options(line)
+        name = raw.strip()
+        if not name.isidentifier():
+            raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
+        from ..flows import Flow
+        ns = self.shell.user_ns
+        before = {k: v for k, v in ns.items() if isinstance(v, Flow)}
+        tree = ast.parse(cell)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<%%flow>", "exec"), ns)
+        value = eval(compile(last, "<%%flow>", "eval"), ns) if last is not None else None
+        if isinstance(value, Flow):
+            flow = value
+        else:
+            new = {k: v for k, v in ns.items() if isinstance(v, Flow) and before.get(k) is not v}
+            if len(new) > 1:
+                raise UsageError(f"the cell defined several flows ({', '.join(sorted(new))}); "
+                                 f"end it with the one to register as {name}")
+            if not new:
+                raise UsageError(f"the cell defined no flow; end it with fs.define_flow(...)")
+            flow = next(iter(new.values()))
+        self.kernel.register(name, flow)
+        ns[name] = flow
+        display(flow)
+        return None
+
+    @magic_arguments()
+    @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
+    @argument("verb", help="run|list|show|runs|ui")
+    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]")
+    @argument("--flow", help="the registered flow (default: the current one)")
+    @argument("--session", help="run in this session (default: this notebook's)")
+    @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
+    @line_magic("flow")
+    def flow_line(self, line: str = "") -> Any:
+        """Run and inspect registered flows.
+
+        Examples::
+
+            %flow run chat {"message": "hi"}
+            %flow run chat {"message": "hi"} --session s2 --user bob
+            %flow list
+            %flow show assistant
+            %flow runs
+            %flow ui                    # a FlowRunner widget: form, Run, output, events
+        """
+        raw, options, show_tb = _take_options(line)
+        verb, _, rest = raw.partition(" ")
+        if not verb:
+            raise UsageError("%flow run|list|show|runs|ui (see %flow?)")
+        return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
+
+    def _flow(self, verb: str, rest: str, options: dict) -> Any:
+        kernel = self.kernel
+        if verb == "list":
+            rows = [(("* " if n == kernel.current_flow else "  ") + n, f.kind,
+                     ", ".join(f.actions)) for n, f in kernel.flows.items()]
+            return Table("flows", ("name", "kind", "actions"), rows)
+        if verb == "show":
+            flow = kernel.flow(rest or options.get("flow"))
+            display(flow)
+            return None
+        if verb == "runs":
+            session = kernel.session(options.get("flow"))
+            runs = session.runs(limit=int(options.get("limit", 20)))
+            rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
+                     h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
+            return Table(f"runs of session {session.id!r}",
+                         ("request", "action", "status", "started", "output / error"), rows)
+        if verb == "ui":
+            from .widgets import FlowRunner
+            name = rest or options.get("flow")
+            flow = kernel.flow(name)
+            return FlowRunner(flow, kernel.session(name))
+        if verb == "run":
+            return self._run(rest, options)
+        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs or ui")
+
+    def _run(self, rest: str, options: dict) -> None:
+        action, _, input_text = rest.partition(" ")
+        if not action:
+            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. %flow run chat {\"message\": \"hi\"}")
+        kernel = self.kernel
+        flow = kernel.flow(options.get("flow"))
+        payload = parse_value(input_text) if input_text.strip() else None
+        session_id = options.get("session", kernel.session_id)
+        user = options.get("user", kernel.user)
+        session = flow.session(session_id, user=user, project=kernel.project, store=kernel.store)
+        before = _flat_client(session)
+        progress = _Progress()
+        result = session.run(action, payload, on_event=progress.on_event)
+        progress.close()
+        self.shell.user_ns["_"] = result
+        after = _flat_client(session)
+        changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
+        display(_RunSummary(result, changed))
+        return None
+
+
+def _jsonable_field(snapshot: Any, field: str) -> Any:
+    value = getattr(snapshot, field) if not isinstance(snapshot, dict) else snapshot.get(field)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return json.loads(json.dumps(value, default=lambda o: o.model_dump(mode="json")
+                                 if hasattr(o, "model_dump") else str(o)))
+
+
+def _flat_client(session: Any) -> dict:
+    from .views import flatten_client_view
+    try:
+        return flatten_client_view(session.snapshot())
+    except Exception:  # noqa: BLE001 - a broken client-data function shows in the preview
+        return {}
+
+
+def _short_outcome(run: dict) -> str:
+    if run.get("error"):
+        error = run["error"]
+        return f"{error.get('type', 'Error')}: {error.get('message', '')}" \
+            if isinstance(error, dict) else str(error)
+    return h.preview(run.get("output"), 80)
+
+
+class _Progress:
+    """A progress bar for long runs (widget in a front end, text lines elsewhere)."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def on_event(self, event: dict) -> None:
+        if event.get("type") != "progress":
+            return
+        data = event.get("data") or {}
+        total, done = int(data.get("total") or 0), int(data.get("done") or 0)
+        if not total:
+            return
+        if self._bar is None:
+            import ipywidgets as W
+            self._bar = W.IntProgress(min=0, max=total, description=str(data.get("block", "")))
+            display(self._bar)
+        self._bar.max = total
+        self._bar.value = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.bar_style = "success"
+
+
+class _RunSummary:
+    """What ``%flow run`` shows: output or error, events, and the client data that changed."""
+
+    def __init__(self, result: Any, changed: dict) -> None:
+        self.result, self.changed = result, changed
+
+    def _parts(self) -> tuple[str, list[str], list[str]]:
+        r = self.result
+        if r.error is not None:
+            head = f"error: {type(r.error).__name__}: {r.error}"
+        else:
+            out = r.output.model_dump(mode="json") if hasattr(r.output, "model_dump") else r.output
+            head = f"output: {h.preview(out, 500)}"
+        from .widgets import _event_label
+        events = [_event_label(e) for e in r.events[:50]]
+        changed = [f"{k} = {h.preview(v, 200)}" for k, v in self.changed.items()]
+        return head, events, changed
+
+    def _repr_html_(self) -> str:
+        head, events, changed = self._parts()
+        cls = "fs-error" if self.result.error is not None else ""
+        body = f'<div class="{cls}">{h.esc(head)}</div>'
+        body += f"<b>events</b> ({len(self.result.events)})<pre>{h.esc(chr(10).join(events))}</pre>"
+        body += "<b>client data changed</b><pre>" + h.esc("\n".join(changed) or "(none)") + "</pre>"
+        return h.card(f"run {self.result.request_id}", body,
+                      f"{self.result.duration_s * 1000:.0f} ms")
+
+    def __repr__(self) -> str:
+        head, events, changed = self._parts()
+        return "\n".join([head, f"events ({len(self.result.events)}):", *events,
+                          "client data changed:", *(changed or ["(none)"])])

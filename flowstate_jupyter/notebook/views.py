@@ -1,0 +1,142 @@
+"""What the widgets show, as HTML and as text: built from handles, no ipywidgets here.
+
+Keeping rendering apart from the widgets lets the text fallbacks, the rich display and the
+widgets say the same thing, and lets tests check content without a front end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import html as h
+from ..diff import diff, format_diff
+from ..resources import CollectionHandle, ResourceHandle
+from ..scopes import ScopeHandle
+
+SCOPE_ORDER = ("session", "user", "project")
+
+
+def scope_handles(session: Any) -> dict[str, ScopeHandle]:
+    """``{"session": ..., "user": ..., "project": ...}`` of a flow session or a plain one."""
+    own = session if isinstance(session, ScopeHandle) else session.session
+    return {"session": own, "user": session.user, "project": session.project}
+
+
+def _record_time(handle: ScopeHandle) -> float | None:
+    record = handle.store.read(handle.scope, handle.id)
+    return record.updated_at if record is not None else None
+
+
+def _resource_rows(handle: ScopeHandle, limit: int) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name in handle.resources:
+        res = handle.resources[name]
+        if isinstance(res, CollectionHandle):
+            keys = res.list()
+            shown = ", ".join(keys[:10]) + (f" (+{len(keys) - 10})" if len(keys) > 10 else "")
+            rows.append((name, f"{len(keys)} instances", shown or "(empty)", ""))
+            continue
+        assert isinstance(res, ResourceHandle)
+        content = res.read_content_raw()
+        rows.append((name, f"v{res.version}", h.preview(res.state_dict(), limit),
+                     "" if content is None else h.preview(content, 200)))
+    return rows
+
+
+def scope_html(handle: ScopeHandle, limit: int = h.PREVIEW_CHARS) -> str:
+    """One scope: id, version, update time, state table, resources table."""
+    state = handle.state_dict()
+    subtitle = f"{handle.id!r} · v{handle.version} · updated {h.when(_record_time(handle))}"
+    body = h.table(((k, v) for k, v in state.items()), ("field", "value")) if state \
+        else '<div class="fs-muted">(no state fields)</div>'
+    rows = _resource_rows(handle, limit)
+    if rows:
+        body += "<br><b>resources</b>" + h.table(
+            ((n, v, h.esc(s), h.esc(c)) for n, v, s, c in rows),
+            ("resource", "version", "state", "content"), raw=True)
+    return h.card(handle.scope, body, subtitle)
+
+
+def scope_text(handle: ScopeHandle) -> str:
+    lines = [f"{handle.scope} {handle.id!r} v{handle.version}: {h.state_text(handle.state_dict())}"]
+    for name, version, state, content in _resource_rows(handle, 200):
+        extra = f" content={content}" if content else ""
+        lines.append(f"  resource {name} {version}: {state}{extra}")
+    return "\n".join(lines)
+
+
+def windmill_states(store: Any) -> list[dict]:
+    """Windmill states in the store (path, value, version, updated) — empty if unavailable."""
+    try:
+        from .. import windmill
+        return list(windmill.list_states(store=store))
+    except Exception:  # noqa: BLE001 - the tab just stays empty
+        return []
+
+
+def windmill_html(store: Any, limit: int = h.PREVIEW_CHARS) -> str:
+    states = windmill_states(store)
+    if not states:
+        return h.card("Windmill states", '<div class="fs-muted">(none yet: get_state() / '
+                      'set_state() from flowstate_jupyter.windmill)</div>')
+    rows = ((s["path"], f"v{s['version']}", h.esc(h.preview(s["value"], limit)),
+             h.when(s.get("updated_at"))) for s in states)
+    return h.card("Windmill states",
+                  h.table(rows, ("path", "version", "value", "updated"), raw=True))
+
+
+def windmill_text(store: Any) -> str:
+    states = windmill_states(store)
+    return "\n".join(f"windmill {s['path']} v{s['version']}: {h.preview(s['value'], 200)}"
+                     for s in states) or "windmill: (no states)"
+
+
+def client_data_html(snapshot: dict, changed: set[str]) -> str:
+    """The client view: client data per scope and resources' client data; changed keys marked."""
+    rows = []
+    for scope, values in snapshot.get("client_data", {}).items():
+        for key, value in (values or {}).items():
+            rows.append((f"{scope}.{key}", value))
+    for scope, resources in snapshot.get("resources", {}).items():
+        for name, entry in (resources or {}).items():
+            rows.append((f"{scope}.resources.{name}", (entry or {}).get("client_data")))
+    body = h.table(rows, ("key", "value"), changed=changed) if rows else \
+        '<div class="fs-muted">(no client data declared)</div>'
+    note = f"{len(changed)} changed since the last update" if changed else "no changes"
+    return h.card("client data", body, note)
+
+
+def flatten_client_view(snapshot: dict) -> dict[str, Any]:
+    """``{"session.mode": value, "session.resources.plan": value}`` for change marking."""
+    flat: dict[str, Any] = {}
+    for scope, values in snapshot.get("client_data", {}).items():
+        for key, value in (values or {}).items():
+            flat[f"{scope}.{key}"] = value
+    for scope, resources in snapshot.get("resources", {}).items():
+        for name, entry in (resources or {}).items():
+            flat[f"{scope}.resources.{name}"] = (entry or {}).get("client_data")
+    return flat
+
+
+def client_data_text(snapshot: dict, changed: set[str]) -> str:
+    flat = flatten_client_view(snapshot)
+    return "\n".join(f"{'*' if k in changed else ' '} {k} = {h.preview(v, 200)}"
+                     for k, v in flat.items()) or "(no client data declared)"
+
+
+def history_rows(handle: Any, limit: int = 50) -> list[tuple[int, str, str, Any]]:
+    """``(version, time, operation, state)`` newest first."""
+    return [(e.version, h.when(e.ts), e.operation + (" (deleted)" if e.deleted else ""),
+             e.state) for e in handle.history(limit=limit)]
+
+
+def version_diff_text(handle: Any, a: int, b: int) -> str:
+    states = {e.version: e.state for e in handle.history(limit=None)}
+    missing = [v for v in (a, b) if v not in states and v != 0]
+    if missing:
+        kept = sorted(states)
+        raise LookupError(f"version {missing[0]} is not in the kept history "
+                          f"(kept: {kept[0] if kept else '-'}..{kept[-1] if kept else '-'})")
+    before = states.get(a, {}) if a else {}
+    after = states.get(b, {}) if b else {}
+    return format_diff(diff(before, after))
