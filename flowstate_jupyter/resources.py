@@ -330,6 +330,10 @@ class ResourceHandle(TypedRecord):
     def __repr__(self) -> str:
         return f"<ResourceHandle {self._where()} v{self.version}>"
 
+    def _repr_html_(self) -> str:
+        from .display import resource_html
+        return resource_html(self)
+
 
 class CollectionHandle:
     """Many resources of one definition in one scope instance, keyed by a path pattern."""

@@ -89,3 +89,7 @@ class ScopeHandle(TypedRecord):
 
     def __repr__(self) -> str:
         return f"<ScopeHandle {self._scope} {self._scope_id!r} v{self.version}>"
+
+    def _repr_html_(self) -> str:
+        from .display import scope_html
+        return scope_html(self)

@@ -58,3 +58,11 @@ def kernel_state(ipython: Any = None) -> KernelState:
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension", "kernel_state", "Inspector",
            "ClientDataPreview", "FlowRunner", "History", "KernelState"]
+
+
+def current_session(ipython: Any = None) -> Any:
+    """This notebook's session of the current flow (what ``%state`` shows), as a handle."""
+    return kernel_state(ipython).session()
+
+
+__all__.append("current_session")

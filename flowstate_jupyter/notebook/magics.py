@@ -28,7 +28,7 @@ from ..schema import defaults
 from ..scopes import check_id
 from .kernel import KernelState
 from .paths import PathError, StatePath, parse_path
-from .views import history_rows, version_diff_text
+from ..display import history_rows, version_diff_text
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
 _OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")
@@ -533,7 +533,7 @@ def _jsonable_field(snapshot: Any, field: str) -> Any:
 
 
 def _flat_client(session: Any) -> dict:
-    from .views import flatten_client_view
+    from ..display import flatten_client_view
     try:
         return flatten_client_view(session.snapshot())
     except Exception:  # noqa: BLE001 - a broken client-data function shows in the preview

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from .. import html as h
 from ..errors import FlowStateError
 from ._live import Live
-from .views import (SCOPE_ORDER, client_data_html, client_data_text, flatten_client_view,
+from ..display import (SCOPE_ORDER, client_data_html, client_data_text, flatten_client_view,
                     history_rows, scope_handles, scope_html, scope_text, version_diff_text,
                     windmill_html, windmill_text)
 

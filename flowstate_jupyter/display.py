@@ -1,17 +1,18 @@
-"""What the widgets show, as HTML and as text: built from handles, no ipywidgets here.
+"""Rich display of handles, sessions, flows and runs, as HTML and as text. No IPython here.
 
-Keeping rendering apart from the widgets lets the text fallbacks, the rich display and the
-widgets say the same thing, and lets tests check content without a front end.
+The widgets (``notebook/widgets.py``), the text fallbacks and the objects' own ``_repr_html_``
+all render through these functions, so they say the same thing, and tests can check content
+without a front end. Every value goes through the preview limit of ``html.py``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import html as h
-from ..diff import diff, format_diff
-from ..resources import CollectionHandle, ResourceHandle
-from ..scopes import ScopeHandle
+from . import html as h
+from .diff import diff, format_diff
+from .resources import CollectionHandle, ResourceHandle
+from .scopes import ScopeHandle
 
 SCOPE_ORDER = ("session", "user", "project")
 
@@ -65,10 +66,21 @@ def scope_text(handle: ScopeHandle) -> str:
     return "\n".join(lines)
 
 
+def resource_html(res: ResourceHandle, limit: int = h.PREVIEW_CHARS) -> str:
+    """One resource: version, state table and a preview of its content."""
+    state = res.state_dict()
+    body = h.table(((k, v) for k, v in state.items()), ("field", "value")) if state else ""
+    content = res.read_content_raw()
+    if content is not None:
+        body += "<b>content</b>" + h.pre(content, limit)
+    mode = "writable" if res.definition.writable else "read-only"
+    return h.card(f"resource {res.name}", body, f"v{res.version} · {mode}")
+
+
 def windmill_states(store: Any) -> list[dict]:
     """Windmill states in the store (path, value, version, updated) — empty if unavailable."""
     try:
-        from .. import windmill
+        from . import windmill
         return list(windmill.list_states(store=store))
     except Exception:  # noqa: BLE001 - the tab just stays empty
         return []
