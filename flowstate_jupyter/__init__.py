@@ -10,6 +10,12 @@ from .resources import (CollectionHandle, ResourceHandle, define_resource,
                         define_resource_collection)
 from .scopes import SCOPES, ScopeHandle
 from .stores import open_store
+from .blocks import (Block, Context, Handler, LoopLimitError, Router, Sequencer, current_context,
+                     handler, router, sequencer)
+from .flows import Action, Flow, ScopeConfig, action, define_flow, scope
+from .runs import RunResult, default_store
+from .sessions import Session
+from .client_data import ClientDataContext
 
 __version__ = "0.1.0"
 
@@ -17,3 +23,23 @@ __all__ = [
     "open_store", "ScopeHandle", "SCOPES", "define_resource", "define_resource_collection",
     "ResourceHandle", "CollectionHandle", *_error_names,
 ]
+__all__ += [
+    "handler", "router", "sequencer", "Block", "Handler", "Router", "Sequencer", "Context",
+    "current_context", "LoopLimitError", "define_flow", "scope", "action", "Flow", "Action",
+    "ScopeConfig", "RunResult", "default_store", "Session", "ClientDataContext",
+]
+
+
+def load_ipython_extension(ipython):  # noqa: ANN001 - IPython's hook
+    """``%load_ext flowstate_jupyter``: register the magics (imports IPython only now)."""
+    from .notebook import load_ipython_extension as load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):  # noqa: ANN001
+    """``%unload_ext flowstate_jupyter``: close the store and remove the magics."""
+    from .notebook import unload_ipython_extension as unload
+    unload(ipython)
+
+
+from . import windmill  # noqa: E402,F401  (fs.windmill: the Windmill-compatible API, DESIGN §10)

@@ -427,3 +427,24 @@ def field_summary(model: _Model) -> dict[str, str]:
         return {}
     _info(model)
     return {name: _type_str(field.annotation) for name, field in model.model_fields.items()}
+
+
+# ---------------------------------------------------------------------------- block input/output
+# (added for blocks and flows: validating values that are not scope state)
+
+def validate_value(model: _Model, value: Any, *, where: str) -> Any:
+    """Validate a block's or an action's input or output against ``model``.
+
+    Returns a ``model`` instance (an instance is returned as it is; a dict or another model's
+    instance is validated). ``None`` as ``model`` accepts anything unchanged. A refusal raises
+    our ``ValidationError`` naming ``where``, the field path, the reason and the expected type.
+    Unlike scope state, input and output models need no defaults.
+    """
+    if model is None or isinstance(value, model):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    try:
+        return model.model_validate(value)
+    except PydanticValidationError as exc:
+        _raise_invalid(model, exc, where)

@@ -1,0 +1,993 @@
+"""Blocks: handler, router and sequencer, the pieces flows are made of (DESIGN §6).
+
+A block is a named step with optional ``input`` / ``output`` models and the state and resources
+it declares per scope (``session_state=ModeState``, ``session_resources={...}``); declarations
+bubble up into the flow (see ``bubbling.py``). A block runs only through
+``await block.run(input, ctx)``, which validates the input, makes ``ctx`` point at this block,
+runs it and validates the output. Flows (``flows.py``) and sessions call it for you.
+
+* :func:`handler` wraps one function ``fn(input, ctx)`` (``def`` or ``async def``).
+* :func:`router` picks one of its ``routes`` with ``route(input, ctx)`` and runs it.
+* :func:`sequencer` chains steps: ``then``, ``then_if``, ``map``, ``tap``, ``tap_if``,
+  ``parallel``, ``for_each``, ``branch``, ``rescue``, ``do_while``, ``do_until``.
+
+Functions passed to blocks and steps take ``(value, ctx)`` or just ``(value)``; each may be
+``def`` or ``async def``. Everything of one run executes on one asyncio event loop. A plain
+``def`` handler runs on the loop thread, except inside ``parallel`` / ``for_each`` with more than
+one item in flight, where it runs in a worker thread so that blocking work (state operations on
+SQLite, ``time.sleep``, HTTP calls) really overlaps, up to ``max_concurrency`` at a time.
+State operations are plain synchronous calls and safe from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+import itertools
+import threading
+import time
+import warnings
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
+
+from pydantic import BaseModel
+
+from . import ops, schema
+from .bubbling import Declarations, merge_state_model
+from .errors import FlowStateError
+from .records import TypedRecord
+from .resources import CollectionDefinition, ResourceDefinition
+from .stores.base import Store
+
+__all__ = [
+    "Block", "Handler", "Router", "Sequencer", "Context", "SequencerState", "LoopLimitError",
+    "handler", "router", "sequencer", "current_context", "DEFAULT_MAX_ITERATIONS",
+]
+
+#: Default iteration limit of ``do_while`` / ``do_until``.
+DEFAULT_MAX_ITERATIONS = 1000
+
+#: Event types the library itself produces; ``ctx.emit`` may not use them.
+RESERVED_EVENT_TYPES = frozenset({"state_change", "resource_change", "request", "session",
+                                  "journal"})
+
+_Resources = Mapping[str, ResourceDefinition | CollectionDefinition] | None
+_KEEP = object()
+
+
+class LoopLimitError(FlowStateError, RuntimeError):
+    """A ``do_while`` / ``do_until`` loop did not stop within its iteration limit."""
+
+
+# ---------------------------------------------------------------------------- context
+
+_CURRENT: contextvars.ContextVar["Context | None"] = contextvars.ContextVar(
+    "flowstate_current_context", default=None)
+
+
+def current_context() -> "Context | None":
+    """The ``ctx`` of the block running in this task or thread, or ``None`` outside blocks.
+
+    Lets code that is not handed ``ctx`` (the Windmill-compatible API, helpers deep in a call
+    stack) find the running flow, step and scopes.
+    """
+    return _CURRENT.get()
+
+
+class RunServices:
+    """What every block of one run shares: the event list, the worker threads, counters.
+
+    Created by the run machinery (``runs.py``), one per run. ``record`` keeps an event in order
+    and passes it to the run's ``on_event`` callback at once, from whichever thread produced it.
+    """
+
+    def __init__(self, request_id: str,
+                 on_event: Callable[[dict], None] | None = None) -> None:
+        self.request_id = request_id
+        self.events: list[dict] = []
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._instances = itertools.count(1)
+
+    def record(self, event: dict) -> None:
+        """Keep ``event`` on the run and hand it to ``on_event`` (whose errors are warned)."""
+        with self._lock:
+            self.events.append(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception as exc:  # noqa: BLE001 - a broken listener must not break a run
+                warnings.warn(f"flowstate on_event callback failed: {exc!r}", RuntimeWarning,
+                              stacklevel=2)
+
+    def next_instance(self) -> int:
+        """A number unique within this run, for sequencer instance-state records."""
+        return next(self._instances)
+
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Worker threads for synchronous handlers inside ``parallel`` / ``for_each``."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=32, thread_name_prefix="flowstate-block")
+            return self._executor
+
+    def close(self) -> None:
+        """Wait for and release the worker threads."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+
+class _RunFrame:
+    """The parts of ``ctx`` that stay the same for every block of one run."""
+
+    __slots__ = ("request", "session", "user", "project", "run_id", "store", "flow",
+                 "flow_path", "services")
+
+    def __init__(self, request: Any, session: Any, user: Any, project: Any, run_id: str,
+                 store: Store, flow: Any, flow_path: str, services: RunServices) -> None:
+        self.request, self.session, self.user, self.project = request, session, user, project
+        self.run_id, self.store, self.flow, self.flow_path = run_id, store, flow, flow_path
+        self.services = services
+
+
+class Context:
+    """What a block receives as ``ctx`` (DESIGN §6).
+
+    ``request``, ``session``, ``user``, ``project``: scope handles typed with the flow's merged
+    models. ``sequencer``: the nearest stateful sequencer's instance state, or ``None``.
+    ``run_id``: the request id. ``emit(kind, data)``: send a message a client would see.
+    Also ``store``, ``flow``, ``flow_path`` (Windmill-style, ``f/flows/<kind>``) and ``step_id``
+    (the name of the block running now).
+
+    Each block gets its own small ``Context`` (its ``step_id`` differs); what is the same for
+    the whole run is shared, so making one per step stays cheap.
+    """
+
+    __slots__ = ("_frame", "step_id", "sequencer", "_concurrent")
+
+    def __init__(self, *, request: Any, session: Any, user: Any, project: Any,
+                 run_id: str, store: Store, flow: Any, flow_path: str,
+                 services: RunServices, sequencer: Any = None, step_id: str | None = None,
+                 concurrent: bool = False) -> None:
+        self._frame = _RunFrame(request, session, user, project, run_id, store, flow,
+                                flow_path, services)
+        self.step_id = step_id
+        self.sequencer = sequencer
+        self._concurrent = concurrent
+
+    request = property(lambda self: self._frame.request, doc="The request scope handle.")
+    session = property(lambda self: self._frame.session, doc="The session scope handle.")
+    user = property(lambda self: self._frame.user, doc="The user scope handle.")
+    project = property(lambda self: self._frame.project, doc="The project scope handle.")
+    run_id = property(lambda self: self._frame.run_id, doc="This run's request id.")
+    store = property(lambda self: self._frame.store, doc="The store this run writes to.")
+    flow = property(lambda self: self._frame.flow, doc="The Flow being run.")
+    flow_path = property(lambda self: self._frame.flow_path,
+                         doc="The flow's Windmill-style path, e.g. 'f/flows/assistant'.")
+    _services = property(lambda self: self._frame.services)
+
+    def _derive(self, *, step_id: Any = _KEEP, sequencer: Any = _KEEP,
+                concurrent: Any = _KEEP) -> "Context":
+        """A copy pointing at another step, sequencer instance or concurrency mode."""
+        new = object.__new__(Context)
+        new._frame = self._frame
+        new.step_id = self.step_id if step_id is _KEEP else step_id
+        new.sequencer = self.sequencer if sequencer is _KEEP else sequencer
+        new._concurrent = self._concurrent if concurrent is _KEEP else concurrent
+        return new
+
+    def emit(self, kind: str, data: Any = None) -> None:
+        """Send a message to the run's events (and ``on_event``): ``{"type": kind, "data": ...}``.
+
+        The event also carries ``block`` (the step that emitted it), ``request_id`` and ``ts``.
+        ``data`` must be JSON; it is copied, so changing it later changes nothing.
+        """
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"emit kind must be a non-empty string, not {kind!r}")
+        if kind in RESERVED_EVENT_TYPES:
+            raise ValueError(f"emit kind {kind!r} is reserved for the library's own events; "
+                             f"use another name, e.g. 'message' or 'progress'")
+        data = ops.copy_json(data, where=f"ctx.emit({kind!r})")
+        self._services.record({"type": kind, "data": data, "block": self.step_id,
+                               "request_id": self.run_id, "ts": time.time()})
+
+    @property
+    def events(self) -> list[dict]:
+        """The events of this run so far (a copy)."""
+        return list(self._services.events)
+
+    def __repr__(self) -> str:
+        return f"<Context run {self.run_id} step {self.step_id!r} session {self.session.id!r}>"
+
+
+class SequencerState(TypedRecord):
+    """Instance state of one execution of a sequencer that declares ``state=`` (``ctx.sequencer``).
+
+    It lives for one run, kept as a bookkeeping record of the request
+    (``request/<run id>/$sequencer:<name>#<n>``) with the usual operations, versions and events
+    (``scope`` is ``"sequencer"`` in its events).
+    """
+
+    def __init__(self, store: Store, request_id: str, sequencer_name: str, instance: int,
+                 model: type[BaseModel] | None) -> None:
+        super().__init__(store, "request", request_id,
+                         f"$sequencer:{sequencer_name}#{instance}", model,
+                         request_id=request_id)
+        self.name = sequencer_name
+        self.instance = instance
+
+    @property
+    def model(self) -> type[BaseModel] | None:
+        return self._model
+
+    def _where(self) -> str:
+        return f"sequencer {self.name!r} instance state"
+
+    def _event(self, operation: str, delta: Any, path: str | None, existed: bool) -> dict:
+        return {"type": "state_change", "scope": "sequencer", "scope_id": self._scope_id,
+                "sequencer": self.name, "instance": self.instance, "operation": operation,
+                "path": path, "delta": delta, "request_id": self._request_id}
+
+    def __repr__(self) -> str:
+        return f"<SequencerState {self.name!r} #{self.instance} v{self.version}>"
+
+
+# ---------------------------------------------------------------------------- calling functions
+
+def _arity(fn: Callable, what: str) -> int:
+    """How many positional arguments (1 = value, 2 = value and ctx) ``fn`` takes."""
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable, not {type(fn).__name__}")
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return min(len(positional), 2)  # 2: (value, ctx); 1: (value); 0: ()
+
+
+def _awaitable(value: Any) -> bool:
+    """Cheaper ``inspect.isawaitable`` for the hot path (coroutines, tasks, futures)."""
+    return value is not None and hasattr(type(value), "__await__")
+
+
+def _is_async(fn: Callable) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))
+
+
+class _Fn:
+    """A user function adapted to ``(value, ctx)``, sync or async."""
+
+    __slots__ = ("fn", "arity", "name")
+
+    def __init__(self, fn: Callable, what: str) -> None:
+        self.fn = fn
+        self.arity = _arity(fn, what)
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def call(self, value: Any, ctx: Context) -> Any:
+        """Call it; the result may be awaitable."""
+        if self.arity == 2:
+            return self.fn(value, ctx)
+        if self.arity == 1:
+            return self.fn(value)
+        return self.fn()
+
+    async def __call__(self, value: Any, ctx: Context) -> Any:
+        out = self.call(value, ctx)
+        if _awaitable(out):
+            out = await out
+        return out
+
+
+# ---------------------------------------------------------------------------- blocks
+
+class Block:
+    """Base of every block. Use :func:`handler`, :func:`router` or :func:`sequencer`."""
+
+    kind = "block"
+
+    def __init__(self, name: str, *, input: type[BaseModel] | None = None,
+                 output: type[BaseModel] | None = None,
+                 request_state: type[BaseModel] | None = None,
+                 session_state: type[BaseModel] | None = None,
+                 user_state: type[BaseModel] | None = None,
+                 project_state: type[BaseModel] | None = None,
+                 sequencer_state: type[BaseModel] | None = None,
+                 session_resources: _Resources = None, user_resources: _Resources = None,
+                 project_resources: _Resources = None,
+                 description: str | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a block needs a non-empty name, not {name!r}")
+        for what, model in (("input", input), ("output", output)):
+            if model is not None and not (isinstance(model, type)
+                                          and issubclass(model, BaseModel)):
+                raise TypeError(f"{self.kind} {name!r}: {what} must be a pydantic model class, "
+                                f"not {model!r}")
+        self.name = name
+        self.input = input
+        self.output = output
+        self.description = description
+        #: What this block itself declares: scope -> model, scope -> {name: definition}.
+        self.state = {"request": request_state, "session": session_state,
+                      "user": user_state, "project": project_state,
+                      "sequencer": sequencer_state}
+        self.resources = {"session": dict(session_resources or {}),
+                          "user": dict(user_resources or {}),
+                          "project": dict(project_resources or {})}
+        #: What this block and everything inside it declare (checked for conflicts).
+        self.declarations = Declarations()
+        for scope, model in self.state.items():
+            self.declarations.add_state(scope, model, self.source)
+        for scope, defs in self.resources.items():
+            self.declarations.add_resources(scope, defs, self.source)
+
+    @property
+    def source(self) -> str:
+        """How messages name this block: ``handler 'mode_switch'``."""
+        return f"{self.kind} {self.name!r}"
+
+    def children(self) -> list["Block"]:
+        """The blocks directly inside this one."""
+        return []
+
+    def walk(self) -> Iterator["Block"]:
+        """This block and every block inside it, depth first (each once)."""
+        seen: set[int] = set()
+        stack: list[Block] = [self]
+        while stack:
+            block = stack.pop()
+            if id(block) in seen:
+                continue
+            seen.add(id(block))
+            yield block
+            stack.extend(reversed(block.children()))
+
+    async def run(self, input: Any, ctx: Context) -> Any:
+        """Run this block: validate ``input``, point ``ctx`` here, execute, validate the output."""
+        if self.input is not None:
+            input = schema.validate_value(self.input, input, where=f"{self.source} input")
+        ctx = ctx._derive(step_id=self.name)
+        token = _CURRENT.set(ctx)
+        try:
+            out = await self._execute(input, ctx)
+        finally:
+            _CURRENT.reset(token)
+        if self.output is not None:
+            out = schema.validate_value(self.output, out, where=f"{self.source} output")
+        return out
+
+    async def _execute(self, value: Any, ctx: Context) -> Any:
+        raise NotImplementedError
+
+    def _absorb(self, child: "Block") -> None:
+        """Collect a child's declarations (sequencers override to keep instance state)."""
+        if not isinstance(child, Block):
+            raise TypeError(f"{self.source}: expected a block (from fs.handler, fs.router or "
+                            f"fs.sequencer), got {type(child).__name__}; wrap a function with "
+                            f"fs.handler(fn)")
+        if any(b is self for b in child.walk()):
+            raise ValueError(f"{self.source} cannot contain itself")
+        self.declarations.absorb(child.declarations)
+
+    def describe(self, indent: int = 0) -> str:
+        """A readable outline of this block and what is inside it."""
+        line = " " * indent + self.source
+        if self.input is not None:
+            line += f" (input {self.input.__name__})"
+        return line
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.source} is a block, not a function: it runs through "
+                        f"`await block.run(input, ctx)`, flow.run(...) or "
+                        f"session.run_block(block, input)")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class Handler(Block):
+    """A block that calls one function ``fn(input, ctx)``."""
+
+    kind = "handler"
+
+    def __init__(self, fn: Callable, name: str | None = None, **options: Any) -> None:
+        self._fn = _Fn(fn, "a handler's function")
+        self._async = _is_async(fn)
+        super().__init__(name or self._fn.name, **options)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    @property
+    def fn(self) -> Callable:
+        """The wrapped function (call it directly in a unit test if you like)."""
+        return self._fn.fn
+
+    async def _execute(self, value: Any, ctx: Context) -> Any:
+        if self._async:
+            return await self._fn(value, ctx)
+        if ctx._concurrent:  # let blocking work overlap: run it in a worker thread
+            loop = asyncio.get_running_loop()
+            run_in = contextvars.copy_context().run
+            out = await loop.run_in_executor(ctx._services.executor, run_in,
+                                             self._fn.call, value, ctx)
+        else:
+            out = self._fn.call(value, ctx)
+        if _awaitable(out):
+            out = await out
+        return out
+
+
+def handler(fn: Callable | None = None, /, *, name: str | None = None,
+            input: type[BaseModel] | None = None, output: type[BaseModel] | None = None,
+            request_state: type[BaseModel] | None = None,
+            session_state: type[BaseModel] | None = None,
+            user_state: type[BaseModel] | None = None,
+            project_state: type[BaseModel] | None = None,
+            sequencer_state: type[BaseModel] | None = None,
+            session_resources: _Resources = None, user_resources: _Resources = None,
+            project_resources: _Resources = None,
+            description: str | None = None) -> Any:
+    """Make a handler block from ``fn(input, ctx)`` (``def`` or ``async def``).
+
+    Use it as ``@fs.handler``, ``@fs.handler(session_state=ModeState)`` or
+    ``fs.handler(fn, name="save")``. ``name`` defaults to the function's name.
+    """
+    options = dict(input=input, output=output, request_state=request_state,
+                   session_state=session_state, user_state=user_state,
+                   project_state=project_state, sequencer_state=sequencer_state,
+                   session_resources=session_resources, user_resources=user_resources,
+                   project_resources=project_resources, description=description)
+    if fn is None:
+        return lambda f: Handler(f, name, **options)
+    if isinstance(fn, Block):
+        raise TypeError(f"fs.handler got {fn.source}, which is a block already")
+    return Handler(fn, name, **options)
+
+
+class Router(Block):
+    """A block that runs one of its ``routes``, chosen by ``route(input, ctx)``."""
+
+    kind = "router"
+
+    def __init__(self, name: str, routes: Sequence[Block], route: Callable,
+                 **options: Any) -> None:
+        super().__init__(name, **options)
+        self.routes = list(routes)
+        if not self.routes:
+            raise ValueError(f"{self.source} needs at least one route")
+        for block in self.routes:
+            self._absorb(block)
+        self._route = _Fn(route, f"{self.source}: route")
+
+    def children(self) -> list[Block]:
+        return list(self.routes)
+
+    async def _execute(self, value: Any, ctx: Context) -> Any:
+        chosen = await self._route(value, ctx)
+        block = self._pick(chosen)
+        return await block.run(value, ctx)
+
+    def _pick(self, chosen: Any) -> Block:
+        for block in self.routes:
+            if block is chosen or (isinstance(chosen, str) and block.name == chosen):
+                return block
+        names = ", ".join(repr(b.name) for b in self.routes)
+        shown = chosen.source if isinstance(chosen, Block) else repr(chosen)
+        raise ValueError(f"{self.source}: route returned {shown}, which is not one of its "
+                         f"routes ({names}); return one of those blocks or its name")
+
+    def describe(self, indent: int = 0) -> str:
+        lines = [super().describe(indent)]
+        lines += [b.describe(indent + 2) for b in self.routes]
+        return "\n".join(lines)
+
+
+def router(name: str | None = None, routes: Sequence[Block] | None = None,
+           route: Callable | None = None, *, input: type[BaseModel] | None = None,
+           output: type[BaseModel] | None = None,
+           request_state: type[BaseModel] | None = None,
+           session_state: type[BaseModel] | None = None,
+           user_state: type[BaseModel] | None = None,
+           project_state: type[BaseModel] | None = None,
+           sequencer_state: type[BaseModel] | None = None,
+           session_resources: _Resources = None, user_resources: _Resources = None,
+           project_resources: _Resources = None, description: str | None = None) -> Any:
+    """Make a router: ``route(input, ctx)`` returns one of ``routes`` (or its name) to run.
+
+    ``fs.router(name="mode-router", routes=[chat, agent], route=fn)``, or as a decorator on the
+    route function: ``@fs.router(routes=[chat, agent])`` (the name is then the function's).
+    """
+    if routes is None:
+        raise TypeError("fs.router needs routes=[block, ...]")
+    options = dict(input=input, output=output, request_state=request_state,
+                   session_state=session_state, user_state=user_state,
+                   project_state=project_state, sequencer_state=sequencer_state,
+                   session_resources=session_resources, user_resources=user_resources,
+                   project_resources=project_resources, description=description)
+    if route is None:
+        return lambda fn: Router(name or getattr(fn, "__name__", "router"), routes, fn,
+                                 **options)
+    return Router(name or getattr(route, "__name__", "router"), routes, route, **options)
+
+
+# ---------------------------------------------------------------------------- sequencer steps
+
+class _Step:
+    """One step of a sequencer. ``run`` turns the current value into the next one."""
+
+    label = "step"
+
+    def blocks(self) -> list[Block]:
+        return []
+
+    async def run(self, value: Any, ctx: Context) -> Any:
+        raise NotImplementedError
+
+    def describe(self, indent: int) -> str:
+        lines = [" " * indent + self.label]
+        lines += [b.describe(indent + 2) for b in self.blocks()]
+        return "\n".join(lines)
+
+
+class _Then(_Step):
+    def __init__(self, block: Block, connector: _Fn | None) -> None:
+        self.block, self.connector = block, connector
+        self.label = "then" if connector is None else f"then (via {connector.name})"
+
+    def blocks(self) -> list[Block]:
+        return [self.block]
+
+    async def run(self, value: Any, ctx: Context) -> Any:
+        if self.connector is not None:
+            value = await self.connector(value, ctx)
+        return await self.block.run(value, ctx)
+
+
+class _If(_Step):
+    """``then_if`` / ``tap_if`` (and ``tap`` with no condition)."""
+
+    def __init__(self, cond: _Fn | None, block: Block, keep_value: bool) -> None:
+        self.cond, self.block, self.keep_value = cond, block, keep_value
+        name = "tap" if keep_value else "then"
+        self.label = name if cond is None else f"{name}_if {cond.name}"
+
+    def blocks(self) -> list[Block]:
+        return [self.block]
+
+    async def run(self, value: Any, ctx: Context) -> Any:
+        if self.cond is not None and not await self.cond(value, ctx):
+            return value
+        out = await self.block.run(value, ctx)
+        return value if self.keep_value else out
+
+
+class _Map(_Step):
+    def __init__(self, fn: _Fn) -> None:
+        self.fn = fn
+        self.label = f"map {fn.name}"
+
+    async def run(self, value: Any, ctx: Context) -> Any:
+        return await self.fn(value, ctx)
+
+
+async def _run_limited(jobs: list[Callable[[], Awaitable[Any]]], limit: int | None,
+                       on_done: Callable[[int], None]) -> list[Any]:
+    """Run ``jobs`` with at most ``limit`` in flight; results in order.
+
+    After the first failure no new job starts; the ones already running finish (their committed
+    writes stay), then the first error is raised. ``on_done(n)`` is called after each success.
+    """
+    if not jobs:
+        return []
+    semaphore = asyncio.Semaphore(limit or len(jobs))
+    errors: list[BaseException] = []
+    done = 0
+    skipped = object()
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+        nonlocal done
+        async with semaphore:
+            if errors:
+                return skipped
+            try:
+                result = await job()
+            except BaseException as exc:
+                errors.append(exc)
+                raise
+            done += 1
+            on_done(done)
+            return result
+
+    results = await asyncio.gather(*(one(job) for job in jobs), return_exceptions=True)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _check_limit(max_concurrency: int | None, what: str) -> int | None:
+    if max_concurrency is None:
+        return None
+    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) \
+            or max_concurrency < 1:
+        raise ValueError(f"{what}: max_concurrency must be a positive int or None, "
+                         f"not {max_concurrency!r}")
+    return max_concurrency
+
+
+class _Parallel(_Step):
+    def __init__(self, branches: Mapping[str, Block], limit: int | None) -> None:
+        self.branches, self.limit = dict(branches), limit
+        self.label = f"parallel {', '.join(map(repr, self.branches))}" + (
+            f" (max {limit} at a time)" if limit else "")
+
+    def blocks(self) -> list[Block]:
+        return list(self.branches.values())
+
+    async def run(self, value: Any, ctx: Context) -> Any:
+        names = list(self.branches)
+        total = len(names)
+        concurrent = total > 1 and self.limit != 1
+        inner = ctx._derive(concurrent=concurrent) if concurrent != ctx._concurrent else ctx
+        finished: list[str] = []
+
+        def job(name: str) -> Callable[[], Awaitable[Any]]:
+            async def go() -> Any:
+                out = await self.branches[name].run(value, inner)
+                finished.append(name)
+                return out
+            return go
+
+        def progress(done: int) -> None:
+            ctx.emit("progress", {"done": done, "total": total,
+                                  "block": finished[-1] if finished else None})
+
+        results = await _run_limited([job(n) for n in names], self.limit, progress)
+        return dict(zip(names, results))
+
+
+class _ForEach(_Step):
+    def __init__(self, block: Block, limit: int | None) -> None:
+        self.block, self.limit = block, limit
+        self.label = "for_each" + (f" (max {limit} at a time)" if limit else "")
+
+    def blocks(self) -> list[Block]:
+        return [self.block]
+
+    async def run(self, value: Any, ctx: Context) -> Any:
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+            raise TypeError(f"for_each over {self.block.source} needs a list (or tuple) of "
+                            f"items, got {type(value).__name__}; use .map(...) first to build "
+                            f"the list")
+        items = list(value)
+        total = len(items)
+        concurrent = total > 1 and self.limit != 1
+        inner = ctx._derive(concurrent=concurrent) if concurrent != ctx._concurrent else ctx
+        block = self.block
+
+        def progress(done: int) -> None:
+            ctx.emit("progress", {"done": done, "total": total, "block": block.name})
+
+        jobs = [(lambda item=item: block.run(item, inner)) for item in items]
+        return await _run_limited(jobs, self.limit, progress)
+
+
+class _Branch(_Step):
+    def __init__(self, cases: list[tuple[_Fn | None, Block]]) -> None:
+        self.cases = cases
+        self.label = "branch"
+
+    def blocks(self) -> list[Block]:
+        return [b for _, b in self.cases]
+
+    async def run(self, value: Any, ctx: Context) -> Any:
+        for cond, block in self.cases:
+            if cond is None or await cond(value, ctx):
+                return await block.run(value, ctx)
+        return value
+
+
+class _Rescue(_Step):
+    def __init__(self, cases: list[tuple[Any, Block]]) -> None:
+        self.cases = cases
+        self.label = "rescue " + ", ".join(_exc_names(c) for c, _ in cases)
+
+    def blocks(self) -> list[Block]:
+        return [b for _, b in self.cases]
+
+    def match(self, exc: BaseException) -> Block | None:
+        for classes, block in self.cases:
+            if isinstance(exc, classes):
+                return block
+        return None
+
+
+def _exc_names(classes: Any) -> str:
+    if isinstance(classes, tuple):
+        return "(" + ", ".join(c.__name__ for c in classes) + ")"
+    return classes.__name__
+
+
+class _Loop(_Step):
+    """``do_while`` (repeat while cond holds) and ``do_until`` (repeat until it holds)."""
+
+    def __init__(self, cond: _Fn, block: Block, until: bool, limit: int) -> None:
+        self.cond, self.block, self.until, self.limit = cond, block, until, limit
+        self.label = f"{'do_until' if until else 'do_while'} {cond.name} (at most {limit})"
+
+    def blocks(self) -> list[Block]:
+        return [self.block]
+
+    async def run(self, value: Any, ctx: Context) -> Any:
+        for _ in range(self.limit):
+            value = await self.block.run(value, ctx)
+            if bool(await self.cond(value, ctx)) == self.until:
+                return value
+        kind = "do_until" if self.until else "do_while"
+        raise LoopLimitError(
+            f"{kind} over {self.block.source} in step {ctx.step_id!r} did not stop after "
+            f"{self.limit} iterations; check its condition ({self.cond.name}), or raise the "
+            f"limit with {kind}(cond, block, max_iterations=N)")
+
+
+class Sequencer(Block):
+    """A block that runs steps in order, each step's output feeding the next (DESIGN §6).
+
+    Every method adds a step and returns the sequencer, so calls chain. Declared state and
+    resources of the added blocks are checked for conflicts as they are added. With ``state=``
+    the sequencer has instance state: each execution starts a fresh record from the model's
+    defaults, reached by blocks inside it as ``ctx.sequencer``; blocks declaring
+    ``sequencer_state=`` add their fields to it.
+    """
+
+    kind = "sequencer"
+
+    def __init__(self, name: str, *, state: type[BaseModel] | None = None,
+                 **options: Any) -> None:
+        super().__init__(name, **options)
+        self._steps: list[_Step] = []
+        self.instance_state = state
+        self._instance = Declarations() if state is not None else None
+        if self._instance is not None:
+            self._instance.add_state("sequencer", state, self.source)
+        self._instance_model: Any = _KEEP  # built lazily, reset when a step is added
+        self._sealed_by: str | None = None  # set by define_flow: the flow's models are built
+
+    # -- construction --------------------------------------------------------------------
+    def _seal(self, flow_kind: str) -> None:
+        """Refuse further steps: ``flow_kind``'s merged models were built from these."""
+        self._sealed_by = self._sealed_by or flow_kind
+
+    def _add(self, step: _Step) -> "Sequencer":
+        if self._sealed_by is not None:
+            raise RuntimeError(
+                f"{self.source} is part of flow {self._sealed_by!r} already, whose merged state "
+                f"was built from its steps; build the sequencer completely before "
+                f"define_flow (re-run the cell that builds it, then define the flow again)")
+        for block in step.blocks():
+            self._absorb(block)
+        self._steps.append(step)
+        self._instance_model = _KEEP
+        return self
+
+    def _absorb(self, child: Block) -> None:
+        if self._instance is None:
+            return super()._absorb(child)
+        if not isinstance(child, Block):
+            super()._absorb(child)  # raises the helpful TypeError
+        if any(b is self for b in child.walk()):
+            raise ValueError(f"{self.source} cannot contain itself")
+        kept = self.declarations.absorb_without_sequencer(child.declarations)
+        self._instance.absorb(kept)
+        self._instance.check_defaults("sequencer", settled=self.instance_state.model_fields)
+
+    def then(self, first: Any, block: Block | None = None) -> "Sequencer":
+        """Run ``block`` on the current value: ``then(block)``, or ``then(connector, block)``
+        where ``connector(value, ctx)`` first turns the value into the block's input."""
+        if block is None:
+            return self._add(_Then(self._block(first, "then"), None))
+        return self._add(_Then(self._block(block, "then"), _Fn(first, "then's connector")))
+
+    def then_if(self, cond: Callable, block: Block) -> "Sequencer":
+        """Run ``block`` only when ``cond(value, ctx)`` is true; else pass the value on."""
+        return self._add(_If(_Fn(cond, "then_if's condition"), self._block(block, "then_if"),
+                             keep_value=False))
+
+    def map(self, fn: Callable) -> "Sequencer":
+        """Replace the value with ``fn(value, ctx)`` (no block, no declarations)."""
+        return self._add(_Map(_Fn(fn, "map's function")))
+
+    def tap(self, block: Block) -> "Sequencer":
+        """Run ``block`` for its effects; the value passes on unchanged."""
+        return self._add(_If(None, self._block(block, "tap"), keep_value=True))
+
+    def tap_if(self, cond: Callable, block: Block) -> "Sequencer":
+        """``tap`` only when ``cond(value, ctx)`` is true."""
+        return self._add(_If(_Fn(cond, "tap_if's condition"), self._block(block, "tap_if"),
+                             keep_value=True))
+
+    def parallel(self, blocks: Mapping[str, Block],
+                 max_concurrency: int | None = None) -> "Sequencer":
+        """Run every block on the same value concurrently; the value becomes
+        ``{name: output}`` (in the given order). At most ``max_concurrency`` run at once."""
+        if not isinstance(blocks, Mapping) or not blocks:
+            raise TypeError(f"{self.source}: parallel takes a non-empty dict "
+                            f"{{name: block}}")
+        for key, block in blocks.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{self.source}: parallel branch names must be strings, "
+                                f"not {key!r}")
+            self._block(block, f"parallel branch {key!r}")
+        limit = _check_limit(max_concurrency, f"{self.source}.parallel")
+        return self._add(_Parallel(blocks, limit))
+
+    def for_each(self, block: Block, max_concurrency: int | None = None) -> "Sequencer":
+        """Run ``block`` on every item of the current list; the value becomes the list of
+        outputs, in item order. At most ``max_concurrency`` items run at once."""
+        limit = _check_limit(max_concurrency, f"{self.source}.for_each")
+        return self._add(_ForEach(self._block(block, "for_each"), limit))
+
+    def branch(self, cases: Sequence[tuple[Any, Block]]) -> "Sequencer":
+        """Run the block of the first case whose ``cond(value, ctx)`` is true.
+
+        A case whose condition is ``True`` or ``None`` always matches (an "else"). When no case
+        matches, the value passes on unchanged.
+        """
+        prepared: list[tuple[_Fn | None, Block]] = []
+        for case in self._pairs(cases, "branch"):
+            cond, block = case
+            fn = None if cond is True or cond is None else _Fn(cond, "branch condition")
+            prepared.append((fn, self._block(block, "branch")))
+        return self._add(_Branch(prepared))
+
+    def rescue(self, cases: Sequence[tuple[Any, Block]]) -> "Sequencer":
+        """Catch errors of the steps before this one, like ``except``: ``[(ErrorClass, block)]``.
+
+        An exception raised by an earlier step (or by an earlier rescue's block) skips the steps
+        up to the first ``rescue`` listing a matching class (``isinstance``; a tuple of classes
+        works too). That rescue's block runs with the exception as its input, its output becomes
+        the value, and the steps after the rescue go on. Unmatched errors go on to later rescues,
+        then out of the sequencer. State writes committed before the error stay.
+        """
+        prepared = []
+        for classes, block in self._pairs(cases, "rescue"):
+            members = classes if isinstance(classes, tuple) else (classes,)
+            if not members or not all(isinstance(c, type) and issubclass(c, Exception)
+                                      for c in members):
+                raise TypeError(f"{self.source}: rescue needs exception classes, got "
+                                f"{classes!r}")
+            prepared.append((classes, self._block(block, "rescue")))
+        return self._add(_Rescue(prepared))
+
+    def do_while(self, cond: Callable, block: Block, *,
+                 max_iterations: int = DEFAULT_MAX_ITERATIONS) -> "Sequencer":
+        """Run ``block`` (at least once) again and again while ``cond(value, ctx)`` is true.
+
+        Raises :class:`LoopLimitError` after ``max_iterations`` runs (default 1000).
+        """
+        return self._add(_Loop(_Fn(cond, "do_while's condition"),
+                               self._block(block, "do_while"), False,
+                               _check_iterations(max_iterations)))
+
+    def do_until(self, cond: Callable, block: Block, *,
+                 max_iterations: int = DEFAULT_MAX_ITERATIONS) -> "Sequencer":
+        """Run ``block`` (at least once) again and again until ``cond(value, ctx)`` is true.
+
+        Raises :class:`LoopLimitError` after ``max_iterations`` runs (default 1000).
+        """
+        return self._add(_Loop(_Fn(cond, "do_until's condition"),
+                               self._block(block, "do_until"), True,
+                               _check_iterations(max_iterations)))
+
+    def _block(self, block: Any, what: str) -> Block:
+        if not isinstance(block, Block):
+            raise TypeError(f"{self.source}.{what}: expected a block (fs.handler, fs.router or "
+                            f"fs.sequencer), got {type(block).__name__}"
+                            + ("; wrap the function with fs.handler(fn)"
+                               if callable(block) else ""))
+        return block
+
+    def _pairs(self, cases: Any, what: str) -> list[tuple[Any, Any]]:
+        if isinstance(cases, Mapping):
+            cases = list(cases.items())
+        pairs = list(cases) if isinstance(cases, (list, tuple)) else None
+        if not pairs or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+            raise TypeError(f"{self.source}.{what} takes a non-empty list of "
+                            f"(condition_or_class, block) pairs")
+        return pairs
+
+    # -- introspection -------------------------------------------------------------------------
+    @property
+    def steps(self) -> list[str]:
+        """One label per step, for reading."""
+        return [s.label for s in self._steps]
+
+    def children(self) -> list[Block]:
+        return [b for step in self._steps for b in step.blocks()]
+
+    @property
+    def instance_model(self) -> type[BaseModel] | None:
+        """The merged model of this sequencer's instance state (``None`` without ``state=``)."""
+        if self._instance is None:
+            return None
+        if self._instance_model is _KEEP:
+            self._instance_model = merge_state_model(
+                "sequencer", self._instance, base=self.instance_state, owner=self.source,
+                name=f"{_camel(self.name)}SequencerState")
+        return self._instance_model
+
+    def describe(self, indent: int = 0) -> str:
+        head = super().describe(indent)
+        if self.instance_state is not None:
+            head += f" (state {self.instance_state.__name__})"
+        return "\n".join([head] + [s.describe(indent + 2) for s in self._steps])
+
+    # -- running ---------------------------------------------------------------------------
+    async def _execute(self, value: Any, ctx: Context) -> Any:
+        if self._instance is not None:
+            instance = SequencerState(ctx.store, ctx.run_id, self.name,
+                                      ctx._services.next_instance(), self.instance_model)
+            ctx = ctx._derive(sequencer=instance)
+        steps = self._steps
+        pending: Exception | None = None  # an error waiting for a matching rescue
+        for step in steps:
+            if isinstance(step, _Rescue):
+                block = step.match(pending) if pending is not None else None
+                if block is None:
+                    continue
+                caught, pending = pending, None
+                try:
+                    value = await block.run(caught, ctx)
+                except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                    pending = exc
+                continue
+            if pending is not None:
+                continue
+            try:
+                value = await step.run(value, ctx)
+            except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                pending = exc
+        if pending is not None:
+            raise pending
+        return value
+
+
+def _check_iterations(limit: Any) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"max_iterations must be a positive int, not {limit!r}")
+    return limit
+
+
+def _camel(text: str) -> str:
+    parts = [p for p in "".join(c if c.isalnum() else " " for c in text).split() if p]
+    return "".join(p[:1].upper() + p[1:] for p in parts) or "Block"
+
+
+def sequencer(name: str, *, input: type[BaseModel] | None = None,
+              output: type[BaseModel] | None = None, state: type[BaseModel] | None = None,
+              request_state: type[BaseModel] | None = None,
+              session_state: type[BaseModel] | None = None,
+              user_state: type[BaseModel] | None = None,
+              project_state: type[BaseModel] | None = None,
+              sequencer_state: type[BaseModel] | None = None,
+              session_resources: _Resources = None, user_resources: _Resources = None,
+              project_resources: _Resources = None,
+              description: str | None = None) -> Sequencer:
+    """Start a sequencer: ``fs.sequencer("chat-pipeline", input=ChatInput).then(...)...``.
+
+    ``state=`` gives it instance state (``ctx.sequencer`` inside it). ``sequencer_state=``, like
+    on any block, declares fields of the *enclosing* stateful sequencer's instance state.
+    """
+    return Sequencer(name, input=input, output=output, state=state,
+                     request_state=request_state, session_state=session_state,
+                     user_state=user_state, project_state=project_state,
+                     sequencer_state=sequencer_state, session_resources=session_resources,
+                     user_resources=user_resources, project_resources=project_resources,
+                     description=description)

@@ -1,0 +1,434 @@
+"""Flows: actions over blocks, per-scope state and resources, runs and sessions (DESIGN §6–7).
+
+.. code-block:: python
+
+    flow = fs.define_flow(
+        kind="assistant",
+        actions={"chat": pipeline, "save": fs.action(save_block, input=SaveInput)},
+        session=fs.scope(state=SessionState, resources={"artifacts": artifacts},
+                         client_data={"mode": lambda ctx: ctx.state.mode}),
+        user=fs.scope(resources={"preferences": preferences}),
+    )
+    result = flow.run("chat", {"message": "hi"}, user="alice")
+
+``define_flow`` collects every block's declared state and resources (through sequencers,
+routers' routes and actions) and merges them per scope with the flow's own (``bubbling.py``);
+conflicts raise here, never at run time. Running is in ``runs.py``; sessions in ``sessions.py``.
+
+**Errors.** ``flow.run`` raises for mistakes found before anything runs: an unknown action
+(:class:`UnknownActionError`, listing the actions), refused input (:class:`ValidationError`),
+an invalid id (:class:`InvalidIdError`), a session of another user or flow kind
+(:class:`AccessDeniedError`). An exception raised by a block does NOT propagate: the run returns
+a :class:`RunResult` with ``status="error"`` and the exception in ``.error`` (a notebook shows it
+without losing the result); call ``result.raise_for_error()`` to re-raise it.
+
+**Defaults.** ``session=None`` starts a new session (id ``s-...``); ``user=None`` means the
+session's owner, or for a new session ``FLOWSTATE_USER``, else the OS user; ``store=None`` the
+process's default store. A scope for which neither the flow nor any block declares state is
+free-form (any JSON dict; ``flow.state_model(scope)`` is ``None``); with exactly one declaring
+model, that model is the scope's model; with several, a merged model inheriting from all of them.
+
+**Progress.** ``flow.run(..., on_event=callback)`` calls ``callback(event)`` for each event of the
+run as it happens: state and resource changes, ``{"type": "request", "status": ...}`` when the run
+starts and ends, what blocks ``ctx.emit``, and ``{"type": "progress", "data": {"done": n,
+"total": N, "block": name}}`` after each item of a ``for_each`` or branch of a ``parallel``. The
+callback runs in the thread that produced the event (a worker thread for synchronous handlers
+inside ``for_each``/``parallel``): keep it quick, e.g. update a progress bar widget.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from pydantic import BaseModel
+
+from . import schema
+from .blocks import Block, Sequencer
+from .bubbling import Declarations, merge_resources, merge_state_model
+from .client_data import ClientDataContext
+from .errors import InvalidIdError, UnknownActionError
+from .resources import CollectionDefinition, ResourceDefinition, check_resource_name
+from .runs import RunResult, default_store, execute, run_sync
+from .scopes import DEFAULT_PROJECT, SCOPES, check_id, new_id
+from .sessions import Session, list_sessions
+from .stores.base import Store
+
+__all__ = ["ScopeConfig", "Action", "Flow", "scope", "action", "define_flow"]
+
+_Definitions = Mapping[str, ResourceDefinition | CollectionDefinition]
+
+
+@dataclass(frozen=True)
+class ScopeConfig:
+    """A flow's own declarations for one scope: what :func:`scope` returns."""
+
+    state: type[BaseModel] | None = None
+    resources: Mapping[str, ResourceDefinition | CollectionDefinition] = field(
+        default_factory=dict)
+    client_data: Mapping[str, Callable[[ClientDataContext], Any]] = field(default_factory=dict)
+
+
+def scope(state: type[BaseModel] | None = None, resources: _Definitions | None = None,
+          client_data: Mapping[str, Callable[[ClientDataContext], Any]] | None = None
+          ) -> ScopeConfig:
+    """Declare a scope of a flow: its state model, resources and client-data functions.
+
+    ``client_data={"key": fn}``: ``fn(ctx)`` sees ``ctx.state`` and ``ctx.resources`` of this
+    scope only; the results form ``session.client_data()[scope]``.
+    """
+    if state is not None:
+        schema.require_defaults(state)
+    resources = dict(resources or {})
+    for name, definition in resources.items():
+        check_resource_name(name)
+        if not isinstance(definition, (ResourceDefinition, CollectionDefinition)):
+            raise TypeError(f"resource {name!r} must come from define_resource or "
+                            f"define_resource_collection, not {type(definition).__name__}")
+    client_data = dict(client_data or {})
+    for key, fn in client_data.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"client_data keys must be non-empty strings, not {key!r}")
+        if not callable(fn):
+            raise TypeError(f"client_data[{key!r}] must be a function of ctx, not "
+                            f"{type(fn).__name__}")
+    return ScopeConfig(state, resources, client_data)
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action of a flow: a block and the input model its runs are validated against."""
+
+    block: Block
+    input: type[BaseModel] | None = None
+
+    @property
+    def input_model(self) -> type[BaseModel] | None:
+        """The action's own input model, else its block's."""
+        return self.input or self.block.input
+
+
+def action(block: Block, input: type[BaseModel] | None = None) -> Action:
+    """Wrap ``block`` as an action, optionally with its own ``input`` model."""
+    if not isinstance(block, Block):
+        raise TypeError(f"fs.action needs a block, not {type(block).__name__}")
+    if input is not None and not (isinstance(input, type) and issubclass(input, BaseModel)):
+        raise TypeError(f"fs.action input must be a pydantic model class, not {input!r}")
+    return Action(block, input)
+
+
+def _camel(text: str) -> str:
+    parts = "".join(c if c.isalnum() else " " for c in text).split()
+    return "".join(p[:1].upper() + p[1:] for p in parts) or "Flow"
+
+
+class Flow:
+    """A defined flow. Build it with :func:`define_flow`; see the module docstring."""
+
+    def __init__(self, kind: str, actions: dict[str, Action], scopes: dict[str, ScopeConfig],
+                 path: str) -> None:
+        self.kind = kind
+        self.path = path
+        self.actions = actions
+        self.scopes = scopes
+        self._declarations = Declarations()
+        self._root_models: dict[int, tuple[type[BaseModel] | None, bool]] = {}
+        for name, act in actions.items():
+            leftover = self._declarations.absorb_without_sequencer(act.block.declarations)
+            self._root_models[id(act.block)] = self._root_model(act.block, leftover,
+                                                                f"action {name!r}")
+        owner = f"flow {kind!r}"
+        self._models = {
+            s: merge_state_model(s, self._declarations, base=scopes[s].state, owner=owner,
+                                 name=f"{_camel(kind)}{s.capitalize()}State")
+            for s in SCOPES}
+        self._resources = {s: merge_resources(s, self._declarations, scopes[s].resources)
+                           for s in SCOPES}
+        self._blocks = {id(b): b for act in actions.values() for b in act.block.walk()}
+        for block in self._blocks.values():
+            if isinstance(block, Sequencer):
+                block._seal(kind)  # steps added later would not be in the merged models
+
+    @staticmethod
+    def _root_model(block: Block, leftover: Declarations,
+                    owner: str) -> tuple[type[BaseModel] | None, bool]:
+        """Instance-state model for ``sequencer_state`` declared with no stateful sequencer
+        above: such blocks share one instance per run (see ``root_sequencer_model``)."""
+        if not leftover.has_state("sequencer"):
+            return None, False
+        return merge_state_model("sequencer", leftover, owner=owner,
+                                 name=f"{_camel(block.name)}SequencerState"), True
+
+    # -- what the flow is made of ----------------------------------------------------------
+    def state_model(self, scope: str) -> type[BaseModel] | None:
+        """The merged state model of ``scope`` (``None``: nothing declared, free-form JSON)."""
+        self._check_scope(scope)
+        return self._models[scope]
+
+    def resources(self, scope: str) -> dict[str, ResourceDefinition | CollectionDefinition]:
+        """The merged resources of ``scope``: ``{name: definition}``."""
+        self._check_scope(scope)
+        return dict(self._resources[scope])
+
+    def client_data_functions(self, scope: str) -> dict[str, Callable]:
+        """The client-data functions the flow declared for ``scope``."""
+        self._check_scope(scope)
+        return dict(self.scopes[scope].client_data)
+
+    def blocks(self) -> list[Block]:
+        """Every block of every action (each once)."""
+        return list(self._blocks.values())
+
+    def root_sequencer_model(self, block: Block) -> tuple[type[BaseModel] | None, bool]:
+        """``(model, needed)``: instance state for a top block's unsettled ``sequencer_state``.
+
+        Blocks that declare ``sequencer_state`` with no stateful sequencer above them share one
+        run-level instance; ``needed`` says whether there is any.
+        """
+        known = self._root_models.get(id(block))
+        if known is None:
+            leftover = Declarations().absorb_without_sequencer(block.declarations)
+            known = self._root_model(block, leftover, f"block {block.name!r}")
+            if id(block) in self._blocks:  # only the flow's own blocks are kept alive by it
+                self._root_models[id(block)] = known
+        return known
+
+    @staticmethod
+    def _check_scope(scope: str) -> None:
+        if scope not in SCOPES:
+            raise InvalidIdError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
+
+    # -- running -------------------------------------------------------------------------------
+    def _action(self, name: str) -> Action:
+        act = self.actions.get(name) if isinstance(name, str) else None
+        if act is not None:
+            return act
+        names = ", ".join(repr(a) for a in self.actions)
+        close = difflib.get_close_matches(str(name), list(self.actions), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownActionError(f"flow {self.kind!r} has no action {name!r}{hint} "
+                                 f"Actions: {names}")
+
+    def run(self, action: str, input: Any = None, *, user: str | None = None,
+            session: str | None = None, project: str = DEFAULT_PROJECT,
+            store: Store | None = None,
+            on_event: Callable[[dict], None] | None = None) -> RunResult:
+        """Run ``action`` on ``input`` and return a :class:`RunResult`.
+
+        ``session=None`` starts a new session; ``user=None`` means the session's owner (for a
+        new session: ``FLOWSTATE_USER``, else the OS user); ``store=None`` the process's default
+        store (``open_store()``). Works inside a running event loop (Jupyter). See the module
+        docstring for what raises and what ends in ``result.error``.
+        """
+        return run_sync(lambda: self.arun(action, input, user=user, session=session,
+                                          project=project, store=store, on_event=on_event))
+
+    async def arun(self, action: str, input: Any = None, *, user: str | None = None,
+                   session: str | None = None, project: str = DEFAULT_PROJECT,
+                   store: Store | None = None,
+                   on_event: Callable[[dict], None] | None = None) -> RunResult:
+        """The async twin of :meth:`run`."""
+        act = self._action(action)
+        value = _validate_input(act.input_model, input, f"action {action!r} input")
+        return await self._execute(act.block, value, action=action, input=input, user=user,
+                                   session=session, project=project, store=store,
+                                   on_event=on_event)
+
+    def run_block(self, block: Block, input: Any = None, *, user: str | None = None,
+                  session: str | None = None, project: str = DEFAULT_PROJECT,
+                  store: Store | None = None,
+                  on_event: Callable[[dict], None] | None = None) -> RunResult:
+        """Run one block of this flow (any block, not only an action) as a request."""
+        return run_sync(lambda: self.arun_block(block, input, user=user, session=session,
+                                                project=project, store=store,
+                                                on_event=on_event))
+
+    async def arun_block(self, block: Block, input: Any = None, *, user: str | None = None,
+                         session: str | None = None, project: str = DEFAULT_PROJECT,
+                         store: Store | None = None,
+                         on_event: Callable[[dict], None] | None = None) -> RunResult:
+        """The async twin of :meth:`run_block`."""
+        self._check_block(block)
+        value = _validate_input(block.input, input, f"{block.source} input")
+        return await self._execute(block, value, action=None, input=input, user=user,
+                                   session=session, project=project, store=store,
+                                   on_event=on_event)
+
+    def _check_block(self, block: Any) -> None:
+        """Refuse a block whose declarations the flow's merged models do not cover.
+
+        Blocks of the flow always fit. Any other block may run on the flow's scopes only if
+        every field and resource it declares is already there, with the same type.
+        """
+        if not isinstance(block, Block):
+            raise TypeError(f"run_block needs a block, not {type(block).__name__}")
+        if id(block) in self._blocks:
+            return
+        owner = f"flow {self.kind!r}"
+        for s in SCOPES:
+            model = self._models[s]
+            table = Declarations()
+            table.add_state(s, model, owner)
+            for source, declared in block.declarations.models(s):
+                table.add_state(s, declared, source)  # raises on a type conflict
+                missing = [f for f in declared.model_fields
+                           if model is None or f not in model.model_fields]
+                if missing:
+                    raise ValueError(
+                        f"{block.source} is not part of flow {self.kind!r} and declares "
+                        f"{s} state the flow does not have ({', '.join(missing)}, from "
+                        f"{source}); add the block to one of the flow's actions")
+            for name, (definition, source) in block.declarations.resources(s).items():
+                if name not in self._resources[s]:
+                    raise ValueError(
+                        f"{block.source} is not part of flow {self.kind!r} and uses {s} "
+                        f"resource {name!r}, which the flow does not have; add the block to "
+                        f"one of the flow's actions")
+
+    async def _execute(self, block: Block, value: Any, *, action: str | None, input: Any,
+                       user: str | None, session: str | None, project: str,
+                       store: Store | None, on_event: Callable[[dict], None] | None
+                       ) -> RunResult:
+        if user is not None:
+            check_id(user, "user id")
+        check_id(project, "project id")
+        session_id = check_id(session, "session id") if session is not None else new_id("s")
+        return await execute(self, block, value, action=action, session_id=session_id,
+                             user=user, project=project, store=store or default_store(),
+                             request_id=new_id("r"), on_event=on_event,
+                             input_for_record=value if value is not None else input)
+
+    # -- sessions --------------------------------------------------------------------------------
+    def session(self, id: str | None = None, *, user: str | None = None,
+                project: str = DEFAULT_PROJECT, store: Store | None = None) -> Session:
+        """A handle on one session outside runs (DESIGN §7); ``id=None`` makes a new one.
+
+        Raises :class:`AccessDeniedError` if the session belongs to another user or flow kind.
+        """
+        session_id = check_id(id, "session id") if id is not None else new_id("s")
+        return Session(self, store or default_store(), session_id, user=user, project=project)
+
+    def sessions(self, user: str | None = None, *, store: Store | None = None) -> list[dict]:
+        """Sessions of this flow kind (optionally one user's), most recently updated first.
+
+        Items: ``{"id", "user", "flow", "created_at", "updated_at"}`` (Unix seconds).
+        """
+        return list_sessions(store or default_store(), self.kind, user)
+
+    # -- reading -------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """The flow as data: actions, merged scope fields, resources, client-data keys."""
+        scopes = {}
+        for s in SCOPES:
+            model = self._models[s]
+            scopes[s] = {
+                "model": model.__name__ if model is not None else None,
+                "fields": {name: {"type": t, "default": _default_text(model, name)}
+                           for name, t in schema.field_summary(model).items()},
+                "resources": {name: _resource_text(d) for name, d in self._resources[s].items()},
+                "client_data": list(self.scopes[s].client_data),
+            }
+        return {"kind": self.kind, "path": self.path,
+                "actions": {name: {"block": act.block.source,
+                                   "input": act.input_model.__name__ if act.input_model
+                                   else None}
+                            for name, act in self.actions.items()},
+                "scopes": scopes}
+
+    def describe(self) -> str:
+        """A readable summary: actions (with their block trees), scopes, resources, client data."""
+        info = self.summary()
+        lines = [f"flow {self.kind!r} ({self.path})", "actions:"]
+        for name, act in self.actions.items():
+            model = act.input_model
+            lines.append(f"  {name}" + (f" (input {model.__name__})" if model else ""))
+            lines.append(act.block.describe(4))
+        for s in SCOPES:
+            data = info["scopes"][s]
+            if not (data["fields"] or data["resources"] or data["client_data"]):
+                continue
+            lines.append(f"{s}:" + (f" {data['model']}" if data["model"] else ""))
+            for fname, f in data["fields"].items():
+                lines.append(f"  {fname}: {f['type']} = {f['default']}")
+            for rname, text in data["resources"].items():
+                lines.append(f"  resource {rname}: {text}")
+            if data["client_data"]:
+                lines.append(f"  client data: {', '.join(data['client_data'])}")
+        return "\n".join(lines)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.actions)
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.kind!r}: actions {', '.join(self.actions)}>"
+
+
+def _default_text(model: type[BaseModel] | None, name: str) -> str:
+    info = model.model_fields[name]
+    if info.default_factory is not None:
+        return f"{getattr(info.default_factory, '__name__', 'factory')}()"
+    return repr(info.default)
+
+
+def _resource_text(definition: ResourceDefinition | CollectionDefinition) -> str:
+    state = definition.state.__name__ if definition.state is not None else "free-form"
+    if isinstance(definition, CollectionDefinition):
+        return f"collection {definition.pattern!r} of {state}"
+    return f"{state}{'' if definition.writable else ' (read-only)'}"
+
+
+def _validate_input(model: type[BaseModel] | None, value: Any, where: str) -> Any:
+    """Validate an action's input before anything runs (``None`` counts as ``{}``)."""
+    if model is None:
+        return value
+    return schema.validate_value(model, {} if value is None else value, where=where)
+
+
+def define_flow(kind: str, actions: Mapping[str, Block | Action], *,
+                session: ScopeConfig | type[BaseModel] | None = None,
+                user: ScopeConfig | type[BaseModel] | None = None,
+                project: ScopeConfig | type[BaseModel] | None = None,
+                request: ScopeConfig | type[BaseModel] | None = None,
+                path: str | None = None) -> Flow:
+    """Define a flow of ``kind`` with named ``actions`` (blocks, or :func:`action` wrappers).
+
+    Each scope takes :func:`scope` (or just a state model). State and resources declared by the
+    blocks bubble up and merge with the flow's own per scope; a conflict raises
+    :class:`StateSchemaConflictError` or :class:`ResourceConflictError` here. ``path`` is the
+    flow's Windmill-style path (default ``f/flows/<kind>``).
+    """
+    check_id(kind, "flow kind")
+    if not isinstance(actions, Mapping) or not actions:
+        raise TypeError("define_flow needs actions={name: block, ...} with at least one action")
+    prepared: dict[str, Action] = {}
+    for name, item in actions.items():
+        if not isinstance(name, str) or not name or name != name.strip() or " " in name:
+            raise ValueError(f"action names are non-empty strings without spaces, not {name!r}")
+        if isinstance(item, Action):
+            prepared[name] = item
+        elif isinstance(item, Block):
+            prepared[name] = Action(item)
+        else:
+            raise TypeError(f"action {name!r} must be a block or fs.action(block, ...), not "
+                            f"{type(item).__name__}")
+    given = {"request": request, "session": session, "user": user, "project": project}
+    scopes: dict[str, ScopeConfig] = {}
+    for s, config in given.items():
+        if config is None:
+            config = ScopeConfig()
+        elif isinstance(config, type) and issubclass(config, BaseModel):
+            config = scope(state=config)
+        elif not isinstance(config, ScopeConfig):
+            raise TypeError(f"{s}= takes fs.scope(...) or a state model, not "
+                            f"{type(config).__name__}")
+        scopes[s] = config
+    if scopes["request"].client_data:
+        raise ValueError("client_data on the request scope is not supported: a request ends "
+                         "with its run, so return what the client needs as the output")
+    if path is None:
+        path = f"f/flows/{kind}"
+    elif not isinstance(path, str) or not path.strip("/"):
+        raise ValueError(f"path must be a non-empty string such as 'f/flows/{kind}', not "
+                         f"{path!r}")
+    return Flow(kind, prepared, scopes, path)

@@ -1,0 +1,296 @@
+"""Running a block as one request: the request record, events, scope handles, the result.
+
+``flow.run`` / ``flow.arun`` / ``flow.run_block`` (``flows.py``) validate what they are given and
+then call :func:`execute`, which
+
+1. checks (or creates) the session's ``$meta`` record: the session's user and flow kind;
+2. subscribes to the store and keeps, in order, every change event carrying this run's request
+   id, plus what blocks ``ctx.emit``; each event also goes to ``on_event`` as it happens;
+3. writes the request record ``request/<request id>/$request`` with status ``"running"``;
+4. builds ``ctx`` (request, session, user and project handles typed by the flow's merged models)
+   and awaits ``block.run(input, ctx)``;
+5. rewrites the request record with status ``"ok"`` and the output, or ``"error"`` and the error's
+   type and message, and returns a :class:`RunResult`.
+
+An exception inside a block does not propagate: the run ends with ``status="error"``, the
+exception is ``result.error`` (``result.raise_for_error()`` re-raises it), and every state write
+committed before it stays. Mistakes found before anything runs (unknown action, refused input,
+invalid ids, a session of another user) raise at once and leave nothing behind.
+``KeyboardInterrupt`` and task cancellation are recorded as an error and then re-raised.
+
+:func:`run_sync` runs a coroutine to completion from synchronous code, also when the calling
+thread already runs an event loop (Jupyter): the coroutine then runs on a new loop in a helper
+thread while the caller waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import os
+import threading
+import time
+import traceback as _traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+
+from pydantic_core import to_jsonable_python
+
+from .blocks import Block, Context, RunServices, SequencerState
+from .scopes import ScopeHandle
+from .sessions import META_RECORD, ensure_session
+from .stores import DEFAULT_URL, Store, open_store, sqlite_path
+
+if TYPE_CHECKING:
+    from .flows import Flow
+
+__all__ = ["RunResult", "execute", "run_sync", "default_store", "REQUEST_RECORD"]
+
+REQUEST_RECORD = "$request"
+#: Inputs and outputs larger than this (as JSON) are kept in the request record as a preview.
+RECORD_VALUE_LIMIT = 64 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass(repr=False)
+class RunResult:
+    """The outcome of one run (DESIGN §6).
+
+    ``status`` is ``"ok"`` or ``"error"``; ``output`` is the block's output (``None`` on error);
+    ``error`` the exception a block raised (``None`` when ok); ``events`` every event of the run
+    in order (state and resource changes, ``request`` start/end, ``ctx.emit`` messages).
+    """
+
+    output: Any
+    error: BaseException | None
+    session_id: str
+    request_id: str
+    events: list[dict] = field(default_factory=list)
+    duration_s: float = 0.0
+    status: str = "ok"
+    action: str | None = None
+    user: str | None = None
+    project: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def traceback(self) -> str | None:
+        """The error's formatted traceback (``None`` when the run was ok)."""
+        if self.error is None:
+            return None
+        return "".join(_traceback.format_exception(type(self.error), self.error,
+                                                   self.error.__traceback__))
+
+    def raise_for_error(self) -> Any:
+        """Re-raise the block's exception if the run failed; else return the output."""
+        if self.error is not None:
+            raise self.error
+        return self.output
+
+    def __repr__(self) -> str:
+        what = f"output={_short(self.output)}" if self.error is None else \
+            f"error={type(self.error).__name__}({_short(str(self.error))})"
+        return (f"RunResult(status={self.status!r}, {what}, session_id={self.session_id!r}, "
+                f"request_id={self.request_id!r}, events={len(self.events)}, "
+                f"duration_s={self.duration_s:.4f})")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------- default store
+
+_DEFAULT_STORES: dict[str, Store] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_store() -> Store:
+    """The store runs use when given none: ``open_store()``, opened once per process.
+
+    One store per resolved URL (``FLOWSTATE_STORE``, else ``.flowstate/flowstate.db`` under the
+    current folder) and process, reopened if it was closed.
+    """
+    url = os.environ.get("FLOWSTATE_STORE") or DEFAULT_URL
+    # A relative SQLite path means "under the current folder": key by the resolved file. The
+    # process id keeps a forked child from sharing its parent's connection.
+    key = f"{os.getpid()}:{sqlite_path(url) if url.startswith('sqlite://') else url}"
+    with _DEFAULT_LOCK:
+        store = _DEFAULT_STORES.get(key)
+        if store is None or getattr(store, "_closed", False):
+            store = _DEFAULT_STORES[key] = open_store(url)
+        return store
+
+
+# ---------------------------------------------------------------------------- sync bridge
+
+def run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run the coroutine ``make()`` returns to completion and return its result.
+
+    Without a running loop in this thread: ``asyncio.run``. Inside one (Jupyter, or a block
+    calling ``flow.run``): on a fresh loop in a helper thread, with this thread's context
+    variables, while this thread waits. Interrupting the wait (Jupyter's stop button raises
+    ``KeyboardInterrupt`` here) cancels the run, which records the request as an error, and then
+    re-raises the interrupt.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    return _run_in_helper_thread(make)
+
+
+def _run_in_helper_thread(make: Callable[[], Awaitable[T]]) -> T:
+    context = contextvars.copy_context()
+    box: dict[str, Any] = {}
+    started, finished = threading.Event(), threading.Event()
+
+    def main() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.create_task(make())
+            box["loop"], box["task"] = loop, task
+            started.set()
+            box["result"] = loop.run_until_complete(task)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+        finally:
+            started.set()
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                loop.close()
+                finished.set()
+
+    # Waits use Events, not Thread.join: a join interrupted by KeyboardInterrupt can wrongly
+    # report the thread as finished (CPython 3.11).
+    thread = threading.Thread(target=context.run, args=(main,), name="flowstate-run",
+                              daemon=True)
+    try:
+        thread.start()
+        while not finished.wait(0.1):  # short waits: a pending interrupt is noticed quickly
+            pass
+    except KeyboardInterrupt:
+        if not thread.is_alive() and not finished.is_set():
+            raise  # interrupted before the thread started: nothing runs
+        started.wait()
+        try:
+            box["loop"].call_soon_threadsafe(box["task"].cancel)
+        except (KeyError, RuntimeError):  # never started, or already finished
+            pass
+        finished.wait()
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+# ---------------------------------------------------------------------------- the run
+
+def for_record(value: Any) -> Any:
+    """``value`` as JSON for the request record: models dumped, odd objects as ``repr``.
+
+    Values above :data:`RECORD_VALUE_LIMIT` bytes of JSON are kept as
+    ``{"$truncated": True, "preview": <first 2,000 characters>}``.
+    """
+    try:
+        data = to_jsonable_python(value, fallback=repr)
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        data, text = repr(value), None
+        text = json.dumps(data)
+    if len(text) > RECORD_VALUE_LIMIT:
+        return {"$truncated": True, "preview": text[:2000]}
+    return data
+
+
+def _error_summary(exc: BaseException) -> dict:
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+async def execute(flow: "Flow", block: Block, value: Any, *, action: str | None,
+                  session_id: str, user: str | None, project: str, store: Store,
+                  request_id: str, on_event: Callable[[dict], None] | None = None,
+                  input_for_record: Any = None) -> RunResult:
+    """Run ``block`` on ``value`` as request ``request_id`` of ``session_id`` (see module doc).
+
+    ``value`` has been validated by the caller. Raises only for problems found before the block
+    starts (a session of another user or flow kind, an unreachable store).
+    """
+    services = RunServices(request_id, on_event)
+
+    def keep(event: dict) -> None:
+        if event.get("request_id") == request_id:
+            services.record(event)
+
+    unsubscribe = store.subscribe(keep)
+    try:
+        owner = ensure_session(store, session_id, user=user, flow_kind=flow.kind,
+                               request_id=request_id)
+        started = time.time()
+        clock = time.perf_counter()
+        record = {"action": action, "block": block.name, "flow": flow.kind,
+                  "session": session_id, "user": owner, "project": project,
+                  "input": for_record(input_for_record if input_for_record is not None
+                                      else value),
+                  "output": None, "error": None, "status": "running",
+                  "started_at": started, "ended_at": None, "duration_s": None}
+        _write_request(store, request_id, record)
+        ctx = _root_context(flow, block, store, request_id, session_id, owner, project,
+                            services)
+        output, error, interrupt = None, None, None
+        try:
+            output = await block.run(value, ctx)
+        except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
+            error = exc
+        except BaseException as exc:  # cancelled or interrupted: record it, then re-raise
+            error = interrupt = exc
+        duration = time.perf_counter() - clock
+        services.close()  # every job has finished by now: this only releases the threads
+        record.update(status="ok" if error is None else "error", ended_at=time.time(),
+                      duration_s=duration,
+                      output=for_record(output) if error is None else None,
+                      error=None if error is None else _error_summary(error))
+        _write_request(store, request_id, record)
+        store.touch("session", session_id, META_RECORD)
+    finally:
+        unsubscribe()
+    if interrupt is not None:
+        raise interrupt
+    return RunResult(output=output, error=error, session_id=session_id, request_id=request_id,
+                     events=list(services.events), duration_s=duration,
+                     status=record["status"], action=action, user=owner, project=project)
+
+
+def _write_request(store: Store, request_id: str, record: dict) -> None:
+    event = {"type": "request", "scope": "request", "scope_id": request_id,
+             "status": record["status"], "action": record["action"],
+             "block": record["block"], "flow": record["flow"], "session": record["session"],
+             "user": record["user"], "error": record["error"], "request_id": request_id}
+    store.write("request", request_id, REQUEST_RECORD, dict(record), operation="set",
+                event=event, request_id=request_id)
+
+
+def _root_context(flow: "Flow", block: Block, store: Store, request_id: str, session_id: str,
+                  user: str, project: str, services: RunServices) -> Context:
+    """The ``ctx`` the top block of a run receives."""
+    def handle(scope: str, scope_id: str) -> ScopeHandle:
+        return ScopeHandle(store, scope, scope_id, state=flow.state_model(scope),
+                           resources=flow.resources(scope), request_id=request_id)
+
+    sequencer = None
+    model, needed = flow.root_sequencer_model(block)
+    if needed:  # blocks declare sequencer_state with no stateful sequencer above them
+        sequencer = SequencerState(store, request_id, block.name, services.next_instance(),
+                                   model)
+    return Context(request=handle("request", request_id), session=handle("session", session_id),
+                   user=handle("user", user), project=handle("project", project),
+                   run_id=request_id, store=store, flow=flow, flow_path=flow.path,
+                   services=services, sequencer=sequencer)
