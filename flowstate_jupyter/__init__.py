@@ -10,7 +10,7 @@ from .resources import (CollectionHandle, ResourceHandle, define_resource,
                         define_resource_collection)
 from .scopes import SCOPES, ScopeHandle
 from .stores import open_store
-from .blocks import (Block, Context, Handler, LoopLimitError, Router, Sequencer, current_context,
+from .blocks import (Block, Context, Handler, Router, Sequencer, current_context,
                      handler, router, sequencer)
 from .flows import Action, Flow, ScopeConfig, action, define_flow, scope
 from .runs import RunResult, default_store
@@ -25,7 +25,7 @@ __all__ = [
 ]
 __all__ += [
     "handler", "router", "sequencer", "Block", "Handler", "Router", "Sequencer", "Context",
-    "current_context", "LoopLimitError", "define_flow", "scope", "action", "Flow", "Action",
+    "current_context", "define_flow", "scope", "action", "Flow", "Action",
     "ScopeConfig", "RunResult", "default_store", "Session", "ClientDataContext",
 ]
 

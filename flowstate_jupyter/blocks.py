@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from . import ops, schema
 from .bubbling import Declarations, merge_state_model
-from .errors import FlowStateError
+from .errors import FlowStateError, LoopLimitError
 from .records import TypedRecord
 from .resources import CollectionDefinition, ResourceDefinition
 from .stores.base import Store
@@ -54,10 +54,6 @@ RESERVED_EVENT_TYPES = frozenset({"state_change", "resource_change", "request", 
 
 _Resources = Mapping[str, ResourceDefinition | CollectionDefinition] | None
 _KEEP = object()
-
-
-class LoopLimitError(FlowStateError, RuntimeError):
-    """A ``do_while`` / ``do_until`` loop did not stop within its iteration limit."""
 
 
 # ---------------------------------------------------------------------------- context

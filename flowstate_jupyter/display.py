@@ -152,3 +152,59 @@ def version_diff_text(handle: Any, a: int, b: int) -> str:
     before = states.get(a, {}) if a else {}
     after = states.get(b, {}) if b else {}
     return format_diff(diff(before, after))
+
+
+def flow_html(flow: Any) -> str:
+    """A flow's summary: actions, merged scope schemas, resources and client-data keys."""
+    info = flow.summary()
+    actions = h.table(((name, a["input"] or "(free)", a["block"])
+                       for name, a in info["actions"].items()), ("action", "input", "block"))
+    body = "<b>actions</b>" + actions
+    for scope, data in info["scopes"].items():
+        if not (data["fields"] or data["resources"] or data["client_data"]):
+            continue
+        body += f"<br><b>{h.esc(scope)}</b>"
+        if data["fields"]:
+            body += h.table(((n, f["type"], f["default"]) for n, f in data["fields"].items()),
+                            ("field", "type", "default"))
+        if data["resources"]:
+            body += h.table(data["resources"].items(), ("resource", "definition"))
+        if data["client_data"]:
+            body += f'<div>client data: {h.esc(", ".join(data["client_data"]))}</div>'
+    return h.card(f"flow {info['kind']}", body, info["path"])
+
+
+def session_html(session: Any) -> str:
+    """A flow session: its three scopes, one card each."""
+    handles = scope_handles(session)
+    return "".join(scope_html(handles[s]) for s in SCOPE_ORDER)
+
+
+def run_html(result: Any) -> str:
+    """A run: status, output or error, and its events."""
+    if result.error is not None:
+        head = (f'<div class="fs-error">{h.esc(type(result.error).__name__)}: '
+                f'{h.esc(result.error)}</div>')
+    else:
+        output = result.output.model_dump(mode="json") if hasattr(result.output, "model_dump") \
+            else result.output
+        head = "<b>output</b>" + h.pre(output)
+    events = h.table(((i + 1, event_label(e)) for i, e in enumerate(result.events[:200])),
+                     ("#", "event"))
+    subtitle = f"{result.status} · {result.duration_s * 1000:.0f} ms · session " \
+               f"{result.session_id}"
+    return h.card(f"run {result.request_id}", head + "<b>events</b>" + events, subtitle)
+
+
+def event_label(event: dict) -> str:
+    """One readable line for an event of a run."""
+    kind = event.get("type")
+    if kind == "state_change":
+        return f"{event['scope']}.{event.get('operation')} v{event.get('version')}"
+    if kind == "resource_change":
+        return (f"{event['scope']}.{event.get('resource')} {event.get('change_type')} "
+                f"v{event.get('version')}")
+    if kind == "request":
+        return f"request {event.get('action', '')} {event.get('status', '')}"
+    data = event.get("data")
+    return f"{kind} {h.preview(data, 120) if data is not None else ''}".strip()

@@ -91,6 +91,10 @@ class UnknownActionError(FlowStateError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class LoopLimitError(FlowStateError, RuntimeError):
+    """A ``do_while`` / ``do_until`` loop did not stop within its iteration limit."""
+
+
 class AccessDeniedError(FlowStateError, PermissionError):
     """The current user may not write this path (Windmill ``u/<user>/...`` rules)."""
 
@@ -103,7 +107,8 @@ __all__ = [
     "FlowStateError", "ValidationError", "SchemaError", "ConcurrentModificationError",
     "VersionConflictError", "StateSchemaConflictError", "ResourceConflictError",
     "ReadOnlyResourceError", "ResourceDeletedError", "ResourceAlreadyExistsError",
-    "ResourceNotFoundError", "InvalidIdError", "UnknownActionError", "AccessDeniedError",
+    "ResourceNotFoundError", "InvalidIdError", "UnknownActionError", "LoopLimitError",
+    "AccessDeniedError",
     "StoreError",
 ]
 

@@ -336,6 +336,10 @@ class Flow:
                             for name, act in self.actions.items()},
                 "scopes": scopes}
 
+    def _repr_html_(self) -> str:
+        from .display import flow_html
+        return flow_html(self)
+
     def describe(self) -> str:
         """A readable summary: actions (with their block trees), scopes, resources, client data."""
         info = self.summary()

@@ -92,6 +92,10 @@ class RunResult:
             raise self.error
         return self.output
 
+    def _repr_html_(self) -> str:
+        from .display import run_html
+        return run_html(self)
+
     def __repr__(self) -> str:
         what = f"output={_short(self.output)}" if self.error is None else \
             f"error={type(self.error).__name__}({_short(str(self.error))})"

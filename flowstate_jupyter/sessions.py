@@ -210,10 +210,15 @@ class Session(ScopeHandle):
 
     def runs(self, limit: int | None = 20) -> list[dict]:
         """The request records of this session's runs, newest first."""
-        records = [r.state for r in self._store.list(scope="request", name="$request")
+        records = [{"request_id": r.scope_id, **r.state}
+                   for r in self._store.list(scope="request", name="$request")
                    if isinstance(r.state, dict) and r.state.get("session") == self.id]
         records.sort(key=lambda s: s.get("started_at") or 0, reverse=True)
         return records if limit is None else records[:limit]
+
+    def _repr_html_(self) -> str:
+        from .display import session_html
+        return session_html(self)
 
     def __repr__(self) -> str:
         return (f"<Session {self.id!r} of flow {self.flow.kind!r}, user {self.user.id!r}, "
