@@ -114,6 +114,15 @@ def list_sessions(store: Store, flow_kind: str, user: str | None = None) -> list
     return out
 
 
+def list_runs(store: Store, session_id: str, limit: int | None = 20) -> list[dict]:
+    """Request records of one session's runs, newest first, each with its ``request_id``."""
+    records = [{"request_id": r.scope_id, **r.state}
+               for r in store.list(scope="request", name="$request")
+               if isinstance(r.state, dict) and r.state.get("session") == session_id]
+    records.sort(key=lambda s: s.get("started_at") or 0, reverse=True)
+    return records if limit is None else records[:limit]
+
+
 class Session(ScopeHandle):
     """One session of a flow, outside any run: the session scope handle and friends.
 
@@ -210,11 +219,7 @@ class Session(ScopeHandle):
 
     def runs(self, limit: int | None = 20) -> list[dict]:
         """The request records of this session's runs, newest first."""
-        records = [{"request_id": r.scope_id, **r.state}
-                   for r in self._store.list(scope="request", name="$request")
-                   if isinstance(r.state, dict) and r.state.get("session") == self.id]
-        records.sort(key=lambda s: s.get("started_at") or 0, reverse=True)
-        return records if limit is None else records[:limit]
+        return list_runs(self._store, self.id, limit)
 
     def _repr_html_(self) -> str:
         from .display import session_html

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..scopes import DEFAULT_PROJECT, ScopeHandle, check_id
+from ..sessions import list_runs
 from ..stores import Store, open_store
 
 
@@ -55,6 +56,9 @@ class _PlainSession:
 
     def client_data(self) -> dict:
         return {"session": {}, "user": {}, "project": {}}
+
+    def runs(self, limit: int | None = 20) -> list[dict]:
+        return list_runs(self.store, self.id, limit)
 
     def snapshot(self) -> dict:
         return {"client_data": self.client_data(), "resources": {}}

@@ -12,7 +12,7 @@ import ast
 import json
 import re
 import shlex
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -22,13 +22,14 @@ from traitlets import Bool
 from traitlets.config import Configurable
 
 from .. import html as h
-from ..errors import FlowStateError
+from .. import ops, schema
+from ..errors import FlowStateError, ValidationError
 from ..resources import CollectionHandle, ResourceHandle
 from ..schema import defaults
 from ..scopes import check_id
 from .kernel import KernelState
 from .paths import PathError, StatePath, parse_path
-from ..display import history_rows, version_diff_text
+from ..display import event_label, history_rows, version_diff_text
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
 _OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")
@@ -50,28 +51,79 @@ class Table:
         return "\n".join(lines) if self.rows else f"{self.title}\n(none)"
 
 
-def parse_value(text: str) -> Any:
-    """JSON, or a bare word taken as a string; anything else is a UsageError."""
+class FlowSummary:
+    """What ``%%flow`` and ``%flow show`` display: actions, merged scope fields, resources and
+    client-data keys (``Flow.describe()``), as HTML and as text."""
+
+    def __init__(self, flow: Any) -> None:
+        self.flow = flow
+
+    def _repr_html_(self) -> str:
+        return self.flow._repr_html_()
+
+    def __repr__(self) -> str:
+        return self.flow.describe()
+
+
+def parse_value(text: str, where: str = "") -> Any:
+    """JSON, or a bare word taken as a string; anything else is a UsageError.
+
+    ``where`` (a path such as ``session.mode``) starts the message, so it names the field.
+    """
     text = text.strip()
+    prefix = f"{where}: " if where else ""
     if not text:
-        raise UsageError("a value is needed (JSON, e.g. 3, \"text\", [1, 2], {\"a\": 1})")
+        raise UsageError(f"{prefix}a value is needed (JSON, e.g. 3, \"text\", [1, 2], "
+                         f"{{\"a\": 1}})")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         if _BARE.fullmatch(text) and text not in ("true", "false", "null"):
             return text
-        raise UsageError(f"value {text!r} is not JSON ({exc.msg} at column {exc.colno}); quote "
-                         f"strings, e.g. '\"text\"'") from None
+        raise UsageError(f"{prefix}value {text!r} is not JSON ({exc.msg} at column "
+                         f"{exc.colno}); quote strings, e.g. '\"text\"'") from None
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _outside_values(line: str) -> list[bool]:
+    """For each character: True when it is outside JSON strings, brackets and braces."""
+    mask, depth, in_string, escaped = [], 0, False, False
+    for char in line:
+        mask.append(depth == 0 and not in_string)
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return mask
+
+
 def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
-    """Pull ``--flow X``-style options and ``-t`` out of a raw line, keeping the rest raw."""
-    options = {m.group(1): m.group(2) for m in _OPTION.finditer(line)}
-    rest = _OPTION.sub(" ", line)
+    """Pull ``--flow X``-style options and ``-t`` out of a raw line, keeping the rest raw.
+
+    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact.
+    """
+    mask = _outside_values(line)
+    options: dict[str, str] = {}
+    kept, start = [], 0
+    for match in _OPTION.finditer(line):
+        if not mask[match.start(1) - 2]:  # the "--" sits inside a JSON value
+            continue
+        options[match.group(1)] = match.group(2)
+        kept.append(line[start:match.start()])
+        start = match.end()
+    rest = " ".join(kept + [line[start:]])
     tokens = rest.split(None, 1)
     traceback = False
     while tokens and tokens[0] in ("-t", "--traceback"):
@@ -114,6 +166,7 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
 
 
 _DELETE = object()
+_ABSENT = object()
 
 
 @magics_class
@@ -157,7 +210,9 @@ class FlowStateMagics(Magics, Configurable):
                     raise UsageError(f"{path.label}: {path.resource} is a collection; name an "
                                      f"instance as {path.resource}[KEY]")
                 return res
-            return res.get_or_create(path.key) if create else res.get(path.key)
+            if create:  # a missing instance is created by the write itself, or not at all
+                return res.get_optional(path.key) or _NewInstance(res, path.key)
+            return res.get(path.key)
         if path.key is not None:
             raise UsageError(f"{path.label}: {path.resource} is not a collection")
         return res
@@ -219,9 +274,7 @@ class FlowStateMagics(Magics, Configurable):
             return self._sessions()
         if verb == "path":
             from ..windmill import get_state_path
-            path = get_state_path()
-            print(path)
-            return None
+            return get_state_path()  # shown as the cell's value; `p = %state path` works
         handlers = {"get": self._get, "set": self._set, "patch": self._patch, "inc": self._inc,
                     "push": self._push, "del": self._del, "history": self._history,
                     "diff": self._diff, "undo": self._undo, "reset": self._reset}
@@ -252,7 +305,7 @@ class FlowStateMagics(Magics, Configurable):
 
     def _set(self, rest: str, options: dict) -> None:
         path, value_text = self._path_and_value(rest, "set")
-        value = parse_value(value_text)
+        value = parse_value(value_text, path.label)
         target = self._target(path, options.get("flow"), create=True)
         fields = path.fields
         if not fields:
@@ -268,9 +321,10 @@ class FlowStateMagics(Magics, Configurable):
 
     def _patch(self, rest: str, options: dict) -> None:
         path, value_text = self._path_and_value(rest, "patch")
-        value = parse_value(value_text)
+        value = parse_value(value_text, path.label)
         if not isinstance(value, dict):
-            raise UsageError(f"%state patch takes a JSON object, e.g. {{\"mode\": \"agent\"}}")
+            raise UsageError(f"{path.label}: %state patch takes a JSON object, e.g. "
+                             f"{{\"mode\": \"agent\"}}")
         target = self._target(path, options.get("flow"), create=True)
         if not path.fields:
             changed = target.patch_state(value)
@@ -285,9 +339,10 @@ class FlowStateMagics(Magics, Configurable):
 
     def _inc(self, rest: str, options: dict) -> None:
         path, value_text = self._path_and_value(rest, "inc", value_needed=False)
-        amount = parse_value(value_text) if value_text.strip() else 1
+        amount = parse_value(value_text, path.label) if value_text.strip() else 1
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-            raise UsageError(f"%state inc takes a number, not {value_text.strip()!r}")
+            raise UsageError(f"{path.label}: %state inc takes a number, not "
+                             f"{value_text.strip()!r}")
         target = self._target(path, options.get("flow"), create=True)
         if len(path.fields) != 1:
             raise UsageError(f"%state inc needs a top-level field, e.g. session.message_count")
@@ -295,7 +350,7 @@ class FlowStateMagics(Magics, Configurable):
 
     def _push(self, rest: str, options: dict) -> None:
         path, value_text = self._path_and_value(rest, "push")
-        value = parse_value(value_text)
+        value = parse_value(value_text, path.label)
         target = self._target(path, options.get("flow"), create=True)
         if len(path.fields) != 1:
             raise UsageError(f"%state push needs a top-level list field, e.g. session.tags")
@@ -448,10 +503,10 @@ class FlowStateMagics(Magics, Configurable):
             flow = next(iter(new.values()))
         self.kernel.register(name, flow)
         ns[name] = flow
-        display(flow)
+        display(FlowSummary(flow))
         return None
 
-    @magic_arguments()
+    @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
     @argument("verb", help="run|list|show|runs|ui")
     @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]")
@@ -485,7 +540,7 @@ class FlowStateMagics(Magics, Configurable):
             return Table("flows", ("name", "kind", "actions"), rows)
         if verb == "show":
             flow = kernel.flow(rest or options.get("flow"))
-            display(flow)
+            display(FlowSummary(flow))
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
@@ -524,8 +579,64 @@ class FlowStateMagics(Magics, Configurable):
         return None
 
 
+class _NewInstance:
+    """A collection instance that does not exist yet, as a write target.
+
+    ``%state set files[a.md].size 3`` must not leave an empty instance behind when the value is
+    refused, so the first write computes the whole new state from the collection's initial state
+    and creates the instance with it in one committed version (``CollectionHandle.create``
+    validates before committing: a refusal writes nothing).
+    """
+
+    def __init__(self, collection: CollectionHandle, key: str) -> None:
+        self._collection, self._key = collection, key
+        self._where = f"collection {collection.name!r}[{key!r}]"
+        self._handle: ResourceHandle | None = None
+
+    @property
+    def version(self) -> int:
+        return 0 if self._handle is None else self._handle.version
+
+    def state_dict(self) -> dict:
+        return self._collection.definition.initial_state()
+
+    def _create(self, compute: Callable[[dict], dict]) -> bool:
+        self._handle = self._collection.create(self._key, init=compute(self.state_dict()))
+        return True
+
+    def set_state(self, value: Any) -> bool:
+        if not isinstance(value, dict):
+            raise ValidationError(f"{self._where}: set_state takes a dict, not "
+                                  f"{type(value).__name__}", where=self._where)
+        return self._create(lambda s: ops.replace(s, value, where=self._where))
+
+    def patch_state(self, update: dict) -> bool:
+        return self._create(lambda s: ops.patch(s, update, where=self._where))
+
+    def inc_state(self, amounts: dict) -> bool:
+        return self._create(lambda s: ops.increment(s, amounts, where=self._where))
+
+    def push_state(self, field: str, value: Any) -> bool:
+        return self._create(lambda s: ops.push(s, field, value, where=self._where))
+
+    def set_state_record(self, field: str, key: str, value: Any) -> bool:
+        return self._create(lambda s: ops.set_record(s, field, key, value, where=self._where))
+
+    def atomic_state(self, fn: Callable[[Any], dict]) -> bool:
+        model = self._collection.definition.state
+        return self._create(lambda s: ops.patch(s, fn(schema.snapshot(model, s)),
+                                                where=self._where))
+
+
 def _jsonable_field(snapshot: Any, field: str) -> Any:
-    value = getattr(snapshot, field) if not isinstance(snapshot, dict) else snapshot.get(field)
+    """A top-level field of a state snapshot (model or mapping) as JSON; ``{}`` if absent, so a
+    nested write creates it (and the schema refuses it when the model has no such field)."""
+    if isinstance(snapshot, Mapping):
+        value = snapshot.get(field, _ABSENT)
+    else:
+        value = getattr(snapshot, field, _ABSENT)
+    if value is _ABSENT:
+        return {}
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
     return json.loads(json.dumps(value, default=lambda o: o.model_dump(mode="json")
@@ -586,8 +697,7 @@ class _RunSummary:
         else:
             out = r.output.model_dump(mode="json") if hasattr(r.output, "model_dump") else r.output
             head = f"output: {h.preview(out, 500)}"
-        from .widgets import _event_label
-        events = [_event_label(e) for e in r.events[:50]]
+        events = [event_label(e) for e in r.events[:50]]
         changed = [f"{k} = {h.preview(v, 200)}" for k, v in self.changed.items()]
         return head, events, changed
 

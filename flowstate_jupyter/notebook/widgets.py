@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from .. import html as h
 from ..errors import FlowStateError
 from ._live import Live
-from ..display import (SCOPE_ORDER, client_data_html, client_data_text, flatten_client_view,
+from ..display import (SCOPE_ORDER, event_label, client_data_html, client_data_text, flatten_client_view,
                     history_rows, scope_handles, scope_html, scope_text, version_diff_text,
                     windmill_html, windmill_text)
 
@@ -180,8 +180,9 @@ class History(_LiveWidget):
 
     def __repr__(self) -> str:
         rows = history_rows(self._handle, self._limit)
-        return "History\n" + "\n".join(f"v{v} {t} {op}: {h.state_text(s, 200)}"
-                                       for v, t, op, s in rows)
+        return f"History of {self._handle._where()}\n" + (
+            "\n".join(f"v{v} {t} {op}: {h.state_text(s, 200)}" for v, t, op, s in rows)
+            or "(no versions yet)")
 
 
 # -- FlowRunner -----------------------------------------------------------------------------------
@@ -197,26 +198,41 @@ def _unwrap_optional(annotation: Any) -> Any:
 
 
 def _field_widget(name: str, info: Any) -> tuple[W.Widget, str]:
-    """A form control for one input field, and how to read it ('value' or 'json')."""
+    """A form control for one input field, and how to read it.
+
+    Kinds: ``value`` (the control's value), ``json`` (parse the text; empty = the default) and
+    ``optional`` (a field that may stay unset, ``X | None = None``: a ``(none)`` choice or
+    empty text leaves it out, so the model's default applies instead of a value the form
+    invented).
+    """
     annotation = _unwrap_optional(info.annotation)
     default = None if info.is_required() else info.get_default(call_default_factory=True)
+    unset_ok = annotation is not info.annotation and not info.is_required() and default is None
     label = dict(description=name, style={"description_width": "initial"})
     if typing.get_origin(annotation) is typing.Literal:
         options = list(typing.get_args(annotation))
+        if unset_ok:
+            return W.Dropdown(options=[("(none)", None), *((str(o), o) for o in options)],
+                              index=0, **label), "optional"
         return W.Dropdown(options=options, value=default if default in options else options[0],
                           **label), "value"
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         options = [(m.name, m.value) for m in annotation]
+        if unset_ok:
+            return W.Dropdown(options=[("(none)", None), *options], index=0, **label), \
+                "optional"
         value = default.value if isinstance(default, enum.Enum) else options[0][1]
         return W.Dropdown(options=options, value=value, **label), "value"
-    if annotation is bool:
-        return W.Checkbox(value=bool(default), **label), "value"
-    if annotation is int:
-        return W.IntText(value=default or 0, **label), "value"
-    if annotation is float:
-        return W.FloatText(value=default or 0.0, **label), "value"
     if annotation is str:
-        return W.Text(value=default or "", **label), "value"
+        return W.Text(value=default or "", **label), "optional" if unset_ok else "value"
+    if unset_ok and annotation in (bool, int, float):
+        pass  # a checkbox or a number box cannot say "unset": JSON text below (empty = None)
+    elif annotation is bool:
+        return W.Checkbox(value=bool(default), **label), "value"
+    elif annotation is int:
+        return W.IntText(value=default or 0, **label), "value"
+    elif annotation is float:
+        return W.FloatText(value=default or 0.0, **label), "value"
     text = "" if default is None else json.dumps(
         default.model_dump(mode="json") if isinstance(default, BaseModel) else default)
     return W.Textarea(value=text, placeholder="JSON", **label), "json"
@@ -267,7 +283,12 @@ class FlowRunner(W.VBox):
         """Fill the form as a person would (used by tests and scripts)."""
         for name, value in values.items():
             control, kind = self._controls[name]
-            control.value = json.dumps(value) if kind == "json" else value
+            if kind == "optional" and value is None and isinstance(control, W.Dropdown):
+                control.index = 0  # the "(none)" choice
+            elif kind == "optional" and value is None:
+                control.value = ""
+            else:
+                control.value = json.dumps(value) if kind == "json" else value
 
     def _input(self) -> Any:
         if self._free_input is not None:
@@ -282,6 +303,9 @@ class FlowRunner(W.VBox):
                         values[name] = json.loads(text)
                     except json.JSONDecodeError as exc:
                         raise ValueError(f"field {name!r} is not valid JSON: {exc.msg}") from exc
+            elif kind == "optional":
+                if control.value not in (None, ""):
+                    values[name] = control.value
             else:
                 values[name] = control.value
         return values
@@ -320,7 +344,7 @@ class FlowRunner(W.VBox):
                 self.output.value = h.card("output", h.pre(_jsonable(result.output)),
                                            f"{result.duration_s * 1000:.0f} ms")
             self.events.value = h.card("events", h.table(
-                ((i + 1, _event_label(e), e.get("delta", e.get("data")))
+                ((i + 1, event_label(e), e.get("delta", e.get("data")))
                  for i, e in enumerate(result.events[-200:])), ("#", "event", "data")))
             return result
         finally:
@@ -338,15 +362,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return value
-
-
-def _event_label(event: dict) -> str:
-    if event.get("type") == "state_change":
-        return f"{event['scope']}.{event.get('operation')} v{event.get('version')}"
-    if event.get("type") == "resource_change":
-        return f"{event['scope']}.{event.get('resource')} {event.get('change_type')} " \
-               f"v{event.get('version')}"
-    if event.get("type") == "request":
-        return f"request {event.get('action', '')} {event.get('status', '')}"
-    data = event.get("data")
-    return f"{event.get('type')} {h.preview(data, 120) if data is not None else ''}".strip()

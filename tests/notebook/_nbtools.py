@@ -1,0 +1,45 @@
+"""Helpers shared by the notebook tests (imported by name; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+FLOWS_DIR = Path(__file__).resolve().parent.parent / "flows"
+if str(FLOWS_DIR) not in sys.path:
+    sys.path.insert(0, str(FLOWS_DIR))
+
+GUIDE_CELL = f"""
+import sys
+sys.path.insert(0, {str(FLOWS_DIR)!r})
+from guide_flow import make_flow
+make_flow()
+"""
+"""The body of a ``%%flow`` cell that defines the guide flow."""
+
+
+def fingerprint(store: Any) -> dict:
+    """Everything a write could change: every record (version, state, content, tombstone),
+    the length of each record's history and the length of the change log."""
+    records = store.list(include_deleted=True)
+    return {
+        "records": sorted((r.scope, r.scope_id, r.name, r.version, json.dumps(r.state,
+                           sort_keys=True), r.content, r.deleted) for r in records),
+        "history": sorted((r.scope, r.scope_id, r.name,
+                           len(store.history(r.scope, r.scope_id, r.name)))
+                          for r in records),
+        "changes": len(store.changes()),
+    }
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 2.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it is truthy; return its last value (falsy on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
