@@ -1,0 +1,134 @@
+"""Helpers shared by the benchmark modules: timing, statistics, rows and the table.
+
+Every benchmark module exposes ``run(quick: bool) -> list[dict]``; each row is a dict with
+``name``, ``ours``, ``baseline``, ``unit`` and ``ratio`` (ours / baseline, lower is better for
+latencies), and optionally ``target`` (the largest acceptable ratio; :func:`row` adds ``ok``),
+``group`` (a heading for the table) and ``note``. A measurement without a baseline may give
+``value`` instead of ``ours`` and ``baseline``. ``benchmarks/run.py`` collects the rows of
+every module; :func:`row` builds one.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from typing import Callable, Iterable, Sequence
+
+Timer = Callable[[], int]
+now_ns: Timer = time.perf_counter_ns
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``samples``, by linear interpolation."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summary_us(samples_ns: Sequence[int]) -> dict[str, float]:
+    """Median, p99 and mean of nanosecond samples, in microseconds."""
+    us = [s / 1000.0 for s in samples_ns]
+    return {"p50": statistics.median(us), "p99": percentile(us, 99), "mean": statistics.fmean(us),
+            "n": len(us)}
+
+
+def interleaved(contenders: dict[str, Callable[[int], object]], *, warmup: int, calls: int,
+                chunk: int = 5, prepare: Callable[[str, int], None] | None = None,
+                ) -> dict[str, list[int]]:
+    """Time several implementations of one operation, interleaved to cancel machine noise.
+
+    Each contender ``f(i)`` is warmed up with ``warmup`` calls, then called ``calls`` more
+    times, timed one by one. The timed calls alternate between contenders in chunks of
+    ``chunk`` calls, in an order that flips every round (a b, b a, a b, ...), so a slow phase
+    of the machine (another process, a CPU frequency change, a disk flush) hits every
+    contender alike. ``prepare(name, i)``, if given, runs untimed before every call (for
+    example to reset a list that would otherwise keep growing). Returns the per-call durations
+    in nanoseconds per contender.
+    """
+    names = list(contenders)
+    counters = dict.fromkeys(names, 0)
+    samples: dict[str, list[int]] = {name: [] for name in names}
+    clock = now_ns
+
+    def call(name: str, record: bool) -> None:
+        i = counters[name]
+        counters[name] = i + 1
+        if prepare is not None:
+            prepare(name, i)
+        fn = contenders[name]
+        t0 = clock()
+        fn(i)
+        elapsed = clock() - t0
+        if record:
+            samples[name].append(elapsed)
+
+    for name in names:
+        for _ in range(warmup):
+            call(name, False)
+    gc.collect()  # start measuring without garbage left over from set-up and warm-up
+    rounds = -(-calls // chunk)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            for _ in range(chunk):
+                call(name, True)
+    return samples
+
+
+def row(name: str, ours: float, baseline: float, unit: str, *, target: float | None = None,
+        group: str | None = None, note: str | None = None, **extra: object) -> dict:
+    """One result row; ``ratio`` is ours / baseline (``nan`` when the baseline is 0)."""
+    ratio = ours / baseline if baseline else math.nan
+    out: dict = {"name": name, "ours": round(ours, 3), "baseline": round(baseline, 3),
+                 "unit": unit, "ratio": round(ratio, 3)}
+    if target is not None:
+        out["target"] = target
+        out["ok"] = bool(ratio <= target)
+    if group is not None:
+        out["group"] = group
+    if note is not None:
+        out["note"] = note
+    out.update(extra)
+    return out
+
+
+def format_table(rows: Iterable[dict]) -> str:
+    """A fixed-width text table of result rows (what the runner and modules print)."""
+    rows = list(rows)
+    header = ("benchmark", "ours", "baseline", "unit", "ratio", "target")
+    lines: list[tuple[str, ...]] = []
+    for r in rows:
+        target = r.get("target")
+        verdict = "" if target is None else (f"<= {target:g} " + ("ok" if r.get("ok") else "MISSED"))
+        lines.append((str(r["name"]), _num(r.get("ours", r.get("value"))),
+                      _num(r.get("baseline")), str(r["unit"]), _num(r.get("ratio")), verdict))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+    out = [_fmt(header, widths), _fmt(tuple("-" * w for w in widths), widths)]
+    out += [_fmt(line, widths) for line in lines]
+    return "\n".join(out)
+
+
+def _num(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _fmt(cells: tuple[str, ...], widths: list[int]) -> str:
+    first, *rest = cells
+    parts = [first.ljust(widths[0])]
+    parts += [c.rjust(w) if i in (0, 1, 3) else c.ljust(w)  # numbers right, words left
+              for i, (c, w) in enumerate(zip(rest, widths[1:]))]
+    return "  ".join(parts).rstrip()

@@ -1,0 +1,236 @@
+"""Single-operation latency: our SQLite store vs a hand-rolled versioned ``sqlite3`` store.
+
+For ``inc_state``, ``patch_state`` and ``push_state`` this measures the median (p50) and p99
+latency of one committed operation through a :class:`~flowstate_jupyter.ScopeHandle` on our
+SQLite store, and of the same operation done the way a careful user would do it by hand with
+``sqlite3`` — per operation, in one ``BEGIN IMMEDIATE`` transaction::
+
+    SELECT state, version FROM records WHERE id = ?
+    json.loads -> modify -> json.dumps
+    UPDATE records SET state = ?, version = version + 1 WHERE id = ? AND version = ?
+    COMMIT
+
+Both run on the same machine, in the same process and run, on fresh files in one temporary
+folder, in WAL mode with the same ``synchronous`` setting (NORMAL, then FULL as a second set of
+rows). Calls are warmed up, then timed one by one, alternating between ours and raw in chunks
+of five calls (ours, raw, raw, ours, ...) so that machine noise hits both alike. The ratio is
+ours / raw; the target is <= 2.0 at the median.
+
+Ours does more per operation than the baseline: typed validation with pydantic, the no-op
+guard, a history row (pruned to the retention bound) and a change-log row.
+
+Run standalone with ``python benchmarks/ops.py`` (``--quick`` for a short run,
+``--profile`` to see where our time goes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
+from _common import format_table, interleaved, row, summary_us  # noqa: E402
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+import flowstate_jupyter as fs  # noqa: E402
+
+TARGET = 2.0
+OPERATIONS = ("inc_state", "patch_state", "push_state")
+DURABILITIES = ("normal", "full")
+PUSH_BLOCK = 50  # push_state's list is reset (untimed) every 50 calls: it holds 0..49 items
+
+
+class BenchState(BaseModel):
+    """A small, typical scope state: a counter, a few settings and a list."""
+
+    count: int = 0
+    name: str = ""
+    mode: Literal["chat", "agent"] = "chat"
+    items: list[int] = Field(default_factory=list)
+
+
+INITIAL = BenchState().model_dump(mode="json")
+
+
+class RawVersionedStore:
+    """What a careful user writes by hand: a versioned JSON row, compare-and-swap per write."""
+
+    def __init__(self, path: Path, durability: str) -> None:
+        self.conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
+        self.conn.execute("PRAGMA busy_timeout = 5000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS records ("
+                          "id TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL)")
+
+    def create(self, record_id: str, state: dict) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO records (id, version, state) VALUES (?, 1, ?)",
+                          (record_id, json.dumps(state)))
+
+    def update(self, record_id: str, modify: Callable[[dict], None]) -> int:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            text, version = conn.execute("SELECT state, version FROM records WHERE id = ?",
+                                         (record_id,)).fetchone()
+            state = json.loads(text)
+            modify(state)
+            cursor = conn.execute(
+                "UPDATE records SET state = ?, version = version + 1 WHERE id = ? AND version = ?",
+                (json.dumps(state), record_id, version))
+            if cursor.rowcount != 1:
+                raise RuntimeError("lost a compare-and-swap race")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return version + 1
+
+    def read(self, record_id: str) -> tuple[dict, int]:
+        text, version = self.conn.execute("SELECT state, version FROM records WHERE id = ?",
+                                          (record_id,)).fetchone()
+        return json.loads(text), version
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _raw_inc(state: dict) -> None:
+    state["count"] = state.get("count", 0) + 1
+
+
+def _contenders(op: str, handle: fs.ScopeHandle, raw: RawVersionedStore
+                ) -> dict[str, Callable[[int], Any]]:
+    """The two implementations of ``op`` as ``f(i)`` calls (every call commits a write)."""
+    rid = "session:bench"
+    if op == "inc_state":
+        return {"ours": lambda i: handle.inc_state(count=1),
+                "raw": lambda i: raw.update(rid, _raw_inc)}
+    if op == "patch_state":
+        def raw_patch(i: int) -> int:
+            return raw.update(rid, lambda s: s.update(name=f"n{i}"))
+        return {"ours": lambda i: handle.patch_state(name=f"n{i}"), "raw": raw_patch}
+    if op == "push_state":
+        def raw_push(i: int) -> int:
+            return raw.update(rid, lambda s: s.setdefault("items", []).append(i))
+        return {"ours": lambda i: handle.push_state("items", i), "raw": raw_push}
+    raise ValueError(op)
+
+
+def _sizes(quick: bool, durability: str) -> dict[str, int]:
+    if durability == "full":  # an fsync per commit: fewer calls, each much slower
+        return {"warmup": 20, "calls": 100 if quick else 500}
+    return {"warmup": 200, "calls": 500 if quick else 3000}
+
+
+def measure(op: str, durability: str, quick: bool, folder: Path) -> dict[str, dict[str, float]]:
+    """p50/p99 (µs) of ``op`` for ours and raw, on fresh files in ``folder``."""
+    tag = f"{op}-{durability}"
+    store = fs.open_store(f"sqlite:///{folder / f'ours-{tag}.db'}", durability=durability)
+    raw = RawVersionedStore(folder / f"raw-{tag}.db", durability)
+    try:
+        handle = fs.ScopeHandle(store, "session", "bench", state=BenchState)
+        handle.set_state(INITIAL)
+        handle.patch_state(name="start")  # the record exists: every timed call is an update
+        raw.create("session:bench", {**INITIAL, "name": "start"})
+        contenders = _contenders(op, handle, raw)
+
+        def reset(name: str, i: int) -> None:  # untimed: keep push_state's list short, equal
+            if op != "push_state" or i % PUSH_BLOCK:
+                return
+            if name == "ours":
+                handle.patch_state(items=[])
+            else:
+                raw.update("session:bench", lambda s: s.update(items=[]))
+
+        samples = interleaved(contenders, prepare=reset, **_sizes(quick, durability))
+        _check_same_work(op, handle, raw)
+        return {name: summary_us(values) for name, values in samples.items()}
+    finally:
+        store.close()
+        raw.close()
+
+
+def _check_same_work(op: str, handle: fs.ScopeHandle, raw: RawVersionedStore) -> None:
+    """Both sides must have ended in the same state: otherwise the comparison is meaningless."""
+    ours = handle.state_dict()
+    theirs, _ = raw.read("session:bench")
+    if op == "inc_state" and ours["count"] != theirs["count"]:
+        raise AssertionError(f"inc_state: ours counted {ours['count']}, raw {theirs['count']}")
+    if op == "push_state" and ours["items"] != theirs["items"]:
+        raise AssertionError("push_state: ours and raw hold different lists")
+    if op == "patch_state" and ours["name"] != theirs["name"]:
+        raise AssertionError("patch_state: ours and raw hold different names")
+
+
+def run(quick: bool) -> list[dict]:
+    """Measure every operation at both durabilities; one p50 row and one p99 row per pair."""
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="flowstate-bench-ops-") as tmp:
+        folder = Path(tmp)
+        for durability in DURABILITIES:
+            sync = "FULL" if durability == "full" else "NORMAL"
+            group = f"single-op latency vs raw sqlite3 (WAL, synchronous={sync})"
+            for op in OPERATIONS:
+                stats = measure(op, durability, quick, folder)
+                ours, base = stats["ours"], stats["raw"]
+                common = {"group": group, "op": op, "durability": durability,
+                          "samples": int(ours["n"])}
+                rows.append(row(f"{op} p50 [{durability}]", ours["p50"], base["p50"], "µs",
+                                target=TARGET, stat="p50", **common))
+                rows.append(row(f"{op} p99 [{durability}]", ours["p99"], base["p99"], "µs",
+                                stat="p99", **common))
+    return rows
+
+
+def profile(quick: bool = True, top: int = 25) -> None:
+    """cProfile our side of each operation (NORMAL durability) and print the hot functions."""
+    import cProfile
+    import pstats
+
+    with tempfile.TemporaryDirectory(prefix="flowstate-bench-prof-") as tmp:
+        store = fs.open_store(f"sqlite:///{tmp}/prof.db")
+        handle = fs.ScopeHandle(store, "session", "bench", state=BenchState)
+        handle.patch_state(name="start")
+        n = 2000 if quick else 10000
+        calls = {
+            "inc_state": lambda i: handle.inc_state(count=1),
+            "patch_state": lambda i: handle.patch_state(name=f"n{i}"),
+            "push_state": lambda i: (handle.push_state("items", i) if i % PUSH_BLOCK
+                                     else handle.patch_state(items=[])),
+        }
+        for op, call in calls.items():
+            for i in range(200):
+                call(i)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for i in range(n):
+                call(i)
+            profiler.disable()
+            print(f"\n=== {op}: {n} calls, sorted by own time ===")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+        store.close()
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv or os.environ.get("QUICK", "") not in ("", "0")
+    if "--profile" in argv:
+        profile(quick)
+        return 0
+    rows = run(quick)
+    print(format_table(rows))
+    missed = [r["name"] for r in rows if r.get("ok") is False]
+    if missed:
+        print(f"\nabove the target ratio {TARGET:g}: {', '.join(missed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,266 @@
+"""Run every benchmark and write ``benchmarks/results/latest.{md,json,png}``.
+
+This is what ``make bench`` calls (``QUICK=1`` in the environment, or ``--quick``, runs every
+comparison small). A benchmark is any ``benchmarks/*.py`` module (not starting with ``_``, not
+this file) that defines ``run(quick: bool) -> list[dict]``; see ``_common.py`` for the row
+format. Each module runs in its own fresh Python process, one after another, so one
+comparison's caches, threads and memory cannot disturb the next. A module that fails to import
+(for example because an optional package is missing) is skipped with a note; a module whose
+``run`` raises is reported as an error and makes the exit status non-zero.
+
+Usage::
+
+    python benchmarks/run.py [--quick] [MODULE ...]     # e.g. `python benchmarks/run.py ops`
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # _common and the package from a checkout
+from _common import format_table  # noqa: E402
+
+REQUIRED = ("name", "unit")  # and either ours + baseline (+ ratio), or a single value
+EXIT_IMPORT_FAILED = 3
+EXIT_NO_RUN = 4
+TIMEOUT_S = {True: 600, False: 3600}  # per module, quick / full
+
+
+def discover() -> list[str]:
+    """Module names of the candidate benchmarks, sorted."""
+    return sorted(p.stem for p in HERE.glob("*.py")
+                  if not p.name.startswith("_") and p.stem != "run")
+
+
+def quick_from_env(argv: list[str]) -> bool:
+    return "--quick" in argv or os.environ.get("QUICK", "").strip().lower() not in (
+        "", "0", "false", "no")
+
+
+# ------------------------------------------------------------------------------ child side
+
+def child(module_name: str, out: Path, quick: bool) -> int:
+    """Import one module, call ``run(quick)``, write its rows as JSON to ``out``."""
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure means "skip with a note"
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_IMPORT_FAILED
+    run = getattr(module, "run", None)
+    if not callable(run):
+        return EXIT_NO_RUN
+    rows = run(quick)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError(f"{module_name}.run() must return a list of dicts")
+    for r in rows:
+        normalise(r)
+        missing = [k for k in REQUIRED if k not in r]
+        if missing or "ours" not in r:
+            raise TypeError(f"{module_name}: row {r!r} lacks "
+                            f"{', '.join(missing) or 'ours (or value)'}")
+    out.write_text(json.dumps(rows, ensure_ascii=False, default=str), encoding="utf-8")
+    return 0
+
+
+def normalise(r: dict) -> dict:
+    """Accept the single-value row form ``{name, value, unit, ratio?}`` as ``ours`` alone."""
+    if "ours" not in r and "value" in r:
+        r["ours"] = r.pop("value")
+    r.setdefault("baseline", None)
+    if "ratio" not in r:
+        ours, base = r.get("ours"), r.get("baseline")
+        r["ratio"] = ours / base if isinstance(ours, (int, float)) and base else None
+    return r
+
+
+# ------------------------------------------------------------------------------ parent side
+
+def run_module(name: str, quick: bool) -> dict:
+    """Run one module in a fresh process. Returns {status, rows, seconds, note}."""
+    with tempfile.TemporaryDirectory(prefix="flowstate-bench-") as tmp:
+        out = Path(tmp) / "rows.json"
+        env = {**os.environ, "QUICK": "1" if quick else "", "PYTHONUNBUFFERED": "1"}
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--child", name, str(out)],
+                env=env, cwd=str(HERE.parent), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, timeout=TIMEOUT_S[quick])
+        except subprocess.TimeoutExpired:
+            return {"status": "error", "rows": [], "seconds": TIMEOUT_S[quick],
+                    "note": f"timed out after {TIMEOUT_S[quick]} s"}
+        seconds = time.perf_counter() - started
+        last = (proc.stderr.strip().splitlines() or [""])[-1]
+        if proc.returncode == EXIT_IMPORT_FAILED:
+            return {"status": "skipped", "rows": [], "seconds": seconds,
+                    "note": f"could not be imported ({last})"}
+        if proc.returncode == EXIT_NO_RUN:
+            return {"status": "skipped", "rows": [], "seconds": seconds,
+                    "note": "has no run(quick) function"}
+        if proc.returncode != 0 or not out.exists():
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            return {"status": "error", "rows": [], "seconds": seconds,
+                    "note": f"failed with exit code {proc.returncode}:\n{tail}"}
+        rows = json.loads(out.read_text(encoding="utf-8"))
+        for r in rows:
+            r.setdefault("module", name)
+        return {"status": "ok", "rows": rows, "seconds": seconds, "note": None}
+
+
+def machine() -> dict:
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def markdown(results: dict[str, dict], meta: dict) -> str:
+    lines = ["# flowstate-jupyter benchmark results", "",
+             f"{meta['date']} · {'quick' if meta['quick'] else 'full'} run · Python "
+             f"{meta['python']} · SQLite {meta['sqlite']} · {meta['platform']} · "
+             f"{meta['cpus']} CPUs", "",
+             "`ratio` is ours / baseline: below 1 we are faster (for latencies), and `target` is "
+             "the largest acceptable ratio. See `benchmarks/README.md`.", ""]
+    for name, res in results.items():
+        lines.append(f"## {name} ({res['status']}, {res['seconds']:.1f} s)")
+        lines.append("")
+        if res["note"]:
+            lines += ["```", res["note"], "```", ""]
+        groups: dict[str, list[dict]] = {}
+        for r in res["rows"]:
+            groups.setdefault(r.get("group") or name, []).append(r)
+        for group, rows in groups.items():
+            if len(groups) > 1 or group != name:
+                lines += [f"### {group}", ""]
+            lines += ["| benchmark | ours | baseline | unit | ratio | target / note |",
+                      "|---|---:|---:|---|---:|---|"]
+            for r in rows:
+                target = r.get("target")
+                verdict = "" if target is None else \
+                    f"≤ {target:g} {'✓' if r.get('ok') else '✗ missed'}"
+                if r.get("note"):
+                    verdict = f"{verdict} {r['note']}".strip()
+                lines.append(f"| {r['name']} | {_cell(r['ours'])} | {_cell(r.get('baseline'))} "
+                             f"| {r['unit']} | {_cell(r.get('ratio'))} | {verdict} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def plot(rows: list[dict], path: Path) -> str | None:
+    """A bar chart of every row's ratio with its target; returns a note if it was skipped."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install 'flowstate-jupyter[bench]')"
+    rows = [r for r in rows if isinstance(r.get("ratio"), (int, float)) and r["ratio"] > 0
+            and isinstance(r.get("baseline"), (int, float))]  # ours-vs-baseline rows only
+    if not rows:
+        return "no rows compare ours with a baseline: no plot"
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.4))
+    names = [r["name"] for r in rows][::-1]
+    ratios = [r["ratio"] for r in rows][::-1]
+    colors = ["#c0392b" if r.get("ok") is False else "#2e86c1" for r in rows][::-1]
+    ax.barh(names, ratios, color=colors)
+    for i, r in enumerate(rows[::-1]):
+        if r.get("target") is not None:
+            ax.plot([r["target"], r["target"]], [i - 0.4, i + 0.4], color="black", lw=1.5)
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    if max(ratios) / min(ratios) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("ours / baseline (black tick: target; red: target missed)")
+    ax.set_title("flowstate-jupyter benchmarks")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--child"]:
+        name, out = argv[1], Path(argv[2])
+        return child(name, out, quick_from_env([]))
+    quick = quick_from_env(argv)
+    wanted = [a for a in argv if not a.startswith("-")]
+    names = discover()
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}")
+        return 2
+    names = wanted or names
+    print(f"flowstate-jupyter benchmarks ({'quick' if quick else 'full'} run): "
+          f"{', '.join(names)}")
+    results: dict[str, dict] = {}
+    for name in names:
+        print(f"\n== {name} ==", flush=True)
+        try:
+            res = run_module(name, quick)
+        except Exception:  # noqa: BLE001 - keep going with the other modules
+            res = {"status": "error", "rows": [], "seconds": 0.0,
+                   "note": traceback.format_exc()}
+        results[name] = res
+        if res["status"] == "ok":
+            print(format_table(res["rows"]))
+            print(f"({res['seconds']:.1f} s)")
+        else:
+            print(f"{res['status']}: {name} {res['note']}")
+    RESULTS.mkdir(exist_ok=True)
+    meta = {**machine(), "quick": quick}
+    all_rows = [r for res in results.values() for r in res["rows"]]
+    payload = {"meta": meta, "rows": all_rows,
+               "modules": {n: {k: v for k, v in r.items() if k != "rows"}
+                           for n, r in results.items()}}
+    _write(RESULTS / "latest.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    _write(RESULTS / "latest.md", markdown(results, meta) + "\n")
+    note = plot(all_rows, RESULTS / "latest.png")
+    written = ["latest.md", "latest.json"] + ([] if note else ["latest.png"])
+    print(f"\nwrote {', '.join(str(RESULTS.relative_to(HERE.parent) / w) for w in written)}")
+    if note:
+        print(f"note: {note}")
+    missed = [r["name"] for r in all_rows if r.get("ok") is False]
+    if missed:
+        print(f"target missed: {', '.join(missed)}")
+    errors = [n for n, r in results.items() if r["status"] == "error"]
+    if errors:
+        print(f"benchmark errors: {', '.join(errors)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

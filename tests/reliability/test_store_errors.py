@@ -1,0 +1,245 @@
+"""A locked store or a read-only folder gives a prompt, clear ``StoreError`` — never a hang.
+
+* Another process holds SQLite's write lock (an open ``BEGIN IMMEDIATE``) for longer than the
+  store's ``timeout``: a write (and opening the store, which takes the lock to check its schema)
+  fails with ``StoreError`` after about ``timeout`` seconds, stores nothing, and the store works
+  again once the lock is gone.
+* A store in a folder the user cannot write fails at ``open_store`` with a ``StoreError`` that
+  names the path and says it is not writable, and creates nothing. Root ignores permissions, so
+  when the tests run as root this part runs as the unprivileged user ``nobody``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from pydantic import BaseModel
+
+import flowstate_jupyter as fs
+from flowstate_jupyter.errors import StoreError
+
+ROOT = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+TIMEOUT = 0.5
+
+
+class Counter(BaseModel):
+    count: int = 0
+
+
+# ---------------------------------------------------------------------------- locked
+
+LOCKER = r"""
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("UPDATE records SET accessed_at = accessed_at")
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def store_file(tmp_path) -> Path:
+    """A store file holding session s1 at count 1 (version 1)."""
+    path = tmp_path / "locked.db"
+    with fs.open_store(f"sqlite:///{path}") as store:
+        fs.ScopeHandle(store, "session", "s1", state=Counter).inc_state(count=1)
+    return path
+
+
+def _lock(path: Path) -> subprocess.Popen:
+    """A child process that holds the file's write lock (an open BEGIN IMMEDIATE)."""
+    proc = subprocess.Popen([sys.executable, "-c", LOCKER, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    assert ready and proc.stdout.readline().strip() == "locked", proc.stderr.read()
+    return proc
+
+
+def _unlock(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.communicate(timeout=10)  # reaps it and closes the pipes
+
+
+def test_a_write_to_a_store_locked_past_its_timeout_raises_store_error_not_a_hang(store_file):
+    path = store_file
+    store = fs.open_store(f"sqlite:///{path}", timeout=TIMEOUT)
+    handle = fs.ScopeHandle(store, "session", "s1", state=Counter)
+    changes = len(store.changes())
+    locker = _lock(path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError) as info:
+            handle.inc_state(count=1)
+        waited = time.monotonic() - started
+    finally:
+        _unlock(locker)
+    try:
+        assert TIMEOUT * 0.8 <= waited < TIMEOUT + 4, f"waited {waited:.2f} s"
+        message = str(info.value)
+        assert "locked" in message and f"{TIMEOUT:g} s" in message and str(path) in message
+        assert (handle.state.count, handle.version) == (1, 1), "nothing was stored"
+        assert len(store.changes()) == changes
+        assert handle.inc_state(count=1) is True, "the store works again once the lock is gone"
+        assert handle.state.count == 2
+    finally:
+        store.close()
+
+
+def test_opening_a_store_that_stays_locked_fails_promptly_or_opens_and_refuses_writes(
+        store_file):
+    path = store_file
+    locker = _lock(path)
+    try:
+        started = time.monotonic()
+        try:
+            store = fs.open_store(f"sqlite:///{path}", timeout=TIMEOUT)
+        except StoreError as exc:
+            assert "locked" in str(exc), str(exc)
+        else:
+            try:
+                with pytest.raises(StoreError, match="locked"):
+                    fs.ScopeHandle(store, "session", "s1", state=Counter).inc_state(count=1)
+            finally:
+                store.close()
+        waited = time.monotonic() - started
+    finally:
+        _unlock(locker)
+    assert waited < TIMEOUT * 2 + 4, f"took {waited:.2f} s: the timeout was not honoured"
+    with fs.open_store(f"sqlite:///{path}") as store:
+        assert fs.ScopeHandle(store, "session", "s1", state=Counter).state.count == 1
+
+
+# ---------------------------------------------------------------------------- read-only
+
+OPEN_AS_USER = r"""
+import json, os, sys
+import flowstate_jupyter as fs
+outcomes = {"uid": os.geteuid()}
+for url in sys.argv[1:]:
+    try:
+        fs.open_store(url).close()
+        outcomes[url] = {"error": None}
+    except Exception as exc:
+        outcomes[url] = {"error": type(exc).__name__, "message": str(exc)}
+print(json.dumps(outcomes))
+"""
+
+PREFIXES = [["runuser", "-u", "nobody", "--"],
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTATE_")}
+    env.update(PYTHONPATH=str(ROOT), HOME=tempfile.gettempdir(), PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def _open_as_unprivileged(urls: list[str]) -> dict:
+    """Run ``open_store(url)`` for each url as a user for whom permissions are enforced.
+
+    As root, that is 'nobody' through runuser or setpriv; skips (fails under CI=true) when
+    neither can run Python as 'nobody'.
+    """
+    command = [sys.executable, "-c", OPEN_AS_USER, *urls]
+    prefixes = PREFIXES if os.geteuid() == 0 else [[]]
+    tried = []
+    for prefix in prefixes:
+        if prefix and shutil.which(prefix[0]) is None:
+            tried.append(f"{prefix[0]}: not installed")
+            continue
+        try:
+            result = subprocess.run(prefix + command, capture_output=True, text=True,
+                                    timeout=120, env=_env(), cwd=tempfile.gettempdir())
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            tried.append(f"{prefix[0]}: {exc}")
+            continue
+        lines = result.stdout.strip().splitlines()
+        if result.returncode == 0 and lines:
+            outcomes = json.loads(lines[-1])
+            if outcomes.pop("uid") != 0:
+                return outcomes
+        tried.append(f"{prefix[0] if prefix else 'python'}: "
+                     f"{(result.stderr or result.stdout).strip()[-200:]}")
+    message = ("cannot test a read-only folder: running as root (who ignores permissions) and "
+               "could not run Python as user 'nobody' (" + "; ".join(tried) + ")")
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def readonly() -> Iterator[dict]:
+    """Three stores in read-only folders, each opened once by the unprivileged user.
+
+    ``new``: a new file in a read-only folder; ``nested``: a file whose folder would have to be
+    created inside a read-only folder; ``existing``: a store (owned by the user) that already
+    exists in a read-only folder. Maps each case to (path, outcome, folder listing before).
+    """
+    base = Path(tempfile.mkdtemp(prefix="fs-readonly-"))  # tmp_path is under a root-only folder
+    base.chmod(0o755)
+    try:
+        cases = {"new": base / "new" / "flowstate.db",
+                 "nested": base / "nested" / "sub" / "flowstate.db",
+                 "existing": base / "existing" / "flowstate.db"}
+        for name in ("new", "nested", "existing"):
+            (base / name).mkdir()
+        with fs.open_store(f"sqlite:///{cases['existing']}") as store:
+            fs.ScopeHandle(store, "session", "s1", state=Counter).inc_state(count=1)
+        for p in (base / "existing").iterdir():  # the user owns the file, not the folder
+            if os.geteuid() == 0:
+                os.chown(p, 65534, 65534)
+        listing = {}
+        for name in cases:
+            (base / name).chmod(0o555)
+            listing[name] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                   for p in (base / name).rglob("*"))
+        outcomes = _open_as_unprivileged([f"sqlite:///{p}" for p in cases.values()])
+        yield {name: (path, outcomes[f"sqlite:///{path}"], listing[name], base / name)
+               for name, path in cases.items()}
+    finally:
+        for p in [base, *base.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _unchanged(folder: Path, before: list) -> bool:
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in folder.rglob("*")) == before
+
+
+def test_a_new_store_in_a_read_only_folder_is_refused_at_open_with_a_clear_error(readonly):
+    path, outcome, before, folder = readonly["new"]
+    assert outcome["error"] == "StoreError", outcome
+    assert str(path) in outcome["message"]
+    assert "writable" in outcome["message"], outcome["message"]
+    assert _unchanged(folder, before) and before == [], "nothing was created"
+
+
+def test_a_store_whose_folder_cannot_be_created_is_refused_at_open(readonly):
+    path, outcome, before, folder = readonly["nested"]
+    assert outcome["error"] == "StoreError", outcome
+    assert str(path) in outcome["message"]
+    assert "writable" in outcome["message"], outcome["message"]
+    assert _unchanged(folder, before), "nothing was created"
+
+
+def test_an_existing_store_in_a_read_only_folder_is_refused_at_open_untouched(readonly):
+    path, outcome, before, folder = readonly["existing"]
+    assert outcome["error"] == "StoreError", outcome
+    assert str(path) in outcome["message"]
+    assert "writable" in outcome["message"], outcome["message"]
+    assert "corrupt" not in outcome["message"], "a permissions problem, not a broken file"
+    assert _unchanged(folder, before), "the refused open changed nothing"
