@@ -172,7 +172,12 @@ def check_json(value: Any, *, where: str, path: tuple[Any, ...] = ()) -> None:
     those, except enums, count as their base type). A plain recursive type check, cheap
     enough to run on every write. ``path`` is where ``value`` sits inside the state.
     """
-    bad = _find_bad(value)
+    try:
+        bad = _find_bad(value)
+    except RecursionError:  # a cycle (a list that contains itself) or absurd depth
+        raise ValidationError(f"{where}: the value is circular or nested too deeply to store; "
+                              f"pass plain, finite JSON data", where=where, path=tuple(path),
+                              reason="nested too deeply") from None
     if bad is None:
         return
     rel, offender, is_key = bad

@@ -85,6 +85,9 @@ class TypedRecord:
         self._model = model
         self._request_id = request_id
         self._version = 0
+        # (version, state) this handle last wrote: a write right after it needs no re-validation
+        # of the stored state (another writer would have bumped the version).
+        self._cache: tuple[int, dict] | None = None
 
     # -- hooks for subclasses ----------------------------------------------------------------
     def _where(self) -> str:
@@ -113,8 +116,12 @@ class TypedRecord:
 
     # -- reading -----------------------------------------------------------------------------
     def _current(self, record: Record | None) -> dict:
+        """The typed-and-repaired state of ``record`` (treat it as read-only: it may be shared)."""
         if record is None or record.deleted:
             return self._initial()
+        cache = self._cache
+        if cache is not None and cache[0] == record.version:
+            return cache[1]
         return schema.read_state(self._model, record.state, where=self._where(),
                                  version=record.version)
 
@@ -142,7 +149,7 @@ class TypedRecord:
 
     def state_dict(self) -> dict:
         """The current state as a plain JSON dict (a copy)."""
-        return self._current(self._read())
+        return ops.copy_json(self._current(self._read()), where=self._where())
 
     def history(self, limit: int | None = 20) -> list[HistoryEntry]:
         """Kept versions of this record, newest first (time, operation, state)."""
@@ -183,6 +190,8 @@ class TypedRecord:
         if record is None:
             return False
         self._seen(record)
+        if not record.deleted:
+            self._cache = (record.version, outcome["after"])
         self._after_commit(outcome["before"], outcome["after"], outcome["created"])
         return True
 
@@ -228,6 +237,7 @@ class TypedRecord:
 
     def delete_state_record(self, field: str, key: str) -> bool:
         """Remove one key of the dict field ``field`` (a missing key is a no-op)."""
+        schema.check_fields(self._model, [field], where=self._where())
         return self._commit(
             "delete_record", lambda s: ops.delete_record(s, field, key, where=self._where()),
             path=f"{field}.{key}")

@@ -40,7 +40,7 @@ def sqlite_path(url: str) -> Path:
     rest = unquote(url.split("?", 1)[0][len("sqlite://"):])
     if rest.startswith("/.") or rest.startswith("/~"):
         return Path(rest[1:]).expanduser().absolute()
-    return Path(rest)
+    return Path("/" + rest.lstrip("/") if rest.startswith("//") else rest)  # not POSIX "//x"
 
 
 def open_store(url: str | None = None, **options: Any) -> Store:

@@ -18,6 +18,7 @@ UPDATE still guards against anything that slipped in (for example a re-entrant w
 from __future__ import annotations
 
 import abc
+import json
 import threading
 import time
 import uuid
@@ -123,6 +124,25 @@ def check_expected(record: Record | None, expected: Expected, where: str) -> Non
     else:
         msg = f"{where}: expected version {expected}, found version {current}; re-read and retry"
     raise VersionConflictError(msg, current=current, deleted=deleted)
+
+
+def dump_json(value: Any, where: str, what: str = "state") -> str:
+    """``value`` as JSON text; :class:`ValidationError` (nothing stored) if it is not JSON.
+
+    NaN and infinities, sets, datetimes, bytes, circular structures and strings with lone
+    surrogates are refused here so that every backend refuses them the same way, before
+    anything is written.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        if not text.isascii():
+            text.encode("utf-8")  # a lone surrogate ("\ud800") is not valid Unicode text
+        return text
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise ValidationError(
+            f"{where}: {what} is not JSON ({exc}); use only dicts with string keys, lists, "
+            f"strings of valid Unicode, finite numbers, booleans and None",
+            where=where, reason=f"not JSON: {exc}") from exc
 
 
 def record_where(scope: str, scope_id: str, name: str) -> str:

@@ -1,7 +1,9 @@
 """In-memory store: the reference backend for tests and throwaway notebooks (``memory://``).
 
 Same semantics as the SQLite store, kept in dicts behind one re-entrant lock. Values are stored
-as JSON text, so a caller can never mutate stored state through a reference it kept.
+as JSON text, so a caller can never mutate stored state through a reference it kept. A write made
+from inside another write's ``fn`` is nested like a SQLite savepoint: undone if the outer write
+fails, and its event is delivered only when the outermost write commits.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import threading
 from typing import Any, Callable
 
 from ..errors import VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, record_where)
+from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
+                   record_where)
 
 _Key = tuple[str, str, str]
 
@@ -28,6 +31,9 @@ class MemoryStore(Store):
         self._history: dict[_Key, collections.deque] = {}
         self._log: collections.deque = collections.deque(maxlen=self.changelog_limit)
         self._seq = 0
+        self._depth = 0  # open (possibly nested) writes
+        self._undo: list[Callable[[], None]] = []  # how to undo nested writes, innermost last
+        self._pending: list[dict] = []  # events of the open write, delivered after it commits
 
     @staticmethod
     def _materialise(record: Record, text: str) -> Record:
@@ -87,37 +93,82 @@ class MemoryStore(Store):
 
     def update(self, scope: str, scope_id: str, name: str,
                fn: Callable[[Record | None], Change | None]) -> Record | None:
+        """Like SQLite: a write made from inside ``fn`` is nested in the outer write; it is undone
+        if the outer one fails, and events are delivered only after the outermost commits."""
         self._check_open()
-        key = (scope, scope_id, name)
         with self._lock:
-            before = self._records.get(key)
-            change = fn(None if before is None else self._materialise(*before))
-            if change is None:
-                return None
-            where = record_where(scope, scope_id, name)
-            if self._records.get(key) is not before:  # fn wrote this record re-entrantly
-                now = self._records[key][0]
-                raise VersionConflictError(f"{where}: changed while it was being updated "
-                                           f"(now version {now.version})",
-                                           current=now.version, deleted=now.deleted)
-            text = json.dumps(change.state, ensure_ascii=False, allow_nan=False)
-            self._check_size(text, where)
-            now = self._now()
-            old = None if before is None else before[0]
-            version = 1 if old is None else old.version + 1
-            content = (old.content if old is not None else None) if change.content is KEEP \
-                else change.content
-            record = Record(scope, scope_id, name, version, None, content, change.delete,
-                            now if old is None else old.created_at, now, now)
-            self._records[key] = (record, text)
-            history = self._history.setdefault(key, collections.deque(maxlen=self.history_limit))
-            history.append((version, now, change.operation, text, change.delete,
-                            change.request_id))
-            event = dict(change.event) if change.event is not None else default_event(
-                scope, scope_id, name, change, existed=old is not None and not old.deleted)
-            event["version"] = version
-            event["ts"] = now
-            self._seq += 1
-            self._log.append((self._seq, json.dumps(event, ensure_ascii=False)))
-        self._deliver([event])
+            outer = self._depth == 0
+            undo_mark, pending_mark = len(self._undo), len(self._pending)
+            self._depth += 1
+            try:
+                result = self._update_locked((scope, scope_id, name), fn)
+            except BaseException:
+                while len(self._undo) > undo_mark:
+                    self._undo.pop()()
+                del self._pending[pending_mark:]
+                raise
+            finally:
+                self._depth -= 1
+            if not outer:
+                return result
+            events, self._pending = self._pending, []
+            self._undo.clear()
+        self._deliver(events)
+        return result
+
+    def _update_locked(self, key: _Key, fn: Callable[[Record | None], Change | None]
+                       ) -> Record | None:
+        scope, scope_id, name = key
+        before = self._records.get(key)
+        change = fn(None if before is None else self._materialise(*before))
+        if change is None:
+            return None
+        where = record_where(scope, scope_id, name)
+        if self._records.get(key) is not before:  # fn wrote this record re-entrantly
+            now = self._records.get(key)
+            current = None if now is None else now[0].version
+            raise VersionConflictError(f"{where}: changed while it was being updated "
+                                       f"(now version {current})",
+                                       current=current, deleted=now is not None and now[0].deleted)
+        text = dump_json(change.state, where)
+        self._check_size(text, where)
+        now = self._now()
+        old = None if before is None else before[0]
+        existed = old is not None and not old.deleted
+        event = dict(change.event) if change.event is not None else default_event(
+            scope, scope_id, name, change, existed=existed)
+        version = 1 if old is None else old.version + 1
+        event["version"] = version
+        event["ts"] = now
+        event_text = dump_json(event, where, "event")
+        content = (old.content if old is not None else None) if change.content is KEEP \
+            else change.content
+        record = Record(scope, scope_id, name, version, None, content, change.delete,
+                        now if old is None else old.created_at, now, now)
+        # -- nothing below can fail: mutate, and remember how to undo if an outer write fails
+        history = self._history.get(key)
+        if history is None:
+            history = self._history[key] = collections.deque(maxlen=self.history_limit)
+        dropped_history = history[0] if len(history) == history.maxlen else None
+        dropped_log = self._log[0] if len(self._log) == self._log.maxlen else None
+        self._records[key] = (record, text)
+        history.append((version, now, change.operation, text, change.delete,
+                        change.request_id))
+        self._seq += 1
+        self._log.append((self._seq, event_text))
+        if self._depth > 1:  # nested in another write: undoable until the outermost commits
+            def undo() -> None:
+                if before is None:
+                    self._records.pop(key, None)
+                else:
+                    self._records[key] = before
+                history.pop()
+                if dropped_history is not None:
+                    history.appendleft(dropped_history)
+                self._log.pop()
+                if dropped_log is not None:
+                    self._log.appendleft(dropped_log)
+                self._seq -= 1
+            self._undo.append(undo)
+        self._pending.append(event)
         return self._materialise(record, text)

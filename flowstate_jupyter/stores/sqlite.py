@@ -22,7 +22,8 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from ..errors import StoreError, VersionConflictError
-from .base import KEEP, Change, HistoryEntry, Record, Store, default_event, record_where
+from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
+                   record_where)
 
 SCHEMA_VERSION = 1
 APP_ID = "flowstate-jupyter"
@@ -97,6 +98,7 @@ class SQLiteStore(Store):
         if header != _HEADER:
             raise StoreError(f"{path} is not a SQLite database, so not a flowstate store; "
                              f"move it away or open another path")
+        self._check_writable()  # else the read-only look below fails as if the file were corrupt
         try:
             conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
                                    timeout=self.timeout)
@@ -124,6 +126,12 @@ class SQLiteStore(Store):
                 + ("Upgrade flowstate-jupyter to open it." if newer else
                    "Export it with the version that wrote it, then import it here."))
 
+    def _check_writable(self) -> None:
+        path = self.path
+        if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
+            raise StoreError(f"store {path} is not writable by this user (SQLite needs to write "
+                             f"the file and its folder); fix the permissions or open another path")
+
     def _connect(self) -> sqlite3.Connection:
         path = self.path
         try:
@@ -134,9 +142,7 @@ class SQLiteStore(Store):
         except OSError as exc:
             raise StoreError(f"cannot create store file {path}: {exc.strerror}; the folder must "
                              f"be writable (or set FLOWSTATE_STORE to another place)") from exc
-        if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
-            raise StoreError(f"store {path} is not writable by this user (SQLite needs to write "
-                             f"the file and its folder); fix the permissions or open another path")
+        self._check_writable()
         try:
             conn = sqlite3.connect(str(path), timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False)
@@ -277,7 +283,7 @@ class SQLiteStore(Store):
             if change is None:
                 return None
             where = record_where(scope, scope_id, name)
-            text = json.dumps(change.state, ensure_ascii=False, allow_nan=False)
+            text = dump_json(change.state, where)
             self._check_size(text, where)
             now = self._now()
             content = (before.content if before else None) if change.content is KEEP \
@@ -290,7 +296,7 @@ class SQLiteStore(Store):
                                  (*key, 1, text, content, deleted, now, now, now))
                 except sqlite3.IntegrityError as exc:  # created re-entrantly from inside fn
                     raise VersionConflictError(f"{where}: created while it was being written",
-                                               current=None) from exc
+                                               current=1) from exc
             else:
                 version, created = before.version + 1, before.created_at
                 cursor = conn.execute(
@@ -315,7 +321,7 @@ class SQLiteStore(Store):
             event["version"] = version
             event["ts"] = now
             seq = conn.execute("INSERT INTO changes (origin, event) VALUES (?, ?)",
-                               (self.origin, json.dumps(event, ensure_ascii=False))).lastrowid
+                               (self.origin, dump_json(event, where, "event"))).lastrowid
             if seq > self.changelog_limit:
                 conn.execute("DELETE FROM changes WHERE seq <= ?", (seq - self.changelog_limit,))
             self._pending.append(event)
@@ -338,7 +344,8 @@ class SQLiteStore(Store):
         conn = sqlite3.connect(str(self.path), timeout=self.timeout, check_same_thread=False,
                                isolation_level=None)
         try:
-            seen = conn.execute("PRAGMA data_version").fetchone()[0]
+            seen = None  # look once at the first tick: a commit made between subscribe()
+            # and this thread's first data_version would otherwise wait for the next commit
             while not self._stop.wait(self.poll_interval):
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]

@@ -156,9 +156,6 @@ def test_non_json_values_are_refused_by_every_write_and_store_nothing(scene):
         assert where in str(exc), f"{what}: the error names the scope or resource: {exc}"
 
 
-@pytest.mark.xfail(raises=RecursionError, reason=(
-    "core bug: ops.check_json (_find_bad) recurses without a guard, so a circular or very deep "
-    "value raises RecursionError instead of ValidationError (remove this mark once fixed)"))
 @pytest.mark.parametrize("shape", ["circular list", "circular dict", "nested 5000 deep"])
 def test_circular_and_absurdly_deep_values_are_refused_as_not_json(scene, shape):
     if shape == "circular list":
@@ -256,10 +253,6 @@ def test_an_sql_injection_as_a_field_name_is_just_an_unknown_field(scene):
         refused(scene, ValidationError, lambda: scene.handle.push_state(name, 1), repr(name))
 
 
-@pytest.mark.xfail(reason=(
-    "core bug: delete_state_record on a field the schema does not have returns False instead "
-    "of refusing the unknown field (DESIGN §3: unknown field names are refused, did-you-mean); "
-    "remove this mark once fixed"))
 def test_delete_state_record_refuses_an_unknown_field(scene):
     exc = refused(scene, ValidationError,
                   lambda: scene.handle.delete_state_record("socres", "k"), "delete_state_record")
