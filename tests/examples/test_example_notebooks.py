@@ -11,6 +11,7 @@ from pathlib import Path
 import nbclient
 import nbformat
 import pytest
+from _helpers import python_env
 
 ALL = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 # Notebooks whose own test runs them and checks their printed output too.
@@ -30,6 +31,7 @@ def test_there_are_example_notebooks_and_each_is_run_by_a_test():
 def test_example_notebook_runs_and_its_assertions_hold(path, tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWSTATE_STORE", f"sqlite:///{tmp_path}/store.db")
     monkeypatch.setenv("FLOWSTATE_USER", "tester")
+    monkeypatch.setenv("PYTHONPATH", python_env()["PYTHONPATH"])  # the kernel imports this checkout
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
