@@ -1,0 +1,690 @@
+"""PostgreSQL store: one project shared by a team across machines (``postgresql://...``).
+
+Same semantics as :class:`~flowstate_jupyter.stores.sqlite.SQLiteStore` (DESIGN §9), with the
+server's transactions doing the compare-and-swap. Needs the ``postgres`` extra (psycopg 3 and
+psycopg-pool).
+
+How a write runs (:meth:`PostgresStore.update`), all in one server transaction on one pooled
+connection:
+
+1. ``SELECT ... FOR UPDATE`` of the record (no row yet: nothing to lock; a concurrent create is
+   caught by the primary key below);
+2. ``fn(record)`` is called;
+3. one statement writes the record — ``INSERT ... ON CONFLICT DO NOTHING`` for a new record, one
+   conditional ``UPDATE ... WHERE version = %s`` otherwise — and, only if that wrote a row, the
+   history row and the history pruning;
+4. one statement appends the change-log row and prunes the log. It first takes a
+   transaction-level advisory lock, so change-log sequence numbers are handed out in commit
+   order and a reader asking for ``seq > n`` never misses a change that commits late. The same
+   statement sends ``NOTIFY``, which the server delivers only if the transaction commits;
+5. ``COMMIT``; then this store's subscribers get the events, in the writing thread.
+
+Losing a create race to another connection (the ``INSERT`` finds the row another transaction just
+committed) re-runs the whole write, so ``fn`` sees the winner's record, exactly as if SQLite had
+serialised the two writers: a write with ``expected="any"`` then succeeds at version 2 and one with
+``expected="absent"`` fails with :class:`VersionConflictError`. A deadlock or serialisation
+failure reported by the server re-runs the write as well (a few times at most).
+
+A write made from inside ``fn`` through the same store in the same thread is nested in the outer
+transaction with a ``SAVEPOINT`` on the same connection (like SQLite); if it changes the record the
+outer ``fn`` is writing, the outer conditional ``UPDATE`` (or ``INSERT``) then finds a changed row
+and the outer write fails with :class:`VersionConflictError`, rolling back both. Reads from inside
+``fn`` run on the transaction's connection, so they see its uncommitted writes.
+
+Connections: a dropped connection is thrown away and the write (or read) runs again on a fresh
+one, as long as nothing could have been committed. When the connection dies *during* ``COMMIT`` the
+outcome is unknown; the store then asks the server — is there a history row for the intended
+(record, version) carrying this attempt's write id, and what does ``txid_status`` say about the
+transaction — and returns the committed record if it committed, or runs the write once more on a
+new connection if it did not. It never repeats a write blindly. Lock waits longer than ``timeout``
+seconds, unreachable servers and an exhausted pool raise :class:`StoreError`.
+
+Other processes' and machines' changes reach :meth:`subscribe` callbacks through ``LISTEN`` on a
+dedicated connection in a watcher thread, which reads the new change-log rows by sequence number
+(and reconnects, catching up from the last sequence it saw, if its connection drops).
+
+Tables live in one schema (``schema=`` option; default: the connection's current schema) and are
+prefixed ``flowstate_``. Text columns use the ``"C"`` collation, so ordering and prefix lookups
+work on code points exactly like SQLite and the memory store; ``%`` and ``_`` in a prefix are
+literal. States are stored as JSON text, byte for byte as written (key order kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("PostgreSQL stores need psycopg 3 and psycopg-pool: "
+                      "pip install 'flowstate-jupyter[postgres]'") from exc
+
+from ..errors import StoreError, ValidationError, VersionConflictError
+from .base import KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, record_where
+
+SCHEMA_VERSION = 1
+APP_ID = "flowstate-jupyter"
+TABLE_PREFIX = "flowstate_"
+
+_COLUMNS = "scope, scope_id, name, version, state, content, deleted, created_at, updated_at, " \
+           "accessed_at"
+
+_DDL = """
+CREATE TABLE {meta} (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE {records} (
+    scope TEXT COLLATE "C" NOT NULL, scope_id TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    version BIGINT NOT NULL, state TEXT NOT NULL, content TEXT,
+    deleted BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+    accessed_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (scope, scope_id, name)
+);
+CREATE TABLE {history} (
+    scope TEXT COLLATE "C" NOT NULL, scope_id TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL, operation TEXT NOT NULL, state TEXT NOT NULL,
+    deleted BOOLEAN NOT NULL DEFAULT FALSE, request_id TEXT, write_id TEXT,
+    PRIMARY KEY (scope, scope_id, name, version)
+);
+CREATE TABLE {changes} (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    origin TEXT NOT NULL, event TEXT NOT NULL, write_id TEXT
+)
+"""
+
+_STORE_OPTIONS = ("max_state_bytes", "history_limit", "changelog_limit")
+
+
+def _to_record(row: tuple) -> Record:
+    return Record(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], bool(row[6]),
+                  row[7], row[8], row[9])
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _key64(text: str) -> int:
+    """A stable signed 64-bit number for an advisory lock."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _CreateRace(Exception):
+    """Another connection created the record between our read and our INSERT: run again."""
+
+
+class PostgresStore(Store):
+    """A flowstate store in a PostgreSQL database. Use :func:`flowstate_jupyter.open_store`.
+
+    Options: ``pool_size`` (connections kept, default 5), ``schema`` (where the tables live;
+    created if missing), ``timeout`` (seconds to wait for a row lock before :class:`StoreError`,
+    default 5), ``pool_timeout`` (seconds to wait for a free or new connection, default 10),
+    ``connect_timeout`` (seconds, default 5), ``durability`` (``"full"`` forces
+    ``synchronous_commit = on``; ``"normal"``, the default, keeps the server's setting),
+    ``poll_interval`` (how often the watcher thread checks for shutdown, default 0.1 s), the
+    shared ``max_state_bytes``, ``history_limit`` and ``changelog_limit``; anything else is
+    passed to libpq as a connection parameter (``sslmode``, ``application_name``, ...).
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 5, schema: str | None = None,
+                 timeout: float = 5.0, pool_timeout: float = 10.0, durability: str = "normal",
+                 poll_interval: float = 0.1, **options: Any) -> None:
+        store_options = {k: options.pop(k) for k in _STORE_OPTIONS if k in options}
+        super().__init__(**store_options)
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+        pool_size = int(pool_size)
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be a positive int, not {pool_size!r}")
+        self.url = redact(url)
+        self.pool_size = pool_size
+        self.timeout = float(timeout)
+        self.pool_timeout = float(pool_timeout)
+        self.durability = durability
+        self.poll_interval = float(poll_interval)
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"invalid PostgreSQL URL {self.url}: {_first_line(exc)}") from exc
+        extras = {k: str(v) for k, v in options.items()}
+        extras.setdefault("connect_timeout", given.get("connect_timeout", "5"))
+        extras.setdefault("application_name", given.get("application_name", "flowstate-jupyter"))
+        try:
+            self._conninfo = make_conninfo(url, **extras)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(
+                f"{_first_line(exc)}: PostgresStore options are pool_size, schema, timeout, "
+                f"pool_timeout, durability, poll_interval, max_state_bytes, history_limit, "
+                f"changelog_limit; anything else must be a libpq connection parameter") from exc
+        self._local = threading.local()  # the open transaction of each thread, if any
+        self._watch_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._pool: ConnectionPool | None = None
+
+        self.schema = self._init_schema(schema)
+        q = _quote_ident(self.schema) + "."
+        self._t = {t: q + _quote_ident(TABLE_PREFIX + t)
+                   for t in ("meta", "records", "history", "changes")}
+        self._channel = "flowstate_" + hashlib.sha256(self.schema.encode()).hexdigest()[:20]
+        self._log_lock = _key64(f"flowstate changes {self.schema}")
+        self._sql = self._statements()
+        self._pool = ConnectionPool(
+            self._conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
+            configure=self._configure, timeout=self.pool_timeout, open=True,
+            name=f"flowstate-{self.origin[:8]}")
+
+    # -- opening -----------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self.url}: {_first_line(exc)}; "
+                             f"check that the server is running and that host, port, user, "
+                             f"password and database are right") from exc
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.execute(f"SET lock_timeout = {max(1, int(self.timeout * 1000))}")
+        if self.durability == "full":
+            conn.execute("SET synchronous_commit = on")
+
+    def _init_schema(self, schema: str | None) -> str:
+        """Create the tables on first use, or check the recorded schema version."""
+        with self._connect() as conn:
+            try:
+                if schema is None:
+                    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+                    if schema is None:
+                        raise StoreError(f"{self.url}: the connection has no current schema "
+                                         f"(empty search_path); pass schema=NAME")
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)",
+                                 (_key64(f"flowstate init {schema}"),))
+                    if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                        (schema,)).fetchone():
+                        conn.execute(f"CREATE SCHEMA {_quote_ident(schema)}")
+                    q = _quote_ident(schema) + "."
+                    names = {t: q + _quote_ident(TABLE_PREFIX + t)
+                             for t in ("meta", "records", "history", "changes")}
+                    present = {t for t, n in names.items() if conn.execute(
+                        "SELECT to_regclass(%s)", (n,)).fetchone()[0] is not None}
+                    where = f"{self.url} (schema {schema!r})"
+                    if not present:
+                        for statement in _DDL.format(**names).split(";"):
+                            conn.execute(statement)
+                        conn.execute(f"INSERT INTO {names['meta']} (key, value) "
+                                     f"VALUES ('app', %s), ('schema_version', %s)",
+                                     (APP_ID, str(SCHEMA_VERSION)))
+                        return schema
+                    if "meta" not in present:
+                        raise StoreError(
+                            f"{where} has tables named {TABLE_PREFIX}* but no "
+                            f"{TABLE_PREFIX}meta, so it is not a flowstate store this version "
+                            f"understands; use another schema (schema=NAME) or database")
+                    meta = dict(conn.execute(f"SELECT key, value FROM {names['meta']}"))
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot set up the flowstate tables in {self.url}: "
+                                 f"{_first_line(exc)}") from exc
+        if meta.get("app") != APP_ID:
+            raise StoreError(f"{where}: table {TABLE_PREFIX}meta does not belong to flowstate "
+                             f"(app={meta.get('app')!r}); use another schema or database")
+        try:
+            found = int(meta.get("schema_version", "0"))
+        except ValueError:
+            found = -1
+        if found != SCHEMA_VERSION:
+            newer = found > SCHEMA_VERSION
+            raise StoreError(
+                f"{where} has flowstate store schema version {meta.get('schema_version')!r}; "
+                f"this flowstate-jupyter understands {SCHEMA_VERSION}. "
+                + ("Upgrade flowstate-jupyter to open it." if newer else
+                   "Export it with the version that wrote it, then import it here."))
+        if len(present) != 4:
+            missing = ", ".join(sorted(TABLE_PREFIX + t for t in {"meta", "records", "history",
+                                                                    "changes"} - present))
+            raise StoreError(f"{where} is a flowstate store with tables missing ({missing}); "
+                             f"restore it from a backup")
+        return schema
+
+    def _statements(self) -> dict[str, str]:
+        t = self._t
+        key = "scope = %(scope)s AND scope_id = %(scope_id)s AND name = %(name)s"
+        history_row = ("SELECT %(scope)s, %(scope_id)s, %(name)s, %(version)s, %(now)s, %(op)s, "
+                       "%(state)s, %(deleted)s, %(request_id)s, %(write_id)s FROM u")
+        history_cols = "(scope, scope_id, name, version, ts, operation, state, deleted, " \
+                       "request_id, write_id)"
+        return {
+            "select_for_update": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key} FOR UPDATE",
+            "select": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key}",
+            "version": f"SELECT version, deleted FROM {t['records']} WHERE {key}",
+            "create": (
+                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}) VALUES (%(scope)s, "
+                f"%(scope_id)s, %(name)s, 1, %(state)s, %(content)s, %(deleted)s, %(now)s, "
+                f"%(now)s, %(now)s) ON CONFLICT DO NOTHING RETURNING version), "
+                f"h AS (INSERT INTO {t['history']} {history_cols} {history_row}) "
+                f"SELECT count(*) FROM u"),
+            "update": (
+                f"WITH u AS (UPDATE {t['records']} SET version = %(version)s, state = %(state)s, "
+                f"content = %(content)s, deleted = %(deleted)s, updated_at = %(now)s, "
+                f"accessed_at = %(now)s WHERE {key} AND version = %(previous)s "
+                f"RETURNING version), "
+                f"h AS (INSERT INTO {t['history']} {history_cols} {history_row}), "
+                f"p AS (DELETE FROM {t['history']} WHERE {key} AND version <= %(prune)s "
+                f"AND EXISTS (SELECT 1 FROM u)) "
+                f"SELECT count(*) FROM u"),
+            # The advisory lock is taken before the identity hands out ``seq`` and held until
+            # commit, so sequence numbers become visible in order.
+            "log": (
+                f"WITH l AS (SELECT pg_advisory_xact_lock(%(lock)s)), "
+                f"c AS (INSERT INTO {t['changes']} (origin, event, write_id) "
+                f"SELECT %(origin)s, %(event)s, %(write_id)s FROM l RETURNING seq), "
+                f"p AS (DELETE FROM {t['changes']} WHERE seq <= (SELECT seq FROM c) - %(limit)s) "
+                f"SELECT seq, txid_current(), pg_notify(%(channel)s, %(origin)s)::text FROM c"),
+            "outcome": (
+                f"SELECT EXISTS (SELECT 1 FROM {t['history']} WHERE {key} AND "
+                f"version = %(version)s AND write_id = %(write_id)s) OR EXISTS (SELECT 1 FROM "
+                f"{t['changes']} WHERE write_id = %(write_id)s), txid_status(%(xid)s)"),
+            "touch": f"UPDATE {t['records']} SET accessed_at = %(now)s WHERE {key}",
+            "history": (f"SELECT version, ts, operation, state, deleted, request_id "
+                        f"FROM {t['history']} WHERE {key} ORDER BY version DESC LIMIT %(limit)s"),
+            "changes": (f"SELECT seq, event FROM {t['changes']} WHERE seq > %s ORDER BY seq "
+                        f"LIMIT %s"),
+            "watch": (f"SELECT seq, origin, event FROM {t['changes']} WHERE seq > %s "
+                      f"ORDER BY seq"),
+            "max_seq": f"SELECT COALESCE(MAX(seq), 0) FROM {t['changes']}",
+        }
+
+    # -- connections and errors --------------------------------------------------------------
+    def _getconn(self) -> psycopg.Connection:
+        self._check_open()
+        try:
+            return self._pool.getconn()
+        except PoolTimeout as exc:
+            raise StoreError(
+                f"no PostgreSQL connection to {self.url} within {self.pool_timeout:g} s: the "
+                f"server is unreachable, or all {self.pool_size} pooled connections are busy "
+                f"(raise pool_size)") from exc
+        except PoolClosed as exc:
+            raise StoreError(f"store {self.url} is closed; open it again with "
+                             f"fs.open_store()") from exc
+
+    def _putconn(self, conn: psycopg.Connection) -> None:
+        try:
+            self._pool.putconn(conn)
+        except Exception:  # the pool is closing; the connection goes with it
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    @staticmethod
+    def _lost(conn: psycopg.Connection | None) -> bool:
+        return conn is None or conn.closed or getattr(conn, "broken", False)
+
+    def _recover_pool(self) -> None:
+        """After a dropped connection, drop the pool's other dead connections too."""
+        try:
+            self._pool.check()
+        except Exception:
+            pass
+
+    def _store_error(self, exc: BaseException) -> Exception:
+        """A psycopg error as the flowstate error a caller should see."""
+        if isinstance(exc, pg_errors.LockNotAvailable):
+            return StoreError(
+                f"store {self.url}: a record stayed locked by another writer for more than "
+                f"{self.timeout:g} s; retry, or find the session holding it (a long-running "
+                f"write or an open transaction in pg_stat_activity)")
+        if isinstance(exc, psycopg.DataError):
+            return ValidationError(f"{self.url}: PostgreSQL refused the value: "
+                                   f"{_first_line(exc)}", reason=_first_line(exc))
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreError(f"PostgreSQL at {self.url} failed: {_first_line(exc)}; check "
+                              f"that the server is up and reachable, then retry")
+        return StoreError(f"store {self.url}: PostgreSQL error: {_first_line(exc)}")
+
+    @staticmethod
+    def _abandon(conn: psycopg.Connection) -> None:
+        """Roll back whatever is open on ``conn`` (nothing to do if it is gone)."""
+        if conn.closed or getattr(conn, "broken", False):
+            return
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+        except psycopg.Error:
+            pass
+
+    def _run_read(self, sql: str, params: Any) -> list[tuple]:
+        """One statement, on this thread's open transaction if any, else on a pooled
+        connection in autocommit; re-run on a fresh connection if the connection dropped."""
+        self._check_open()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:  # inside a write's fn: see (and join) its transaction
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+        attempts = self.pool_size + 2
+        for attempt in range(attempts):
+            conn = self._getconn()
+            try:
+                cursor = conn.execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+            except psycopg.Error as exc:
+                if self._lost(conn) and attempt + 1 < attempts:
+                    self._recover_pool()
+                    continue
+                raise self._store_error(exc) from exc
+            finally:
+                self._putconn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reading -----------------------------------------------------------------------------
+    def read(self, scope: str, scope_id: str, name: str = "") -> Record | None:
+        rows = self._run_read(self._sql["select"],
+                              {"scope": scope, "scope_id": scope_id, "name": name})
+        return _to_record(rows[0]) if rows else None
+
+    def list(self, scope: str | None = None, scope_id: str | None = None, *,
+             prefix: str = "", name: str | None = None,
+             include_deleted: bool = False) -> list[Record]:
+        where, params = [], []
+        for column, value in (("scope", scope), ("scope_id", scope_id), ("name", name)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if prefix:  # not LIKE: % and _ stay literal; the range lets the index help
+            where.append("name >= %s AND starts_with(name, %s)")
+            params += [prefix, prefix]
+        if not include_deleted:
+            where.append("NOT deleted")
+        sql = f"SELECT {_COLUMNS} FROM {self._t['records']}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY scope, scope_id, name"
+        return [_to_record(r) for r in self._run_read(sql, params)]
+
+    def history(self, scope: str, scope_id: str, name: str = "", *,
+                limit: int | None = None) -> list[HistoryEntry]:
+        rows = self._run_read(self._sql["history"], {"scope": scope, "scope_id": scope_id,
+                                                     "name": name, "limit": limit})
+        return [HistoryEntry(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), r[5])
+                for r in rows]
+
+    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+        rows = self._run_read(self._sql["changes"], (after, limit))
+        return [(seq, json.loads(event)) for seq, event in rows]
+
+    # -- writing -----------------------------------------------------------------------------
+    def touch(self, scope: str, scope_id: str, name: str) -> None:
+        self._run_read(self._sql["touch"], {"scope": scope, "scope_id": scope_id, "name": name,
+                                            "now": self._now()})
+
+    def update(self, scope: str, scope_id: str, name: str,
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
+        self._check_open()
+        key = (scope, scope_id, name)
+        tx = self._local
+        if getattr(tx, "conn", None) is not None:
+            return self._nested_update(tx, key, fn)
+        lost_connections = 0
+        races = 0
+        unknown_outcomes = 0
+        while True:
+            conn = self._getconn()
+            tx.conn, tx.depth, tx.pending, tx.intents = conn, 1, [], []
+            tx.written, tx.xid, tx.write_id = set(), None, uuid.uuid4().hex
+            tx.committing = False
+            try:
+                conn.execute("BEGIN")
+                result = self._write(conn, tx, key, fn)
+                if tx.intents:  # else fn returned None and nothing nested wrote: roll back
+                    tx.committing = True
+                    self._commit(conn)
+                    committed = True
+                else:
+                    self._abandon(conn)
+                    committed = False
+            except BaseException as exc:
+                in_commit = bool(tx.intents) and isinstance(exc, psycopg.Error) and \
+                    self._lost(conn) and getattr(tx, "committing", False)
+                self._abandon(conn)
+                tx.conn = None
+                self._putconn(conn)
+                if in_commit:
+                    # The connection died during COMMIT: ask the server what happened.
+                    if self._resolve(tx):
+                        self._deliver(tx.pending)
+                        return result
+                    unknown_outcomes += 1
+                    if unknown_outcomes > 1:
+                        raise StoreError(
+                            f"store {self.url}: the connection dropped while committing, twice; "
+                            f"the write was not stored. Check the server and retry") from exc
+                    self._recover_pool()
+                    continue  # it did not commit: run it once more on a fresh connection
+                if isinstance(exc, (_CreateRace, pg_errors.DeadlockDetected,
+                                    pg_errors.SerializationFailure)):
+                    races += 1
+                    if races <= 5:
+                        continue  # fn runs again and sees what the other writer committed
+                    if isinstance(exc, _CreateRace):
+                        raise VersionConflictError(
+                            f"{record_where(*key)}: kept losing create races",
+                            current=self._current(key)) from None
+                    raise self._store_error(exc) from exc
+                if isinstance(exc, psycopg.Error):
+                    if self._lost(conn) and lost_connections <= self.pool_size:
+                        lost_connections += 1  # dropped before COMMIT: nothing was stored
+                        self._recover_pool()
+                        continue
+                    raise self._store_error(exc) from exc
+                raise
+            finally:
+                tx.committing = False
+            tx.conn = None
+            self._putconn(conn)
+            if committed:
+                self._deliver(tx.pending)
+            return result
+
+    def _commit(self, conn: psycopg.Connection) -> None:
+        conn.execute("COMMIT")
+
+    def _current(self, key: tuple[str, str, str]) -> int | None:
+        rows = self._run_read(self._sql["version"], dict(zip(("scope", "scope_id", "name"), key)))
+        return rows[0][0] if rows else None
+
+    def _resolve(self, tx: Any) -> bool:
+        """Did the transaction whose COMMIT lost its connection commit? Ask the server."""
+        (scope, scope_id, name), version = tx.intents[0]
+        params = {"scope": scope, "scope_id": scope_id, "name": name, "version": version,
+                  "write_id": tx.write_id, "xid": tx.xid}
+        deadline = time.monotonic() + max(self.pool_timeout, 5.0)
+        while True:
+            row = None
+            try:  # a connection of its own: the pool may be busy reconnecting with back-off
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    row = conn.execute(self._sql["outcome"], params).fetchone()
+            except psycopg.Error:
+                pass
+            if row is not None:
+                found, status = row
+                if found or status == "committed":
+                    return True
+                if status != "in progress":
+                    return False  # aborted (or forgotten, and no trace of it): not committed
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"store {self.url}: the connection dropped while committing a write to "
+                    f"{record_where(scope, scope_id, name)} and the server could not say "
+                    f"whether it committed; read the record before retrying")
+            time.sleep(0.05)
+
+    def _nested_update(self, tx: Any, key: tuple[str, str, str],
+                       fn: Callable[[Record | None], Change | None]) -> Record | None:
+        """A write from inside another write's ``fn``: a savepoint on the same connection."""
+        conn = tx.conn
+        savepoint = f"fs_nested_{tx.depth}"
+        for attempt in range(5):
+            pending, intents = len(tx.pending), len(tx.intents)
+            conn.execute(f"SAVEPOINT {savepoint}")
+            tx.depth += 1
+            try:
+                result = self._write(conn, tx, key, fn)
+            except BaseException as exc:
+                tx.depth -= 1
+                del tx.pending[pending:], tx.intents[intents:]
+                if not self._lost(conn):
+                    try:
+                        conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                        conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+                    except psycopg.Error:
+                        pass
+                if isinstance(exc, _CreateRace) and attempt < 4:
+                    continue  # another connection created it: read it again
+                if isinstance(exc, _CreateRace):
+                    raise VersionConflictError(f"{record_where(*key)}: kept losing create races",
+                                               current=None) from None
+                if isinstance(exc, psycopg.Error) and not self._lost(conn):
+                    raise self._store_error(exc) from exc
+                raise  # a lost connection propagates raw, so the outer write runs again
+            tx.depth -= 1
+            conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write(self, conn: psycopg.Connection, tx: Any, key: tuple[str, str, str],
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
+        scope, scope_id, name = key
+        params: dict[str, Any] = {"scope": scope, "scope_id": scope_id, "name": name}
+        row = conn.execute(self._sql["select_for_update"], params).fetchone()
+        before = _to_record(row) if row else None
+        change = fn(before)
+        if change is None:
+            return None
+        where = record_where(scope, scope_id, name)
+        text = dump_json(change.state, where)
+        self._check_size(text, where)
+        content = (before.content if before else None) if change.content is KEEP \
+            else change.content
+        if isinstance(content, str) and "\x00" in content:
+            raise ValidationError(f"{where}: content contains a NUL character, which PostgreSQL "
+                                  f"cannot store in text", where=where, reason="NUL in content")
+        now = self._now()
+        version = 1 if before is None else before.version + 1
+        event = dict(change.event) if change.event is not None else default_event(
+            scope, scope_id, name, change, existed=before is not None and not before.deleted)
+        event["version"] = version
+        event["ts"] = now
+        event_text = dump_json(event, where, "event")
+        deleted = bool(change.delete)
+        params.update(version=version, state=text, content=content, deleted=deleted, now=now,
+                      op=change.operation, request_id=change.request_id,
+                      write_id=tx.write_id)
+        if before is None:
+            written = conn.execute(self._sql["create"], params).fetchone()[0]
+            if written != 1:
+                if key in tx.written:  # created from inside fn, in this same transaction
+                    raise VersionConflictError(f"{where}: created while it was being written",
+                                               current=self._version_in(conn, params))
+                raise _CreateRace()
+            created = now
+        else:
+            params.update(previous=before.version, prune=version - self.history_limit)
+            written = conn.execute(self._sql["update"], params).fetchone()[0]
+            if written != 1:
+                raise VersionConflictError(
+                    f"{where}: version {before.version} is no longer current",
+                    current=self._version_in(conn, params))
+            created = before.created_at
+        seq, xid, _ = conn.execute(self._sql["log"], {
+            "lock": self._log_lock, "origin": self.origin, "event": event_text,
+            "write_id": tx.write_id, "limit": self.changelog_limit,
+            "channel": self._channel}).fetchone()
+        tx.written.add(key)
+        tx.intents.append((key, version))
+        tx.xid = xid
+        tx.pending.append(event)
+        return Record(scope, scope_id, name, version, json.loads(text), content, deleted,
+                      created, now, now)
+
+    def _version_in(self, conn: psycopg.Connection, params: dict) -> int | None:
+        row = conn.execute(self._sql["version"], params).fetchone()
+        return row[0] if row else None
+
+    # -- watching other processes and machines -------------------------------------------------
+    def _start_watching(self) -> None:
+        with self._watch_lock:
+            if self._watcher is not None or self._closed:
+                return
+            last = self._run_read(self._sql["max_seq"], ())[0][0]
+            self._watcher = threading.Thread(target=self._watch, args=(last,), daemon=True,
+                                             name=f"flowstate-listen {self.schema}")
+            self._watcher.start()
+
+    def _watch(self, last_seq: int) -> None:
+        conn: psycopg.Connection | None = None
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self._conninfo, autocommit=True)
+                    conn.execute(f"LISTEN {self._channel}")
+                    last_seq = self._catch_up(conn, last_seq)  # what came while not listening
+                    backoff = 0.1
+                notified = False
+                for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
+                    notified = True
+                if notified and not self._stop.is_set():
+                    last_seq = self._catch_up(conn, last_seq)
+            except psycopg.Error:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                conn = None
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+        if conn is not None:
+            conn.close()
+
+    def _catch_up(self, conn: psycopg.Connection, last_seq: int) -> int:
+        rows = conn.execute(self._sql["watch"], (last_seq,)).fetchall()
+        if rows:
+            last_seq = rows[-1][0]
+            self._deliver(json.loads(event) for _, origin, event in rows
+                          if origin != self.origin)
+        return last_seq
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=self.poll_interval + 2)
+        if self._pool is not None:
+            self._pool.close(timeout=2)
+
+
+__all__ = ["PostgresStore", "SCHEMA_VERSION", "redact"]

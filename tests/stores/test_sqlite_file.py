@@ -1,0 +1,195 @@
+"""SQLite-specific behaviour: pragmas, permissions, schema version, refusing foreign files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flowstate_jupyter.errors import StoreError
+from flowstate_jupyter.stores import open_store
+from flowstate_jupyter.stores.sqlite import APP_ID, SCHEMA_VERSION, SQLiteStore
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+def make_store_file(path: Path) -> None:
+    with SQLiteStore(path) as store:
+        store.write("session", "s1", "", {"n": 1})
+
+
+def pragma(conn: sqlite3.Connection, name: str):
+    return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_store_uses_wal_and_a_busy_timeout_of_at_least_five_seconds(db):
+    with SQLiteStore(db) as store:
+        assert pragma(store._conn, "journal_mode") == "wal"
+        assert pragma(store._conn, "busy_timeout") >= 5000
+    conn = sqlite3.connect(db)  # WAL is a property of the file, not just the connection
+    assert pragma(conn, "journal_mode") == "wal"
+    conn.close()
+
+
+@pytest.mark.parametrize("durability, expected", [(None, 1), ("normal", 1), ("full", 2)])
+def test_synchronous_is_normal_by_default_and_full_with_durability_full(db, durability,
+                                                                          expected):
+    options = {} if durability is None else {"durability": durability}
+    with SQLiteStore(db, **options) as store:
+        assert pragma(store._conn, "synchronous") == expected  # 1 NORMAL, 2 FULL
+
+
+def test_durability_full_is_accepted_in_the_url(db):
+    with open_store(f"sqlite:///{db}?durability=full") as store:
+        assert isinstance(store, SQLiteStore)
+        assert pragma(store._conn, "synchronous") == 2
+
+
+def test_unknown_durability_is_refused(db):
+    with pytest.raises(ValueError, match="durability"):
+        SQLiteStore(db, durability="paranoid")
+    assert not db.exists()
+
+
+def test_new_file_and_new_folder_are_readable_by_the_owner_only(tmp_path):
+    path = tmp_path / "fresh" / "flowstate.db"
+    old_umask = os.umask(0)  # even with a permissive umask
+    try:
+        with SQLiteStore(path) as store:
+            store.write("session", "s1", "", {"secret": True})
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_schema_version_and_app_are_recorded(db):
+    make_store_file(db)
+    conn = sqlite3.connect(db)
+    meta = dict(conn.execute("SELECT key, value FROM fs_meta"))
+    conn.close()
+    assert meta == {"app": APP_ID, "schema_version": str(SCHEMA_VERSION)}
+
+
+def test_reopening_a_store_keeps_its_records(db):
+    make_store_file(db)
+    with SQLiteStore(db) as store:
+        record = store.read("session", "s1")
+        assert (record.version, record.state) == (1, {"n": 1})
+        assert store.write("session", "s1", "", {"n": 2}, expected=1).version == 2
+
+
+def test_an_empty_file_becomes_a_store(db):
+    db.touch()
+    with SQLiteStore(db) as store:
+        assert store.write("session", "s1", "", {}).version == 1
+
+
+# -- files it must refuse, untouched -----------------------------------------------------------
+
+def _refused_untouched(path: Path, match: str) -> StoreError:
+    before = path.read_bytes()
+    mtime = path.stat().st_mtime_ns
+    with pytest.raises(StoreError, match=match) as exc:
+        SQLiteStore(path)
+    assert path.read_bytes() == before
+    assert path.stat().st_mtime_ns == mtime
+    return exc.value
+
+
+def test_a_file_that_is_not_sqlite_is_refused_untouched(db):
+    db.write_text("name,value\nalice,1\n")
+    error = _refused_untouched(db, "not a SQLite database")
+    assert str(db) in str(error)
+
+
+def test_another_apps_sqlite_file_is_refused_untouched(db):
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+    conn.execute("INSERT INTO invoices (total) VALUES (9.5)")
+    conn.commit()
+    conn.close()
+    error = _refused_untouched(db, "not a flowstate store")
+    assert "invoices" in str(error)
+
+
+def test_a_sqlite_file_with_a_foreign_fs_meta_is_refused_untouched(db):
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE fs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO fs_meta VALUES ('app', 'someone-else')")
+    conn.commit()
+    conn.close()
+    _refused_untouched(db, "not a flowstate store")
+
+
+def test_a_file_with_a_valid_header_and_garbage_after_is_refused_untouched(db):
+    db.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
+    _refused_untouched(db, "corrupt")
+
+
+def test_a_store_whose_pages_were_overwritten_is_refused_untouched(db):
+    make_store_file(db)
+    data = bytearray(db.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    assert len(data) > page_size  # the store has pages beyond the first
+    data[page_size:] = os.urandom(len(data) - page_size)
+    db.write_bytes(bytes(data))
+    _refused_untouched(db, "corrupt")
+
+
+@pytest.mark.parametrize("found, hint", [(SCHEMA_VERSION + 1, "Upgrade"), (0, "Export")])
+def test_a_store_with_another_schema_version_is_refused_untouched(db, found, hint):
+    make_store_file(db)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE fs_meta SET value = ? WHERE key = 'schema_version'", (str(found),))
+    conn.commit()
+    conn.close()
+    error = _refused_untouched(db, f"schema version {found}")
+    assert hint in str(error)
+
+
+def test_a_folder_is_refused_as_a_store_path(tmp_path):
+    with pytest.raises(StoreError, match="is a folder"):
+        SQLiteStore(tmp_path)
+
+
+# -- locking -----------------------------------------------------------------------------------
+
+def test_a_store_locked_past_its_timeout_raises_store_error_not_a_hang(db):
+    store = SQLiteStore(db, timeout=0.3)
+    store.write("session", "s1", "", {"n": 1})
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="locked"):
+            store.write("session", "s1", "", {"n": 2})
+        assert time.monotonic() - started < 3
+        assert store.read("session", "s1").version == 1  # readers are not blocked (WAL)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.write("session", "s1", "", {"n": 2}, expected=1).version == 2
+    store.close()
+
+
+def test_a_writer_waits_for_a_short_lock_instead_of_failing(db):
+    store = SQLiteStore(db, timeout=5)
+    blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: blocker.execute("COMMIT"))
+    release.start()
+    try:
+        assert store.write("session", "s1", "", {"n": 1}).version == 1
+    finally:
+        release.join()
+        blocker.close()
+        store.close()
