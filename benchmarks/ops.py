@@ -17,7 +17,9 @@ of five calls (ours, raw, raw, ours, ...) so that machine noise hits both alike.
 ours / raw; the target is <= 2.0 at the median.
 
 Ours does more per operation than the baseline: typed validation with pydantic, the no-op
-guard, a history row (pruned to the retention bound) and a change-log row.
+guard, a history row (pruned to the retention bound) and a change-log row. A third contender,
+``raw+log``, is the same hand-rolled store also writing a history row and a change-log row in
+its transaction; the "vs raw+history+log" rows show how much of the gap is that durable work.
 
 Run standalone with ``python benchmarks/ops.py`` (``--quick`` for a short run,
 ``--profile`` to see where our time goes).
@@ -30,6 +32,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -62,13 +65,18 @@ INITIAL = BenchState().model_dump(mode="json")
 class RawVersionedStore:
     """What a careful user writes by hand: a versioned JSON row, compare-and-swap per write."""
 
-    def __init__(self, path: Path, durability: str) -> None:
+    def __init__(self, path: Path, durability: str, *, log: bool = False) -> None:
+        self.log = log  # also keep a history row and a change-log row per write, as we do
         self.conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
         self.conn.execute("PRAGMA busy_timeout = 5000")
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
         self.conn.execute("CREATE TABLE IF NOT EXISTS records ("
                           "id TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL)")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS history (id TEXT, version INTEGER, "
+                          "ts REAL, state TEXT, PRIMARY KEY (id, version)) WITHOUT ROWID")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, "
+                          "event TEXT)")
 
     def create(self, record_id: str, state: dict) -> None:
         self.conn.execute("INSERT OR REPLACE INTO records (id, version, state) VALUES (?, 1, ?)",
@@ -82,11 +90,18 @@ class RawVersionedStore:
                                          (record_id,)).fetchone()
             state = json.loads(text)
             modify(state)
+            text = json.dumps(state)
             cursor = conn.execute(
                 "UPDATE records SET state = ?, version = version + 1 WHERE id = ? AND version = ?",
-                (json.dumps(state), record_id, version))
+                (text, record_id, version))
             if cursor.rowcount != 1:
                 raise RuntimeError("lost a compare-and-swap race")
+            if self.log:
+                now = time.time()
+                conn.execute("INSERT INTO history VALUES (?, ?, ?, ?)",
+                             (record_id, version + 1, now, text))
+                conn.execute("INSERT INTO changes (event) VALUES (?)", (json.dumps(
+                    {"id": record_id, "version": version + 1, "ts": now}),))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -106,9 +121,16 @@ def _raw_inc(state: dict) -> None:
     state["count"] = state.get("count", 0) + 1
 
 
-def _contenders(op: str, handle: fs.ScopeHandle, raw: RawVersionedStore
-                ) -> dict[str, Callable[[int], Any]]:
-    """The two implementations of ``op`` as ``f(i)`` calls (every call commits a write)."""
+def _contenders(op: str, handle: fs.ScopeHandle, raw: RawVersionedStore,
+                raw_log: RawVersionedStore) -> dict[str, Callable[[int], Any]]:
+    """The implementations of ``op`` as ``f(i)`` calls (every call commits a write)."""
+    both = _pair(op, handle, raw)
+    both["raw+log"] = _pair(op, handle, raw_log)["raw"]
+    return both
+
+
+def _pair(op: str, handle: fs.ScopeHandle, raw: RawVersionedStore
+          ) -> dict[str, Callable[[int], Any]]:
     rid = "session:bench"
     if op == "inc_state":
         return {"ours": lambda i: handle.inc_state(count=1),
@@ -135,12 +157,14 @@ def measure(op: str, durability: str, quick: bool, folder: Path) -> dict[str, di
     tag = f"{op}-{durability}"
     store = fs.open_store(f"sqlite:///{folder / f'ours-{tag}.db'}", durability=durability)
     raw = RawVersionedStore(folder / f"raw-{tag}.db", durability)
+    raw_log = RawVersionedStore(folder / f"rawlog-{tag}.db", durability, log=True)
     try:
         handle = fs.ScopeHandle(store, "session", "bench", state=BenchState)
         handle.set_state(INITIAL)
         handle.patch_state(name="start")  # the record exists: every timed call is an update
         raw.create("session:bench", {**INITIAL, "name": "start"})
-        contenders = _contenders(op, handle, raw)
+        raw_log.create("session:bench", {**INITIAL, "name": "start"})
+        contenders = _contenders(op, handle, raw, raw_log)
 
         def reset(name: str, i: int) -> None:  # untimed: keep push_state's list short, equal
             if op != "push_state" or i % PUSH_BLOCK:
@@ -148,7 +172,8 @@ def measure(op: str, durability: str, quick: bool, folder: Path) -> dict[str, di
             if name == "ours":
                 handle.patch_state(items=[])
             else:
-                raw.update("session:bench", lambda s: s.update(items=[]))
+                (raw if name == "raw" else raw_log).update("session:bench",
+                                                           lambda s: s.update(items=[]))
 
         samples = interleaved(contenders, prepare=reset, **_sizes(quick, durability))
         _check_same_work(op, handle, raw)
@@ -156,6 +181,7 @@ def measure(op: str, durability: str, quick: bool, folder: Path) -> dict[str, di
     finally:
         store.close()
         raw.close()
+        raw_log.close()
 
 
 def _check_same_work(op: str, handle: fs.ScopeHandle, raw: RawVersionedStore) -> None:
@@ -187,6 +213,9 @@ def run(quick: bool) -> list[dict]:
                                 target=TARGET, stat="p50", **common))
                 rows.append(row(f"{op} p99 [{durability}]", ours["p99"], base["p99"], "µs",
                                 stat="p99", **common))
+                rows.append(row(f"{op} p50 [{durability}] vs raw+history+log",
+                                ours["p50"], stats["raw+log"]["p50"], "µs",
+                                stat="p50", **common))
     return rows
 
 

@@ -58,6 +58,7 @@ class ScopeHandle(TypedRecord):
                  request_id: str | None = None) -> None:
         super().__init__(store, check_scope(scope), check_id(scope_id, f"{scope} id"), "",
                          state, request_id=request_id)
+        self._label = f"{scope} {scope_id!r}"  # names this scope in messages
         self._resources = Resources(store, scope, scope_id, dict(resources or {}),
                                     request_id=request_id)
 
@@ -80,7 +81,7 @@ class ScopeHandle(TypedRecord):
         return self._resources
 
     def _where(self) -> str:
-        return f"{self._scope} {self._scope_id!r}"
+        return self._label
 
     def _event(self, operation: str, delta: Any, path: str | None, existed: bool) -> dict:
         return {"type": "state_change", "scope": self._scope, "scope_id": self._scope_id,

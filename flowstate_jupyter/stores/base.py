@@ -126,6 +126,9 @@ def check_expected(record: Record | None, expected: Expected, where: str) -> Non
     raise VersionConflictError(msg, current=current, deleted=deleted)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: dumps() is hot
+
+
 def dump_json(value: Any, where: str, what: str = "state") -> str:
     """``value`` as JSON text; :class:`ValidationError` (nothing stored) if it is not JSON.
 
@@ -134,7 +137,7 @@ def dump_json(value: Any, where: str, what: str = "state") -> str:
     anything is written.
     """
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
         if not text.isascii():
             text.encode("utf-8")  # a lone surrogate ("\ud800") is not valid Unicode text
         return text
@@ -143,6 +146,24 @@ def dump_json(value: Any, where: str, what: str = "state") -> str:
             f"{where}: {what} is not JSON ({exc}); use only dicts with string keys, lists, "
             f"strings of valid Unicode, finite numbers, booleans and None",
             where=where, reason=f"not JSON: {exc}") from exc
+
+
+PRUNE_BATCH = 32
+
+
+def prune_cutoff(number: int, limit: int) -> int:
+    """Delete rows numbered ``<=`` this (0: nothing) so at most ``limit`` are kept.
+
+    ``number`` is the version (history) or sequence number (change log) just written; numbers
+    grow by one per write. Pruning a batch at a time instead of one row per write saves a
+    statement on most writes (a batch is at most a quarter of the limit, so at least three
+    quarters stay kept), and the count never exceeds ``limit``: after a prune
+    ``limit - batch + 1`` rows remain, and the next prune comes ``batch`` writes later.
+    """
+    batch = min(PRUNE_BATCH, max(1, limit // 4))
+    if number <= limit or (number - limit - 1) % batch:
+        return 0
+    return number - limit + batch - 1
 
 
 def record_where(scope: str, scope_id: str, name: str) -> str:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from ..errors import StoreError, VersionConflictError
 from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
-                   record_where)
+                   prune_cutoff, record_where)
 
 SCHEMA_VERSION = 1
 APP_ID = "flowstate-jupyter"
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (scope, scope_id, name, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, event TEXT NOT NULL
+    seq INTEGER PRIMARY KEY, origin TEXT NOT NULL, event TEXT NOT NULL
 );
 """
 
@@ -313,19 +313,21 @@ class SQLiteStore(Store):
             conn.execute("INSERT INTO history (scope, scope_id, name, version, ts, operation, "
                          "state, deleted, request_id) VALUES (?,?,?,?,?,?,?,?,?)",
                          (*key, version, now, change.operation, text, deleted, change.request_id))
-            if version > self.history_limit:
+            cutoff = prune_cutoff(version, self.history_limit)
+            if cutoff:
                 conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ? AND name = ? "
-                             "AND version <= ?", (*key, version - self.history_limit))
+                             "AND version <= ?", (*key, cutoff))
             event = dict(change.event) if change.event is not None else default_event(
                 scope, scope_id, name, change, existed=before is not None and not before.deleted)
             event["version"] = version
             event["ts"] = now
             seq = conn.execute("INSERT INTO changes (origin, event) VALUES (?, ?)",
                                (self.origin, dump_json(event, where, "event"))).lastrowid
-            if seq > self.changelog_limit:
-                conn.execute("DELETE FROM changes WHERE seq <= ?", (seq - self.changelog_limit,))
+            cutoff = prune_cutoff(seq, self.changelog_limit)
+            if cutoff:
+                conn.execute("DELETE FROM changes WHERE seq <= ?", (cutoff,))
             self._pending.append(event)
-            return Record(scope, scope_id, name, version, json.loads(text), content,
+            return Record(scope, scope_id, name, version, change.state, content,
                           bool(deleted), created, now, now)
 
         return self._transaction(body)

@@ -293,7 +293,8 @@ def _check_store(path: Path, exp: Expected, last_step: int | None, where: str) -
 
         # history of the scope: whole, contiguous, newest = stored, printed versions intact
         history = store.history("session", "crash")
-        assert len(history) == min(version, HISTORY_LIMIT), where
+        # pruning goes a batch at a time: never above the limit, at least 3/4 of it kept
+        assert min(version, 3 * HISTORY_LIMIT // 4) <= len(history) <= HISTORY_LIMIT, where
         assert [e.version for e in history] == list(range(version, version - len(history), -1))
         if history:
             assert (history[0].version, history[0].state) == (version, record.state), where
