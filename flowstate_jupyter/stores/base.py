@@ -26,7 +26,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Union
 
-from ..errors import StoreError, ValidationError, VersionConflictError
+from ..errors import (ResourceAlreadyExistsError, StoreError, ValidationError,
+                      VersionConflictError)
 
 Expected = Union[int, Literal["any", "absent"]]
 """What a writer expects to find: ``"any"``; ``"absent"`` (no record at all, not even a
@@ -166,6 +167,13 @@ def prune_cutoff(number: int, limit: int) -> int:
     return number - limit + batch - 1
 
 
+def refuse_existing(record: Record) -> None:
+    """What ``restore`` raises for a record that is already in the target store."""
+    raise ResourceAlreadyExistsError(
+        f"{record_where(record.scope, record.scope_id, record.name)} already exists in the "
+        f"target store; import into an empty store, or pass replace=True (--replace)")
+
+
 def record_where(scope: str, scope_id: str, name: str) -> str:
     """A readable name for a record, used in error messages."""
     base = f"{scope} {scope_id!r}"
@@ -287,6 +295,24 @@ class Store(abc.ABC):
             if self.delete(scope, scope_id, record.name, request_id=request_id) is not None:
                 count += 1
         return count
+
+    # -- maintenance (the ``flowstate`` command) -------------------------------------------------
+    @abc.abstractmethod
+    def restore(self, record: Record, history: list[HistoryEntry], *,
+                replace: bool = False) -> None:
+        """Write ``record`` exactly as given (version, times, tombstone) with its ``history``.
+
+        For imports: no compare-and-swap, no event. An existing record is refused with
+        :class:`ResourceAlreadyExistsError` unless ``replace``.
+        """
+
+    @abc.abstractmethod
+    def prune_history(self, keep: int) -> int:
+        """Drop all but the newest ``keep`` history versions of every record; returns how many."""
+
+    @abc.abstractmethod
+    def doctor(self) -> dict:
+        """Health report: backend facts, sizes and counts, and ``problems`` (empty if healthy)."""
 
     # -- change notification -----------------------------------------------------------------
     def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..errors import VersionConflictError
 from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
-                   record_where)
+                   record_where, refuse_existing)
 
 _Key = tuple[str, str, str]
 
@@ -172,3 +172,38 @@ class MemoryStore(Store):
             self._undo.append(undo)
         self._pending.append(event)
         return self._materialise(record, text)
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def restore(self, record: Record, history: list[HistoryEntry], *,
+                replace: bool = False) -> None:
+        self._check_open()
+        key = (record.scope, record.scope_id, record.name)
+        where = record_where(*key)
+        text = dump_json(record.state, where)
+        rows = [(e.version, e.ts, e.operation, dump_json(e.state, where), e.deleted,
+                 e.request_id) for e in sorted(history, key=lambda e: e.version)]
+        with self._lock:
+            if key in self._records and not replace:
+                refuse_existing(record)
+            stored = Record(*key, record.version, None, record.content, record.deleted,
+                            record.created_at, record.updated_at, record.accessed_at)
+            self._records[key] = (stored, text)
+            self._history[key] = collections.deque(rows, maxlen=self.history_limit)
+
+    def prune_history(self, keep: int) -> int:
+        self._check_open()
+        removed = 0
+        with self._lock:
+            for key, rows in self._history.items():
+                extra = max(0, len(rows) - keep)
+                for _ in range(extra):
+                    rows.popleft()
+                removed += extra
+        return removed
+
+    def doctor(self) -> dict:
+        self._check_open()
+        with self._lock:
+            return {"backend": "memory", "records": len(self._records),
+                    "history_rows": sum(len(h) for h in self._history.values()),
+                    "changes": len(self._log), "problems": []}

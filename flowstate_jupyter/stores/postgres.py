@@ -69,7 +69,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "pip install 'flowstate-jupyter[postgres]'") from exc
 
 from ..errors import StoreError, ValidationError, VersionConflictError
-from .base import KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, record_where
+from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
+                   record_where, refuse_existing)
 
 SCHEMA_VERSION = 1
 APP_ID = "flowstate-jupyter"
@@ -675,6 +676,80 @@ class PostgresStore(Store):
             self._deliver(json.loads(event) for _, origin, event in rows
                           if origin != self.origin)
         return last_seq
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def _maintain(self, body: Callable[[psycopg.Connection], Any]) -> Any:
+        """Run ``body`` in one transaction on a pooled connection (no retries: rare, manual)."""
+        conn = self._getconn()
+        try:
+            with conn.transaction():
+                return body(conn)
+        except psycopg.Error as exc:
+            raise self._store_error(exc) from exc
+        finally:
+            self._putconn(conn)
+
+    def restore(self, record: Record, history: list[HistoryEntry], *,
+                replace: bool = False) -> None:
+        t = self._t
+        key = {"scope": record.scope, "scope_id": record.scope_id, "name": record.name}
+        where = record_where(record.scope, record.scope_id, record.name)
+        text = dump_json(record.state, where)
+        match = "scope = %(scope)s AND scope_id = %(scope_id)s AND name = %(name)s"
+
+        def body(conn: psycopg.Connection) -> None:
+            if conn.execute(f"SELECT 1 FROM {t['records']} WHERE {match} FOR UPDATE",
+                            key).fetchone():
+                if not replace:
+                    refuse_existing(record)
+                conn.execute(f"DELETE FROM {t['records']} WHERE {match}", key)
+                conn.execute(f"DELETE FROM {t['history']} WHERE {match}", key)
+            conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}) VALUES "
+                         f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                         (record.scope, record.scope_id, record.name, record.version, text,
+                          record.content, record.deleted, record.created_at,
+                          record.updated_at, record.accessed_at))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "
+                    f"operation, state, deleted, request_id) "
+                    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [(record.scope, record.scope_id, record.name, e.version, e.ts,
+                      e.operation, dump_json(e.state, where), e.deleted, e.request_id)
+                     for e in history])
+
+        self._maintain(body)
+
+    def prune_history(self, keep: int) -> int:
+        t = self._t
+        return self._maintain(lambda conn: conn.execute(
+            f"DELETE FROM {t['history']} AS h USING (SELECT scope, scope_id, name, "
+            f"MAX(version) AS top FROM {t['history']} GROUP BY scope, scope_id, name) AS m "
+            f"WHERE h.scope = m.scope AND h.scope_id = m.scope_id AND h.name = m.name "
+            f"AND h.version <= m.top - %s", (keep,)).rowcount)
+
+    def doctor(self) -> dict:
+        t = self._t
+
+        def body(conn: psycopg.Connection) -> dict:
+            def one(sql: str) -> Any:
+                return conn.execute(sql).fetchone()[0]
+            return {
+                "backend": "postgresql", "url": self.url, "schema": self.schema,
+                "server_version": one("SHOW server_version"),
+                "schema_version": int(one(f"SELECT value FROM {t['meta']} "
+                                          f"WHERE key = 'schema_version'")),
+                "records": one(f"SELECT COUNT(*) FROM {t['records']}"),
+                "tombstones": one(f"SELECT COUNT(*) FROM {t['records']} WHERE deleted"),
+                "history_rows": one(f"SELECT COUNT(*) FROM {t['history']}"),
+                "changes": one(f"SELECT COUNT(*) FROM {t['changes']}"),
+                "total_bytes": sum(one(f"SELECT pg_total_relation_size('{t[n]}')")
+                                   for n in ("records", "history", "changes", "meta")),
+                "synchronous_commit": one("SHOW synchronous_commit"),
+                "problems": [],
+            }
+
+        return self._maintain(body)
 
     def close(self) -> None:
         if self._closed:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from ..errors import StoreError, VersionConflictError
 from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
-                   prune_cutoff, record_where)
+                   prune_cutoff, record_where, refuse_existing)
 
 SCHEMA_VERSION = 1
 APP_ID = "flowstate-jupyter"
@@ -331,6 +331,74 @@ class SQLiteStore(Store):
                           bool(deleted), created, now, now)
 
         return self._transaction(body)
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def restore(self, record: Record, history: list[HistoryEntry], *,
+                replace: bool = False) -> None:
+        self._check_open()
+        key = (record.scope, record.scope_id, record.name)
+        where = record_where(*key)
+        text = dump_json(record.state, where)
+        rows = [(*key, e.version, e.ts, e.operation, dump_json(e.state, where), int(e.deleted),
+                 e.request_id) for e in history]
+
+        def body(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM records WHERE scope = ? AND scope_id = ? AND name = ?",
+                            key).fetchone():
+                if not replace:
+                    refuse_existing(record)
+                conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ? AND name = ?",
+                             key)
+            conn.execute(f"INSERT OR REPLACE INTO records ({_COLUMNS}) "
+                         f"VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (*key, record.version, text, record.content, int(record.deleted),
+                          record.created_at, record.updated_at, record.accessed_at))
+            conn.executemany("INSERT INTO history (scope, scope_id, name, version, ts, "
+                             "operation, state, deleted, request_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                             rows)
+
+        self._transaction(body)
+
+    def prune_history(self, keep: int) -> int:
+        self._check_open()
+        return self._transaction(lambda conn: conn.execute(
+            "DELETE FROM history WHERE version <= (SELECT MAX(h.version) FROM history AS h "
+            "WHERE h.scope = history.scope AND h.scope_id = history.scope_id "
+            "AND h.name = history.name) - ?", (keep,)).rowcount)
+
+    def doctor(self) -> dict:
+        def one(sql: str) -> Any:
+            return self._query(sql)[0][0]
+
+        integrity = [row[0] for row in self._query("PRAGMA integrity_check")]
+        wal = self.path.with_name(self.path.name + "-wal")
+        report = {
+            "backend": "sqlite", "path": str(self.path),
+            "schema_version": int(one("SELECT value FROM fs_meta WHERE key = 'schema_version'")),
+            "integrity": "ok" if integrity == ["ok"] else "; ".join(integrity[:5]),
+            "journal_mode": one("PRAGMA journal_mode"),
+            "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(
+                one("PRAGMA synchronous"), "?"),
+            "busy_timeout_ms": one("PRAGMA busy_timeout"),
+            "file_bytes": self.path.stat().st_size,
+            "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+            "free_pages": one("PRAGMA freelist_count"),
+            "records": one("SELECT COUNT(*) FROM records"),
+            "tombstones": one("SELECT COUNT(*) FROM records WHERE deleted"),
+            "history_rows": one("SELECT COUNT(*) FROM history"),
+            "changes": one("SELECT COUNT(*) FROM changes"),
+            "file_mode": oct(self.path.stat().st_mode & 0o777),
+        }
+        problems = []
+        if report["integrity"] != "ok":
+            problems.append(f"integrity check failed: {report['integrity']}")
+        if str(report["journal_mode"]).lower() != "wal":
+            problems.append(f"journal mode is {report['journal_mode']}, not wal")
+        if self.path.stat().st_mode & 0o077:
+            problems.append(f"{self.path} is readable by others (mode {report['file_mode']}); "
+                            f"chmod 600 it")
+        report["problems"] = problems
+        return report
 
     # -- watching other processes ------------------------------------------------------------
     def _start_watching(self) -> None:

@@ -1,0 +1,252 @@
+"""The ``flowstate`` command: look at, move and look after a store outside notebooks.
+
+Every command takes ``--store URL`` (default: ``FLOWSTATE_STORE``, else
+``.flowstate/flowstate.db`` here) and ``--json`` for machine-readable output.
+
+Exit codes scripts can rely on:
+  0  done (doctor: healthy)
+  1  something was not found, or doctor found a problem
+  2  the command line was wrong
+  3  the store could not be opened or used (StoreError)
+  4  the data was refused (an import that would overwrite, a file that is not an export)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from . import html as h
+from .errors import (FlowStateError, InvalidIdError, ResourceAlreadyExistsError,
+                     ResourceNotFoundError, StoreError, ValidationError)
+from .scopes import SCOPES, check_id
+from .stores import open_store
+from .stores.base import Store
+from .transfer import export_store, import_store
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_STORE, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+_EPILOG = """examples:
+  flowstate ls                          scopes and how many instances each has
+  flowstate ls session                  sessions, with user, flow and update time
+  flowstate show session/s1             a session's state and resources
+  flowstate show session/s1 --resource artifacts
+  flowstate history user/alice --limit 5
+  flowstate export backup.jsonl         every record with versions and history
+  flowstate --store postgresql://localhost/team import backup.jsonl
+  flowstate prune --keep 20             keep 20 versions of history per record
+  flowstate doctor                      integrity, schema version, journal mode, sizes
+
+exit codes: 0 ok, 1 not found / unhealthy, 2 usage, 3 store error, 4 refused data"""
+
+
+class _Out:
+    """Prints text for people or JSON for scripts."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, data: Any, text: str) -> None:
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str) if self.as_json
+              else text)
+
+
+def _target(spec: str) -> tuple[str, str]:
+    scope, sep, scope_id = spec.partition("/")
+    if not sep or scope not in SCOPES:
+        raise InvalidIdError(f"{spec!r}: give SCOPE/ID, e.g. session/s1 or user/alice "
+                             f"(scopes: {', '.join(SCOPES)})")
+    return scope, check_id(scope_id, f"{scope} id")
+
+
+def _rows(rows: list[tuple], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else []
+    if not rows:
+        return "(none)"
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+def cmd_ls(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    if not args.what:
+        counts = {s: len({r.scope_id for r in store.list(s)}) for s in SCOPES}
+        out.emit(counts, _rows([(s, n) for s, n in counts.items()], ("scope", "instances")))
+        return EXIT_OK
+    if "/" not in args.what:
+        scope = args.what
+        if scope not in SCOPES:
+            raise InvalidIdError(f"unknown scope {scope!r}; scopes: {', '.join(SCOPES)}")
+        ids: dict[str, dict] = {}
+        for r in store.list(scope):
+            entry = ids.setdefault(r.scope_id, {"id": r.scope_id, "updated_at": 0.0})
+            entry["updated_at"] = max(entry["updated_at"], r.updated_at)
+            if r.name == "$meta" and isinstance(r.state, dict):
+                entry.update(user=r.state.get("user"), flow=r.state.get("flow"))
+        items = sorted(ids.values(), key=lambda e: e["updated_at"], reverse=True)
+        out.emit(items, _rows([(e["id"], e.get("user") or "", e.get("flow") or "",
+                                h.when(e["updated_at"])) for e in items],
+                              ("id", "user", "flow", "updated")))
+        return EXIT_OK
+    scope, scope_id = _target(args.what)
+    records = store.list(scope, scope_id)
+    if not records:
+        raise ResourceNotFoundError(f"{scope}/{scope_id} has no records")
+    items = [{"name": r.name or "(state)", "version": r.version,
+              "updated_at": r.updated_at} for r in records]
+    out.emit(items, _rows([(i["name"], f"v{i['version']}", h.when(i["updated_at"]))
+                           for i in items], ("record", "version", "updated")))
+    return EXIT_OK
+
+
+def cmd_show(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    scope, scope_id = _target(args.target)
+    name = args.resource or ""
+    record = store.read(scope, scope_id, name)
+    if record is None:
+        what = f"resource {name!r} of " if name else ""
+        raise ResourceNotFoundError(f"{what}{scope}/{scope_id} was never written")
+    data = {"scope": scope, "id": scope_id, "resource": name or None,
+            "version": record.version, "deleted": record.deleted, "state": record.state,
+            "content": record.content, "updated_at": record.updated_at}
+    if not name:
+        data["resources"] = {r.name: r.version for r in store.list(scope, scope_id)
+                             if r.name and not r.name.startswith("$")}
+    lines = [f"{scope}/{scope_id}" + (f" resource {name}" if name else "") +
+             f"  v{record.version}" + ("  (deleted)" if record.deleted else "") +
+             f"  updated {h.when(record.updated_at)}",
+             json.dumps(record.state, indent=2, ensure_ascii=False)]
+    if record.content is not None:
+        lines += ["content:", record.content]
+    if data.get("resources"):
+        lines.append("resources: " + ", ".join(f"{n} v{v}" for n, v in data["resources"].items()))
+    out.emit(data, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_history(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    scope, scope_id = _target(args.target)
+    entries = store.history(scope, scope_id, args.resource or "", limit=args.limit)
+    if not entries:
+        raise ResourceNotFoundError(f"{args.target} has no history")
+    items = [{"version": e.version, "ts": e.ts, "operation": e.operation, "state": e.state,
+              "deleted": e.deleted, "request_id": e.request_id} for e in entries]
+    out.emit(items, _rows([(f"v{e.version}", h.when(e.ts), e.operation,
+                            h.state_text(e.state, 100)) for e in entries],
+                          ("version", "time", "operation", "state")))
+    return EXIT_OK
+
+
+def cmd_export(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    if args.file == "-":
+        count = export_store(store, sys.stdout)
+    else:
+        with open(args.file, "w", encoding="utf-8") as fh:
+            count = export_store(store, fh)
+        out.emit({"records": count, "file": args.file},
+                 f"exported {count} records to {args.file}")
+    return EXIT_OK
+
+
+def cmd_import(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    if args.file == "-":
+        count = import_store(store, sys.stdin, replace=args.replace)
+    else:
+        with open(args.file, encoding="utf-8") as fh:
+            count = import_store(store, fh, replace=args.replace)
+    out.emit({"records": count}, f"imported {count} records into {store.url}")
+    return EXIT_OK
+
+
+def cmd_prune(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    removed = store.prune_history(args.keep)
+    out.emit({"removed": removed, "keep": args.keep},
+             f"removed {removed} history versions (kept the newest {args.keep} per record)")
+    return EXIT_OK
+
+
+def cmd_doctor(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    report = store.doctor()
+    problems = report.get("problems", [])
+    text = "\n".join([f"{k}: {v}" for k, v in report.items() if k != "problems"] +
+                     ([f"PROBLEM: {p}" for p in problems] or ["healthy"]))
+    out.emit(report, text)
+    return EXIT_NOT_FOUND if problems else EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=argparse.SUPPRESS,
+                        help="store URL (default: $FLOWSTATE_STORE or .flowstate/flowstate.db)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON instead of text")
+    parser = argparse.ArgumentParser(
+        prog="flowstate", parents=[common], epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Look at, move and look after a flowstate store.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("ls", cmd_ls, "list scopes, the instances of a scope, or the records of one")
+    p.add_argument("what", nargs="?", help="SCOPE or SCOPE/ID (e.g. session, session/s1)")
+    p = add("show", cmd_show, "show the state (and resources) of SCOPE/ID")
+    p.add_argument("target", help="SCOPE/ID, e.g. session/s1")
+    p.add_argument("--resource", help="show this resource instead of the scope state")
+    p = add("history", cmd_history, "list the kept versions of SCOPE/ID (newest first)")
+    p.add_argument("target", help="SCOPE/ID, e.g. user/alice")
+    p.add_argument("--resource", help="a resource of that scope instead of its state")
+    p.add_argument("--limit", type=int, default=20, help="how many versions (default 20)")
+    p = add("export", cmd_export, "write every record, with versions and history, as JSON Lines")
+    p.add_argument("file", help="output file, or - for stdout")
+    p = add("import", cmd_import, "load an export (refuses records that already exist)")
+    p.add_argument("file", help="input file, or - for stdin")
+    p.add_argument("--replace", action="store_true", help="overwrite records that exist")
+    p = add("prune", cmd_prune, "drop old history versions, keeping the newest N per record")
+    p.add_argument("--keep", type=int, required=True, help="versions to keep per record (>= 1)")
+    add("doctor", cmd_doctor, "check integrity, schema version, journal mode and sizes")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flowstate`` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    out = _Out(getattr(args, "json", False))
+    if args.command == "prune" and args.keep < 1:
+        parser.error("--keep must be at least 1")
+    try:
+        store = open_store(getattr(args, "store", None))
+    except StoreError as exc:
+        print(f"flowstate: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    try:
+        return args.fn(store, args, out)
+    except StoreError as exc:
+        print(f"flowstate: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except (ResourceNotFoundError, InvalidIdError) as exc:
+        print(f"flowstate: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND if isinstance(exc, ResourceNotFoundError) else EXIT_USAGE
+    except (ResourceAlreadyExistsError, ValidationError) as exc:
+        print(f"flowstate: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except FlowStateError as exc:
+        print(f"flowstate: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except OSError as exc:
+        print(f"flowstate: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
