@@ -90,6 +90,7 @@ CREATE TABLE {records} (
     accessed_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (scope, scope_id, name)
 );
+CREATE INDEX ON {records} (scope, name);
 CREATE TABLE {history} (
     scope TEXT COLLATE "C" NOT NULL, scope_id TEXT COLLATE "C" NOT NULL,
     name TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL,

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS records (
     created_at REAL NOT NULL, updated_at REAL NOT NULL, accessed_at REAL NOT NULL,
     PRIMARY KEY (scope, scope_id, name)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_name ON records (scope, name);
 CREATE TABLE IF NOT EXISTS history (
     scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
     ts REAL NOT NULL, operation TEXT NOT NULL, state TEXT NOT NULL,
