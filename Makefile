@@ -21,9 +21,10 @@ comma := ,
 test: $(VENV)/.stamp-test+postgres+e2e+lab
 	$(PY) tests/run_tests.py $(ARGS)
 
-## make lab: open JupyterLab on the example notebooks.
+## make lab: open JupyterLab on the example notebooks (LAB_ARGS for more options).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(VENV)/.stamp-lab+postgres
-	cd notebooks && ../$(PY) -m jupyterlab
+	cd notebooks && ../$(PY) -m jupyterlab $(ROOT_FLAG) $(LAB_ARGS)
 
 ## make bench: run the benchmarks and print ratios against their baselines (QUICK=1: small).
 bench: $(VENV)/.stamp-bench+test
