@@ -4,16 +4,20 @@ Every benchmark module exposes ``run(quick: bool) -> list[dict]``; each row is a
 ``name``, ``ours``, ``baseline``, ``unit`` and ``ratio`` (ours / baseline, lower is better for
 latencies), and optionally ``target`` (the largest acceptable ratio; :func:`row` adds ``ok``),
 ``group`` (a heading for the table) and ``note``. A measurement without a baseline may give
-``value`` instead of ``ours`` and ``baseline``. ``benchmarks/run.py`` collects the rows of
-every module; :func:`row` builds one.
+``value`` instead of ``ours`` and ``baseline``. A measurement checked against an absolute bound
+rather than a ratio (lost updates must be 0) carries ``limit`` instead of ``target``
+(:func:`check_row`); ``ok`` then says whether ``ours <= limit``. ``benchmarks/run.py`` collects
+the rows of every module; :func:`row` and :func:`check_row` build them.
 """
 
 from __future__ import annotations
 
 import gc
 import math
+import os
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 Timer = Callable[[], int]
@@ -99,16 +103,52 @@ def row(name: str, ours: float, baseline: float, unit: str, *, target: float | N
     return out
 
 
+def check_row(name: str, value: float, unit: str, *, limit: float, group: str | None = None,
+              note: str | None = None, **extra: object) -> dict:
+    """A row checked against an absolute bound: ``ok`` is ``value <= limit``.
+
+    For quantities where a ratio means nothing, such as lost updates (must be 0) or a count
+    that must stay under a cap. ``baseline`` and ``ratio`` are ``None``, so the row is not
+    plotted as a ratio.
+    """
+    out: dict = {"name": name, "ours": value, "baseline": None, "unit": unit, "ratio": None,
+                 "limit": limit, "ok": bool(value <= limit)}
+    if group is not None:
+        out["group"] = group
+    if note is not None:
+        out["note"] = note
+    out.update(extra)
+    return out
+
+
+def verdict(r: dict, *, ok: str = "ok", missed: str = "MISSED", le: str = "<=") -> str:
+    """The target column of a row: ``<= 2 ok`` (ratio target) or ``value <= 0 ok`` (limit)."""
+    if r.get("target") is not None:
+        return f"{le} {r['target']:g} " + (ok if r.get("ok") else missed)
+    if r.get("limit") is not None:
+        return f"value {le} {r['limit']:g} " + (ok if r.get("ok") else missed)
+    return ""
+
+
+def file_bytes(path: str | os.PathLike) -> int:
+    """Size of a SQLite file plus its ``-wal`` file, if any (0 for a missing file)."""
+    total = 0
+    for p in (Path(path), Path(f"{path}-wal")):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def format_table(rows: Iterable[dict]) -> str:
     """A fixed-width text table of result rows (what the runner and modules print)."""
     rows = list(rows)
     header = ("benchmark", "ours", "baseline", "unit", "ratio", "target")
     lines: list[tuple[str, ...]] = []
     for r in rows:
-        target = r.get("target")
-        verdict = "" if target is None else (f"<= {target:g} " + ("ok" if r.get("ok") else "MISSED"))
         lines.append((str(r["name"]), _num(r.get("ours", r.get("value"))),
-                      _num(r.get("baseline")), str(r["unit"]), _num(r.get("ratio")), verdict))
+                      _num(r.get("baseline")), str(r["unit"]), _num(r.get("ratio")), verdict(r)))
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(header)]
     out = [_fmt(header, widths), _fmt(tuple("-" * w for w in widths), widths)]

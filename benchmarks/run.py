@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # _common and the package from a checkout
-from _common import format_table  # noqa: E402
+from _common import format_table, verdict  # noqa: E402
 
 REQUIRED = ("name", "unit")  # and either ours + baseline (+ ratio), or a single value
 EXIT_IMPORT_FAILED = 3
@@ -158,13 +158,11 @@ def markdown(results: dict[str, dict], meta: dict) -> str:
             lines += ["| benchmark | ours | baseline | unit | ratio | target / note |",
                       "|---|---:|---:|---|---:|---|"]
             for r in rows:
-                target = r.get("target")
-                verdict = "" if target is None else \
-                    f"≤ {target:g} {'✓' if r.get('ok') else '✗ missed'}"
+                text = verdict(r, ok="✓", missed="✗ missed", le="≤")
                 if r.get("note"):
-                    verdict = f"{verdict} {r['note']}".strip()
+                    text = f"{text} {r['note']}".strip()
                 lines.append(f"| {r['name']} | {_cell(r['ours'])} | {_cell(r.get('baseline'))} "
-                             f"| {r['unit']} | {_cell(r.get('ratio'))} | {verdict} |")
+                             f"| {r['unit']} | {_cell(r.get('ratio'))} | {text} |")
             lines.append("")
     return "\n".join(lines)
 
@@ -178,7 +176,14 @@ def _cell(value: object) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> str | None:
-    """A bar chart of every row's ratio with its target; returns a note if it was skipped."""
+    """A bar chart of every row's ratio with its target; returns a note if it was skipped.
+
+    One panel per module (in run order), each with its own scale — logarithmic when its ratios
+    span more than a factor of 20 — so a module whose baseline is a plain function call (ratios
+    in the hundreds) does not squash the panels whose ratios sit around 1. Rows without a
+    numeric baseline and ratio (single values, checked values such as lost updates) are not
+    plotted.
+    """
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -189,20 +194,30 @@ def plot(rows: list[dict], path: Path) -> str | None:
             and isinstance(r.get("baseline"), (int, float))]  # ours-vs-baseline rows only
     if not rows:
         return "no rows compare ours with a baseline: no plot"
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.4))
-    names = [r["name"] for r in rows][::-1]
-    ratios = [r["ratio"] for r in rows][::-1]
-    colors = ["#c0392b" if r.get("ok") is False else "#2e86c1" for r in rows][::-1]
-    ax.barh(names, ratios, color=colors)
-    for i, r in enumerate(rows[::-1]):
-        if r.get("target") is not None:
-            ax.plot([r["target"], r["target"]], [i - 0.4, i + 0.4], color="black", lw=1.5)
-    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-    if max(ratios) / min(ratios) > 20:
-        ax.set_xscale("log")
-    ax.set_xlabel("ours / baseline (black tick: target; red: target missed)")
-    ax.set_title("flowstate-jupyter benchmarks")
-    ax.tick_params(axis="y", labelsize=8)
+    panels: dict[str, list[dict]] = {}
+    for r in rows:
+        panels.setdefault(str(r.get("module") or ""), []).append(r)
+    heights = [len(p) + 1.2 for p in panels.values()]
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(10, 0.3 * sum(heights) + 0.9),
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (module, panel) in zip(axes[:, 0], panels.items()):
+        names = [r["name"] for r in panel][::-1]
+        ratios = [r["ratio"] for r in panel][::-1]
+        colors = ["#c0392b" if r.get("ok") is False else "#2e86c1" for r in panel][::-1]
+        ax.barh(names, ratios, color=colors)
+        for i, r in enumerate(panel[::-1]):
+            if r.get("target") is not None:
+                ax.plot([r["target"], r["target"]], [i - 0.4, i + 0.4], color="black", lw=1.5)
+        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+        if max(ratios) / min(ratios) > 20:
+            ax.set_xscale("log")
+        ax.set_title(module or "benchmarks", fontsize=9, loc="left")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[-1, 0].set_xlabel("ours / baseline (black tick: target; red: target missed; "
+                           "dashed: 1)")
+    fig.suptitle("flowstate-jupyter benchmarks", fontsize=11)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, dpi=110, format="png")

@@ -189,8 +189,8 @@ def run_html(result: Any) -> str:
         output = result.output.model_dump(mode="json") if hasattr(result.output, "model_dump") \
             else result.output
         head = "<b>output</b>" + h.pre(output)
-    events = h.table(((i + 1, event_label(e)) for i, e in enumerate(result.events[:200])),
-                     ("#", "event"))
+    events = h.table(((i + 1, h.esc(event_label(e))) for i, e in enumerate(result.events[:200])),
+                     ("#", "event"), raw=True)
     subtitle = f"{result.status} · {result.duration_s * 1000:.0f} ms · session " \
                f"{result.session_id}"
     return h.card(f"run {result.request_id}", head + "<b>events</b>" + events, subtitle)

@@ -343,9 +343,10 @@ class FlowRunner(W.VBox):
             else:
                 self.output.value = h.card("output", h.pre(_jsonable(result.output)),
                                            f"{result.duration_s * 1000:.0f} ms")
-            self.events.value = h.card("events", h.table(
-                ((i + 1, event_label(e), e.get("delta", e.get("data")))
-                 for i, e in enumerate(result.events[-200:])), ("#", "event", "data")))
+            rows = ((i + 1, h.esc(event_label(e)),
+                     h.esc(h.preview(e.get("delta", e.get("data")), 300)))
+                    for i, e in enumerate(result.events[-200:]))
+            self.events.value = h.card("events", h.table(rows, ("#", "event", "data"), raw=True))
             return result
         finally:
             self.run_button.disabled = False
