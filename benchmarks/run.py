@@ -206,6 +206,8 @@ def plot(rows: list[dict], path: Path) -> str | None:
         ratios = [r["ratio"] for r in panel][::-1]
         colors = ["#c0392b" if r.get("ok") is False else "#2e86c1" for r in panel][::-1]
         ax.barh(names, ratios, color=colors)
+        for i, ratio in enumerate(ratios):
+            ax.text(ratio, i, f" {ratio:.2f}", va="center", fontsize=6)
         for i, r in enumerate(panel[::-1]):
             if r.get("target") is not None:
                 ax.plot([r["target"], r["target"]], [i - 0.4, i + 0.4], color="black", lw=1.5)
@@ -213,12 +215,13 @@ def plot(rows: list[dict], path: Path) -> str | None:
         if max(ratios) / min(ratios) > 20:
             ax.set_xscale("log")
         ax.set_title(module or "benchmarks", fontsize=9, loc="left")
+        ax.margins(x=0.08)  # room for the value labels
         ax.tick_params(axis="y", labelsize=7)
         ax.tick_params(axis="x", labelsize=7)
     axes[-1, 0].set_xlabel("ours / baseline (black tick: target; red: target missed; "
                            "dashed: 1)")
     fig.suptitle("flowstate-jupyter benchmarks", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
