@@ -1,4 +1,4 @@
-"""No lost updates (DESIGN §4): concurrent writers from processes and threads on one SQLite file.
+"""No lost updates (DESIGN §4): concurrent writers from processes and threads, on every backend.
 
 ``inc_state``, ``push_state`` and ``set_state_record`` must never lose an update, whoever the
 writers are: 4 processes (spawned, each opening its own store), 8 threads sharing one store
@@ -103,9 +103,9 @@ OPS = ["inc_state", "push_state", "set_state_record"]
 # ---------------------------------------------------------------------------- processes
 
 @pytest.mark.parametrize("op", OPS)
-def test_four_processes_writing_one_sqlite_file_lose_no_update(pool, tmp_path, op):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    fs.open_store(url).close()  # create the file once, before the race
+def test_four_processes_writing_one_shared_store_lose_no_update(pool, shared_backend, op):
+    url = shared_backend.url  # a SQLite file, or a PostgreSQL schema (memory is per process)
+    shared_backend.open().close()  # create the tables once, before the race
     results = pool.map(_process_worker,
                        [(url, "race", op, w, PER_PROCESS) for w in range(PROCESSES)],
                        chunksize=1)
@@ -144,9 +144,9 @@ def _run_threads(workers: int, target: Callable[[int], int]) -> list[int]:
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_eight_threads_sharing_one_store_object_lose_no_update(tmp_path, op):
+def test_eight_threads_sharing_one_store_object_lose_no_update(backend, op):
     workers, per = 8, TOTAL // 8
-    with fs.open_store(f"sqlite:///{tmp_path / 'threads.db'}") as store:
+    with backend.open() as store:
         handle = fs.ScopeHandle(store, "session", "race", state=Shared)
         committed = _run_threads(
             workers, lambda w: sum(_apply(handle, op, w, i) for i in range(per)))
@@ -155,10 +155,9 @@ def test_eight_threads_sharing_one_store_object_lose_no_update(tmp_path, op):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_four_threads_each_with_its_own_store_object_on_one_file_lose_no_update(tmp_path, op):
+def test_four_threads_each_with_its_own_store_object_lose_no_update(shared_backend, op):
     workers, per = 4, TOTAL // 4
-    url = f"sqlite:///{tmp_path / 'threads.db'}"
-    stores = [fs.open_store(url, timeout=30) for _ in range(workers)]
+    stores = [shared_backend.open(timeout=30) for _ in range(workers)]
     try:
         handles = [fs.ScopeHandle(s, "session", "race", state=Shared) for s in stores]
         committed = _run_threads(
