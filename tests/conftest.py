@@ -39,7 +39,7 @@ HOW_TO_ENABLE = (f"install Debian's server (apt-get install postgresql) so the t
 def _unavailable(message: str) -> None:
     if IN_CI:
         pytest.fail(f"PostgreSQL tests cannot run under CI=true: {message}", pytrace=False)
-    pytest.skip(f"PostgreSQL tests skipped: {message}")
+    pytest.skip(f"PostgreSQL tests skipped: {message} (with CI=true this fails instead)")
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def e2e_ready() -> None:
         return
     if IN_CI:
         pytest.fail(f"browser tests cannot run under CI=true: {problem}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {problem}")
+    pytest.skip(f"browser tests skipped: {problem} (with CI=true this fails instead)")
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 import flowstate_jupyter as fs
 
 if sys.platform == "win32":  # pragma: no cover
-    pytest.skip("SIGKILL is POSIX only", allow_module_level=True)
+    pytest.skip("SIGKILL is POSIX only; CI runs these on Linux", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 20

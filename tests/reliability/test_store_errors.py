@@ -176,7 +176,7 @@ def _open_as_unprivileged(urls: list[str]) -> dict:
                "could not run Python as user 'nobody' (" + "; ".join(tried) + ")")
     if IN_CI:
         pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message + " (with CI=true this fails instead)")
 
 
 @pytest.fixture(scope="module")
