@@ -10,8 +10,8 @@ from .resources import (CollectionHandle, ResourceHandle, define_resource,
                         define_resource_collection)
 from .scopes import SCOPES, ScopeHandle
 from .stores import open_store
-from .blocks import (Block, Context, Handler, Router, Sequencer, current_context,
-                     handler, router, sequencer)
+from .blocks import Block, Handler, Router, Sequencer, handler, router, sequencer
+from .context import Context, current_context
 from .flows import Action, Flow, ScopeConfig, action, define_flow, scope
 from .runs import RunResult, default_store
 from .sessions import Session

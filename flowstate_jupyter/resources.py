@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from . import ops, schema
 from .errors import (InvalidIdError, ReadOnlyResourceError, ResourceAlreadyExistsError,
                      ResourceDeletedError, ResourceNotFoundError, ValidationError)
-from .records import TypedRecord, drive, to_json
-from .stores.base import Change, Record, Store
+from .records import TypedRecord, to_json
+from .stores.base import Record, Store
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 _PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from pydantic_core import to_jsonable_python
 
-from .blocks import Block, Context, RunServices, SequencerState
+from .blocks import Block
+from .context import Context, RunServices, SequencerState
 from .scopes import ScopeHandle
 from .sessions import META_RECORD, ensure_session
 from .stores import DEFAULT_URL, Store, open_store, sqlite_path

@@ -112,12 +112,9 @@ class _TypeChanged(Exception):
 # ---------------------------------------------------------------------------- context
 
 def _context() -> Any:
-    """The running block's ctx, or None outside flow runs (or before flows exist)."""
-    try:
-        from .blocks import current_context
-    except ImportError:
-        return None
-    return current_context()
+    """The running block's ctx, or None outside flow runs."""
+    from . import context  # looked up at call time, so tests can stand in for a run
+    return context.current_context()
 
 
 def _ctx_attr(ctx: Any, *names: str) -> Any:

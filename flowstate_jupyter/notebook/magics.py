@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import shlex
 from typing import Any, Callable, Mapping
 
 from IPython.core.error import UsageError
@@ -345,7 +344,7 @@ class FlowStateMagics(Magics, Configurable):
                              f"{value_text.strip()!r}")
         target = self._target(path, options.get("flow"), create=True)
         if len(path.fields) != 1:
-            raise UsageError(f"%state inc needs a top-level field, e.g. session.message_count")
+            raise UsageError("%state inc needs a top-level field, e.g. session.message_count")
         self._report(path, target, target.inc_state({path.fields[0]: amount}))
 
     def _push(self, rest: str, options: dict) -> None:
@@ -353,7 +352,7 @@ class FlowStateMagics(Magics, Configurable):
         value = parse_value(value_text, path.label)
         target = self._target(path, options.get("flow"), create=True)
         if len(path.fields) != 1:
-            raise UsageError(f"%state push needs a top-level list field, e.g. session.tags")
+            raise UsageError("%state push needs a top-level list field, e.g. session.tags")
         self._report(path, target, target.push_state(path.fields[0], value))
 
     def _del(self, rest: str, options: dict) -> None:
@@ -499,7 +498,7 @@ class FlowStateMagics(Magics, Configurable):
                 raise UsageError(f"the cell defined several flows ({', '.join(sorted(new))}); "
                                  f"end it with the one to register as {name}")
             if not new:
-                raise UsageError(f"the cell defined no flow; end it with fs.define_flow(...)")
+                raise UsageError("the cell defined no flow; end it with fs.define_flow(...)")
             flow = next(iter(new.values()))
         self.kernel.register(name, flow)
         ns[name] = flow

@@ -2,9 +2,9 @@
 
 ``wm_env`` clears every environment variable the module reads and makes ``alice`` the user.
 ``wm_store`` (memory and SQLite) is the store the module uses for the test (``use_store``).
-``fake_run`` stands in for ``flowstate_jupyter.blocks.current_context`` so the flow-related
+``fake_run`` stands in for ``flowstate_jupyter.context.current_context`` so the flow-related
 code paths run before (and independently of) the real flows; the tests that drive real flows
-are in ``test_flow_user_state.py`` and skip until ``blocks.current_context`` exists.
+are in ``test_flow_user_state.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import contextvars
 import importlib
 import sys
-import types
 from types import SimpleNamespace
 from typing import Iterator
 
@@ -76,10 +75,6 @@ class FakeRuns:
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch) -> FakeRuns:
     runs = FakeRuns()
-    try:
-        blocks = importlib.import_module("flowstate_jupyter.blocks")
-    except ImportError:
-        blocks = types.ModuleType("flowstate_jupyter.blocks")
-        monkeypatch.setitem(sys.modules, "flowstate_jupyter.blocks", blocks)
-    monkeypatch.setattr(blocks, "current_context", runs.current_context, raising=False)
+    context = importlib.import_module("flowstate_jupyter.context")
+    monkeypatch.setattr(context, "current_context", runs.current_context)
     return runs

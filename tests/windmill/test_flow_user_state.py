@@ -1,8 +1,7 @@
 """Flow user state: kept with one flow run, invisible to every other run, refused outside runs.
 
-The ``fake_run`` tests drive the module through a stand-in for ``blocks.current_context``; the
-``real flow`` tests run actual flows and skip until ``flowstate_jupyter.blocks.current_context``
-and ``define_flow`` exist.
+The ``fake_run`` tests drive the module through a stand-in for ``context.current_context``; the
+``real flow`` tests run actual flows.
 """
 
 from __future__ import annotations
@@ -16,15 +15,6 @@ import flowstate_jupyter as fs
 import flowstate_jupyter.windmill as wm
 from flowstate_jupyter.errors import FlowStateError, ValidationError
 
-try:
-    from flowstate_jupyter import blocks as _blocks
-    HAVE_FLOWS = hasattr(_blocks, "current_context") and hasattr(fs, "define_flow") \
-        and hasattr(fs, "handler")
-except ImportError:
-    HAVE_FLOWS = False
-
-needs_flows = pytest.mark.skipif(not HAVE_FLOWS, reason="needs blocks.current_context and "
-                                                        "define_flow (the flow layer)")
 
 
 # ---------------------------------------------------------------- outside a run
@@ -127,7 +117,6 @@ def _remember_flow(barrier: threading.Barrier | None = None):
     return fs.define_flow(kind="wmtest", actions={"go": remember})
 
 
-@needs_flows
 def test_real_flow_runs_keep_flow_user_state_apart(wm_env, tmp_path):
     store = fs.open_store(f"sqlite:///{tmp_path}/flows.db")
     barrier = threading.Barrier(2, timeout=30)
@@ -154,7 +143,6 @@ def test_real_flow_runs_keep_flow_user_state_apart(wm_env, tmp_path):
     store.close()
 
 
-@needs_flows
 def test_real_flow_blocks_share_state_between_runs_under_their_step_path(wm_env, tmp_path):
     store = fs.open_store(f"sqlite:///{tmp_path}/flows.db")
 
