@@ -16,6 +16,8 @@ run and by every write to the session's scope state made through a ``Session``, 
 
 from __future__ import annotations
 
+import functools
+
 import getpass
 import os
 import re
@@ -137,12 +139,27 @@ class Session(ScopeHandle):
         super().__init__(store, "session", session_id, state=flow.state_model("session"),
                          resources=flow.resources("session"))
         self.flow = flow
-        self.user = ScopeHandle(store, "user", owner, state=flow.state_model("user"),
-                                resources=flow.resources("user"))
-        self.project = ScopeHandle(store, "project", check_id(project, "project id"),
-                                   state=flow.state_model("project"),
-                                   resources=flow.resources("project"))
-        self.journal = Journal(store, session_id)
+        self._owner = owner
+        self._project_id = check_id(project, "project id")
+
+    # Built on first use: reading a session's own state should not pay for the other scopes.
+    @functools.cached_property
+    def user(self) -> ScopeHandle:
+        """The scope handle of the user this session belongs to."""
+        return ScopeHandle(self._store, "user", self._owner, state=self.flow.state_model("user"),
+                           resources=self.flow.resources("user"))
+
+    @functools.cached_property
+    def project(self) -> ScopeHandle:
+        """The scope handle of this session's project."""
+        return ScopeHandle(self._store, "project", self._project_id,
+                           state=self.flow.state_model("project"),
+                           resources=self.flow.resources("project"))
+
+    @functools.cached_property
+    def journal(self) -> Journal:
+        """Notes about this session (``append(text, source=..., tags=...)``, ``entries()``)."""
+        return Journal(self._store, self.id)
 
     @property
     def store(self) -> Store:
