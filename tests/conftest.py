@@ -160,3 +160,13 @@ def pg_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backe
 def store(backend: Backend) -> Store:
     return backend.open()
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the browser tests last.
+
+    Playwright's sync API keeps an event loop running in the main thread from the first browser
+    test until the session ends, so a later test that calls ``asyncio.run`` would fail. The sort
+    is stable: everything else keeps its order.
+    """
+    items.sort(key=lambda item: "tests/e2e/" in item.nodeid.replace("\\", "/"))
