@@ -198,7 +198,8 @@ class ResourceHandle(TypedRecord):
     def __init__(self, store: Store, scope: str, scope_id: str, name: str,
                  definition: ResourceDefinition | CollectionDefinition, *,
                  request_id: str | None = None, collection: str | None = None,
-                 key: str | None = None) -> None:
+                 key: str | None = None,
+                 prepare_create: Callable[[], None] | None = None) -> None:
         storage = name if collection is None else f"{collection}:{key}"
         super().__init__(store, scope, scope_id, storage, definition.state,
                          request_id=request_id)
@@ -207,6 +208,9 @@ class ResourceHandle(TypedRecord):
         self._collection = collection
         self._key = key
         self._live_seen = False  # saw it alive: a later tombstone means someone deleted it
+        # Runs inside the write transaction before a write creates the record (a collection
+        # makes room there), so a refused write rolls it back with everything else.
+        self._prepare_create = prepare_create
 
     @property
     def key(self) -> str | None:
@@ -246,6 +250,8 @@ class ResourceHandle(TypedRecord):
             raise ResourceDeletedError(f"{self._where()} was deleted by another writer "
                                        f"(now version {record.version}); write again to "
                                        f"re-create it")
+        if self._prepare_create is not None and (record is None or record.deleted):
+            self._prepare_create()
 
     def _after_commit(self, before: dict, after: dict, created: bool) -> None:
         d = self.definition
@@ -350,7 +356,18 @@ class CollectionHandle:
     def _handle(self, key: str) -> ResourceHandle:
         return ResourceHandle(self._store, self._scope, self._scope_id, self.name,
                               self.definition, request_id=self._request_id,
-                              collection=self.name, key=key)
+                              collection=self.name, key=key,
+                              prepare_create=lambda: self._make_room(key))
+
+    def instance(self, key: str) -> ResourceHandle:
+        """A handle on ``key`` whether or not it exists yet: its first write creates it.
+
+        Like :meth:`create`, that first write makes room under ``max_instances`` and runs
+        ``on_created``; a refused write creates nothing.
+        """
+        _check_key(self.definition, key, self.name)
+        self._check_writable()
+        return self._handle(key)
 
     def _records(self, prefix: str = "") -> list[Record]:
         return self._store.list(self._scope, self._scope_id, prefix=f"{self.name}:{prefix}")
@@ -368,7 +385,6 @@ class CollectionHandle:
             raise ValidationError(f"collection {self.name!r}: init must be a dict or model",
                                   where=self.name)
         ops.check_json(init, where=f"{self.name}[{key!r}]")
-        self._make_room(key)
         handle = self._handle(key)
 
         def refuse_existing(record: Record | None) -> None:
@@ -376,6 +392,7 @@ class CollectionHandle:
                 raise ResourceAlreadyExistsError(
                     f"{handle._where()} already exists (version {record.version}); use "
                     f"get_or_create, upsert or create(..., replace=True)")
+            handle._guard(record)
 
         handle._commit("set", lambda s: {**self.definition.initial_state(), **init}, force=True,
                        guard=refuse_existing)
@@ -435,8 +452,6 @@ class CollectionHandle:
         update = to_json(update) or {}
         extra = to_json(create_only) or {}
         handle = self._handle(key)
-        if not handle.exists:
-            self._make_room(key)
         handle._commit("patch", lambda s: {**s, **update}, delta=update,
                        create=lambda s: {**s, **extra, **update}, force=True)
         return handle

@@ -21,8 +21,7 @@ from traitlets import Bool
 from traitlets.config import Configurable
 
 from .. import html as h
-from .. import ops, schema
-from ..errors import FlowStateError, ValidationError
+from ..errors import FlowStateError
 from ..resources import CollectionHandle, ResourceHandle
 from ..schema import defaults
 from ..scopes import check_id
@@ -210,7 +209,7 @@ class FlowStateMagics(Magics, Configurable):
                                      f"instance as {path.resource}[KEY]")
                 return res
             if create:  # a missing instance is created by the write itself, or not at all
-                return res.get_optional(path.key) or _NewInstance(res, path.key)
+                return res.instance(path.key)
             return res.get(path.key)
         if path.key is not None:
             raise UsageError(f"{path.label}: {path.resource} is not a collection")
@@ -576,55 +575,6 @@ class FlowStateMagics(Magics, Configurable):
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         display(_RunSummary(result, changed))
         return None
-
-
-class _NewInstance:
-    """A collection instance that does not exist yet, as a write target.
-
-    ``%state set files[a.md].size 3`` must not leave an empty instance behind when the value is
-    refused, so the first write computes the whole new state from the collection's initial state
-    and creates the instance with it in one committed version (``CollectionHandle.create``
-    validates before committing: a refusal writes nothing).
-    """
-
-    def __init__(self, collection: CollectionHandle, key: str) -> None:
-        self._collection, self._key = collection, key
-        self._where = f"collection {collection.name!r}[{key!r}]"
-        self._handle: ResourceHandle | None = None
-
-    @property
-    def version(self) -> int:
-        return 0 if self._handle is None else self._handle.version
-
-    def state_dict(self) -> dict:
-        return self._collection.definition.initial_state()
-
-    def _create(self, compute: Callable[[dict], dict]) -> bool:
-        self._handle = self._collection.create(self._key, init=compute(self.state_dict()))
-        return True
-
-    def set_state(self, value: Any) -> bool:
-        if not isinstance(value, dict):
-            raise ValidationError(f"{self._where}: set_state takes a dict, not "
-                                  f"{type(value).__name__}", where=self._where)
-        return self._create(lambda s: ops.replace(s, value, where=self._where))
-
-    def patch_state(self, update: dict) -> bool:
-        return self._create(lambda s: ops.patch(s, update, where=self._where))
-
-    def inc_state(self, amounts: dict) -> bool:
-        return self._create(lambda s: ops.increment(s, amounts, where=self._where))
-
-    def push_state(self, field: str, value: Any) -> bool:
-        return self._create(lambda s: ops.push(s, field, value, where=self._where))
-
-    def set_state_record(self, field: str, key: str, value: Any) -> bool:
-        return self._create(lambda s: ops.set_record(s, field, key, value, where=self._where))
-
-    def atomic_state(self, fn: Callable[[Any], dict]) -> bool:
-        model = self._collection.definition.state
-        return self._create(lambda s: ops.patch(s, fn(schema.snapshot(model, s)),
-                                                where=self._where))
 
 
 def _jsonable_field(snapshot: Any, field: str) -> Any:

@@ -282,3 +282,30 @@ def test_delete_all_removes_every_resource_of_one_scope_instance_only(store):
     assert store.delete_all("session", "s1") == 1
     assert store.list("session", "s1") == []
     assert other.resources.plan.state.goal == "b"
+
+
+def test_a_refused_create_in_a_full_collection_evicts_nothing(store):
+    files = _files(store, max_instances=2, eviction="oldest")
+    files.create("files/a")
+    files.create("files/b")
+    changes = len(store.changes())
+    with pytest.raises(fs.ValidationError, match="size"):
+        files.create("files/c", {"size": "big"})
+    assert files.list() == ["files/a", "files/b"]  # the eviction rolled back with the write
+    assert len(store.changes()) == changes
+
+
+def test_an_instance_handle_creates_its_record_on_the_first_write_only(store):
+    created = []
+    definition = fs.define_resource_collection(
+        pattern="files/*", state=FileMeta, max_instances=1, eviction="lru",
+        on_created=lambda key, state: created.append((key, state.size)))
+    files = _scope(store, files=definition).resources.files
+    files.create("files/old")
+    target = files.instance("files/new")
+    with pytest.raises(fs.ValidationError):
+        target.patch_state(size="big")
+    assert files.list() == ["files/old"]
+    assert target.inc_state(size=3) is True
+    assert files.list() == ["files/new"]  # room was made by that first write
+    assert created == [("files/old", 0), ("files/new", 3)]
