@@ -95,12 +95,7 @@ def row(name: str, ours: float, baseline: float, unit: str, *, target: float | N
     if target is not None:
         out["target"] = target
         out["ok"] = bool(ratio <= target)
-    if group is not None:
-        out["group"] = group
-    if note is not None:
-        out["note"] = note
-    out.update(extra)
-    return out
+    return _labelled(out, group, note, extra)
 
 
 def check_row(name: str, value: float, unit: str, *, limit: float, group: str | None = None,
@@ -113,12 +108,36 @@ def check_row(name: str, value: float, unit: str, *, limit: float, group: str | 
     """
     out: dict = {"name": name, "ours": value, "baseline": None, "unit": unit, "ratio": None,
                  "limit": limit, "ok": bool(value <= limit)}
+    return _labelled(out, group, note, extra)
+
+
+def _labelled(out: dict, group: str | None, note: str | None, extra: dict) -> dict:
     if group is not None:
         out["group"] = group
     if note is not None:
         out["note"] = note
     out.update(extra)
     return out
+
+
+def is_quick(argv: Sequence[str]) -> bool:
+    """``--quick`` on the command line or ``QUICK`` set (not 0/false/no) in the environment."""
+    return "--quick" in argv or os.environ.get("QUICK", "").strip().lower() not in (
+        "", "0", "false", "no")
+
+
+def standalone(run: Callable[[bool], list[dict]], argv: Sequence[str],
+               missed: str = "missed its target") -> int:
+    """What a benchmark module does when run as a script: run, print the table and notes."""
+    rows = run(is_quick(argv))
+    print(format_table(rows))
+    for r in rows:
+        if "note" in r:
+            print(f"  {r['name']}: {r['note']}")
+    failed = [r["name"] for r in rows if r.get("ok") is False]
+    if failed:
+        print(f"\n{missed}: {', '.join(failed)}")
+    return 0
 
 
 def verdict(r: dict, *, ok: str = "ok", missed: str = "MISSED", le: str = "<=") -> str:

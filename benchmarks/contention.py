@@ -35,7 +35,6 @@ Run alone with ``python benchmarks/contention.py [--quick]``.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
-from _common import check_row, format_table, row  # noqa: E402
+from _common import check_row, row, standalone  # noqa: E402
 
 from pydantic import BaseModel  # noqa: E402
 
@@ -243,13 +242,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    quick = "--quick" in argv or os.environ.get("QUICK", "") not in ("", "0")
-    rows = run(quick)
-    print(format_table(rows))
-    for r in rows:
-        if "note" in r:
-            print(f"  {r['name']}: {r['note']}")
-    return 0
+    return standalone(run, argv)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ Run alone with ``python benchmarks/growth.py [--quick]``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
 import sys
@@ -55,7 +54,7 @@ from typing import Any, Callable
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
-from _common import file_bytes, format_table, interleaved, row, summary_us  # noqa: E402
+from _common import file_bytes, interleaved, row, standalone, summary_us  # noqa: E402
 from ops import RawVersionedStore  # noqa: E402  (the hand-rolled baseline of ops.py)
 
 from pydantic import BaseModel, Field  # noqa: E402
@@ -314,13 +313,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    quick = "--quick" in argv or os.environ.get("QUICK", "") not in ("", "0")
-    rows = run(quick)
-    print(format_table(rows))
-    for r in rows:
-        if "note" in r:
-            print(f"  {r['name']}: {r['note']}")
-    return 0
+    return standalone(run, argv)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ Run alone with ``python benchmarks/langgraph_compare.py [--quick]``.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import statistics
 import sys
@@ -64,7 +63,7 @@ from typing import Any, Callable, TypedDict
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
-from _common import format_table, interleaved, row, summary_us  # noqa: E402
+from _common import interleaved, row, standalone, summary_us  # noqa: E402
 
 from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
@@ -333,13 +332,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    quick = "--quick" in argv or os.environ.get("QUICK", "") not in ("", "0")
-    rows = run(quick)
-    print(format_table(rows))
-    missed = [r["name"] for r in rows if r.get("ok") is False]
-    if missed:
-        print(f"\nnot faster than LangGraph: {', '.join(missed)}")
-    return 0
+    return standalone(run, argv, missed="not faster than LangGraph")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Run standalone with ``python benchmarks/ops.py`` (``--quick`` for a short run,
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any, Callable, Literal
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
-from _common import format_table, interleaved, row, summary_us  # noqa: E402
+from _common import interleaved, is_quick, row, standalone, summary_us  # noqa: E402
 
 from pydantic import BaseModel, Field  # noqa: E402
 
@@ -249,16 +248,10 @@ def profile(quick: bool = True, top: int = 25) -> None:
 
 
 def main(argv: list[str]) -> int:
-    quick = "--quick" in argv or os.environ.get("QUICK", "") not in ("", "0")
     if "--profile" in argv:
-        profile(quick)
+        profile(is_quick(argv))
         return 0
-    rows = run(quick)
-    print(format_table(rows))
-    missed = [r["name"] for r in rows if r.get("ok") is False]
-    if missed:
-        print(f"\nabove the target ratio {TARGET:g}: {', '.join(missed)}")
-    return 0
+    return standalone(run, argv, missed=f"above the target ratio {TARGET:g}")
 
 
 if __name__ == "__main__":

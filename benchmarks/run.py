@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # _common and the package from a checkout
-from _common import format_table, verdict  # noqa: E402
+from _common import format_table, is_quick, verdict  # noqa: E402
 
 REQUIRED = ("name", "unit")  # and either ours + baseline (+ ratio), or a single value
 EXIT_IMPORT_FAILED = 3
@@ -43,11 +43,6 @@ def discover() -> list[str]:
     """Module names of the candidate benchmarks, sorted."""
     return sorted(p.stem for p in HERE.glob("*.py")
                   if not p.name.startswith("_") and p.stem != "run")
-
-
-def quick_from_env(argv: list[str]) -> bool:
-    return "--quick" in argv or os.environ.get("QUICK", "").strip().lower() not in (
-        "", "0", "false", "no")
 
 
 # ------------------------------------------------------------------------------ child side
@@ -232,8 +227,8 @@ def plot(rows: list[dict], path: Path) -> str | None:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--child"]:
         name, out = argv[1], Path(argv[2])
-        return child(name, out, quick_from_env([]))
-    quick = quick_from_env(argv)
+        return child(name, out, is_quick([]))
+    quick = is_quick(argv)
     wanted = [a for a in argv if not a.startswith("-")]
     names = discover()
     unknown = [w for w in wanted if w not in names]
