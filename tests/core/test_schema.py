@@ -180,17 +180,20 @@ def test_validate_state_refuses_nan_that_a_float_field_would_let_through():
         schema.validate_state(Stats, {"mean": float("nan")}, where="stats")
 
 
+class Range(BaseModel):
+    """A model with a model-level validator (low <= high)."""
+
+    low: int = 0
+    high: int = 0
+
+    @model_validator(mode="after")
+    def ordered(self):
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+
 def test_validate_state_reports_a_model_level_validator_with_where():
-    class Range(BaseModel):
-        low: int = 0
-        high: int = 0
-
-        @model_validator(mode="after")
-        def ordered(self):
-            if self.low > self.high:
-                raise ValueError("low must not exceed high")
-            return self
-
     with pytest.raises(ValidationError, match="^range: Value error, low must not exceed high"):
         schema.validate_state(Range, {"low": 2, "high": 1}, where="range")
 
@@ -261,16 +264,6 @@ def test_read_state_without_a_schema_returns_a_copy():
 
 
 def test_read_state_falls_back_to_defaults_when_a_model_validator_fails():
-    class Range(BaseModel):
-        low: int = 0
-        high: int = 0
-
-        @model_validator(mode="after")
-        def ordered(self):
-            if self.low > self.high:
-                raise ValueError("low must not exceed high")
-            return self
-
     with pytest.warns(FlowStateWarning, match="range v2: stored state no longer fits Range"):
         state = schema.read_state(Range, {"low": 5, "high": 1}, where="range", version=2)
     assert state == {"low": 0, "high": 0}
