@@ -307,7 +307,8 @@ def increment(state: dict, increments: dict, *, where: str) -> dict:
     new = dict(state)
     for field, by in increments.items():
         _need_field_name(field, where=where)
-        by = copy_json(by, where=where, path=(field,))
+        if type(by) is not int:  # the common case needs no copy or check
+            by = copy_json(by, where=where, path=(field,))
         if not _is_number(by):
             raise ValidationError(
                 f"{where}: cannot increment field '{field}' by {_holds(by)}; "

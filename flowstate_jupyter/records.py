@@ -25,13 +25,14 @@ BACKOFF_S = 0.010
 
 
 def drive(store: Store, scope: str, scope_id: str, name: str,
-          fn: Callable[[Record | None], Change | None], *, where: str) -> Record | None:
-    """Run ``store.update`` with the retry policy of DESIGN §4."""
+          fn: Callable[[Record | None], Change | None], *, where: str,
+          known: Record | None = None) -> Record | None:
+    """Run ``store.update`` with the retry policy of DESIGN §4 (``known``: see Store.update)."""
     attempt = 0
     while True:
         attempt += 1
         try:
-            return store.update(scope, scope_id, name, fn)
+            return store.update(scope, scope_id, name, fn, known=known)
         except VersionConflictError as exc:
             if attempt > RETRIES:
                 raise ConcurrentModificationError(
@@ -50,9 +51,14 @@ def to_json(value: Any) -> Any:
     return value
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _fields(update: Any, fields: dict[str, Any], op: str) -> dict[str, Any]:
     """Merge the positional dict (or model) and keyword forms of patch/inc arguments."""
     if update is None:
+        if all(type(v) in _SCALARS for v in fields.values()):
+            return fields  # keyword arguments: already a fresh dict, nothing to convert
         merged = {}
     elif isinstance(update, BaseModel):
         merged = update.model_dump(mode="json", exclude_unset=True)
@@ -85,9 +91,10 @@ class TypedRecord:
         self._model = model
         self._request_id = request_id
         self._version = 0
-        # (version, state) this handle last wrote: a write right after it needs no re-validation
-        # of the stored state (another writer would have bumped the version).
-        self._cache: tuple[int, dict] | None = None
+        # The record this handle last wrote, its state the validated dict: a write right after
+        # it needs no re-validation of the stored state (another writer would have bumped the
+        # version), and the store may skip reading it back (``Store.update(known=...)``).
+        self._cache: Record | None = None
 
     # -- hooks for subclasses ----------------------------------------------------------------
     def _where(self) -> str:
@@ -120,8 +127,9 @@ class TypedRecord:
         if record is None or record.deleted:
             return self._initial()
         cache = self._cache
-        if cache is not None and cache[0] == record.version:
-            return cache[1]
+        if cache is not None and cache.version == record.version \
+                and cache.updated_at == record.updated_at:  # (a rolled-back write reuses versions)
+            return cache.state
         return schema.read_state(self._model, record.state, where=self._where(),
                                  version=record.version)
 
@@ -169,6 +177,8 @@ class TypedRecord:
         """
         self._check_writable()
         where = self._where()
+        if delta is not None and type(delta) is not int:
+            ops.check_json(delta, where=where)  # it goes into the change log as it is
         outcome: dict[str, Any] = {}
 
         def fn(record: Record | None) -> Change | None:
@@ -182,24 +192,24 @@ class TypedRecord:
             if unchanged and (existed or (record is None and not force)):
                 return None  # the no-op guard
             outcome.update(before=current, after=new, created=not existed)
-            return Change(state=new, operation=operation, content=content,
-                          event=self._event(operation, delta, path, existed),
-                          request_id=self._request_id)
+            event = self._event(operation, delta, path, existed)
+            return Change(state=new, operation=operation, content=content, event=event,
+                          request_id=self._request_id, text=schema.encode_json(new, where=where),
+                          event_text=schema.encode_json(event, where=where, what="event"))
 
-        record = drive(self._store, self._scope, self._scope_id, self._name, fn, where=where)
+        record = drive(self._store, self._scope, self._scope_id, self._name, fn, where=where,
+                       known=self._cache)
         if record is None:
             return False
         self._seen(record)
-        if not record.deleted:
-            self._cache = (record.version, outcome["after"])
+        self._cache = None if record.deleted else record
         self._after_commit(outcome["before"], outcome["after"], outcome["created"])
         return True
 
     # -- operations (DESIGN §4) --------------------------------------------------------------
     def patch_state(self, update: Any = None, /, **fields: Any) -> bool:
         """Merge fields into the state. Returns True if a write was committed."""
-        changes = _fields(update, fields, "patch_state")
-        ops.check_json(changes, where=self._where())
+        changes = _fields(update, fields, "patch_state")  # ops.patch refuses non-JSON values
         return self._commit("patch", lambda s: ops.patch(s, changes, where=self._where()),
                             delta=changes)
 
@@ -209,13 +219,11 @@ class TypedRecord:
         if not isinstance(new, dict):
             raise ValidationError(f"{self._where()}: set_state takes a dict or a model "
                                   f"instance, not {type(state).__name__}", where=self._where())
-        ops.check_json(new, where=self._where())
         return self._commit("set", lambda s: ops.replace(s, new, where=self._where()), delta=new)
 
     def inc_state(self, increments: Any = None, /, **fields: Any) -> bool:
         """Add numbers to fields; a missing field counts as 0. Never loses an update."""
-        amounts = _fields(increments, fields, "inc_state")
-        ops.check_json(amounts, where=self._where())
+        amounts = _fields(increments, fields, "inc_state")  # ops.increment refuses non-numbers
         return self._commit("increment",
                             lambda s: ops.increment(s, amounts, where=self._where()),
                             delta=amounts)

@@ -26,7 +26,7 @@ def export_lines(store: Store) -> Iterator[str]:
                       "exported_at": time.time()})
     for record in store.list(include_deleted=True):
         history = store.history(record.scope, record.scope_id, record.name, limit=None)
-        line = asdict(record)
+        line = record._asdict()
         line["history"] = [asdict(entry) for entry in reversed(history)]  # oldest first
         yield json.dumps(line, ensure_ascii=False)
 
@@ -96,7 +96,7 @@ def records_equal(a: Store, b: Store) -> list[str]:
 
 
 def _comparable(record: Record) -> dict[str, Any]:
-    data = asdict(record)
+    data = record._asdict()
     data.pop("accessed_at")  # touched by reads (LRU), not part of the data
     return data
 

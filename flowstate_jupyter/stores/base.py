@@ -24,7 +24,7 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Union
+from typing import Any, Callable, Iterable, Literal, NamedTuple, Union
 
 from ..errors import (ResourceAlreadyExistsError, StoreError, ValidationError,
                       VersionConflictError)
@@ -41,9 +41,12 @@ DEFAULT_HISTORY_LIMIT = 100
 DEFAULT_CHANGELOG_LIMIT = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One stored record as read. ``state`` is a JSON value; tombstones keep their last state."""
+class Record(NamedTuple):
+    """One stored record as read. ``state`` is a JSON value; tombstones keep their last state.
+
+    A named tuple rather than a frozen dataclass: one is built per write, and this is 3x
+    cheaper to build.
+    """
 
     scope: str
     scope_id: str
@@ -66,7 +69,9 @@ class Change:
     """What ``fn`` passed to :meth:`Store.update` wants committed.
 
     ``event`` is the change-log item (DESIGN §8); the store adds ``version`` and ``ts`` and, if it
-    is ``None``, writes a generic one. ``delete=True`` writes a tombstone.
+    is ``None``, writes a generic one. ``delete=True`` writes a tombstone. ``text`` and
+    ``event_text``, if given, must be the JSON of ``state`` and ``event``: they save the store
+    encoding them again.
     """
 
     state: Any = None
@@ -75,6 +80,8 @@ class Change:
     delete: bool = False
     event: dict | None = None
     request_id: str | None = None
+    text: str | None = None  # ``state`` as JSON text, when the caller has already encoded it
+    event_text: str | None = None  # ``event`` likewise (without the version and ts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,29 +134,61 @@ def check_expected(record: Record | None, expected: Expected, where: str) -> Non
     raise VersionConflictError(msg, current=current, deleted=deleted)
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: dumps() is hot
+def _make_encoder() -> Callable[[Any], str]:
+    """The fastest strict JSON encoder at hand: compact-ish, UTF-8 text, NaN refused.
+
+    ``json.JSONEncoder.encode`` builds a new C encoder on every call; building it once saves
+    about half the cost of encoding a small state, and states are encoded on every write.
+    Circular structures surface as ``RecursionError`` (there is no marker dict to share
+    safely between threads).
+    """
+    from json.encoder import c_make_encoder, encode_basestring
+
+    if c_make_encoder is None:  # a Python built without the _json accelerator
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+    def default(value: Any) -> Any:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    encoder = c_make_encoder(None, default, encode_basestring, None, ": ", ", ", False, False,
+                             False)
+    return lambda value: "".join(encoder(value, 0))
 
 
-def dump_json(value: Any, where: str, what: str = "state") -> str:
+_encode = _make_encoder()
+
+
+def dump_json(value: Any, where: str | tuple[str, str, str], what: str = "state") -> str:
     """``value`` as JSON text; :class:`ValidationError` (nothing stored) if it is not JSON.
+
+    ``where`` names the record in the error: a text, or its key (named only when needed).
 
     NaN and infinities, sets, datetimes, bytes, circular structures and strings with lone
     surrogates are refused here so that every backend refuses them the same way, before
     anything is written.
     """
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
         if not text.isascii():
             text.encode("utf-8")  # a lone surrogate ("\ud800") is not valid Unicode text
         return text
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: a ValueError
+        if isinstance(exc, RecursionError):
+            exc = ValueError("circular or nested too deeply")
+        if isinstance(where, tuple):
+            where = record_where(*where)
         raise ValidationError(
             f"{where}: {what} is not JSON ({exc}); use only dicts with string keys, lists, "
             f"strings of valid Unicode, finite numbers, booleans and None",
-            where=where, reason=f"not JSON: {exc}") from exc
+            where=where, reason=f"not JSON: {exc}") from None
 
 
 PRUNE_BATCH = 32
+
+
+def prune_batch(limit: int) -> int:
+    """How many rows are pruned at once for a bound of ``limit`` (see :func:`prune_cutoff`)."""
+    return min(PRUNE_BATCH, max(1, limit // 4))
 
 
 def prune_cutoff(number: int, limit: int) -> int:
@@ -161,7 +200,7 @@ def prune_cutoff(number: int, limit: int) -> int:
     quarters stay kept), and the count never exceeds ``limit``: after a prune
     ``limit - batch + 1`` rows remain, and the next prune comes ``batch`` writes later.
     """
-    batch = min(PRUNE_BATCH, max(1, limit // 4))
+    batch = prune_batch(limit)
     if number <= limit or (number - limit - 1) % batch:
         return 0
     return number - limit + batch - 1
@@ -172,6 +211,15 @@ def refuse_existing(record: Record) -> None:
     raise ResourceAlreadyExistsError(
         f"{record_where(record.scope, record.scope_id, record.name)} already exists in the "
         f"target store; import into an empty store, or pass replace=True (--replace)")
+
+
+def event_json(change: Change, event: dict, where: str | tuple[str, str, str]) -> str:
+    """The change-log text of ``event`` (``change.event`` plus its version and ts)."""
+    if change.event_text is None or change.event_text[:1] != "{":
+        return dump_json(event, where, "event")
+    rest = change.event_text[1:].lstrip()
+    return (f'{{"version": {event["version"]}, "ts": {event["ts"]!r}'
+            f'{"" if rest.startswith("}") else ", "}{rest}')
 
 
 def record_where(scope: str, scope_id: str, name: str) -> str:
@@ -244,11 +292,17 @@ class Store(abc.ABC):
     # -- writing ---------------------------------------------------------------------------
     @abc.abstractmethod
     def update(self, scope: str, scope_id: str, name: str,
-               fn: Callable[[Record | None], Change | None]) -> Record | None:
+               fn: Callable[[Record | None], Change | None], *,
+               known: Record | None = None) -> Record | None:
         """Read the record under the write lock, commit ``fn(record)``; ``None`` = no change.
 
         Returns the committed record, or ``None`` when ``fn`` returned ``None``. Exceptions
         from ``fn`` roll everything back and propagate.
+
+        ``known`` is a hint: the record as the caller last committed it. A backend may first
+        call ``fn(known)`` and commit the result only if the stored record is still exactly
+        that version, skipping the read; otherwise it reads and calls ``fn`` again. ``fn`` must
+        therefore be safe to call more than once (it already is: conflicts are retried).
         """
 
     @abc.abstractmethod
@@ -336,6 +390,8 @@ class Store(abc.ABC):
         """Start noticing other processes' changes (backends that can see them override)."""
 
     def _deliver(self, events: Iterable[dict]) -> None:
+        if not self._subs.callbacks:  # the common case, checked without taking the lock
+            return
         with self._subs.lock:
             callbacks = list(self._subs.callbacks)
         if not callbacks:

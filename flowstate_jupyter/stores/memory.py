@@ -14,7 +14,7 @@ import threading
 from typing import Any, Callable
 
 from ..errors import VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
+from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
                    record_where, refuse_existing)
 
 _Key = tuple[str, str, str]
@@ -92,7 +92,8 @@ class MemoryStore(Store):
                                              self._now()), text)
 
     def update(self, scope: str, scope_id: str, name: str,
-               fn: Callable[[Record | None], Change | None]) -> Record | None:
+               fn: Callable[[Record | None], Change | None], *,
+               known: Record | None = None) -> Record | None:
         """Like SQLite: a write made from inside ``fn`` is nested in the outer write; it is undone
         if the outer one fails, and events are delivered only after the outermost commits."""
         self._check_open()
@@ -130,7 +131,7 @@ class MemoryStore(Store):
             raise VersionConflictError(f"{where}: changed while it was being updated "
                                        f"(now version {current})",
                                        current=current, deleted=now is not None and now[0].deleted)
-        text = dump_json(change.state, where)
+        text = change.text if change.text is not None else dump_json(change.state, where)
         self._check_size(text, where)
         now = self._now()
         old = None if before is None else before[0]
@@ -140,7 +141,7 @@ class MemoryStore(Store):
         version = 1 if old is None else old.version + 1
         event["version"] = version
         event["ts"] = now
-        event_text = dump_json(event, where, "event")
+        event_text = event_json(change, event, where)
         content = (old.content if old is not None else None) if change.content is KEEP \
             else change.content
         record = Record(scope, scope_id, name, version, None, content, change.delete,

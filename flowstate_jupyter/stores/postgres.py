@@ -69,7 +69,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "pip install 'flowstate-jupyter[postgres]'") from exc
 
 from ..errors import StoreError, ValidationError, VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
+from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
                    record_where, refuse_existing)
 
 SCHEMA_VERSION = 1
@@ -441,7 +441,8 @@ class PostgresStore(Store):
                                             "now": self._now()})
 
     def update(self, scope: str, scope_id: str, name: str,
-               fn: Callable[[Record | None], Change | None]) -> Record | None:
+               fn: Callable[[Record | None], Change | None], *,
+               known: Record | None = None) -> Record | None:
         self._check_open()
         key = (scope, scope_id, name)
         tx = self._local
@@ -584,7 +585,7 @@ class PostgresStore(Store):
         if change is None:
             return None
         where = record_where(scope, scope_id, name)
-        text = dump_json(change.state, where)
+        text = change.text if change.text is not None else dump_json(change.state, where)
         self._check_size(text, where)
         content = (before.content if before else None) if change.content is KEEP \
             else change.content
@@ -597,7 +598,7 @@ class PostgresStore(Store):
             scope, scope_id, name, change, existed=before is not None and not before.deleted)
         event["version"] = version
         event["ts"] = now
-        event_text = dump_json(event, where, "event")
+        event_text = event_json(change, event, where)
         deleted = bool(change.delete)
         params.update(version=version, state=text, content=content, deleted=deleted, now=now,
                       op=change.operation, request_id=change.request_id,

@@ -9,6 +9,12 @@ are created readable by their owner only.
 Within one process a re-entrant lock serialises use of the one connection; across processes
 SQLite's write lock does. Other processes' changes are noticed by a watcher thread that polls
 ``PRAGMA data_version`` (a cheap counter SQLite bumps when another connection commits).
+
+Speed. A write's history row and change-log row are inserted by triggers on ``records`` (temporary
+ones, made per connection with this store's retention limits), so a committed write is one
+statement from Python. When the caller passes the record it last committed (``known``), the write
+is tried first as a single autocommit ``UPDATE ... WHERE version = ?`` without reading; if another
+writer got there first, nothing is written and the ordinary read-under-the-lock path runs.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from ..errors import StoreError, VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json,
-                   prune_cutoff, record_where, refuse_existing)
+from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
+                   prune_batch, record_where, refuse_existing)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIGRATABLE = {1}  # older schema versions upgraded in place when opened
 APP_ID = "flowstate-jupyter"
 _HEADER = b"SQLite format 3\x00"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
@@ -37,6 +44,7 @@ CREATE TABLE IF NOT EXISTS records (
     version INTEGER NOT NULL, state TEXT NOT NULL, content TEXT,
     deleted INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL, updated_at REAL NOT NULL, accessed_at REAL NOT NULL,
+    operation TEXT, request_id TEXT, event TEXT,
     PRIMARY KEY (scope, scope_id, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_name ON records (scope, name);
@@ -53,6 +61,47 @@ CREATE TABLE IF NOT EXISTS changes (
 
 _COLUMNS = "scope, scope_id, name, version, state, content, deleted, created_at, updated_at, " \
            "accessed_at"
+
+# Schema 1 -> 2: the last write's operation, request id and change-log event live on the record,
+# where the logging triggers find them.
+_MIGRATE_FROM_1 = ("ALTER TABLE records ADD COLUMN operation TEXT",
+                   "ALTER TABLE records ADD COLUMN request_id TEXT",
+                   "ALTER TABLE records ADD COLUMN event TEXT")
+
+# Per connection: every write that carries an event (all but imports and touches) gets its
+# history row and change-log row from these triggers, and both are pruned a batch at a time
+# (see ``prune_cutoff``). WHEN clauses keep the pruning statements off most writes.
+_LOG_TRIGGERS = """
+CREATE TEMP TRIGGER IF NOT EXISTS fs_log_{kind} AFTER {event} ON main.records
+WHEN new.event IS NOT NULL BEGIN
+    INSERT INTO history (scope, scope_id, name, version, ts, operation, state, deleted,
+                         request_id)
+    VALUES (new.scope, new.scope_id, new.name, new.version, new.updated_at, new.operation,
+            new.state, new.deleted, new.request_id);
+    INSERT INTO changes (origin, event) VALUES ('{origin}', new.event);
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS fs_prune_history_{kind} AFTER {event} ON main.records
+WHEN new.event IS NOT NULL AND new.version > {history} AND
+     (new.version - {history} - 1) % {history_batch} = 0 BEGIN
+    DELETE FROM history WHERE scope = new.scope AND scope_id = new.scope_id
+        AND name = new.name AND version <= new.version - {history} + {history_batch} - 1;
+END;
+"""
+_PRUNE_CHANGES_TRIGGER = """
+CREATE TEMP TRIGGER IF NOT EXISTS fs_prune_changes AFTER INSERT ON main.changes
+WHEN new.seq > {changes} AND (new.seq - {changes} - 1) % {changes_batch} = 0 BEGIN
+    DELETE FROM changes WHERE seq <= new.seq - {changes} + {changes_batch} - 1;
+END;
+"""
+_INSERT = (f"INSERT INTO records ({_COLUMNS}, operation, request_id, event) "
+           f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_UPDATE = ("UPDATE records SET version = ?, state = ?, content = ?, deleted = ?, updated_at = ?, "
+           "accessed_at = ?, operation = ?, request_id = ?, event = ? "
+           "WHERE scope = ? AND scope_id = ? AND name = ? AND version = ?")
+_SPECULATIVE_UPDATE = _UPDATE + " AND updated_at = ?"
+_SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND name = ?"
+
+_FALLBACK = object()  # _try_known's "take the ordinary path"
 
 
 def _to_record(row: tuple) -> Record:
@@ -76,10 +125,12 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
+        self._speculating = False  # a write is being tried without a transaction (_try_known)
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self._inspect_existing()
         self._conn = self._connect()
+        self._cursor = self._conn.cursor()  # reused by the hot write path (saves making one)
         self._init_schema()
 
     # -- opening -----------------------------------------------------------------------------
@@ -119,7 +170,7 @@ class SQLiteStore(Store):
             raise StoreError(f"{path} is a SQLite database but not a flowstate store (tables: "
                              f"{', '.join(sorted(tables))}); open another path")
         found = int(meta.get("schema_version", "0"))
-        if found != SCHEMA_VERSION:
+        if found != SCHEMA_VERSION and found not in MIGRATABLE:
             newer = found > SCHEMA_VERSION
             raise StoreError(
                 f"{path} has flowstate store schema version {found}; this flowstate-jupyter "
@@ -159,26 +210,48 @@ class SQLiteStore(Store):
 
     def _init_schema(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
-            if conn.execute("SELECT name FROM sqlite_master WHERE name = 'fs_meta'").fetchone():
+            if not conn.execute("SELECT name FROM sqlite_master WHERE name = 'fs_meta'").fetchone():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.executemany("INSERT INTO fs_meta (key, value) VALUES (?, ?)",
+                                 [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))])
                 return
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
+            found = int(conn.execute("SELECT value FROM fs_meta "
+                                     "WHERE key = 'schema_version'").fetchone()[0])
+            if found == 1:  # checked again under the write lock: another process may have won
+                for statement in _MIGRATE_FROM_1:
                     conn.execute(statement)
-            conn.executemany("INSERT INTO fs_meta (key, value) VALUES (?, ?)",
-                             [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))])
+                conn.execute("UPDATE fs_meta SET value = ? WHERE key = 'schema_version'",
+                             (str(SCHEMA_VERSION),))
+
         self._transaction(create)
+        limits = {"origin": self.origin,
+                  "history": self.history_limit, "history_batch": prune_batch(self.history_limit),
+                  "changes": self.changelog_limit,
+                  "changes_batch": prune_batch(self.changelog_limit)}
+        script = "".join(_LOG_TRIGGERS.format(kind=kind, event=event, **limits)
+                         for kind, event in (("insert", "INSERT"), ("update", "UPDATE OF version")))
+        script += _PRUNE_CHANGES_TRIGGER.format(**limits)
+        for statement in script.split("END;"):
+            if statement.strip():
+                self._conn.execute(statement + "END;")
 
     # -- plumbing ----------------------------------------------------------------------------
     def _transaction(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``body`` in ``BEGIN IMMEDIATE`` (or a savepoint when nested); commit or roll back."""
         with self._lock:
             conn = self._conn
+            if self._speculating:  # fn of a write tried without a transaction writes: begin one
+                self._speculating = False
+                self._begin()
+                self._depth = 1  # the tried write is now the outer transaction; _try_known ends it
             nested = self._depth > 0
             pending_before = len(self._pending)
-            try:
-                conn.execute("SAVEPOINT fs_nested" if nested else "BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise self._store_error(exc) from exc
+            if nested:
+                conn.execute("SAVEPOINT fs_nested")
+            else:
+                self._begin()
             self._depth += 1
             try:
                 result = body(conn)
@@ -190,8 +263,7 @@ class SQLiteStore(Store):
                         conn.execute("RELEASE fs_nested")
                         del self._pending[pending_before:]
                     else:
-                        conn.execute("ROLLBACK")
-                        self._pending.clear()
+                        self._rollback()
                 except sqlite3.Error:
                     pass
                 raise
@@ -199,15 +271,34 @@ class SQLiteStore(Store):
             if nested:
                 conn.execute("RELEASE fs_nested")
                 return result
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                conn.execute("ROLLBACK")
-                self._pending.clear()
-                raise self._store_error(exc) from exc
-            events, self._pending = self._pending, []
+            events = self._commit()
         self._deliver(events)
         return result
+
+    def _begin(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._store_error(exc) from exc
+
+    def _commit(self) -> list[dict]:
+        """Commit the open transaction; returns its events, to deliver once the lock is let go."""
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            raise self._store_error(exc) from exc
+        self._depth = 0
+        events, self._pending = self._pending, []
+        return events
+
+    def _rollback(self) -> None:
+        self._depth = 0
+        self._pending.clear()
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _store_error(self, exc: sqlite3.Error) -> StoreError:
         text = str(exc)
@@ -272,66 +363,127 @@ class SQLiteStore(Store):
             (self._now(), scope, scope_id, name)))
 
     def update(self, scope: str, scope_id: str, name: str,
-               fn: Callable[[Record | None], Change | None]) -> Record | None:
+               fn: Callable[[Record | None], Change | None], *,
+               known: Record | None = None) -> Record | None:
         self._check_open()
         key = (scope, scope_id, name)
+        if known is not None and not known.deleted:
+            result = self._try_known(key, fn, known)
+            if result is not _FALLBACK:
+                return result
 
         def body(conn: sqlite3.Connection) -> Record | None:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM records "
-                               f"WHERE scope = ? AND scope_id = ? AND name = ?", key).fetchone()
+            row = conn.execute(_SELECT, key).fetchone()
             before = _to_record(row) if row else None
             change = fn(before)
             if change is None:
                 return None
-            where = record_where(scope, scope_id, name)
-            text = dump_json(change.state, where)
-            self._check_size(text, where)
-            now = self._now()
-            content = (before.content if before else None) if change.content is KEEP \
-                else change.content
-            deleted = int(change.delete)
+            record, event, params = self._prepare(key, change, before)
             if before is None:
-                version, created = 1, now
                 try:
-                    conn.execute(f"INSERT INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                                 (*key, 1, text, content, deleted, now, now, now))
+                    conn.execute(_INSERT, (*key, *params[:4], record.created_at,
+                                           *params[4:]))
                 except sqlite3.IntegrityError as exc:  # created re-entrantly from inside fn
-                    raise VersionConflictError(f"{where}: created while it was being written",
-                                               current=1) from exc
-            else:
-                version, created = before.version + 1, before.created_at
-                cursor = conn.execute(
-                    "UPDATE records SET version = ?, state = ?, content = ?, deleted = ?, "
-                    "updated_at = ?, accessed_at = ? "
-                    "WHERE scope = ? AND scope_id = ? AND name = ? AND version = ?",
-                    (version, text, content, deleted, now, now, *key, before.version))
-                if cursor.rowcount != 1:
-                    current = conn.execute("SELECT version FROM records WHERE scope = ? AND "
-                                           "scope_id = ? AND name = ?", key).fetchone()
-                    raise VersionConflictError(
-                        f"{where}: version {before.version} is no longer current",
-                        current=current[0] if current else None)
-            conn.execute("INSERT INTO history (scope, scope_id, name, version, ts, operation, "
-                         "state, deleted, request_id) VALUES (?,?,?,?,?,?,?,?,?)",
-                         (*key, version, now, change.operation, text, deleted, change.request_id))
-            cutoff = prune_cutoff(version, self.history_limit)
-            if cutoff:
-                conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ? AND name = ? "
-                             "AND version <= ?", (*key, cutoff))
-            event = dict(change.event) if change.event is not None else default_event(
-                scope, scope_id, name, change, existed=before is not None and not before.deleted)
-            event["version"] = version
-            event["ts"] = now
-            seq = conn.execute("INSERT INTO changes (origin, event) VALUES (?, ?)",
-                               (self.origin, dump_json(event, where, "event"))).lastrowid
-            cutoff = prune_cutoff(seq, self.changelog_limit)
-            if cutoff:
-                conn.execute("DELETE FROM changes WHERE seq <= ?", (cutoff,))
+                    raise VersionConflictError(f"{record_where(*key)}: created while it was "
+                                               f"being written", current=1) from exc
+            elif conn.execute(_UPDATE, (*params, *key, before.version)).rowcount != 1:
+                current = conn.execute("SELECT version FROM records WHERE scope = ? AND "
+                                       "scope_id = ? AND name = ?", key).fetchone()
+                raise VersionConflictError(
+                    f"{record_where(*key)}: version {before.version} is no longer current",
+                    current=current[0] if current else None)
             self._pending.append(event)
-            return Record(scope, scope_id, name, version, change.state, content,
-                          bool(deleted), created, now, now)
+            return record
 
         return self._transaction(body)
+
+    def _try_known(self, key: tuple[str, str, str], fn: Callable[[Record | None], Change | None],
+                   known: Record) -> Any:
+        """Commit ``fn(known)`` without reading first, if ``known`` is still the stored record.
+
+        ``fn`` runs outside a transaction and the result is written with one autocommit
+        ``UPDATE ... WHERE version = ? AND updated_at = ?``. If ``fn`` itself writes (a nested
+        write), a transaction begins at that moment, so everything still commits together.
+        Whenever the outcome depends on whether ``known`` is current (nothing to write, an
+        error, a missed UPDATE), the stored version is checked. Returns the committed record,
+        ``None`` (nothing to write), or ``_FALLBACK``: ``known`` was stale and ``fn`` had not
+        written anything, so the ordinary read-under-the-lock path runs instead.
+        """
+        with self._lock:
+            if self._depth or self._speculating:  # inside another write: take part in it
+                return _FALLBACK
+            self._speculating = True
+            try:
+                change = fn(known)
+                prepared = None if change is None else self._prepare(key, change, known)
+            except Exception:
+                if not self._settle(key, known):
+                    return _FALLBACK
+                raise  # fn failed on the stored record itself: its error stands
+            finally:
+                self._speculating = False
+            began = self._depth > 0  # fn wrote, so a transaction is open
+            if prepared is None:
+                if not self._settle(key, known, keep=True):
+                    return _FALLBACK
+                events = self._commit() if began else []
+                result = None
+            else:
+                record, event, params = prepared
+                try:
+                    missed = self._cursor.execute(
+                        _SPECULATIVE_UPDATE,
+                        (*params, *key, known.version, known.updated_at)).rowcount != 1
+                except sqlite3.OperationalError as exc:
+                    if began:
+                        self._rollback()
+                    raise self._store_error(exc) from exc
+                if missed:
+                    if not began:
+                        return _FALLBACK
+                    self._rollback()  # like the ordinary path: fn's own writes moved it on
+                    raise VersionConflictError(f"{record_where(*key)}: version "
+                                               f"{known.version} is no longer current",
+                                               current=None)
+                if began:
+                    self._pending.append(event)
+                    events = self._commit()
+                else:
+                    events = [event]
+                result = record
+        self._deliver(events)
+        return result
+
+    def _settle(self, key: tuple[str, str, str], known: Record, *, keep: bool = False) -> bool:
+        """Is ``known`` still the stored record? Ends a lazily begun transaction unless
+        ``keep`` and the answer is yes (the caller commits it)."""
+        row = self._conn.execute("SELECT version, updated_at FROM records WHERE scope = ? AND "
+                                 "scope_id = ? AND name = ?", key).fetchone()
+        current = row == (known.version, known.updated_at)
+        if self._depth and not (keep and current):
+            self._rollback()
+        return current
+
+    def _prepare(self, key: tuple[str, str, str], change: Change, before: Record | None
+                 ) -> tuple[Record, dict, tuple]:
+        """The committed record, its event and the UPDATE's SET values for ``change``."""
+        text = change.text
+        if text is None:
+            text = dump_json(change.state, record_where(*key))
+        if len(text) > self.max_state_bytes // 4:  # else it cannot be over the limit
+            self._check_size(text, record_where(*key))
+        now = self._now()
+        content = (before.content if before else None) if change.content is KEEP \
+            else change.content
+        version = before.version + 1 if before is not None else 1
+        event = change.event if change.event is not None else default_event(
+            *key, change, existed=before is not None and not before.deleted)
+        event = {**event, "version": version, "ts": now}
+        params = (version, text, content, int(change.delete), now, now, change.operation,
+                  change.request_id, event_json(change, event, key))
+        record = Record(*key, version, change.state, content, change.delete,
+                        before.created_at if before is not None else now, now, now)
+        return record, event, params
 
     # -- maintenance ---------------------------------------------------------------------------
     def restore(self, record: Record, history: list[HistoryEntry], *,

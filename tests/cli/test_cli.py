@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import flowstate_jupyter as fs
+from flowstate_jupyter.stores.sqlite import SCHEMA_VERSION
 from _helpers import python_env
 
 
@@ -108,7 +109,7 @@ def test_doctor_reports_health_and_exits_zero(url):
     assert result.returncode == 0
     report = json.loads(result.stdout)
     assert (report["integrity"], report["journal_mode"], report["schema_version"]) == \
-        ("ok", "wal", 1)
+        ("ok", "wal", SCHEMA_VERSION)
     assert report["records"] == 4 and report["problems"] == []
 
 

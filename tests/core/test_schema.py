@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import types
 import uuid
 import warnings
@@ -12,6 +13,7 @@ import pydantic
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import flowstate_jupyter as fs
 from flowstate_jupyter import schema
 from flowstate_jupyter.errors import FlowStateWarning, SchemaError, ValidationError
 
@@ -172,12 +174,33 @@ def test_validate_state_refuses_a_non_dict():
         schema.validate_state(None, "x", where="session")
 
 
-def test_validate_state_refuses_nan_that_a_float_field_would_let_through():
-    class Stats(BaseModel):
-        mean: float = 0.0
+class Stats(BaseModel):
+    mean: float = 0.0
 
+
+def test_encode_json_refuses_nan_that_a_float_field_lets_through_naming_the_field():
+    state = schema.validate_state(Stats, {"mean": float("nan")}, where="stats")
+    with pytest.raises(ValidationError, match="stats: field 'mean' holds NaN"):
+        schema.encode_json(state, where="stats")
+
+
+@pytest.mark.parametrize("value", [{"name": "NaN", "note": "Infinity and beyond"},
+                                   {"x": 1.5, "s": "é ✓", "nested": {"l": [1, None, True]}}])
+def test_encode_json_gives_json_that_reads_back_equal(value):
+    assert json.loads(schema.encode_json(value, where="s")) == value
+
+
+def test_encode_json_refuses_a_lone_surrogate():
+    with pytest.raises(ValidationError, match="not JSON"):
+        schema.encode_json({"name": "\ud800"}, where="s")
+
+
+def test_a_write_of_nan_to_a_float_field_is_refused_and_nothing_is_stored():
+    handle = fs.ScopeHandle(fs.open_store("memory://"), "session", "s", state=Stats)
+    handle.patch_state(mean=1.5)
     with pytest.raises(ValidationError, match="field 'mean' holds NaN"):
-        schema.validate_state(Stats, {"mean": float("nan")}, where="stats")
+        handle.patch_state(mean=float("nan"))
+    assert (handle.state.mean, handle.version) == (1.5, 1)
 
 
 class Range(BaseModel):
