@@ -193,3 +193,45 @@ def test_a_writer_waits_for_a_short_lock_instead_of_failing(db):
         release.join()
         blocker.close()
         store.close()
+
+
+# The schema of version 1 (flowstate-jupyter before the last write moved onto the record).
+_SCHEMA_1 = """
+CREATE TABLE fs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE records (
+    scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL,
+    version INTEGER NOT NULL, state TEXT NOT NULL, content TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, accessed_at REAL NOT NULL,
+    PRIMARY KEY (scope, scope_id, name)
+) WITHOUT ROWID;
+CREATE INDEX records_by_name ON records (scope, name);
+CREATE TABLE history (
+    scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+    ts REAL NOT NULL, operation TEXT NOT NULL, state TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0, request_id TEXT,
+    PRIMARY KEY (scope, scope_id, name, version)
+) WITHOUT ROWID;
+CREATE TABLE changes (seq INTEGER PRIMARY KEY, origin TEXT NOT NULL, event TEXT NOT NULL);
+INSERT INTO fs_meta VALUES ('app', 'flowstate-jupyter'), ('schema_version', '1');
+INSERT INTO records VALUES ('session', 's1', '', 2, '{"n": 2}', NULL, 0, 1.0, 2.0, 2.0);
+INSERT INTO history VALUES ('session', 's1', '', 1, 1.0, 'set', '{"n": 1}', 0, NULL),
+                           ('session', 's1', '', 2, 2.0, 'increment', '{"n": 2}', 0, NULL);
+"""
+
+
+def test_a_schema_1_store_is_upgraded_in_place_keeping_records_and_history(db):
+    conn = sqlite3.connect(db)
+    conn.executescript(_SCHEMA_1)
+    conn.close()
+    with SQLiteStore(db) as store:
+        record = store.read("session", "s1")
+        assert (record.version, record.state) == (2, {"n": 2})
+        store.write("session", "s1", "", {"n": 3}, expected=2)
+        assert [(e.version, e.state) for e in store.history("session", "s1")] == \
+            [(3, {"n": 3}), (2, {"n": 2}), (1, {"n": 1})]
+        assert store.changes()[-1][1]["version"] == 3
+    conn = sqlite3.connect(db)
+    assert dict(conn.execute("SELECT key, value FROM fs_meta")) == \
+        {"app": APP_ID, "schema_version": str(SCHEMA_VERSION)}
+    conn.close()
