@@ -292,9 +292,7 @@ def replace(state: dict, new: dict, *, where: str) -> dict:
     return copy_json(new, where=where)
 
 
-def _is_number(value: Any) -> bool:
-    """True for int and float, not for bool."""
-    return type(value) in (int, float)
+_NUMBERS = (int, float)  # exact types: bool is not a number here
 
 
 def increment(state: dict, increments: dict, *, where: str) -> dict:
@@ -309,13 +307,13 @@ def increment(state: dict, increments: dict, *, where: str) -> dict:
         _need_field_name(field, where=where)
         if type(by) is not int:  # the common case needs no copy or check
             by = copy_json(by, where=where, path=(field,))
-        if not _is_number(by):
+        if type(by) not in _NUMBERS:
             raise ValidationError(
                 f"{where}: cannot increment field '{field}' by {_holds(by)}; "
                 f"the increment must be an int or float",
                 where=where, path=(field,), reason="increment is not a number")
         current = state.get(field, 0)
-        if not _is_number(current):
+        if type(current) not in _NUMBERS:
             raise ValidationError(
                 f"{where}: cannot increment field '{field}': it holds {_holds(current)}, "
                 f"not a number; set it to a number first",

@@ -57,7 +57,10 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 def _fields(update: Any, fields: dict[str, Any], op: str) -> dict[str, Any]:
     """Merge the positional dict (or model) and keyword forms of patch/inc arguments."""
     if update is None:
-        if all(type(v) in _SCALARS for v in fields.values()):
+        for value in fields.values():
+            if type(value) not in _SCALARS:
+                break
+        else:
             return fields  # keyword arguments: already a fresh dict, nothing to convert
         merged = {}
     elif isinstance(update, BaseModel):
@@ -89,6 +92,7 @@ class TypedRecord:
         self._scope_id = scope_id
         self._name = name
         self._model = model
+        self._validate = schema.validator(model)
         self._request_id = request_id
         self._version = 0
         # The record this handle last wrote, its state the validated dict: a write right after
@@ -177,33 +181,35 @@ class TypedRecord:
         """
         self._check_writable()
         where = self._where()
-        if delta is not None and type(delta) is not int:
-            ops.check_json(delta, where=where)  # it goes into the change log as it is
-        outcome: dict[str, Any] = {}
+        outcome: list[Any] = []  # (before, after, created) of the committed attempt
+        check = guard or self._guard
+        validate = self._validate
+        known = self._cache
 
         def fn(record: Record | None) -> Change | None:
-            (guard or self._guard)(record)
-            current = self._current(record)
+            check(record)
+            current = record.state if known is not None and record is known \
+                else self._current(record)
             existed = record is not None and not record.deleted
             make = create if create is not None and not existed else compute
-            new = schema.validate_state(self._model, make(current), where=where)
+            new = validate(make(current), where)
             unchanged = ops.json_equal(new, current) and (
                 content is KEEP or content == (record.content if existed else None))
             if unchanged and (existed or (record is None and not force)):
                 return None  # the no-op guard
-            outcome.update(before=current, after=new, created=not existed)
+            outcome[:] = (current, new, not existed)
             event = self._event(operation, delta, path, existed)
             return Change(state=new, operation=operation, content=content, event=event,
                           request_id=self._request_id, text=schema.encode_json(new, where=where),
                           event_text=schema.encode_json(event, where=where, what="event"))
 
         record = drive(self._store, self._scope, self._scope_id, self._name, fn, where=where,
-                       known=self._cache)
+                       known=known)
         if record is None:
             return False
         self._seen(record)
         self._cache = None if record.deleted else record
-        self._after_commit(outcome["before"], outcome["after"], outcome["created"])
+        self._after_commit(*outcome)
         return True
 
     # -- operations (DESIGN §4) --------------------------------------------------------------

@@ -451,6 +451,7 @@ class CollectionHandle:
         _check_key(self.definition, key, self.name)
         update = to_json(update) or {}
         extra = to_json(create_only) or {}
+        ops.check_json(update, where=f"{self.name}[{key!r}]")  # it goes into the change log
         handle = self._handle(key)
         handle._commit("patch", lambda s: {**s, **update}, delta=update,
                        create=lambda s: {**s, **extra, **update}, force=True)

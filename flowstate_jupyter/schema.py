@@ -29,7 +29,7 @@ from .ops import check_json, copy_json, format_path
 from .stores.base import dump_json
 
 __all__ = [
-    "require_defaults", "defaults", "check_fields", "validate_state", "encode_json", "read_state",
+    "require_defaults", "defaults", "check_fields", "validate_state", "validator", "encode_json", "read_state",
     "snapshot", "field_summary",
 ]
 
@@ -309,23 +309,55 @@ def validate_state(model: _Model, data: dict, *, where: str) -> dict:
 
     Refuses a non-dict, unknown field names (did-you-mean), and anything the model refuses in
     pydantic's normal (lax) mode, with a message naming ``where``, the field path, the reason
-    and the expected type. With ``None`` the data only has to be JSON.
+    and the expected type. With ``None`` the data only has to be JSON. A float field still lets
+    NaN through: ``encode_json`` refuses it, naming the field.
     """
-    if type(data) is not dict and not isinstance(data, dict):
+    return validator(model)(data, where)
+
+
+def validator(model: _Model) -> Callable[[dict, str], dict]:
+    """``validate_state`` for one model, as a function ``(data, where) -> dict``.
+
+    Handles keep one: it skips looking the model's facts up on every write.
+    """
+    try:
+        return _cached_validator(model)
+    except TypeError:  # unhashable, so not a model class: let _info say so
+        _info(model)
+        raise
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_validator(model: _Model) -> Callable[[dict, str], dict]:
+    if model is None:
+        def validate_free_form(data: dict, where: str) -> dict:
+            _need_state_dict(data, where)
+            return copy_json(data, where=where)
+        return validate_free_form
+
+    info = _info(model)
+    check_names = not info.extra_allowed
+    field_set, validate, dump = info.field_set, info.validate, info.dump
+
+    def validate_model(data: dict, where: str) -> dict:
+        if type(data) is not dict:
+            _need_state_dict(data, where)
+        if check_names and not field_set.issuperset(data):
+            check_fields(model, data, where=where)
+        try:
+            instance = validate(data)
+        except PydanticValidationError as exc:
+            _raise_invalid(model, exc, where)
+        return dump(instance)
+
+    return validate_model
+
+
+def _need_state_dict(data: Any, where: str) -> None:
+    if not isinstance(data, dict):
         raise ValidationError(
             f"{where}: state must be a dict of fields, got {type(data).__name__}",
             where=where, reason="state is not a dict")
-    if model is None:
-        return copy_json(data, where=where)
-    info = _info(model)
-    if not info.extra_allowed and not info.field_set.issuperset(data):
-        check_fields(model, data, where=where)
-    try:
-        instance = info.validate(data)
-    except PydanticValidationError as exc:
-        _raise_invalid(model, exc, where)
-    # A float field still lets NaN through: encode_json refuses it, naming the field.
-    return info.dump(instance)
 
 
 def encode_json(value: Any, *, where: str, what: str = "state") -> str:
