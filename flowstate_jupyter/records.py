@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel
 
@@ -171,13 +171,15 @@ class TypedRecord:
     def _commit(self, operation: str, compute: Callable[[dict], dict], *, delta: Any = None,
                 path: str | None = None, content: Any = KEEP, force: bool = False,
                 create: Callable[[dict], dict] | None = None,
-                guard: Callable[[Record | None], None] | None = None) -> bool:
+                guard: Callable[[Record | None], None] | None = None,
+                changed: Iterable[str] | None = None) -> bool:
         """Compute the new state from the current one under the write lock, validate, commit.
 
         ``create`` (if given) computes the state instead of ``compute`` when there is no live
         record; ``guard`` replaces the handle's own check of the record. Returns False (nothing
         stored, no event, version unchanged) when the result deep-equals what is there; with
         ``force``, a missing record is stored even when its state equals the defaults (a create).
+        ``changed`` names the only fields ``compute`` may change (it speeds validation up).
         """
         self._check_writable()
         where = self._where()
@@ -191,8 +193,10 @@ class TypedRecord:
             current = record.state if known is not None and record is known \
                 else self._current(record)
             existed = record is not None and not record.deleted
-            make = create if create is not None and not existed else compute
-            new = validate(make(current), where)
+            if create is not None and not existed:
+                new = validate(create(current), where)
+            else:
+                new = validate(compute(current), where, changed)
             unchanged = ops.json_equal(new, current) and (
                 content is KEEP or content == (record.content if existed else None))
             if unchanged and (existed or (record is None and not force)):
@@ -216,8 +220,9 @@ class TypedRecord:
     def patch_state(self, update: Any = None, /, **fields: Any) -> bool:
         """Merge fields into the state. Returns True if a write was committed."""
         changes = _fields(update, fields, "patch_state")  # ops.patch refuses non-JSON values
-        return self._commit("patch", lambda s: ops.patch(s, changes, where=self._where()),
-                            delta=changes)
+        where = self._where()
+        return self._commit("patch", lambda s: ops.patch(s, changes, where=where), delta=changes,
+                            changed=changes)
 
     def set_state(self, state: Any) -> bool:
         """Replace the whole state (dict or model instance); missing fields take defaults."""
@@ -230,16 +235,16 @@ class TypedRecord:
     def inc_state(self, increments: Any = None, /, **fields: Any) -> bool:
         """Add numbers to fields; a missing field counts as 0. Never loses an update."""
         amounts = _fields(increments, fields, "inc_state")  # ops.increment refuses non-numbers
-        return self._commit("increment",
-                            lambda s: ops.increment(s, amounts, where=self._where()),
-                            delta=amounts)
+        where = self._where()
+        return self._commit("increment", lambda s: ops.increment(s, amounts, where=where),
+                            delta=amounts, changed=amounts)
 
     def push_state(self, field: str, value: Any) -> bool:
         """Append ``value`` to the list field ``field``. Never loses an update."""
         value = to_json(value)
         ops.check_json(value, where=self._where(), path=(field,))
         return self._commit("push", lambda s: ops.push(s, field, value, where=self._where()),
-                            delta=value, path=field)
+                            delta=value, path=field, changed=(field,))
 
     def set_state_record(self, field: str, key: str, value: Any) -> bool:
         """Set one key of the dict field ``field``. Never loses an update."""
@@ -247,14 +252,14 @@ class TypedRecord:
         ops.check_json(value, where=self._where(), path=(field, key))
         return self._commit(
             "set_record", lambda s: ops.set_record(s, field, key, value, where=self._where()),
-            delta=value, path=f"{field}.{key}")
+            delta=value, path=f"{field}.{key}", changed=(field,))
 
     def delete_state_record(self, field: str, key: str) -> bool:
         """Remove one key of the dict field ``field`` (a missing key is a no-op)."""
         schema.check_fields(self._model, [field], where=self._where())
         return self._commit(
             "delete_record", lambda s: ops.delete_record(s, field, key, where=self._where()),
-            path=f"{field}.{key}")
+            path=f"{field}.{key}", changed=(field,))
 
     def atomic_state(self, fn: Callable[[Any], dict | None]) -> bool:
         """``fn(snapshot)`` returns a partial dict that is merged; re-run on conflict (keep it pure)."""

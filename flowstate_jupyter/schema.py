@@ -315,10 +315,13 @@ def validate_state(model: _Model, data: dict, *, where: str) -> dict:
     return validator(model)(data, where)
 
 
-def validator(model: _Model) -> Callable[[dict, str], dict]:
-    """``validate_state`` for one model, as a function ``(data, where) -> dict``.
+def validator(model: _Model) -> Validator:
+    """``validate_state`` for one model, as a function ``(data, where, changed=None) -> dict``.
 
-    Handles keep one: it skips looking the model's facts up on every write.
+    Handles keep one: it skips looking the model's facts up on every write. ``changed`` names
+    the fields in which ``data`` may differ from a valid state; when each of them is a plain
+    field holding a plainly valid value (see ``_plain_field_checks``), ``data`` is returned as
+    it is, without the pydantic round trip that would give back an equal dict.
     """
     try:
         return _cached_validator(model)
@@ -328,9 +331,9 @@ def validator(model: _Model) -> Callable[[dict, str], dict]:
 
 
 @functools.lru_cache(maxsize=512)
-def _cached_validator(model: _Model) -> Callable[[dict, str], dict]:
+def _cached_validator(model: _Model) -> Validator:
     if model is None:
-        def validate_free_form(data: dict, where: str) -> dict:
+        def validate_free_form(data: dict, where: str, changed: Any = None) -> dict:
             _need_state_dict(data, where)
             return copy_json(data, where=where)
         return validate_free_form
@@ -338,12 +341,20 @@ def _cached_validator(model: _Model) -> Callable[[dict, str], dict]:
     info = _info(model)
     check_names = not info.extra_allowed
     field_set, validate, dump = info.field_set, info.validate, info.dump
+    plain = _plain_field_checks(model)
 
-    def validate_model(data: dict, where: str) -> dict:
+    def validate_model(data: dict, where: str, changed: Any = None) -> dict:
         if type(data) is not dict:
             _need_state_dict(data, where)
         if check_names and not field_set.issuperset(data):
             check_fields(model, data, where=where)
+        if changed is not None and plain:
+            for name in changed:
+                check = plain.get(name)
+                if check is None or not check(data.get(name, _ABSENT)):
+                    break
+            else:
+                return data  # only plain fields changed, each to a value pydantic keeps as is
         try:
             instance = validate(data)
         except PydanticValidationError as exc:
@@ -351,6 +362,78 @@ def _cached_validator(model: _Model) -> Callable[[dict, str], dict]:
         return dump(instance)
 
     return validate_model
+
+
+Validator = Callable[..., dict]
+"""``(data, where, changed=None) -> dict``: see :func:`validator`."""
+
+_ABSENT = object()
+_SCALAR_TYPES = (int, float, str, bool)
+# Model settings that cannot change how a plain value validates or dumps.
+_NEUTRAL_CONFIG = frozenset({"extra", "title", "frozen", "json_schema_extra", "populate_by_name",
+                             "validate_by_name", "validate_by_alias", "protected_namespaces",
+                             "use_attribute_docstrings", "defer_build", "arbitrary_types_allowed"})
+
+
+def _plain_field_checks(model: type[BaseModel]) -> dict[str, Callable[[Any], bool]]:
+    """For fields whose valid values pydantic keeps exactly as they are: a quick check.
+
+    A write that only changes such fields, each to a value that passes its check, needs no
+    pydantic round trip: the result would equal the input. That holds for fields typed ``int``,
+    ``float``, ``str``, ``bool``, ``Any``, a ``Literal`` of those, ``X | None`` and ``list[X]``
+    / ``dict[str, X]`` of such types, given an exact type match (``1`` is not a valid ``float``
+    here, since pydantic would store ``1.0``), with no constraints, aliases or exclusions, in a
+    model without validators, serializers, computed fields, ``model_post_init`` or settings that
+    transform values. Any other field, or any doubt, and the write is validated by pydantic.
+    """
+    decorators = model.__pydantic_decorators__
+    if any((decorators.validators, decorators.field_validators, decorators.root_validators,
+            decorators.field_serializers, decorators.model_serializers,
+            decorators.model_validators, decorators.computed_fields)):
+        return {}
+    if not set(model.model_config) <= _NEUTRAL_CONFIG \
+            or model.model_post_init is not BaseModel.model_post_init \
+            or model.__get_pydantic_core_schema__.__func__ \
+            is not BaseModel.__get_pydantic_core_schema__.__func__:
+        return {}
+    checks = {}
+    for name, field in model.model_fields.items():
+        if field.metadata or field.alias or field.validation_alias or field.serialization_alias \
+                or field.exclude or field.discriminator:
+            continue
+        check = _plain_check(field.annotation)
+        if check is not None:
+            checks[name] = check
+    return checks
+
+
+def _plain_check(annotation: Any) -> Callable[[Any], bool] | None:
+    """A check for one plain annotation (see ``_plain_field_checks``), or None."""
+    if annotation is Any:
+        return lambda value: value is not _ABSENT
+    if annotation in _SCALAR_TYPES:
+        return lambda value: type(value) is annotation
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal and all(type(a) in _SCALAR_TYPES for a in args):
+        allowed = frozenset((type(a), a) for a in args)
+        return lambda value: type(value) in _SCALAR_TYPES and (type(value), value) in allowed
+    if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        inner = _plain_check(args[0] if args[1] is type(None) else args[1])
+        if inner is None:
+            return None
+        return lambda value: value is None or inner(value)
+    if origin is list and len(args) == 1:
+        item = _plain_check(args[0])
+        if item is None:
+            return None
+        return lambda value: type(value) is list and all(map(item, value))
+    if origin is dict and len(args) == 2 and args[0] is str:
+        item = _plain_check(args[1])
+        if item is None:
+            return None
+        return lambda value: type(value) is dict and all(
+            type(k) is str and item(v) for k, v in value.items())
+    return None
 
 
 def _need_state_dict(data: Any, where: str) -> None:

@@ -215,11 +215,10 @@ def refuse_existing(record: Record) -> None:
 
 def event_json(change: Change, event: dict, where: str | tuple[str, str, str]) -> str:
     """The change-log text of ``event`` (``change.event`` plus its version and ts)."""
-    if change.event_text is None or change.event_text[:1] != "{":
+    text = change.event_text
+    if text is None or text[:2] != '{"':  # not a non-empty object: encode it all here
         return dump_json(event, where, "event")
-    rest = change.event_text[1:].lstrip()
-    return (f'{{"version": {event["version"]}, "ts": {event["ts"]!r}'
-            f'{"" if rest.startswith("}") else ", "}{rest}')
+    return '{"version":%d,"ts":%r,%s' % (event["version"], event["ts"], text[1:])
 
 
 def record_where(scope: str, scope_id: str, name: str) -> str:

@@ -415,7 +415,8 @@ class SQLiteStore(Store):
             self._speculating = True
             try:
                 change = fn(known)
-                prepared = None if change is None else self._prepare(key, change, known)
+                prepared = None if change is None else self._prepare(
+                    key, change, known, (*key, known.version, known.updated_at))
             except Exception:
                 if not self._settle(key, known):
                     return _FALLBACK
@@ -431,9 +432,7 @@ class SQLiteStore(Store):
             else:
                 record, event, params = prepared
                 try:
-                    missed = self._cursor.execute(
-                        _SPECULATIVE_UPDATE,
-                        (*params, *key, known.version, known.updated_at)).rowcount != 1
+                    missed = self._cursor.execute(_SPECULATIVE_UPDATE, params).rowcount != 1
                 except sqlite3.OperationalError as exc:
                     if began:
                         self._rollback()
@@ -464,9 +463,10 @@ class SQLiteStore(Store):
             self._rollback()
         return current
 
-    def _prepare(self, key: tuple[str, str, str], change: Change, before: Record | None
-                 ) -> tuple[Record, dict, tuple]:
-        """The committed record, its event and the UPDATE's SET values for ``change``."""
+    def _prepare(self, key: tuple[str, str, str], change: Change, before: Record | None,
+                 where: tuple = ()) -> tuple[Record, dict, tuple]:
+        """The committed record, its event and the UPDATE's SET values for ``change``,
+        followed by the ``where`` values."""
         text = change.text
         if text is None:
             text = dump_json(change.state, record_where(*key))
@@ -480,7 +480,7 @@ class SQLiteStore(Store):
             *key, change, existed=before is not None and not before.deleted)
         event = {**event, "version": version, "ts": now}
         params = (version, text, content, int(change.delete), now, now, change.operation,
-                  change.request_id, event_json(change, event, key))
+                  change.request_id, event_json(change, event, key), *where)
         record = Record(*key, version, change.state, content, change.delete,
                         before.created_at if before is not None else now, now, now)
         return record, event, params

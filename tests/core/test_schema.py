@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import types
+import typing
 import uuid
 import warnings
 from typing import Literal
 
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import flowstate_jupyter as fs
@@ -359,3 +362,89 @@ def test_helpers_refuse_a_model_instance_passed_instead_of_the_class():
         schema.defaults(ModeState())
     with pytest.raises(SchemaError, match="is not a pydantic model"):
         schema.validate_state(ModeState(), {}, where="s")
+
+
+# -- the plain-field shortcut: a write that only changes plain fields skips pydantic ----------
+
+class Plain(BaseModel):
+    count: int = 0
+    ratio: float = 0.0
+    name: str = ""
+    flag: bool = False
+    mode: Literal["chat", "agent"] = "chat"
+    note: str | None = None
+    items: list[int] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    anything: typing.Any = None
+
+
+_json_values = st.recursive(  # finite: ops refuse NaN and infinity before any validation
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(sorted(Plain.model_fields)), value=_json_values)
+def test_the_plain_field_shortcut_stores_what_pydantic_would(field, value):
+    base = Plain().model_dump(mode="json")
+    data = {**base, field: value}
+    try:
+        expected = schema.validate_state(Plain, data, where="s")
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            schema.validator(Plain)(data, "s", [field])
+        return
+    got = schema.validator(Plain)(data, "s", [field])
+    assert got == expected
+    assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+
+
+class Tidy(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
+    name: str = ""
+
+
+class Shouting(BaseModel):
+    name: str = ""
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def upper(cls, value: str) -> str:
+        return value.upper()
+
+
+class NonNegative(BaseModel):
+    count: int = Field(default=0, ge=0)
+
+
+class Mean(BaseModel):
+    mean: float = 0.0
+
+
+@pytest.mark.parametrize("model, write, stored", [
+    (Tidy, {"name": "  x "}, {"name": "x"}),
+    (Shouting, {"name": "hi"}, {"name": "HI"}),
+    (Mean, {"mean": 1}, {"mean": 1.0}),
+])
+def test_fields_pydantic_would_change_are_still_validated_by_pydantic(model, write, stored):
+    handle = fs.ScopeHandle(fs.open_store("memory://"), "session", "s", state=model)
+    handle.patch_state(write)
+    assert handle.state_dict() == stored
+    assert [type(v) for v in handle.state_dict().values()] == [type(v) for v in stored.values()]
+
+
+def test_a_constrained_field_is_still_checked_when_incremented():
+    handle = fs.ScopeHandle(fs.open_store("memory://"), "session", "s", state=NonNegative)
+    with pytest.raises(ValidationError, match="count"):
+        handle.inc_state(count=-1)
+    assert (handle.state.count, handle.version) == (0, 0)
+
+
+def test_a_model_validator_still_runs_when_one_plain_field_changes():
+    handle = fs.ScopeHandle(fs.open_store("memory://"), "session", "s", state=Range)
+    handle.patch_state(low=1, high=5)
+    with pytest.raises(ValidationError):
+        handle.patch_state(low=9)
+    assert (handle.state.low, handle.version) == (1, 1)
