@@ -3,9 +3,11 @@
 Scope state (``scopes.py``) and resources (``resources.py``) are both "a typed JSON object kept
 in one store record", so the operations of DESIGN §4 live here once. Each operation computes the
 new state from the current one *inside* the store's write transaction (``Store.update``), so
-concurrent writers in other threads, processes or machines never lose an update. If the record
-changed under us anyway (the conditional UPDATE matched nothing) the driver retries: 3 more
-attempts with 10 ms doubling backoff, then :class:`ConcurrentModificationError`.
+concurrent writers in other threads, processes or machines never lose an update. A handle that
+wrote the record last offers that record to the store (``known=``), which may compute from it
+without reading and commit only if nobody wrote since. If the record changed under us anyway
+(the conditional UPDATE matched nothing) the driver retries: 3 more attempts with 10 ms doubling
+backoff, then :class:`ConcurrentModificationError`.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ class TypedRecord:
                 create: Callable[[dict], dict] | None = None,
                 guard: Callable[[Record | None], None] | None = None,
                 changed: Iterable[str] | None = None) -> bool:
-        """Compute the new state from the current one under the write lock, validate, commit.
+        """Compute the new state from the current one, validate, commit (see the module doc).
 
         ``create`` (if given) computes the state instead of ``compute`` when there is no live
         record; ``guard`` replaces the handle's own check of the record. Returns False (nothing
