@@ -232,7 +232,8 @@ class TypedRecord:
         if not isinstance(new, dict):
             raise ValidationError(f"{self._where()}: set_state takes a dict or a model "
                                   f"instance, not {type(state).__name__}", where=self._where())
-        return self._commit("set", lambda s: ops.replace(s, new, where=self._where()), delta=new)
+        return self._commit("set", lambda s: ops.replace(s, new, where=self._where()), delta=new,
+                            changed=schema.ALL_FIELDS)
 
     def inc_state(self, increments: Any = None, /, **fields: Any) -> bool:
         """Add numbers to fields; a missing field counts as 0. Never loses an update."""

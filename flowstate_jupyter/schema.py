@@ -348,6 +348,8 @@ def _cached_validator(model: _Model) -> Validator:
             _need_state_dict(data, where)
         if check_names and not field_set.issuperset(data):
             check_fields(model, data, where=where)
+        if changed is ALL_FIELDS:
+            changed = info.fields
         if changed is not None and plain:
             for name in changed:
                 check = plain.get(name)
@@ -366,6 +368,9 @@ def _cached_validator(model: _Model) -> Validator:
 
 Validator = Callable[..., dict]
 """``(data, where, changed=None) -> dict``: see :func:`validator`."""
+
+ALL_FIELDS = object()
+"""``changed=ALL_FIELDS``: any field may differ (a whole new state), but each must be there."""
 
 _ABSENT = object()
 _SCALAR_TYPES = (int, float, str, bool)

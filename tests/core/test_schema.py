@@ -401,6 +401,25 @@ def test_the_plain_field_shortcut_stores_what_pydantic_would(field, value):
     assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
 
 
+@settings(max_examples=300, deadline=None)
+@given(data=st.fixed_dictionaries({}, optional={
+    "count": st.integers() | _json_values, "name": st.text() | _json_values,
+    "mode": st.sampled_from(["chat", "agent"]) | _json_values,
+    "items": st.lists(st.integers(), max_size=3) | _json_values,
+    "tags": st.dictionaries(st.text(), st.text(), max_size=3) | _json_values,
+    "anything": _json_values}))
+def test_a_whole_new_state_through_the_shortcut_is_what_pydantic_would_store(data):
+    try:
+        expected = schema.validate_state(Plain, data, where="s")
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            schema.validator(Plain)(data, "s", schema.ALL_FIELDS)
+        return
+    got = schema.validator(Plain)(data, "s", schema.ALL_FIELDS)
+    assert got == expected
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in expected.items()}
+
+
 class Tidy(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)
     name: str = ""
