@@ -173,6 +173,15 @@ def machine_for(backend: Any) -> type[RuleBasedStateMachine]:
                                       changelog_limit=CHANGELOG_LIMIT)
             self.scope_id = new_id("model")
             self.handle = fs.ScopeHandle(self.store, "session", self.scope_id, state=Profile)
+            # A second writer (on its own store object where the backend has shared storage,
+            # like another process): switching between the two leaves each one's memory of
+            # its last write stale, which every operation must notice.
+            self.other_store = backend.open(max_state_bytes=MAX_STATE_BYTES,
+                                            history_limit=HISTORY_LIMIT,
+                                            changelog_limit=CHANGELOG_LIMIT) \
+                if backend.shared else self.store
+            self.other = fs.ScopeHandle(self.other_store, "session", self.scope_id,
+                                        state=Profile)
             self.model = Model()
             self.cursor = ChangeCursor(self.store)
 
@@ -188,6 +197,7 @@ def machine_for(backend: Any) -> type[RuleBasedStateMachine]:
                         assert record is None, "refused and no-op writes store nothing"
             finally:
                 self.store.close()
+                self.other_store.close()
 
         # -- the one checker every rule goes through --------------------------------------
         def check(self, op: str, call: Callable[[], bool], expected: dict | str) -> None:
@@ -222,6 +232,10 @@ def machine_for(backend: Any) -> type[RuleBasedStateMachine]:
             assert newest.operation == OPERATION[op]
 
         # -- rules --------------------------------------------------------------------------
+        @rule()
+        def switch_writer(self) -> None:
+            self.handle, self.other = self.other, self.handle
+
         @rule(update=field_updates())
         def patch_state(self, update: tuple[dict, str]) -> None:
             fields, verdict = update
