@@ -19,7 +19,7 @@ invalid ids, a session of another user) raise at once and leave nothing behind.
 ``KeyboardInterrupt`` and task cancellation are recorded as an error and then re-raised.
 
 :func:`run_sync` runs a coroutine to completion from synchronous code, also when the calling
-thread already runs an event loop (Jupyter): the coroutine then runs on a new loop in a helper
+thread already runs an event loop (Jupyter): the coroutine then runs on the loop of a helper
 thread while the caller waits.
 """
 
@@ -139,10 +139,11 @@ def run_sync(make: Callable[[], Awaitable[T]]) -> T:
     """Run the coroutine ``make()`` returns to completion and return its result.
 
     Without a running loop in this thread: ``asyncio.run``. Inside one (Jupyter, or a block
-    calling ``flow.run``): on a fresh loop in a helper thread, with this thread's context
-    variables, while this thread waits. Interrupting the wait (Jupyter's stop button raises
-    ``KeyboardInterrupt`` here) cancels the run, which records the request as an error, and then
-    re-raises the interrupt.
+    calling ``flow.run``): on an idle helper thread's event loop (started the first time and
+    kept for later runs: a new thread and loop per run cost as much as a short run), with this
+    thread's context variables, while this thread waits. Interrupting the wait (Jupyter's stop
+    button raises ``KeyboardInterrupt`` here) cancels the run, which records the request as an
+    error, and then re-raises the interrupt.
     """
     try:
         asyncio.get_running_loop()
@@ -151,47 +152,60 @@ def run_sync(make: Callable[[], Awaitable[T]]) -> T:
     return _run_in_helper_thread(make)
 
 
+class _LoopThread:
+    """A daemon thread running an event loop forever, to run flows on from inside a loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="flowstate-run",
+                                       daemon=True)
+        self.thread.start()
+
+
+_IDLE_LOOPS: list[_LoopThread] = []  # helper threads not running a flow now
+_IDLE_LOCK = threading.Lock()
+
+
 def _run_in_helper_thread(make: Callable[[], Awaitable[T]]) -> T:
+    with _IDLE_LOCK:
+        helper = _IDLE_LOOPS.pop() if _IDLE_LOOPS else None
+    if helper is None:  # the first run, or every helper is busy (a run started inside a run)
+        helper = _LoopThread()
     context = contextvars.copy_context()
     box: dict[str, Any] = {}
-    started, finished = threading.Event(), threading.Event()
+    finished = threading.Event()
 
-    def main() -> None:
-        loop = asyncio.new_event_loop()
+    def start() -> None:  # on the helper's loop
         try:
-            task = loop.create_task(make())
-            box["loop"], box["task"] = loop, task
-            started.set()
-            box["result"] = loop.run_until_complete(task)
+            task = context.run(lambda: helper.loop.create_task(make()))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             box["error"] = exc
-        finally:
-            started.set()
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                loop.close()
-                finished.set()
+            finished.set()
+            return
+        box["task"] = task
+        task.add_done_callback(done)
 
-    # Waits use Events, not Thread.join: a join interrupted by KeyboardInterrupt can wrongly
-    # report the thread as finished (CPython 3.11).
-    thread = threading.Thread(target=context.run, args=(main,), name="flowstate-run",
-                              daemon=True)
+    def done(task: asyncio.Task) -> None:
+        if task.cancelled():
+            box["error"] = asyncio.CancelledError()
+        elif task.exception() is not None:
+            box["error"] = task.exception()
+        else:
+            box["result"] = task.result()
+        finished.set()
+
+    helper.loop.call_soon_threadsafe(start)
     try:
-        thread.start()
         while not finished.wait(0.1):  # short waits: a pending interrupt is noticed quickly
             pass
     except KeyboardInterrupt:
-        if not thread.is_alive() and not finished.is_set():
-            raise  # interrupted before the thread started: nothing runs
-        started.wait()
-        try:
-            box["loop"].call_soon_threadsafe(box["task"].cancel)
-        except (KeyError, RuntimeError):  # never started, or already finished
-            pass
+        helper.loop.call_soon_threadsafe(lambda: box["task"].cancel() if "task" in box else None)
         finished.wait()
         raise
+    finally:
+        if finished.is_set():
+            with _IDLE_LOCK:
+                _IDLE_LOOPS.append(helper)
     if "error" in box:
         raise box["error"]
     return box["result"]

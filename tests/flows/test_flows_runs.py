@@ -168,6 +168,34 @@ def test_run_works_when_called_inside_a_running_event_loop(mem):
     assert flow.session("s", store=mem).state.count == 1
 
 
+def test_runs_inside_an_event_loop_reuse_a_helper_thread_and_nest_on_another(mem):
+    threads = []
+
+    @fs.handler
+    def where(input, ctx):
+        threads.append(threading.current_thread())  # kept alive: compared by identity
+        return input
+
+    inner = fs.define_flow("inner", {"go": where})
+
+    @fs.handler
+    def nested(input, ctx):
+        threads.append(threading.current_thread())  # kept alive: compared by identity
+        return inner.run("go", input, user="u", store=ctx.store).output
+
+    outer = fs.define_flow("outer", {"go": nested})
+
+    async def notebook_cell():
+        return [outer.run("go", i, user="u", store=mem).output for i in range(3)]
+
+    assert asyncio.run(notebook_cell()) == [0, 1, 2]
+    outer_threads, inner_threads = threads[0::2], threads[1::2]
+    assert all(t is outer_threads[0] for t in outer_threads), \
+        "each run from the cell used the same idle helper thread"
+    assert all(t is not outer_threads[0] for t in inner_threads), \
+        "a run started inside a run goes to another helper (its own would wait on itself)"
+
+
 def test_arun_is_the_async_twin(mem):
     result = asyncio.run(_flow().arun("count", {"message": "async"}, user="u", store=mem))
     assert result.ok and result.output == {"echo": "async"}
