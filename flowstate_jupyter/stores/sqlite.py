@@ -412,46 +412,49 @@ class SQLiteStore(Store):
         with self._lock:
             if self._depth or self._speculating:  # inside another write: take part in it
                 return _FALLBACK
-            self._speculating = True
             try:
-                change = fn(known)
-                prepared = None if change is None else self._prepare(
-                    key, change, known, (*key, known.version, known.updated_at))
-            except Exception:
-                if not self._settle(key, known):
-                    return _FALLBACK
-                raise  # fn failed on the stored record itself: its error stands
-            finally:
-                self._speculating = False
-            began = self._depth > 0  # fn wrote, so a transaction is open
-            if prepared is None:
-                if not self._settle(key, known, keep=True):
-                    return _FALLBACK
-                events = self._commit() if began else []
-                result = None
-            else:
-                record, event, params = prepared
-                try:
-                    missed = self._cursor.execute(_SPECULATIVE_UPDATE, params).rowcount != 1
-                except sqlite3.OperationalError as exc:
-                    if began:
-                        self._rollback()
-                    raise self._store_error(exc) from exc
-                if missed:
-                    if not began:
-                        return _FALLBACK
-                    self._rollback()  # like the ordinary path: fn's own writes moved it on
-                    raise VersionConflictError(f"{record_where(*key)}: version "
-                                               f"{known.version} is no longer current",
-                                               current=None)
-                if began:
-                    self._pending.append(event)
-                    events = self._commit()
-                else:
-                    events = [event]
-                result = record
+                result, events = self._try_known_locked(key, fn, known)
+            except BaseException:
+                if self._depth:  # a transaction fn began is still open (say, on Ctrl-C)
+                    self._rollback()
+                raise
         self._deliver(events)
         return result
+
+    def _try_known_locked(self, key: tuple[str, str, str],
+                          fn: Callable[[Record | None], Change | None],
+                          known: Record) -> tuple[Any, list[dict]]:
+        """``_try_known``'s work under the lock: the result and the events to deliver."""
+        self._speculating = True
+        try:
+            change = fn(known)
+            prepared = None if change is None else self._prepare(
+                key, change, known, (*key, known.version, known.updated_at))
+        except Exception:
+            if not self._settle(key, known):
+                return _FALLBACK, []
+            raise  # fn failed on the stored record itself: its error stands
+        finally:
+            self._speculating = False
+        began = self._depth > 0  # fn wrote, so a transaction is open
+        if prepared is None:
+            if not self._settle(key, known, keep=True):
+                return _FALLBACK, []
+            return None, self._commit() if began else []
+        record, event, params = prepared
+        try:
+            missed = self._cursor.execute(_SPECULATIVE_UPDATE, params).rowcount != 1
+        except sqlite3.OperationalError as exc:
+            raise self._store_error(exc) from exc
+        if missed:
+            if not began:
+                return _FALLBACK, []
+            raise VersionConflictError(f"{record_where(*key)}: version {known.version} is no "
+                                       f"longer current", current=None)  # fn's writes moved it on
+        if not began:
+            return record, [event]
+        self._pending.append(event)
+        return record, self._commit()
 
     def _settle(self, key: tuple[str, str, str], known: Record, *, keep: bool = False) -> bool:
         """Is ``known`` still the stored record? Ends a lazily begun transaction unless

@@ -100,3 +100,21 @@ def test_update_given_a_stale_known_record_computes_from_the_stored_one(store):
     assert (result.version, result.state) == (3, {"n": 6})
     assert store.read("session", "s1").state == {"n": 6}
     assert seen[-1] == 2, "the last call saw the stored record"
+
+
+def test_an_interrupt_inside_an_atomic_function_leaves_nothing_open_or_half_written(two):
+    main = fs.ScopeHandle(two[0], "session", "s1", state=Counter)
+    side = fs.ScopeHandle(two[0], "session", "s2", state=Counter)
+    main.inc_state(count=1)  # main now writes from what it last wrote
+
+    def interrupted(state: Counter) -> dict:
+        side.inc_state(count=5)  # a write of its own, then Ctrl-C
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        main.atomic_state(interrupted)
+    other = fs.ScopeHandle(two[1], "session", "s2", state=Counter)
+    other.inc_state(count=1)  # another connection can write at once: no lock left held
+    assert (other.state.count, other.version) == (1, 1), "the side write was rolled back"
+    assert main.inc_state(count=1) is True
+    assert (main.state.count, main.version) == (2, 2)
