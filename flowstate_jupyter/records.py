@@ -5,7 +5,8 @@ in one store record", so the operations of DESIGN §4 live here once. Each opera
 new state from the current one *inside* the store's write transaction (``Store.update``), so
 concurrent writers in other threads, processes or machines never lose an update. A handle that
 wrote the record last offers that record to the store (``known=``), which may compute from it
-without reading and commit only if nobody wrote since. If the record changed under us anyway
+without reading and commit only if nobody wrote since (built-in operations only: a function the
+caller passes, as to ``atomic_state``, always runs under the lock, once per attempt). If the record changed under us anyway
 (the conditional UPDATE matched nothing) the driver retries: 3 more attempts with 10 ms doubling
 backoff, then :class:`ConcurrentModificationError`.
 """
@@ -174,7 +175,7 @@ class TypedRecord:
                 path: str | None = None, content: Any = KEEP, force: bool = False,
                 create: Callable[[dict], dict] | None = None,
                 guard: Callable[[Record | None], None] | None = None,
-                changed: Iterable[str] | None = None) -> bool:
+                changed: Iterable[str] | None = None, user_code: bool = False) -> bool:
         """Compute the new state from the current one, validate, commit (see the module doc).
 
         ``create`` (if given) computes the state instead of ``compute`` when there is no live
@@ -182,13 +183,15 @@ class TypedRecord:
         stored, no event, version unchanged) when the result deep-equals what is there; with
         ``force``, a missing record is stored even when its state equals the defaults (a create).
         ``changed`` names the only fields ``compute`` may change (it speeds validation up).
+        ``user_code``: ``compute`` runs the caller's function, so it is never tried on the record
+        this handle remembers (which may be stale): it runs once per attempt, under the lock.
         """
         self._check_writable()
         where = self._where()
         outcome: list[Any] = []  # (before, after, created) of the committed attempt
         check = guard or self._guard
         validate = self._validate
-        known = self._cache
+        known = None if user_code else self._cache
 
         def fn(record: Record | None) -> Change | None:
             check(record)
@@ -276,7 +279,7 @@ class TypedRecord:
             delta.update(partial)
             return ops.patch(current, partial, where=self._where())
 
-        return self._commit("atomic", compute, delta=delta)
+        return self._commit("atomic", compute, delta=delta, user_code=True)
 
     def reset_state(self) -> bool:
         """Put the state back to the schema's defaults (a new version, history kept)."""

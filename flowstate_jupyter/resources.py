@@ -278,7 +278,7 @@ class ResourceHandle(TypedRecord):
                                       f"a dict or a model instance", where=self._where())
             ops.check_json(new, where=self._where())
             return new
-        return self._commit("set", compute)
+        return self._commit("set", compute, user_code=True)
 
     # -- content -----------------------------------------------------------------------------
     def read_content_raw(self) -> str | None:

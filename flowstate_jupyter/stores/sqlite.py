@@ -104,6 +104,10 @@ _SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND 
 _FALLBACK = object()  # _try_known's "take the ordinary path"
 
 
+class _NeedsTransaction(BaseException):
+    """A write tried without a transaction has a function that writes too: give up trying."""
+
+
 def _to_record(row: tuple) -> Record:
     return Record(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], bool(row[6]),
                   row[7], row[8], row[9])
@@ -241,11 +245,9 @@ class SQLiteStore(Store):
     def _transaction(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``body`` in ``BEGIN IMMEDIATE`` (or a savepoint when nested); commit or roll back."""
         with self._lock:
+            if self._speculating:  # nothing is written yet: _try_known falls back
+                raise _NeedsTransaction
             conn = self._conn
-            if self._speculating:  # fn of a write tried without a transaction writes: begin one
-                self._speculating = False
-                self._begin()
-                self._depth = 1  # the tried write is now the outer transaction; _try_known ends it
             nested = self._depth > 0
             pending_before = len(self._pending)
             if nested:
@@ -288,12 +290,10 @@ class SQLiteStore(Store):
         except sqlite3.OperationalError as exc:
             self._rollback()
             raise self._store_error(exc) from exc
-        self._depth = 0
         events, self._pending = self._pending, []
         return events
 
     def _rollback(self) -> None:
-        self._depth = 0
         self._pending.clear()
         try:
             self._conn.execute("ROLLBACK")
@@ -402,69 +402,44 @@ class SQLiteStore(Store):
         """Commit ``fn(known)`` without reading first, if ``known`` is still the stored record.
 
         ``fn`` runs outside a transaction and the result is written with one autocommit
-        ``UPDATE ... WHERE version = ? AND updated_at = ?``. If ``fn`` itself writes (a nested
-        write), a transaction begins at that moment, so everything still commits together.
-        Whenever the outcome depends on whether ``known`` is current (nothing to write, an
-        error, a missed UPDATE), the stored version is checked. Returns the committed record,
-        ``None`` (nothing to write), or ``_FALLBACK``: ``known`` was stale and ``fn`` had not
-        written anything, so the ordinary read-under-the-lock path runs instead.
+        ``UPDATE ... WHERE version = ? AND updated_at = ?``. Whenever the outcome depends on
+        whether ``known`` is current (nothing to write, an error), the stored version is checked
+        first. Returns the committed record, ``None`` (nothing to write), or ``_FALLBACK``: the
+        ordinary read-under-the-lock path must run, because ``known`` was stale or because
+        ``fn`` wants to write other records too (which must commit together with this write; the
+        attempt stopped before anything was written).
         """
         with self._lock:
             if self._depth or self._speculating:  # inside another write: take part in it
                 return _FALLBACK
+            self._speculating = True
             try:
-                result, events = self._try_known_locked(key, fn, known)
-            except BaseException:
-                if self._depth:  # a transaction fn began is still open (say, on Ctrl-C)
-                    self._rollback()
-                raise
-        self._deliver(events)
-        return result
+                change = fn(known)
+                prepared = None if change is None else self._prepare(
+                    key, change, known, (*key, known.version, known.updated_at))
+            except _NeedsTransaction:
+                return _FALLBACK
+            except Exception:
+                if not self._is_current(key, known):
+                    return _FALLBACK
+                raise  # fn failed on the stored record itself: its error stands
+            finally:
+                self._speculating = False
+            if prepared is None:
+                return None if self._is_current(key, known) else _FALLBACK
+            record, event, params = prepared
+            try:
+                if self._cursor.execute(_SPECULATIVE_UPDATE, params).rowcount != 1:
+                    return _FALLBACK
+            except sqlite3.OperationalError as exc:
+                raise self._store_error(exc) from exc
+        self._deliver((event,))
+        return record
 
-    def _try_known_locked(self, key: tuple[str, str, str],
-                          fn: Callable[[Record | None], Change | None],
-                          known: Record) -> tuple[Any, list[dict]]:
-        """``_try_known``'s work under the lock: the result and the events to deliver."""
-        self._speculating = True
-        try:
-            change = fn(known)
-            prepared = None if change is None else self._prepare(
-                key, change, known, (*key, known.version, known.updated_at))
-        except Exception:
-            if not self._settle(key, known):
-                return _FALLBACK, []
-            raise  # fn failed on the stored record itself: its error stands
-        finally:
-            self._speculating = False
-        began = self._depth > 0  # fn wrote, so a transaction is open
-        if prepared is None:
-            if not self._settle(key, known, keep=True):
-                return _FALLBACK, []
-            return None, self._commit() if began else []
-        record, event, params = prepared
-        try:
-            missed = self._cursor.execute(_SPECULATIVE_UPDATE, params).rowcount != 1
-        except sqlite3.OperationalError as exc:
-            raise self._store_error(exc) from exc
-        if missed:
-            if not began:
-                return _FALLBACK, []
-            raise VersionConflictError(f"{record_where(*key)}: version {known.version} is no "
-                                       f"longer current", current=None)  # fn's writes moved it on
-        if not began:
-            return record, [event]
-        self._pending.append(event)
-        return record, self._commit()
-
-    def _settle(self, key: tuple[str, str, str], known: Record, *, keep: bool = False) -> bool:
-        """Is ``known`` still the stored record? Ends a lazily begun transaction unless
-        ``keep`` and the answer is yes (the caller commits it)."""
+    def _is_current(self, key: tuple[str, str, str], known: Record) -> bool:
         row = self._conn.execute("SELECT version, updated_at FROM records WHERE scope = ? AND "
                                  "scope_id = ? AND name = ?", key).fetchone()
-        current = row == (known.version, known.updated_at)
-        if self._depth and not (keep and current):
-            self._rollback()
-        return current
+        return row == (known.version, known.updated_at)
 
     def _prepare(self, key: tuple[str, str, str], change: Change, before: Record | None,
                  where: tuple = ()) -> tuple[Record, dict, tuple]:

@@ -118,3 +118,25 @@ def test_an_interrupt_inside_an_atomic_function_leaves_nothing_open_or_half_writ
     assert (other.state.count, other.version) == (1, 1), "the side write was rolled back"
     assert main.inc_state(count=1) is True
     assert (main.state.count, main.version) == (2, 2)
+
+
+def test_update_given_known_whose_function_writes_too_commits_both_together(store):
+    first = store.write("session", "s1", "", {"n": 1})
+
+    def add_one_and_note_it(record):
+        store.write("session", "s2", "", {"noted": record.state["n"]})
+        return Change(state={"n": record.state["n"] + 1}, operation="increment")
+
+    store.update("session", "s1", "", add_one_and_note_it, known=first)
+    assert store.read("session", "s1").state == {"n": 2}
+    noted = store.read("session", "s2")
+    assert (noted.state, noted.version) == ({"noted": 1}, 1), "written once, with the write"
+
+    def note_then_fail(record):
+        store.write("session", "s2", "", {"noted": "again"})
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        store.update("session", "s1", "", note_then_fail,
+                     known=store.read("session", "s1"))
+    assert store.read("session", "s2").version == 1, "rolled back with the failed write"
