@@ -442,9 +442,9 @@ class SQLiteStore(Store):
         return row == (known.version, known.updated_at)
 
     def _prepare(self, key: tuple[str, str, str], change: Change, before: Record | None,
-                 where: tuple = ()) -> tuple[Record, dict, tuple]:
+                 condition: tuple = ()) -> tuple[Record, dict, tuple]:
         """The committed record, its event and the UPDATE's SET values for ``change``,
-        followed by the ``where`` values."""
+        followed by the ``condition`` values (the WHERE clause's)."""
         text = change.text
         if text is None:
             text = dump_json(change.state, record_where(*key))
@@ -458,7 +458,7 @@ class SQLiteStore(Store):
             *key, change, existed=before is not None and not before.deleted)
         event = {**event, "version": version, "ts": now}
         params = (version, text, content, int(change.delete), now, now, change.operation,
-                  change.request_id, event_json(change, event, key), *where)
+                  change.request_id, event_json(change, event, key), *condition)
         record = Record(*key, version, change.state, content, change.delete,
                         before.created_at if before is not None else now, now, now)
         return record, event, params
