@@ -15,6 +15,8 @@ ones, made per connection with this store's retention limits), so a committed wr
 statement from Python. When the caller passes the record it last committed (``known``), the write
 is tried first as a single autocommit ``UPDATE ... WHERE version = ?`` without reading; if another
 writer got there first, nothing is written and the ordinary read-under-the-lock path runs.
+A plain ``write(..., expected=version)`` needs no read either: it is one
+``UPDATE ... WHERE version = ? RETURNING`` and takes the ordinary path only when that misses.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from ..errors import StoreError, VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
-                   prune_batch, record_where, refuse_existing)
+from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, default_event, dump_json,
+                   event_json, prune_batch, record_where, refuse_existing)
 
 SCHEMA_VERSION = 2
 MIGRATABLE = {1}  # older schema versions upgraded in place when opened
@@ -99,6 +101,10 @@ _UPDATE = ("UPDATE records SET version = ?, state = ?, content = ?, deleted = ?,
            "accessed_at = ?, operation = ?, request_id = ?, event = ? "
            "WHERE scope = ? AND scope_id = ? AND name = ? AND version = ?")
 _SPECULATIVE_UPDATE = _UPDATE + " AND updated_at = ?"
+# write(expected=v) of a live record: created_at (and a kept content) come back from the row.
+_WRITE_LIVE = _UPDATE + " AND deleted = 0 RETURNING content, created_at"
+_WRITE_LIVE_KEEP = _WRITE_LIVE.replace("content = ?, ", "")
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND name = ?"
 
 _FALLBACK = object()  # _try_known's "take the ordinary path"
@@ -396,6 +402,50 @@ class SQLiteStore(Store):
             return record
 
         return self._transaction(body)
+
+    def write(self, scope: str, scope_id: str, name: str, state: Any, *,
+              expected: Expected = "any", operation: str = "set", content: Any = KEEP,
+              event: dict | None = None, request_id: str | None = None) -> Record:
+        if type(expected) is int and expected > 0 and _HAS_RETURNING:
+            self._check_open()
+            change = Change(state=state, operation=operation, content=content, event=event,
+                            request_id=request_id)
+            record = self._try_write((scope, scope_id, name), expected, change)
+            if record is not None:
+                return record
+        return super().write(scope, scope_id, name, state, expected=expected,
+                             operation=operation, content=content, event=event,
+                             request_id=request_id)
+
+    def _try_write(self, key: tuple[str, str, str], expected: int,
+                   change: Change) -> Record | None:
+        """Commit ``change`` as version ``expected + 1`` with one statement, without reading.
+
+        The UPDATE matches only if version ``expected`` is the live stored record, which is all
+        ``expected`` asks. ``None``: nothing was written and the ordinary path must run (it
+        raises the conflict, or the caller is already inside a transaction).
+        """
+        # The stored record as far as this write needs it; content and created_at are read
+        # back from the updated row.
+        live = Record(*key, expected, None, None, False, 0.0, 0.0, 0.0)
+        with self._lock:
+            if self._depth or self._speculating:
+                return None
+            record, event, params = self._prepare(key, change, live, (*key, expected))
+            keep = change.content is KEEP
+            sql = _WRITE_LIVE_KEEP if keep else _WRITE_LIVE
+            if keep:
+                params = params[:2] + params[3:]
+            try:
+                # fetchall, not fetchone: the statement (and its autocommit) must finish here
+                rows = self._cursor.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise self._store_error(exc) from exc
+            if not rows:
+                return None
+            row = rows[0]
+        self._deliver((event,))
+        return record._replace(content=row[0], created_at=row[1])
 
     def _try_known(self, key: tuple[str, str, str], fn: Callable[[Record | None], Change | None],
                    known: Record) -> Any:

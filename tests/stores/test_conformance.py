@@ -118,6 +118,47 @@ def test_a_refused_write_leaves_record_history_and_change_log_untouched(store):
     assert snapshot(store) == before
 
 
+def test_a_version_checked_write_keeps_content_and_creation_time_unless_given(store):
+    first = store.write(S, SID, "plan", {"a": 1}, content="notes")
+    kept = store.write(S, SID, "plan", {"a": 2}, expected=1)
+    assert (kept.version, kept.state, kept.content, kept.created_at) == \
+        (2, {"a": 2}, "notes", first.created_at)
+    assert kept == store.read(S, SID, "plan")
+    replaced = store.write(S, SID, "plan", {"a": 3}, expected=2, content=None)
+    assert (replaced.content, store.read(S, SID, "plan").content) == (None, None)
+    assert [h.version for h in store.history(S, SID, "plan")] == [3, 2, 1]
+    assert [e["change_type"] for _, e in store.changes()] == ["created", "updated", "updated"]
+
+
+@pytest.mark.parametrize("bad", [{"x": math.nan}, {"x": object()}, {"x": "y" * 3000}],
+                         ids=["nan", "not-json", "oversize"])
+def test_a_version_checked_write_of_a_bad_state_stores_nothing(backend, bad):
+    store = backend.open(max_state_bytes=2048)
+    store.write(S, SID, "", {"n": 1})
+    before = snapshot(store)
+    with pytest.raises(ValidationError):
+        store.write(S, SID, "", bad, expected=1)
+    assert snapshot(store) == before
+    assert store.write(S, SID, "", {"n": 2}, expected=1).version == 2
+
+
+def test_a_version_checked_write_inside_fn_is_rolled_back_with_the_outer_one(store):
+    store.write(S, SID, "log", {"line": 1})
+    before = snapshot(store, name="log")
+    events = []
+    store.subscribe(events.append)
+
+    def fn(record):
+        store.write(S, SID, "log", {"line": 2}, expected=1)
+        raise RuntimeError("the outer write fails")
+
+    with pytest.raises(RuntimeError):
+        store.update(S, SID, "", fn)
+    assert snapshot(store, name="log") == before
+    assert store.read(S, SID) is None
+    assert events == []  # no event for a write that was rolled back
+
+
 # -- tombstones and deletes --------------------------------------------------------------------
 
 def test_delete_leaves_a_tombstone_with_the_last_state(store):
