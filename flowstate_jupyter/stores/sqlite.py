@@ -33,23 +33,28 @@ from ..errors import StoreError, VersionConflictError
 from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, default_event, dump_json,
                    event_json, prune_batch, record_where, refuse_existing)
 
-SCHEMA_VERSION = 2
-MIGRATABLE = {1}  # older schema versions upgraded in place when opened
+SCHEMA_VERSION = 3
+MIGRATABLE = {1, 2}  # older schema versions upgraded in place when opened
 APP_ID = "flowstate-jupyter"
 _HEADER = b"SQLite format 3\x00"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS fs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
+# ``records`` is an ordinary rowid table (schema 3): a row keeps up to ~4 KB in its page, where a
+# WITHOUT ROWID row spills to an overflow page above ~1 KB (one more page written per commit).
+_RECORDS = """
+CREATE TABLE IF NOT EXISTS {table} (
     scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL,
     version INTEGER NOT NULL, state TEXT NOT NULL, content TEXT,
     deleted INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL, updated_at REAL NOT NULL, accessed_at REAL NOT NULL,
     operation TEXT, request_id TEXT, event TEXT,
-    PRIMARY KEY (scope, scope_id, name)
-) WITHOUT ROWID;
+    UNIQUE (scope, scope_id, name)
+);
 CREATE INDEX IF NOT EXISTS records_by_name ON records (scope, name);
+"""
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + _RECORDS.format(table="records") + """
 CREATE TABLE IF NOT EXISTS history (
     scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
     ts REAL NOT NULL, operation TEXT NOT NULL, state TEXT NOT NULL,
@@ -69,6 +74,14 @@ _COLUMNS = "scope, scope_id, name, version, state, content, deleted, created_at,
 _MIGRATE_FROM_1 = ("ALTER TABLE records ADD COLUMN operation TEXT",
                    "ALTER TABLE records ADD COLUMN request_id TEXT",
                    "ALTER TABLE records ADD COLUMN event TEXT")
+# Schema 2 -> 3: ``records`` rebuilt as a rowid table (see _RECORDS), rows copied as they are.
+_RECORD_COLUMNS = _COLUMNS + ", operation, request_id, event"
+_MIGRATE_FROM_2 = (
+    _RECORDS.format(table="records_v3").split(";")[0],
+    f"INSERT INTO records_v3 ({_RECORD_COLUMNS}) SELECT {_RECORD_COLUMNS} FROM records",
+    "DROP TABLE records",
+    "ALTER TABLE records_v3 RENAME TO records",
+    _RECORDS.split(";")[1])
 
 # Per connection: every write that carries an event (all but imports and touches) gets its
 # history row and change-log row from these triggers, and both are pruned a batch at a time
@@ -95,7 +108,7 @@ WHEN new.seq > {changes} AND (new.seq - {changes} - 1) % {changes_batch} = 0 BEG
     DELETE FROM changes WHERE seq <= new.seq - {changes} + {changes_batch} - 1;
 END;
 """
-_INSERT = (f"INSERT INTO records ({_COLUMNS}, operation, request_id, event) "
+_INSERT = (f"INSERT INTO records ({_RECORD_COLUMNS}) "
            f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _UPDATE = ("UPDATE records SET version = ?, state = ?, content = ?, deleted = ?, updated_at = ?, "
            "accessed_at = ?, operation = ?, request_id = ?, event = ? "
@@ -229,11 +242,12 @@ class SQLiteStore(Store):
                 return
             found = int(conn.execute("SELECT value FROM fs_meta "
                                      "WHERE key = 'schema_version'").fetchone()[0])
-            if found == 1:  # checked again under the write lock: another process may have won
-                for statement in _MIGRATE_FROM_1:
-                    conn.execute(statement)
-                conn.execute("UPDATE fs_meta SET value = ? WHERE key = 'schema_version'",
-                             (str(SCHEMA_VERSION),))
+            if found == SCHEMA_VERSION:  # checked under the write lock: another process won
+                return
+            for statement in (_MIGRATE_FROM_1 if found == 1 else ()) + _MIGRATE_FROM_2:
+                conn.execute(statement)
+            conn.execute("UPDATE fs_meta SET value = ? WHERE key = 'schema_version'",
+                         (str(SCHEMA_VERSION),))
 
         self._transaction(create)
         limits = {"origin": self.origin,

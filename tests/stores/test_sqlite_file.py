@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -220,18 +221,35 @@ INSERT INTO history VALUES ('session', 's1', '', 1, 1.0, 'set', '{"n": 1}', 0, N
 """
 
 
-def test_a_schema_1_store_is_upgraded_in_place_keeping_records_and_history(db):
+# Version 2 added the last write's operation, request id and event to the record.
+_SCHEMA_2 = (_SCHEMA_1.replace("accessed_at REAL NOT NULL,\n    PRIMARY",
+                               "accessed_at REAL NOT NULL,\n    operation TEXT, request_id TEXT, "
+                               "event TEXT,\n    PRIMARY", 1)
+             .replace("('schema_version', '1')", "('schema_version', '2')")
+             .replace("NULL, 0, 1.0, 2.0, 2.0)", "'{\"a\": 1}', 0, 1.0, 2.0, 2.5, 'increment', 'r2', "
+                      "NULL), ('session', 's1', 'plan', 1, '{}', NULL, 1, 1.0, 1.0, 1.0, 'delete', "
+                      "NULL, NULL)"))
+
+
+@pytest.mark.parametrize("old_schema", [_SCHEMA_1, _SCHEMA_2], ids=["schema-1", "schema-2"])
+def test_an_older_store_is_upgraded_in_place_keeping_records_and_history(db, old_schema):
     conn = sqlite3.connect(db)
-    conn.executescript(_SCHEMA_1)
+    conn.executescript(old_schema)
+    before = conn.execute("SELECT scope, scope_id, name, version, state, content, deleted, "
+                          "created_at, updated_at, accessed_at FROM records "
+                          "ORDER BY name").fetchall()
     conn.close()
     with SQLiteStore(db) as store:
-        record = store.read("session", "s1")
-        assert (record.version, record.state) == (2, {"n": 2})
+        assert [tuple(r) for r in store.list(include_deleted=True)] == [
+            (*row[:4], json.loads(row[4]), row[5], bool(row[6]), *row[7:]) for row in before]
         store.write("session", "s1", "", {"n": 3}, expected=2)
         assert [(e.version, e.state) for e in store.history("session", "s1")] == \
             [(3, {"n": 3}), (2, {"n": 2}), (1, {"n": 1})]
         assert store.changes()[-1][1]["version"] == 3
+        assert store.doctor()["integrity"] == "ok"
     conn = sqlite3.connect(db)
     assert dict(conn.execute("SELECT key, value FROM fs_meta")) == \
         {"app": APP_ID, "schema_version": str(SCHEMA_VERSION)}
+    assert "WITHOUT ROWID" not in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'records'").fetchone()[0]
     conn.close()
