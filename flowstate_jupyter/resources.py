@@ -406,6 +406,7 @@ class CollectionHandle:
         cap = self.definition.max_instances
         if cap is None:
             return
+        self._store.serialize_writes()  # so two creators cannot both count the same room
         records = [r for r in self._records() if r.name != f"{self.name}:{key}"]
         excess = len(records) - cap + 1
         if excess <= 0:

@@ -304,6 +304,15 @@ class Store(abc.ABC):
         therefore be safe to call more than once (it already is: conflicts are retried).
         """
 
+    def serialize_writes(self) -> None:
+        """Inside an ``update`` function: no other writer that calls this too runs alongside.
+
+        From here until this write commits or rolls back, writers that call ``serialize_writes``
+        wait, and what this write reads next includes everything they committed. It is for
+        decisions that read several records, such as whether a collection has room. SQLite and
+        memory stores already run one write at a time, so this does nothing there.
+        """
+
     @abc.abstractmethod
     def touch(self, scope: str, scope_id: str, name: str) -> None:
         """Mark a record as used now (for LRU eviction); no version bump, no event."""

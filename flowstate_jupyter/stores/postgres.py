@@ -542,6 +542,14 @@ class PostgresStore(Store):
                     f"whether it committed; read the record before retrying")
             time.sleep(0.05)
 
+    def serialize_writes(self) -> None:
+        # Every write takes this lock to log its change and holds it until it commits; taking it
+        # now makes the reads that follow see every write that took it before.
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            raise RuntimeError("serialize_writes() is for use inside an update function")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._log_lock,))
+
     def _nested_update(self, tx: Any, key: tuple[str, str, str],
                        fn: Callable[[Record | None], Change | None]) -> Record | None:
         """A write from inside another write's ``fn``: a savepoint on the same connection."""

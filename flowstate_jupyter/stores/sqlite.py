@@ -431,6 +431,10 @@ class SQLiteStore(Store):
                              operation=operation, content=content, event=event,
                              request_id=request_id)
 
+    def serialize_writes(self) -> None:
+        if self._speculating:  # tried outside a transaction: take the ordinary path instead
+            raise _NeedsTransaction
+
     def _try_write(self, key: tuple[str, str, str], expected: int,
                    change: Change) -> Record | None:
         """Commit ``change`` as version ``expected + 1`` with one statement, without reading.

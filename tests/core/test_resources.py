@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from pydantic import BaseModel
 
@@ -309,3 +311,29 @@ def test_an_instance_handle_creates_its_record_on_the_first_write_only(store):
     assert target.inc_state(size=3) is True
     assert files.list() == ["files/new"]  # room was made by that first write
     assert created == [("files/old", 0), ("files/new", 3)]
+
+
+@pytest.mark.parametrize("eviction", ["none", "oldest"])
+def test_a_collection_cap_holds_when_writers_in_several_connections_create_at_once(
+        shared_backend, eviction):
+    cap, writers = 3, 8
+    stores = [shared_backend.open() for _ in range(writers)]
+    collections = [_files(s, max_instances=cap, eviction=eviction) for s in stores]
+    barrier = threading.Barrier(writers)
+    outcomes: list[str] = []
+
+    def create(i: int) -> None:
+        barrier.wait()
+        try:
+            collections[i].create(f"files/{i}")
+            outcomes.append("created")
+        except fs.ValidationError:
+            outcomes.append("full")
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(collections[0].list()) == cap
+    assert outcomes.count("created") == (cap if eviction == "none" else writers)
