@@ -459,13 +459,15 @@ def encode_json(value: Any, *, where: str, what: str = "state") -> str:
         data = pydantic_core.to_json(value, inf_nan_mode="constants")
     except (pydantic_core.PydanticSerializationError, ValueError):
         data = b"NaN"  # a lone surrogate, say: let the strict encoder say what is wrong
-    if b"NaN" in data or b"Infinity" in data:  # (or just text that contains those words)
+    text = data.decode()
+    # (searching str is several times faster than searching bytes for short texts)
+    if "NaN" in text or "Infinity" in text:  # (or just text that contains those words)
         try:
             return dump_json(value, where, what)
         except ValidationError:
             check_json(value, where=where)  # the same refusal, with the field's path
             raise
-    return data.decode()
+    return text
 
 
 def read_state(model: _Model, stored: dict | None, *, where: str, version: int) -> dict:
