@@ -3,12 +3,14 @@
 Scope state (``scopes.py``) and resources (``resources.py``) are both "a typed JSON object kept
 in one store record", so the operations of DESIGN §4 live here once. Each operation computes the
 new state from the current one *inside* the store's write transaction (``Store.update``), so
-concurrent writers in other threads, processes or machines never lose an update. A handle that
-wrote the record last offers that record to the store (``known=``), which may compute from it
-without reading and commit only if nobody wrote since (built-in operations only: a function the
-caller passes, as to ``atomic_state``, always runs under the lock, once per attempt). If the record changed under us anyway
-(the conditional UPDATE matched nothing) the driver retries: 3 more attempts with 10 ms doubling
-backoff, then :class:`ConcurrentModificationError`.
+concurrent writers in other threads, processes or machines never lose an update.
+
+The fast path: a handle that wrote the record last remembers it, computes the next state from it
+without reading, and hands the result to ``Store.commit_next``, which commits it only if nobody
+wrote since (built-in operations only: a function the caller passes, as to ``atomic_state``,
+always runs under the lock, once per attempt). Otherwise the ordinary path above runs. If the
+record changed under us anyway (the conditional UPDATE matched nothing) the driver retries: 3
+more attempts with 10 ms doubling backoff, then :class:`ConcurrentModificationError`.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ BACKOFF_S = 0.010
 
 
 def drive(store: Store, scope: str, scope_id: str, name: str,
-          fn: Callable[[Record | None], Change | None], *, where: str,
-          known: Record | None = None) -> Record | None:
-    """Run ``store.update`` with the retry policy of DESIGN §4 (``known``: see Store.update)."""
+          fn: Callable[[Record | None], Change | None], *, where: str) -> Record | None:
+    """Run ``store.update`` with the retry policy of DESIGN §4."""
     attempt = 0
     while True:
         attempt += 1
         try:
-            return store.update(scope, scope_id, name, fn, known=known)
+            return store.update(scope, scope_id, name, fn)
         except VersionConflictError as exc:
             if attempt > RETRIES:
                 raise ConcurrentModificationError(
@@ -100,7 +101,7 @@ class TypedRecord:
         self._version = 0
         # The record this handle last wrote, its state the validated dict: a write right after
         # it needs no re-validation of the stored state (another writer would have bumped the
-        # version), and the store may skip reading it back (``Store.update(known=...)``).
+        # version), and the next write may skip reading it back (``_commit_known``).
         self._cache: Record | None = None
 
     # -- hooks for subclasses ----------------------------------------------------------------
@@ -170,7 +171,7 @@ class TypedRecord:
         """Kept versions of this record, newest first (time, operation, state)."""
         return self._store.history(self._scope, self._scope_id, self._name, limit=limit)
 
-    # -- the one write path ------------------------------------------------------------------
+    # -- the write path ------------------------------------------------------------------
     def _commit(self, operation: str, compute: Callable[[dict], dict], *, delta: Any = None,
                 path: str | None = None, content: Any = KEEP, force: bool = False,
                 create: Callable[[dict], dict] | None = None,
@@ -188,15 +189,19 @@ class TypedRecord:
         """
         self._check_writable()
         where = self._where()
+        known = self._cache
+        if known is not None and guard is None and not user_code:
+            done = self._commit_known(known, operation, compute, delta, path, content, changed,
+                                      where)
+            if done:
+                return True
         outcome: list[Any] = []  # (before, after, created) of the committed attempt
         check = guard or self._guard
         validate = self._validate
-        known = None if user_code else self._cache
 
         def fn(record: Record | None) -> Change | None:
             check(record)
-            current = record.state if known is not None and record is known \
-                else self._current(record)
+            current = self._current(record)
             existed = record is not None and not record.deleted
             if create is not None and not existed:
                 new = validate(create(current), where)
@@ -207,19 +212,51 @@ class TypedRecord:
             if unchanged and (existed or (record is None and not force)):
                 return None  # the no-op guard
             outcome[:] = (current, new, not existed)
-            event = self._event(operation, delta, path, existed)
-            return Change(state=new, operation=operation, content=content, event=event,
-                          request_id=self._request_id, text=schema.encode_json(new, where=where),
-                          event_text=schema.encode_json(event, where=where, what="event"))
+            return self._change(operation, new, delta, path, content, existed, where)
 
-        record = drive(self._store, self._scope, self._scope_id, self._name, fn, where=where,
-                       known=known)
+        record = drive(self._store, self._scope, self._scope_id, self._name, fn, where=where)
         if record is None:
             return False
+        self._committed(record, *outcome)
+        return True
+
+    def _commit_known(self, known: Record, operation: str, compute: Callable[[dict], dict],
+                      delta: Any, path: str | None, content: Any, changed: Any,
+                      where: str) -> bool:
+        """The fast path: compute from the record this handle last wrote, without reading, and
+        commit only if it is still the stored one (``Store.commit_next``).
+
+        False: nothing was written and the ordinary path must decide, on the stored record —
+        another writer came first, or the outcome (an error, nothing to write) may only be due
+        to the remembered record being out of date.
+        """
+        current = known.state
+        try:
+            self._guard(known)
+            new = self._validate(compute(current), where, changed)
+        except Exception:
+            return False
+        if ops.json_equal(new, current) and (content is KEEP or content == known.content):
+            return False
+        record = self._store.commit_next(
+            known, self._change(operation, new, delta, path, content, True, where))
+        if record is None:
+            return False
+        self._committed(record, current, new, False)
+        return True
+
+    def _change(self, operation: str, new: dict, delta: Any, path: str | None, content: Any,
+                existed: bool, where: str) -> Change:
+        """The store's change for a validated new state, with its state and event encoded."""
+        event = self._event(operation, delta, path, existed)
+        return Change(state=new, operation=operation, content=content, event=event,
+                      request_id=self._request_id, text=schema.encode_json(new, where=where),
+                      event_text=schema.encode_json(event, where=where, what="event"))
+
+    def _committed(self, record: Record, before: dict, after: dict, created: bool) -> None:
         self._seen(record)
         self._cache = None if record.deleted else record
-        self._after_commit(*outcome)
-        return True
+        self._after_commit(before, after, created)
 
     # -- operations (DESIGN §4) --------------------------------------------------------------
     def patch_state(self, update: Any = None, /, **fields: Any) -> bool:

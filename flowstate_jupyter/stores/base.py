@@ -96,6 +96,10 @@ class HistoryEntry:
     request_id: str | None = None
 
 
+class _Stale(Exception):
+    """``commit_next``'s signal: the stored record is no longer the one the change was made from."""
+
+
 @dataclass(slots=True)
 class _Subscribers:
     callbacks: list[Callable[[dict], None]] = field(default_factory=list)
@@ -291,18 +295,32 @@ class Store(abc.ABC):
     # -- writing ---------------------------------------------------------------------------
     @abc.abstractmethod
     def update(self, scope: str, scope_id: str, name: str,
-               fn: Callable[[Record | None], Change | None], *,
-               known: Record | None = None) -> Record | None:
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
         """Read the record under the write lock, commit ``fn(record)``; ``None`` = no change.
 
         Returns the committed record, or ``None`` when ``fn`` returned ``None``. Exceptions
         from ``fn`` roll everything back and propagate.
-
-        ``known`` is a hint: the record as the caller last committed it. A backend may first
-        call ``fn(known)`` and commit the result only if the stored record is still exactly
-        that version, skipping the read; otherwise it reads and calls ``fn`` again. ``fn`` must
-        therefore be safe to call more than once (it already is: conflicts are retried).
         """
+
+    def commit_next(self, known: Record, change: Change) -> Record | None:
+        """Commit ``change`` as the next version of ``known`` if that is still the stored record.
+
+        For a writer that computed ``change`` from the record it last committed, without reading
+        it again. Returns the committed record, or ``None`` with nothing written: another write
+        came first (or one was rolled back and its version reused), ``known`` is a tombstone, or
+        the backend prefers the ordinary path here (say, inside another write). The caller then
+        writes with :meth:`update`. Backends override this to skip the read.
+        """
+        def fn(record: Record | None) -> Change:
+            if record is None or record.deleted or known.deleted \
+                    or (record.version, record.updated_at) != (known.version, known.updated_at):
+                raise _Stale
+            return change
+
+        try:
+            return self.update(known.scope, known.scope_id, known.name, fn)
+        except _Stale:
+            return None
 
     def serialize_writes(self) -> None:
         """Inside an ``update`` function: no other writer that calls this too runs alongside.

@@ -92,8 +92,7 @@ class MemoryStore(Store):
                                              self._now()), text)
 
     def update(self, scope: str, scope_id: str, name: str,
-               fn: Callable[[Record | None], Change | None], *,
-               known: Record | None = None) -> Record | None:
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
         """Like SQLite: a write made from inside ``fn`` is nested in the outer write; it is undone
         if the outer one fails, and events are delivered only after the outermost commits."""
         self._check_open()

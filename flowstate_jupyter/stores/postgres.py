@@ -441,8 +441,7 @@ class PostgresStore(Store):
                                             "now": self._now()})
 
     def update(self, scope: str, scope_id: str, name: str,
-               fn: Callable[[Record | None], Change | None], *,
-               known: Record | None = None) -> Record | None:
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
         self._check_open()
         key = (scope, scope_id, name)
         tx = self._local

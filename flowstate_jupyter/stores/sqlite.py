@@ -12,9 +12,9 @@ SQLite's write lock does. Other processes' changes are noticed by a watcher thre
 
 Speed. A write's history row and change-log row are inserted by triggers on ``records`` (temporary
 ones, made per connection with this store's retention limits), so a committed write is one
-statement from Python. When the caller passes the record it last committed (``known``), the write
-is tried first as a single autocommit ``UPDATE ... WHERE version = ?`` without reading; if another
-writer got there first, nothing is written and the ordinary read-under-the-lock path runs.
+statement from Python. ``commit_next`` (a handle writing on from the record it last committed)
+is a single autocommit ``UPDATE ... WHERE version = ? AND updated_at = ?`` without reading; if
+another writer got there first, nothing is written and the caller takes the ordinary path.
 A plain ``write(..., expected=version)`` needs no read either: it is one
 ``UPDATE ... WHERE version = ? RETURNING`` and takes the ordinary path only when that misses.
 """
@@ -31,10 +31,10 @@ from urllib.parse import quote
 
 from ..errors import StoreError, VersionConflictError
 from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, default_event, dump_json,
-                   event_json, prune_batch, record_where, refuse_existing)
+                   prune_batch, record_where, refuse_existing)
 
-SCHEMA_VERSION = 3
-MIGRATABLE = {1, 2}  # older schema versions upgraded in place when opened
+SCHEMA_VERSION = 4
+MIGRATABLE = {1, 2, 3}  # older schema versions upgraded in place when opened
 APP_ID = "flowstate-jupyter"
 _HEADER = b"SQLite format 3\x00"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (scope, scope_id, name, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY, origin TEXT NOT NULL, event TEXT NOT NULL
+    seq INTEGER PRIMARY KEY, origin TEXT NOT NULL, event TEXT NOT NULL,
+    version INTEGER, ts REAL
 );
 """
 
@@ -82,6 +83,10 @@ _MIGRATE_FROM_2 = (
     "DROP TABLE records",
     "ALTER TABLE records_v3 RENAME TO records",
     _RECORDS.split(";")[1])
+# Schema 3 -> 4: a change-log row keeps its version and time in columns, so that the event text
+# is written as the handle encoded it. Older rows have both inside the text, and NULL here.
+_MIGRATE_FROM_3 = ("ALTER TABLE changes ADD COLUMN version INTEGER",
+                   "ALTER TABLE changes ADD COLUMN ts REAL")
 
 # Per connection: every write that carries an event (all but imports and touches) gets its
 # history row and change-log row from these triggers, and both are pruned a batch at a time
@@ -93,7 +98,8 @@ WHEN new.event IS NOT NULL BEGIN
                          request_id)
     VALUES (new.scope, new.scope_id, new.name, new.version, new.updated_at, new.operation,
             new.state, new.deleted, new.request_id);
-    INSERT INTO changes (origin, event) VALUES ('{origin}', new.event);
+    INSERT INTO changes (origin, event, version, ts)
+    VALUES ('{origin}', new.event, new.version, new.updated_at);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS fs_prune_history_{kind} AFTER {event} ON main.records
 WHEN new.event IS NOT NULL AND new.version > {history} AND
@@ -113,18 +119,20 @@ _INSERT = (f"INSERT INTO records ({_RECORD_COLUMNS}) "
 _UPDATE = ("UPDATE records SET version = ?, state = ?, content = ?, deleted = ?, updated_at = ?, "
            "accessed_at = ?, operation = ?, request_id = ?, event = ? "
            "WHERE scope = ? AND scope_id = ? AND name = ? AND version = ?")
-_SPECULATIVE_UPDATE = _UPDATE + " AND updated_at = ?"
+_UPDATE_KNOWN = _UPDATE + " AND updated_at = ?"  # commit_next: exactly the record it knows
 # write(expected=v) of a live record: created_at (and a kept content) come back from the row.
 _WRITE_LIVE = _UPDATE + " AND deleted = 0 RETURNING content, created_at"
 _WRITE_LIVE_KEEP = _WRITE_LIVE.replace("content = ?, ", "")
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND name = ?"
 
-_FALLBACK = object()  # _try_known's "take the ordinary path"
-
-
-class _NeedsTransaction(BaseException):
-    """A write tried without a transaction has a function that writes too: give up trying."""
+def _to_event(text: str, version: int | None, ts: float | None) -> dict:
+    """A change-log event as read back (rows of schema 3 and older carry version and ts inside)."""
+    event = json.loads(text)
+    if version is not None:
+        event["version"] = version
+        event["ts"] = ts
+    return event
 
 
 def _to_record(row: tuple) -> Record:
@@ -148,7 +156,6 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
-        self._speculating = False  # a write is being tried without a transaction (_try_known)
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self._inspect_existing()
@@ -244,7 +251,8 @@ class SQLiteStore(Store):
                                      "WHERE key = 'schema_version'").fetchone()[0])
             if found == SCHEMA_VERSION:  # checked under the write lock: another process won
                 return
-            for statement in (_MIGRATE_FROM_1 if found == 1 else ()) + _MIGRATE_FROM_2:
+            steps = {1: _MIGRATE_FROM_1, 2: _MIGRATE_FROM_2, 3: _MIGRATE_FROM_3}
+            for statement in (s for v in range(found, SCHEMA_VERSION) for s in steps[v]):
                 conn.execute(statement)
             conn.execute("UPDATE fs_meta SET value = ? WHERE key = 'schema_version'",
                          (str(SCHEMA_VERSION),))
@@ -265,8 +273,6 @@ class SQLiteStore(Store):
     def _transaction(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``body`` in ``BEGIN IMMEDIATE`` (or a savepoint when nested); commit or roll back."""
         with self._lock:
-            if self._speculating:  # nothing is written yet: _try_known falls back
-                raise _NeedsTransaction
             conn = self._conn
             nested = self._depth > 0
             pending_before = len(self._pending)
@@ -371,9 +377,9 @@ class SQLiteStore(Store):
         return [HistoryEntry(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), r[5]) for r in rows]
 
     def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
-        rows = self._query("SELECT seq, event FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                           (after, -1 if limit is None else limit))
-        return [(seq, json.loads(event)) for seq, event in rows]
+        rows = self._query("SELECT seq, event, version, ts FROM changes WHERE seq > ? "
+                           "ORDER BY seq LIMIT ?", (after, -1 if limit is None else limit))
+        return [(row[0], _to_event(*row[1:])) for row in rows]
 
     # -- writing -----------------------------------------------------------------------------
     def touch(self, scope: str, scope_id: str, name: str) -> None:
@@ -383,14 +389,9 @@ class SQLiteStore(Store):
             (self._now(), scope, scope_id, name)))
 
     def update(self, scope: str, scope_id: str, name: str,
-               fn: Callable[[Record | None], Change | None], *,
-               known: Record | None = None) -> Record | None:
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
         self._check_open()
         key = (scope, scope_id, name)
-        if known is not None and not known.deleted:
-            result = self._try_known(key, fn, known)
-            if result is not _FALLBACK:
-                return result
 
         def body(conn: sqlite3.Connection) -> Record | None:
             row = conn.execute(_SELECT, key).fetchone()
@@ -431,10 +432,6 @@ class SQLiteStore(Store):
                              operation=operation, content=content, event=event,
                              request_id=request_id)
 
-    def serialize_writes(self) -> None:
-        if self._speculating:  # tried outside a transaction: take the ordinary path instead
-            raise _NeedsTransaction
-
     def _try_write(self, key: tuple[str, str, str], expected: int,
                    change: Change) -> Record | None:
         """Commit ``change`` as version ``expected + 1`` with one statement, without reading.
@@ -447,7 +444,7 @@ class SQLiteStore(Store):
         # back from the updated row.
         live = Record(*key, expected, None, None, False, 0.0, 0.0, 0.0)
         with self._lock:
-            if self._depth or self._speculating:
+            if self._depth:
                 return None
             record, event, params = self._prepare(key, change, live, (*key, expected))
             keep = change.content is KEEP
@@ -465,49 +462,21 @@ class SQLiteStore(Store):
         self._deliver((event,))
         return record._replace(content=row[0], created_at=row[1])
 
-    def _try_known(self, key: tuple[str, str, str], fn: Callable[[Record | None], Change | None],
-                   known: Record) -> Any:
-        """Commit ``fn(known)`` without reading first, if ``known`` is still the stored record.
-
-        ``fn`` runs outside a transaction and the result is written with one autocommit
-        ``UPDATE ... WHERE version = ? AND updated_at = ?``. Whenever the outcome depends on
-        whether ``known`` is current (nothing to write, an error), the stored version is checked
-        first. Returns the committed record, ``None`` (nothing to write), or ``_FALLBACK``: the
-        ordinary read-under-the-lock path must run, because ``known`` was stale or because
-        ``fn`` wants to write other records too (which must commit together with this write; the
-        attempt stopped before anything was written).
-        """
+    def commit_next(self, known: Record, change: Change) -> Record | None:
+        self._check_open()
         with self._lock:
-            if self._depth or self._speculating:  # inside another write: take part in it
-                return _FALLBACK
-            self._speculating = True
+            if self._depth or known.deleted:  # inside another write: take part in it instead
+                return None
+            key = known[:3]  # (scope, scope_id, name)
+            record, event, params = self._prepare(key, change, known,
+                                                  (*key, known.version, known.updated_at))
             try:
-                change = fn(known)
-                prepared = None if change is None else self._prepare(
-                    key, change, known, (*key, known.version, known.updated_at))
-            except _NeedsTransaction:
-                return _FALLBACK
-            except Exception:
-                if not self._is_current(key, known):
-                    return _FALLBACK
-                raise  # fn failed on the stored record itself: its error stands
-            finally:
-                self._speculating = False
-            if prepared is None:
-                return None if self._is_current(key, known) else _FALLBACK
-            record, event, params = prepared
-            try:
-                if self._cursor.execute(_SPECULATIVE_UPDATE, params).rowcount != 1:
-                    return _FALLBACK
+                if self._cursor.execute(_UPDATE_KNOWN, params).rowcount != 1:
+                    return None
             except sqlite3.OperationalError as exc:
                 raise self._store_error(exc) from exc
         self._deliver((event,))
         return record
-
-    def _is_current(self, key: tuple[str, str, str], known: Record) -> bool:
-        row = self._conn.execute("SELECT version, updated_at FROM records WHERE scope = ? AND "
-                                 "scope_id = ? AND name = ?", key).fetchone()
-        return row == (known.version, known.updated_at)
 
     def _prepare(self, key: tuple[str, str, str], change: Change, before: Record | None,
                  condition: tuple = ()) -> tuple[Record, dict, tuple]:
@@ -522,13 +491,19 @@ class SQLiteStore(Store):
         content = (before.content if before else None) if change.content is KEEP \
             else change.content
         version = before.version + 1 if before is not None else 1
-        event = change.event if change.event is not None else default_event(
-            *key, change, existed=before is not None and not before.deleted)
-        event = {**event, "version": version, "ts": now}
+        event = change.event
+        event_text = change.event_text
+        if event is None:
+            event = default_event(*key, change, existed=before is not None and not before.deleted)
+            event_text = None
+        if event_text is None:
+            event_text = dump_json(event, key, "event")
+        # The change-log row gets version and ts from the record's columns (see _LOG_TRIGGERS).
         params = (version, text, content, int(change.delete), now, now, change.operation,
-                  change.request_id, event_json(change, event, key), *condition)
+                  change.request_id, event_text, *condition)
         record = Record(*key, version, change.state, content, change.delete,
                         before.created_at if before is not None else now, now, now)
+        event = {**event, "version": version, "ts": now}
         return record, event, params
 
     # -- maintenance ---------------------------------------------------------------------------
@@ -621,13 +596,13 @@ class SQLiteStore(Store):
                     if version == seen:
                         continue
                     seen = version
-                    rows = conn.execute("SELECT seq, origin, event FROM changes WHERE seq > ? "
-                                        "ORDER BY seq", (last_seq,)).fetchall()
+                    rows = conn.execute("SELECT seq, origin, event, version, ts FROM changes "
+                                        "WHERE seq > ? ORDER BY seq", (last_seq,)).fetchall()
                 except sqlite3.Error:
                     continue  # locked or busy for a moment: try again next tick
                 if rows:
                     last_seq = rows[-1][0]
-                    self._deliver(json.loads(e) for _, origin, e in rows if origin != self.origin)
+                    self._deliver(_to_event(*row[2:]) for row in rows if row[1] != self.origin)
         finally:
             conn.close()
 

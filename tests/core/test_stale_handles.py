@@ -12,7 +12,6 @@ from pydantic import BaseModel
 
 import flowstate_jupyter as fs
 from flowstate_jupyter.errors import ValidationError
-from flowstate_jupyter.stores.base import Change
 
 
 class Counter(BaseModel):
@@ -87,21 +86,6 @@ def test_a_write_made_inside_an_atomic_function_commits_together_with_it(store):
     assert (side.state.count, side.version) == (5, 1), "the side write rolled back with it"
 
 
-def test_update_given_a_stale_known_record_computes_from_the_stored_one(store):
-    first = store.write("session", "s1", "", {"n": 1})
-    store.write("session", "s1", "", {"n": 5}, expected=first.version)
-    seen = []
-
-    def add_one(record):
-        seen.append(record.version)
-        return Change(state={"n": record.state["n"] + 1}, operation="increment")
-
-    result = store.update("session", "s1", "", add_one, known=first)
-    assert (result.version, result.state) == (3, {"n": 6})
-    assert store.read("session", "s1").state == {"n": 6}
-    assert seen[-1] == 2, "the last call saw the stored record"
-
-
 def test_an_interrupt_inside_an_atomic_function_leaves_nothing_open_or_half_written(two):
     main = fs.ScopeHandle(two[0], "session", "s1", state=Counter)
     side = fs.ScopeHandle(two[0], "session", "s2", state=Counter)
@@ -118,25 +102,3 @@ def test_an_interrupt_inside_an_atomic_function_leaves_nothing_open_or_half_writ
     assert (other.state.count, other.version) == (1, 1), "the side write was rolled back"
     assert main.inc_state(count=1) is True
     assert (main.state.count, main.version) == (2, 2)
-
-
-def test_update_given_known_whose_function_writes_too_commits_both_together(store):
-    first = store.write("session", "s1", "", {"n": 1})
-
-    def add_one_and_note_it(record):
-        store.write("session", "s2", "", {"noted": record.state["n"]})
-        return Change(state={"n": record.state["n"] + 1}, operation="increment")
-
-    store.update("session", "s1", "", add_one_and_note_it, known=first)
-    assert store.read("session", "s1").state == {"n": 2}
-    noted = store.read("session", "s2")
-    assert (noted.state, noted.version) == ({"noted": 1}, 1), "written once, with the write"
-
-    def note_then_fail(record):
-        store.write("session", "s2", "", {"noted": "again"})
-        raise ValueError("no")
-
-    with pytest.raises(ValueError):
-        store.update("session", "s1", "", note_then_fail,
-                     known=store.read("session", "s1"))
-    assert store.read("session", "s2").version == 1, "rolled back with the failed write"

@@ -159,6 +159,53 @@ def test_a_version_checked_write_inside_fn_is_rolled_back_with_the_outer_one(sto
     assert events == []  # no event for a write that was rolled back
 
 
+def test_commit_next_commits_the_next_version_of_the_record_it_was_made_from(store):
+    first = store.write(S, SID, "plan", {"a": 1}, content="notes")
+    events = []
+    store.subscribe(events.append)
+    record = store.commit_next(first, Change(state={"a": 2}, operation="patch"))
+    assert (record.version, record.state, record.content, record.created_at) == \
+        (2, {"a": 2}, "notes", first.created_at)
+    assert record == store.read(S, SID, "plan")
+    assert [(h.version, h.operation) for h in store.history(S, SID, "plan")] == \
+        [(2, "patch"), (1, "set")]
+    assert [(e["version"], e["ts"]) for e in events] == [(2, record.updated_at)]
+    assert store.changes()[-1][1] == events[0]
+
+
+@pytest.mark.parametrize("since", ["written", "deleted", "rolled-back"])
+def test_commit_next_from_a_record_that_is_no_longer_stored_writes_nothing(store, since):
+    first = store.write(S, SID, "", {"n": 1})
+    if since == "written":
+        store.write(S, SID, "", {"n": 5}, expected=1)
+    elif since == "deleted":
+        store.delete(S, SID, "")
+    else:  # the stored version has the number the caller knows, but is another write (the
+        # caller's own was rolled back, and version numbers are reused after a rollback)
+        stored = store.write(S, SID, "", {"n": 5}, expected=1)
+        first = stored._replace(updated_at=stored.updated_at - 1.0)
+    before = snapshot(store)
+    events = []
+    store.subscribe(events.append)
+    assert store.commit_next(first, Change(state={"n": 99}, operation="increment")) is None
+    assert snapshot(store) == before
+    assert events == []
+
+
+def test_commit_next_inside_another_write_is_undone_with_it(store):
+    first = store.write(S, SID, "log", {"line": 1})
+    before = snapshot(store, name="log")
+
+    def fn(record):
+        store.commit_next(first, Change(state={"line": 2}))
+        raise RuntimeError("the outer write fails")
+
+    with pytest.raises(RuntimeError):
+        store.update(S, SID, "", fn)
+    assert snapshot(store, name="log") == before
+    assert store.read(S, SID) is None
+
+
 # -- tombstones and deletes --------------------------------------------------------------------
 
 def test_delete_leaves_a_tombstone_with_the_last_state(store):

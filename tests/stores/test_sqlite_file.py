@@ -231,7 +231,18 @@ _SCHEMA_2 = (_SCHEMA_1.replace("accessed_at REAL NOT NULL,\n    PRIMARY",
                       "NULL, NULL)"))
 
 
-@pytest.mark.parametrize("old_schema", [_SCHEMA_1, _SCHEMA_2], ids=["schema-1", "schema-2"])
+# Version 3 made ``records`` a rowid table; its change-log rows carry version and ts in the text.
+_OLD_EVENT = {"version": 2, "ts": 2.5, "type": "state_change", "scope": "session",
+              "scope_id": "s1", "operation": "increment", "path": None, "delta": {"n": 1},
+              "request_id": "r2"}
+_SCHEMA_3 = (_SCHEMA_2.replace(",\n    PRIMARY KEY (scope, scope_id, name)\n) WITHOUT ROWID;",
+                               ",\n    UNIQUE (scope, scope_id, name)\n);", 1)
+             .replace("('schema_version', '2')", "('schema_version', '3')")
+             + f"INSERT INTO changes VALUES (7, 'elsewhere', '{json.dumps(_OLD_EVENT)}');\n")
+
+
+@pytest.mark.parametrize("old_schema", [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3],
+                         ids=["schema-1", "schema-2", "schema-3"])
 def test_an_older_store_is_upgraded_in_place_keeping_records_and_history(db, old_schema):
     conn = sqlite3.connect(db)
     conn.executescript(old_schema)
@@ -246,6 +257,8 @@ def test_an_older_store_is_upgraded_in_place_keeping_records_and_history(db, old
         assert [(e.version, e.state) for e in store.history("session", "s1")] == \
             [(3, {"n": 3}), (2, {"n": 2}), (1, {"n": 1})]
         assert store.changes()[-1][1]["version"] == 3
+        if old_schema is _SCHEMA_3:  # a change-log row written before the upgrade reads as it did
+            assert store.changes()[0] == (7, _OLD_EVENT)
         assert store.doctor()["integrity"] == "ok"
     conn = sqlite3.connect(db)
     assert dict(conn.execute("SELECT key, value FROM fs_meta")) == \
