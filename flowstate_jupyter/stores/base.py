@@ -71,7 +71,7 @@ class Change:
     ``event`` is the change-log item (DESIGN §8); the store adds ``version`` and ``ts`` and, if it
     is ``None``, writes a generic one. ``delete=True`` writes a tombstone. ``text`` and
     ``event_text``, if given, must be the JSON of ``state`` and ``event``: they save the store
-    encoding them again.
+    encoding them again. The field order is kept: the hot write path passes them by position.
     """
 
     state: Any = None

@@ -135,6 +135,11 @@ def _to_event(text: str, version: int | None, ts: float | None) -> dict:
     return event
 
 
+def _stamped(event: dict, record: Record) -> dict:
+    """The event as delivered: the change's event with the version and time of its write."""
+    return {**event, "version": record.version, "ts": record.updated_at}
+
+
 def _to_record(row: tuple) -> Record:
     return Record(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], bool(row[6]),
                   row[7], row[8], row[9])
@@ -413,7 +418,7 @@ class SQLiteStore(Store):
                 raise VersionConflictError(
                     f"{record_where(*key)}: version {before.version} is no longer current",
                     current=current[0] if current else None)
-            self._pending.append(event)
+            self._pending.append(_stamped(event, record))
             return record
 
         return self._transaction(body)
@@ -459,7 +464,8 @@ class SQLiteStore(Store):
             if not rows:
                 return None
             row = rows[0]
-        self._deliver((event,))
+        if self._subs.callbacks:  # (the delivered event is built only for someone to get it)
+            self._deliver((_stamped(event, record),))
         return record._replace(content=row[0], created_at=row[1])
 
     def commit_next(self, known: Record, change: Change) -> Record | None:
@@ -475,13 +481,15 @@ class SQLiteStore(Store):
                     return None
             except sqlite3.OperationalError as exc:
                 raise self._store_error(exc) from exc
-        self._deliver((event,))
+        if self._subs.callbacks:
+            self._deliver((_stamped(event, record),))
         return record
 
     def _prepare(self, key: tuple[str, str, str], change: Change, before: Record | None,
                  condition: tuple = ()) -> tuple[Record, dict, tuple]:
-        """The committed record, its event and the UPDATE's SET values for ``change``,
-        followed by the ``condition`` values (the WHERE clause's)."""
+        """The committed record, its event (without version and ts: see ``_stamped``) and the
+        UPDATE's SET values for ``change``, followed by the ``condition`` values (the WHERE
+        clause's)."""
         text = change.text
         if text is None:
             text = dump_json(change.state, record_where(*key))
@@ -503,7 +511,6 @@ class SQLiteStore(Store):
                   change.request_id, event_text, *condition)
         record = Record(*key, version, change.state, content, change.delete,
                         before.created_at if before is not None else now, now, now)
-        event = {**event, "version": version, "ts": now}
         return record, event, params
 
     # -- maintenance ---------------------------------------------------------------------------
