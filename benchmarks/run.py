@@ -85,6 +85,10 @@ def normalise(r: dict) -> dict:
 
 def run_module(name: str, quick: bool) -> dict:
     """Run one module in a fresh process. Returns {status, rows, seconds, note}."""
+    if hasattr(os, "sync"):
+        # The previous module may have left 100 MB of files being written back to disk; that
+        # writeback slows whichever side of a comparison writes more pages. Start on a quiet disk.
+        os.sync()
     with tempfile.TemporaryDirectory(prefix="flowstate-bench-") as tmp:
         out = Path(tmp) / "rows.json"
         env = {**os.environ, "QUICK": "1" if quick else "", "PYTHONUNBUFFERED": "1"}
