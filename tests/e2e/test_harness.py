@@ -143,8 +143,11 @@ def test_run_all_reports_a_failing_cell(page, lab, lab_dir: Path) -> None:
     open_notebook(page, lab, nb)
     with pytest.raises(AssertionError, match=r"cell 1 raised:[\s\S]*boom from the notebook"):
         run_all(page)
-    # The cell after the error did not run: Run All stops at the first error.
-    assert execute_in_kernel(page, "print('y' in dir())")["stdout"].strip() == "False"
+    # The kernel is left usable. Whether the cell after the error ran is not checked: ipykernel
+    # aborts only the requests that have already arrived when the error happens
+    # (stop_on_error_timeout=0), so on a busy machine Run All can still run it. A check for it
+    # here failed once in about five full runs.
+    assert execute_in_kernel(page, "print(x + 1)")["stdout"].strip() == "2"
 
 
 def test_missing_browser_is_reported_with_a_hint(tmp_path: Path) -> None:
