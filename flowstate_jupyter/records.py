@@ -190,11 +190,9 @@ class TypedRecord:
         self._check_writable()
         where = self._where()
         known = self._cache
-        if known is not None and guard is None and not user_code:
-            done = self._commit_known(known, operation, compute, delta, path, content, changed,
-                                      where)
-            if done:
-                return True
+        if known is not None and guard is None and not user_code and self._commit_known(
+                known, operation, compute, delta, path, content, changed, where):
+            return True
         outcome: list[Any] = []  # (before, after, created) of the committed attempt
         check = guard or self._guard
         validate = self._validate
@@ -221,8 +219,8 @@ class TypedRecord:
         return True
 
     def _commit_known(self, known: Record, operation: str, compute: Callable[[dict], dict],
-                      delta: Any, path: str | None, content: Any, changed: Any,
-                      where: str) -> bool:
+                      delta: Any, path: str | None, content: Any,
+                      changed: Iterable[str] | None, where: str) -> bool:
         """The fast path: compute from the record this handle last wrote, without reading, and
         commit only if it is still the stored one (``Store.commit_next``).
 
