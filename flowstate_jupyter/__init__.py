@@ -6,16 +6,16 @@ version-checked operations, blocks and flows, on SQLite or PostgreSQL. See DESIG
 
 from .errors import *  # noqa: F401,F403  (every public exception)
 from .errors import __all__ as _error_names
-from .resources import (CollectionHandle, ResourceHandle, define_resource,
+from .handles.resources import (CollectionHandle, ResourceHandle, define_resource,
                         define_resource_collection)
-from .scopes import SCOPES, ScopeHandle
+from .handles.scopes import SCOPES, ScopeHandle
 from .stores import open_store
-from .blocks import Block, Handler, Router, Sequencer, handler, router, sequencer
-from .context import Context, current_context
-from .flows import Action, Flow, ScopeConfig, action, define_flow, scope
-from .runs import RunResult, default_store
-from .sessions import Session
-from .client_data import ClientDataContext
+from .flows.blocks import Block, Handler, Router, Sequencer, handler, router, sequencer
+from .flows.context import Context, current_context
+from .flows.flow import Action, Flow, ScopeConfig, action, define_flow, scope
+from .flows.runs import RunResult, default_store
+from .flows.sessions import Session
+from .flows.client_data import ClientDataContext
 
 __version__ = "0.1.0"
 

@@ -18,13 +18,13 @@ import json
 import sys
 from typing import Any, Sequence
 
-from . import html as h
+from .model import html as h
 from .errors import (FlowStateError, InvalidIdError, ResourceAlreadyExistsError,
                      ResourceNotFoundError, StoreError, ValidationError)
-from .scopes import SCOPES, check_id
+from .handles.scopes import SCOPES, check_id
 from .stores import open_store
 from .stores.base import Store
-from .transfer import export_store, import_store
+from .stores.transfer import export_store, import_store
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_STORE, EXIT_REFUSED = 0, 1, 2, 3, 4
 

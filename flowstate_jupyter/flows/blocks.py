@@ -28,11 +28,11 @@ from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from pydantic import BaseModel
 
-from . import schema
+from ..model import schema
 from .bubbling import Declarations, merge_state_model
 from .context import Context, SequencerState, active, current_context
-from .errors import LoopLimitError
-from .resources import CollectionDefinition, ResourceDefinition
+from ..errors import LoopLimitError
+from ..handles.resources import CollectionDefinition, ResourceDefinition
 
 __all__ = [
     "Block", "Handler", "Router", "Sequencer", "Context", "SequencerState", "LoopLimitError",

@@ -32,9 +32,9 @@ from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel, create_model
 
-from .errors import ResourceConflictError, StateSchemaConflictError
-from .resources import CollectionDefinition, ResourceDefinition
-from .schema import field_summary, require_defaults
+from ..errors import ResourceConflictError, StateSchemaConflictError
+from ..handles.resources import CollectionDefinition, ResourceDefinition
+from ..model.schema import field_summary, require_defaults
 
 __all__ = ["Declarations", "STATE_SCOPES", "merge_state_model"]
 

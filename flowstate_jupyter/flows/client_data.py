@@ -16,9 +16,9 @@ from typing import Any, Callable, Mapping
 
 from pydantic_core import to_jsonable_python
 
-from . import ops
-from .resources import CollectionHandle, Resources
-from .scopes import ScopeHandle
+from ..model import ops
+from ..handles.resources import CollectionHandle, Resources
+from ..handles.scopes import ScopeHandle
 
 __all__ = ["ClientDataContext", "scope_client_data", "resource_client_data", "error_entry"]
 

@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel
 
-from . import ops
-from .records import TypedRecord
-from .stores.base import Store
+from ..model import ops
+from ..handles.records import TypedRecord
+from ..stores.base import Store
 
 __all__ = ["Context", "RunServices", "SequencerState", "current_context", "active",
            "RESERVED_EVENT_TYPES"]

@@ -44,16 +44,16 @@ from typing import Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel
 
-from . import schema
+from ..model import schema
 from .blocks import Block, Sequencer
 from .bubbling import Declarations, merge_resources, merge_state_model
 from .client_data import ClientDataContext
-from .errors import InvalidIdError, UnknownActionError
-from .resources import CollectionDefinition, ResourceDefinition, check_resource_name
+from ..errors import InvalidIdError, UnknownActionError
+from ..handles.resources import CollectionDefinition, ResourceDefinition, check_resource_name
 from .runs import RunResult, default_store, execute, run_sync
-from .scopes import DEFAULT_PROJECT, SCOPES, check_id, new_id
+from ..handles.scopes import DEFAULT_PROJECT, SCOPES, check_id, new_id
 from .sessions import Session, list_sessions
-from .stores.base import Store
+from ..stores.base import Store
 
 __all__ = ["ScopeConfig", "Action", "Flow", "scope", "action", "define_flow"]
 
@@ -337,7 +337,7 @@ class Flow:
                 "scopes": scopes}
 
     def _repr_html_(self) -> str:
-        from .display import flow_html
+        from ..model.display import flow_html
         return flow_html(self)
 
     def describe(self) -> str:

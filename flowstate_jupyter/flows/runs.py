@@ -39,12 +39,12 @@ from pydantic_core import to_jsonable_python
 
 from .blocks import Block
 from .context import Context, RunServices, SequencerState
-from .scopes import ScopeHandle
+from ..handles.scopes import ScopeHandle
 from .sessions import META_RECORD, ensure_session
-from .stores import DEFAULT_URL, Store, open_store, sqlite_path
+from ..stores import DEFAULT_URL, Store, open_store, sqlite_path
 
 if TYPE_CHECKING:
-    from .flows import Flow
+    from .flow import Flow
 
 __all__ = ["RunResult", "execute", "run_sync", "default_store", "REQUEST_RECORD"]
 
@@ -94,7 +94,7 @@ class RunResult:
         return self.output
 
     def _repr_html_(self) -> str:
-        from .display import run_html
+        from ..model.display import run_html
         return run_html(self)
 
     def __repr__(self) -> str:

@@ -25,14 +25,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .client_data import resource_client_data, scope_client_data
-from .errors import AccessDeniedError
-from .journal import Journal
-from .scopes import ScopeHandle, check_id
-from .stores.base import Change, HistoryEntry, Record, Store
+from ..errors import AccessDeniedError
+from ..handles.journal import Journal
+from ..handles.scopes import ScopeHandle, check_id
+from ..stores.base import Change, HistoryEntry, Record, Store
 
 if TYPE_CHECKING:  # imported for type hints only: flows.py imports this module
     from .blocks import Block
-    from .flows import Flow
+    from .flow import Flow
     from .runs import RunResult
 
 __all__ = ["Session", "META_RECORD", "default_user", "ensure_session", "list_sessions"]
@@ -239,7 +239,7 @@ class Session(ScopeHandle):
         return list_runs(self._store, self.id, limit)
 
     def _repr_html_(self) -> str:
-        from .display import session_html
+        from ..model.display import session_html
         return session_html(self)
 
     def __repr__(self) -> str:

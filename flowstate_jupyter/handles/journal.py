@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from .errors import ValidationError
+from ..errors import ValidationError
 from .records import drive
-from .stores.base import Change, Record, Store
+from ..stores.base import Change, Record, Store
 
 __all__ = ["Journal", "JOURNAL_RECORD", "MAX_ENTRIES", "MAX_TEXT"]
 

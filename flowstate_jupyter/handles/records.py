@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel
 
-from . import ops, schema
-from .errors import ConcurrentModificationError, ValidationError, VersionConflictError
-from .stores.base import KEEP, Change, HistoryEntry, Record, Store
+from ..model import ops, schema
+from ..errors import ConcurrentModificationError, ValidationError, VersionConflictError
+from ..stores.base import KEEP, Change, HistoryEntry, Record, Store
 
 RETRIES = 3
 BACKOFF_S = 0.010

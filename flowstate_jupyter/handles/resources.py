@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 
 from pydantic import BaseModel
 
-from . import ops, schema
-from .errors import (InvalidIdError, ReadOnlyResourceError, ResourceAlreadyExistsError,
+from ..model import ops, schema
+from ..errors import (InvalidIdError, ReadOnlyResourceError, ResourceAlreadyExistsError,
                      ResourceDeletedError, ResourceNotFoundError, ValidationError)
 from .records import TypedRecord, to_json
-from .stores.base import Record, Store
+from ..stores.base import Record, Store
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 _PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")
@@ -337,7 +337,7 @@ class ResourceHandle(TypedRecord):
         return f"<ResourceHandle {self._where()} v{self.version}>"
 
     def _repr_html_(self) -> str:
-        from .display import resource_html
+        from ..model.display import resource_html
         return resource_html(self)
 
 

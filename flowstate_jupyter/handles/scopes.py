@@ -13,10 +13,10 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel
 
-from .errors import InvalidIdError
+from ..errors import InvalidIdError
 from .records import TypedRecord
 from .resources import Resources, ResourceDefinition, CollectionDefinition
-from .stores.base import Store
+from ..stores.base import Store
 
 SCOPES = ("request", "session", "user", "project")
 DEFAULT_PROJECT = "default"
@@ -92,5 +92,5 @@ class ScopeHandle(TypedRecord):
         return f"<ScopeHandle {self._scope} {self._scope_id!r} v{self.version}>"
 
     def _repr_html_(self) -> str:
-        from .display import scope_html
+        from ..model.display import scope_html
         return scope_html(self)

@@ -11,8 +11,8 @@ from typing import Any
 
 from . import html as h
 from .diff import diff, format_diff
-from .resources import CollectionHandle, ResourceHandle
-from .scopes import ScopeHandle
+from ..handles.resources import CollectionHandle, ResourceHandle
+from ..handles.scopes import ScopeHandle
 
 SCOPE_ORDER = ("session", "user", "project")
 
@@ -80,7 +80,7 @@ def resource_html(res: ResourceHandle, limit: int = h.PREVIEW_CHARS) -> str:
 def windmill_states(store: Any) -> list[dict]:
     """Windmill states in the store (path, value, version, updated) — empty if unavailable."""
     try:
-        from . import windmill
+        from .. import windmill
         return list(windmill.list_states(store=store))
     except Exception:  # noqa: BLE001 - the tab just stays empty
         return []

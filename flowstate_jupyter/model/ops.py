@@ -19,7 +19,7 @@ import enum
 import math
 from typing import Any
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 __all__ = [
     "OPERATIONS", "check_json", "copy_json", "json_equal", "format_path",

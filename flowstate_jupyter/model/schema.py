@@ -24,9 +24,9 @@ import pydantic_core
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from .errors import FlowStateWarning, SchemaError, ValidationError
+from ..errors import FlowStateWarning, SchemaError, ValidationError
 from .ops import check_json, copy_json, format_path
-from .stores.base import dump_json
+from ..stores.base import dump_json
 
 __all__ = [
     "require_defaults", "defaults", "check_fields", "validate_state", "validator", "encode_json", "read_state",

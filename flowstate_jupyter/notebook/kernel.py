@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..scopes import DEFAULT_PROJECT, ScopeHandle, check_id
-from ..sessions import list_runs
+from ..handles.scopes import DEFAULT_PROJECT, ScopeHandle, check_id
+from ..flows.sessions import list_runs
 from ..stores import Store, open_store
 
 

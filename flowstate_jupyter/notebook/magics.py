@@ -20,14 +20,14 @@ from IPython.display import display
 from traitlets import Bool
 from traitlets.config import Configurable
 
-from .. import html as h
+from ..model import html as h
 from ..errors import FlowStateError
-from ..resources import CollectionHandle, ResourceHandle
-from ..schema import defaults
-from ..scopes import check_id
+from ..handles.resources import CollectionHandle, ResourceHandle
+from ..model.schema import defaults
+from ..handles.scopes import check_id
 from .kernel import KernelState
 from .paths import PathError, StatePath, parse_path
-from ..display import event_label, history_rows, version_diff_text
+from ..model.display import event_label, history_rows, version_diff_text
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
 _OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")
@@ -480,7 +480,7 @@ class FlowStateMagics(Magics, Configurable):
         name = raw.strip()
         if not name.isidentifier():
             raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
-        from ..flows import Flow
+        from ..flows.flow import Flow
         ns = self.shell.user_ns
         before = {k: v for k, v in ns.items() if isinstance(v, Flow)}
         tree = ast.parse(cell)
@@ -593,7 +593,7 @@ def _jsonable_field(snapshot: Any, field: str) -> Any:
 
 
 def _flat_client(session: Any) -> dict:
-    from ..display import flatten_client_view
+    from ..model.display import flatten_client_view
     try:
         return flatten_client_view(session.snapshot())
     except Exception:  # noqa: BLE001 - a broken client-data function shows in the preview

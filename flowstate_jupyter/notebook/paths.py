@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..scopes import SCOPES
+from ..handles.scopes import SCOPES
 
 
 class PathError(ValueError):

@@ -16,10 +16,10 @@ from typing import Any
 import ipywidgets as W
 from pydantic import BaseModel
 
-from .. import html as h
+from ..model import html as h
 from ..errors import FlowStateError
 from ._live import Live
-from ..display import (SCOPE_ORDER, event_label, client_data_html, client_data_text, flatten_client_view,
+from ..model.display import (SCOPE_ORDER, event_label, client_data_html, client_data_text, flatten_client_view,
                     history_rows, scope_handles, scope_html, scope_text, version_diff_text,
                     windmill_html, windmill_text)
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import asdict
 from typing import IO, Any, Iterator
 
-from .errors import ValidationError
-from .stores.base import HistoryEntry, Record, Store, refuse_existing
+from ..errors import ValidationError
+from .base import HistoryEntry, Record, Store, refuse_existing
 
 FORMAT = "flowstate-export"
 FORMAT_VERSION = 1

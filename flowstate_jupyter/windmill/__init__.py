@@ -58,15 +58,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ops
+from ..model import ops
 from ._resource_types import (BUILTIN_RESOURCE_TYPES, check_schema, check_type_name, json_path,
                               validate_value)
-from .errors import (AccessDeniedError, FlowStateError, InvalidIdError,
+from ..errors import (AccessDeniedError, FlowStateError, InvalidIdError,
                      ResourceAlreadyExistsError, ResourceNotFoundError, ValidationError)
-from .records import drive, to_json
-from .scopes import DEFAULT_PROJECT, check_id
-from .stores import DEFAULT_URL, open_store
-from .stores.base import Change, Record, Store
+from ..handles.records import drive, to_json
+from ..handles.scopes import DEFAULT_PROJECT, check_id
+from ..stores import DEFAULT_URL, open_store
+from ..stores.base import Change, Record, Store
 
 __all__ = [
     # the wmill client's functions
@@ -113,7 +113,7 @@ class _TypeChanged(Exception):
 
 def _context() -> Any:
     """The running block's ctx, or None outside flow runs."""
-    from . import context  # looked up at call time, so tests can stand in for a run
+    from ..flows import context  # looked up at call time, so tests can stand in for a run
     return context.current_context()
 
 
@@ -180,7 +180,7 @@ def default_store() -> Store:
     Reopened when ``FLOWSTATE_STORE`` or the current folder changes, or when it was closed.
     """
     try:
-        from .runs import default_store as runs_default_store
+        from ..flows.runs import default_store as runs_default_store
     except ImportError:  # the flow layer is optional for this module
         return _own_default_store()
     return runs_default_store()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import ops
-from .errors import InvalidIdError, ValidationError
+from ..model import ops
+from ..errors import InvalidIdError, ValidationError
 
 __all__ = ["BUILTIN_RESOURCE_TYPES", "check_type_name", "check_schema", "validate_value",
            "json_path"]

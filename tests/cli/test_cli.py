@@ -84,7 +84,7 @@ def test_export_then_import_into_another_store_keeps_versions_and_history(url, t
     copy = f"sqlite:///{tmp_path}/copy.db"
     result = flowstate("import", str(dump), "--json", store=copy)
     assert result.returncode == 0 and json.loads(result.stdout) == {"records": 4}
-    from flowstate_jupyter.transfer import records_equal
+    from flowstate_jupyter.stores.transfer import records_equal
     assert records_equal(fs.open_store(url), fs.open_store(copy)) == []
     again = flowstate("import", str(dump), store=copy)
     assert again.returncode == 4 and "already exists" in again.stderr
@@ -145,7 +145,7 @@ def test_a_sqlite_export_moves_to_postgresql_through_the_command(url, tmp_path, 
     flowstate("export", str(dump), store=url)
     result = flowstate("import", str(dump), store=pg_backend.url)
     assert result.returncode == 0, result.stderr
-    from flowstate_jupyter.transfer import records_equal
+    from flowstate_jupyter.stores.transfer import records_equal
     assert records_equal(fs.open_store(url), pg_backend.open()) == []
     shown = json.loads(flowstate("show", "session/s1", "--json", store=pg_backend.url).stdout)
     assert shown["version"] == 2

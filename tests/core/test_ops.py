@@ -1,4 +1,4 @@
-"""Pure JSON state operations: flowstate_jupyter.ops."""
+"""Pure JSON state operations: flowstate_jupyter.model.ops."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from flowstate_jupyter import ops
+from flowstate_jupyter.model import ops
 from flowstate_jupyter.errors import ValidationError
 
 # ---------------------------------------------------------------------------- strategies

@@ -1,4 +1,4 @@
-"""Pydantic helpers for scope-state and resource schemas: flowstate_jupyter.schema."""
+"""Pydantic helpers for scope-state and resource schemas: flowstate_jupyter.model.schema."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import flowstate_jupyter as fs
-from flowstate_jupyter import schema
+from flowstate_jupyter.model import schema
 from flowstate_jupyter.errors import FlowStateWarning, SchemaError, ValidationError
 
 

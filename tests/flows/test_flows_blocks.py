@@ -293,7 +293,8 @@ def test_loops_stop_with_a_clear_error_at_the_default_limit_of_1000():
     assert isinstance(result.error, fs.LoopLimitError) and len(calls) == 1000
     assert str(result.error).startswith(
         "do_while over handler 'spin' in step 'forever' did not stop after 1000 iterations")
-    assert fs.blocks.DEFAULT_MAX_ITERATIONS == 1000
+    from flowstate_jupyter.flows.blocks import DEFAULT_MAX_ITERATIONS
+    assert DEFAULT_MAX_ITERATIONS == 1000
 
 
 def test_loop_limit_is_configurable():

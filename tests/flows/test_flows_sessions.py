@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import flowstate_jupyter as fs
-from flowstate_jupyter.sessions import ensure_session
+from flowstate_jupyter.flows.sessions import ensure_session
 
 
 class SessionState(BaseModel):
@@ -189,7 +189,8 @@ def test_journal_appends_lists_newest_first_and_stays_bounded(store):
     assert [e["text"] for e in entries] == ["second", "switched mode"]
     assert entries[1]["source"] == "notebook" and entries[0]["tags"] == []
     assert entries[0]["ts"] >= entries[1]["ts"]
-    small = fs.sessions.Journal(store, "s2", max_entries=5)
+    from flowstate_jupyter.handles.journal import Journal
+    small = Journal(store, "s2", max_entries=5)
     for i in range(12):
         small.append(f"note {i}")
     assert len(small) == 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowstate_jupyter.diff import MISSING, FieldChange, diff, format_diff
+from flowstate_jupyter.model.diff import MISSING, FieldChange, diff, format_diff
 from flowstate_jupyter.notebook.paths import PathError, StatePath, parse_path
 
 # -- parse_path -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import io
 import pytest
 
 import flowstate_jupyter as fs
-from flowstate_jupyter.transfer import export_store, import_store, records_equal
+from flowstate_jupyter.stores.transfer import export_store, import_store, records_equal
 
 
 def _fill(store) -> None:

@@ -2,7 +2,7 @@
 
 ``wm_env`` clears every environment variable the module reads and makes ``alice`` the user.
 ``wm_store`` (memory and SQLite) is the store the module uses for the test (``use_store``).
-``fake_run`` stands in for ``flowstate_jupyter.context.current_context`` so the flow-related
+``fake_run`` stands in for ``flowstate_jupyter.flows.context.current_context`` so the flow-related
 code paths run before (and independently of) the real flows; the tests that drive real flows
 are in ``test_flow_user_state.py``.
 """
@@ -75,6 +75,6 @@ class FakeRuns:
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch) -> FakeRuns:
     runs = FakeRuns()
-    context = importlib.import_module("flowstate_jupyter.context")
+    context = importlib.import_module("flowstate_jupyter.flows.context")
     monkeypatch.setattr(context, "current_context", runs.current_context)
     return runs
