@@ -8,12 +8,14 @@ from .errors import *  # noqa: F401,F403  (every public exception)
 from .errors import __all__ as _error_names
 from .handles.resources import (CollectionHandle, ResourceHandle, define_resource,
                         define_resource_collection)
-from .handles.scopes import SCOPES, ScopeHandle
+from .base.ids import SCOPES
+from .handles.scopes import ScopeHandle
 from .stores import open_store
 from .flows.blocks import Block, Handler, Router, Sequencer, handler, router, sequencer
 from .flows.context import Context, current_context
 from .flows.flow import Action, Flow, ScopeConfig, action, define_flow, scope
-from .flows.runs import RunResult, default_store
+from .flows.runs import RunResult
+from .stores.default import default_store
 from .flows.sessions import Session
 from .flows.client_data import ClientDataContext
 

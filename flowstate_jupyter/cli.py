@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from .model import html as h
 from .errors import (FlowStateError, InvalidIdError, ResourceAlreadyExistsError,
                      ResourceNotFoundError, StoreError, ValidationError)
-from .handles.scopes import SCOPES, check_id
+from .base.ids import SCOPES, check_id
 from .stores import open_store
 from .stores.base import Store
 from .stores.transfer import export_store, import_store

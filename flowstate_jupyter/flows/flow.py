@@ -50,9 +50,11 @@ from .bubbling import Declarations, merge_resources, merge_state_model
 from .client_data import ClientDataContext
 from ..errors import InvalidIdError, UnknownActionError
 from ..handles.resources import CollectionDefinition, ResourceDefinition, check_resource_name
-from .runs import RunResult, default_store, execute, run_sync
-from ..handles.scopes import DEFAULT_PROJECT, SCOPES, check_id, new_id
-from .sessions import Session, list_sessions
+from ..stores.default import default_store
+from .runs import RunResult, execute, run_sync
+from ..base.ids import DEFAULT_PROJECT, SCOPES, check_id, new_id
+from .bookkeeping import list_sessions
+from .sessions import Session
 from ..stores.base import Store
 
 __all__ = ["ScopeConfig", "Action", "Flow", "scope", "action", "define_flow"]

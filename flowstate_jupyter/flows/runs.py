@@ -28,27 +28,26 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-import os
 import threading
 import time
 import traceback as _traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from pydantic_core import to_jsonable_python
 
 from .blocks import Block
 from .context import Context, RunServices, SequencerState
+from ..base.text import short
 from ..handles.scopes import ScopeHandle
-from .sessions import META_RECORD, ensure_session
-from ..stores import DEFAULT_URL, Store, open_store, sqlite_path
+from .bookkeeping import ensure_session
+from ..base.names import REQUEST, SESSION_META
+from ..stores.base import Store
+from .spec import FlowSpec
 
-if TYPE_CHECKING:
-    from .flow import Flow
 
-__all__ = ["RunResult", "execute", "run_sync", "default_store", "REQUEST_RECORD"]
+__all__ = ["RunResult", "execute", "run_sync"]
 
-REQUEST_RECORD = "$request"
 #: Inputs and outputs larger than this (as JSON) are kept in the request record as a preview.
 RECORD_VALUE_LIMIT = 64 * 1024
 
@@ -98,39 +97,13 @@ class RunResult:
         return run_html(self)
 
     def __repr__(self) -> str:
-        what = f"output={_short(self.output)}" if self.error is None else \
-            f"error={type(self.error).__name__}({_short(str(self.error))})"
+        what = f"output={short(self.output)}" if self.error is None else \
+            f"error={type(self.error).__name__}({short(str(self.error))})"
         return (f"RunResult(status={self.status!r}, {what}, session_id={self.session_id!r}, "
                 f"request_id={self.request_id!r}, events={len(self.events)}, "
                 f"duration_s={self.duration_s:.4f})")
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------------- default store
-
-_DEFAULT_STORES: dict[str, Store] = {}
-_DEFAULT_LOCK = threading.Lock()
-
-
-def default_store() -> Store:
-    """The store runs use when given none: ``open_store()``, opened once per process.
-
-    One store per resolved URL (``FLOWSTATE_STORE``, else ``.flowstate/flowstate.db`` under the
-    current folder) and process, reopened if it was closed.
-    """
-    url = os.environ.get("FLOWSTATE_STORE") or DEFAULT_URL
-    # A relative SQLite path means "under the current folder": key by the resolved file. The
-    # process id keeps a forked child from sharing its parent's connection.
-    key = f"{os.getpid()}:{sqlite_path(url) if url.startswith('sqlite://') else url}"
-    with _DEFAULT_LOCK:
-        store = _DEFAULT_STORES.get(key)
-        if store is None or getattr(store, "_closed", False):
-            store = _DEFAULT_STORES[key] = open_store(url)
-        return store
 
 
 # ---------------------------------------------------------------------------- sync bridge
@@ -234,7 +207,7 @@ def _error_summary(exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc)}
 
 
-async def execute(flow: "Flow", block: Block, value: Any, *, action: str | None,
+async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | None,
                   session_id: str, user: str | None, project: str, store: Store,
                   request_id: str, on_event: Callable[[dict], None] | None = None,
                   input_for_record: Any = None) -> RunResult:
@@ -278,7 +251,7 @@ async def execute(flow: "Flow", block: Block, value: Any, *, action: str | None,
                       output=for_record(output) if error is None else None,
                       error=None if error is None else _error_summary(error))
         _write_request(store, request_id, record)
-        store.touch("session", session_id, META_RECORD)
+        store.touch("session", session_id, SESSION_META)
     finally:
         unsubscribe()
     if interrupt is not None:
@@ -293,11 +266,11 @@ def _write_request(store: Store, request_id: str, record: dict) -> None:
              "status": record["status"], "action": record["action"],
              "block": record["block"], "flow": record["flow"], "session": record["session"],
              "user": record["user"], "error": record["error"], "request_id": request_id}
-    store.write("request", request_id, REQUEST_RECORD, dict(record), operation="set",
+    store.write("request", request_id, REQUEST, dict(record), operation="set",
                 event=event, request_id=request_id)
 
 
-def _root_context(flow: "Flow", block: Block, store: Store, request_id: str, session_id: str,
+def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, session_id: str,
                   user: str, project: str, services: RunServices) -> Context:
     """The ``ctx`` the top block of a run receives."""
     def handle(scope: str, scope_id: str) -> ScopeHandle:

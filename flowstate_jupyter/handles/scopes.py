@@ -7,41 +7,14 @@ write is one version-checked operation (see ``records.py``).
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Any, Mapping
 
 from pydantic import BaseModel
 
-from ..errors import InvalidIdError
+from ..base.ids import check_id, check_scope
 from .records import TypedRecord
 from .resources import Resources, ResourceDefinition, CollectionDefinition
 from ..stores.base import Store
-
-SCOPES = ("request", "session", "user", "project")
-DEFAULT_PROJECT = "default"
-_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
-
-
-def check_id(value: Any, what: str = "id") -> str:
-    """Return ``value`` if it is a valid scope id, else raise :class:`InvalidIdError`."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        shown = repr(value) if not isinstance(value, str) or len(value) < 60 else \
-            repr(value[:57] + "...")
-        raise InvalidIdError(
-            f"invalid {what} {shown}: use 1-128 characters of letters, digits and . _ @ : -")
-    return value
-
-
-def check_scope(scope: Any) -> str:
-    if scope not in SCOPES:
-        raise InvalidIdError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
-    return scope
-
-
-def new_id(prefix: str) -> str:
-    """A fresh random id such as ``s-3f9c0a1b2d4e``."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 class ScopeHandle(TypedRecord):

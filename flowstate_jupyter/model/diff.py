@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..base.text import short
 from .ops import format_path, json_equal
 
 _MISSING = object()
@@ -30,10 +30,10 @@ class FieldChange:
     def __str__(self) -> str:
         where = format_path(self.path) or "(whole state)"
         if self.kind == "added":
-            return f"+ {where} = {_short(self.new)}"
+            return f"+ {where} = {short(self.new, as_json=True)}"
         if self.kind == "removed":
-            return f"- {where} (was {_short(self.old)})"
-        return f"~ {where}: {_short(self.old)} -> {_short(self.new)}"
+            return f"- {where} (was {short(self.old, as_json=True)})"
+        return f"~ {where}: {short(self.old, as_json=True)} -> {short(self.new, as_json=True)}"
 
 
 MISSING = _MISSING
@@ -67,6 +67,3 @@ def format_diff(changes: list[FieldChange]) -> str:
     return "\n".join(str(c) for c in changes) if changes else "(no differences)"
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

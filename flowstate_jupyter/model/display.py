@@ -1,5 +1,9 @@
 """Rich display of handles, sessions, flows and runs, as HTML and as text. No IPython here.
 
+It sits below the handles and flows it renders (their ``_repr_html_`` calls it), so it knows
+them only by what they have (duck typing): a scope handle has ``scope``, ``id`` and
+``resources``; a single resource has ``read_content_raw``, a collection has ``list``.
+
 The widgets (``notebook/widgets.py``), the text fallbacks and the objects' own ``_repr_html_``
 all render through these functions, so they say the same thing, and tests can check content
 without a front end. Every value goes through the preview limit of ``html.py``.
@@ -11,40 +15,37 @@ from typing import Any
 
 from . import html as h
 from .diff import diff, format_diff
-from ..handles.resources import CollectionHandle, ResourceHandle
-from ..handles.scopes import ScopeHandle
 
 SCOPE_ORDER = ("session", "user", "project")
 
 
-def scope_handles(session: Any) -> dict[str, ScopeHandle]:
+def scope_handles(session: Any) -> dict[str, Any]:
     """``{"session": ..., "user": ..., "project": ...}`` of a flow session or a plain one."""
-    own = session if isinstance(session, ScopeHandle) else session.session
+    own = getattr(session, "session", session)  # a flow Session is its own session handle
     return {"session": own, "user": session.user, "project": session.project}
 
 
-def _record_time(handle: ScopeHandle) -> float | None:
+def _record_time(handle: Any) -> float | None:
     record = handle.store.read(handle.scope, handle.id)
     return record.updated_at if record is not None else None
 
 
-def _resource_rows(handle: ScopeHandle, limit: int) -> list[tuple[str, str, str, str]]:
+def _resource_rows(handle: Any, limit: int) -> list[tuple[str, str, str, str]]:
     rows = []
     for name in handle.resources:
         res = handle.resources[name]
-        if isinstance(res, CollectionHandle):
+        if not hasattr(res, "read_content_raw"):  # a collection
             keys = res.list()
             shown = ", ".join(keys[:10]) + (f" (+{len(keys) - 10})" if len(keys) > 10 else "")
             rows.append((name, f"{len(keys)} instances", shown or "(empty)", ""))
             continue
-        assert isinstance(res, ResourceHandle)
         content = res.read_content_raw()
         rows.append((name, f"v{res.version}", h.preview(res.state_dict(), limit),
                      "" if content is None else h.preview(content, 200)))
     return rows
 
 
-def scope_html(handle: ScopeHandle, limit: int = h.PREVIEW_CHARS) -> str:
+def scope_html(handle: Any, limit: int = h.PREVIEW_CHARS) -> str:
     """One scope: id, version, update time, state table, resources table."""
     state = handle.state_dict()
     subtitle = f"{handle.id!r} · v{handle.version} · updated {h.when(_record_time(handle))}"
@@ -58,7 +59,7 @@ def scope_html(handle: ScopeHandle, limit: int = h.PREVIEW_CHARS) -> str:
     return h.card(handle.scope, body, subtitle)
 
 
-def scope_text(handle: ScopeHandle) -> str:
+def scope_text(handle: Any) -> str:
     lines = [f"{handle.scope} {handle.id!r} v{handle.version}: {h.state_text(handle.state_dict())}"]
     for name, version, state, content in _resource_rows(handle, 200):
         extra = f" content={content}" if content else ""
@@ -66,7 +67,7 @@ def scope_text(handle: ScopeHandle) -> str:
     return "\n".join(lines)
 
 
-def resource_html(res: ResourceHandle, limit: int = h.PREVIEW_CHARS) -> str:
+def resource_html(res: Any, limit: int = h.PREVIEW_CHARS) -> str:
     """One resource: version, state table and a preview of its content."""
     state = res.state_dict()
     body = h.table(((k, v) for k, v in state.items()), ("field", "value")) if state else ""
@@ -75,32 +76,6 @@ def resource_html(res: ResourceHandle, limit: int = h.PREVIEW_CHARS) -> str:
         body += "<b>content</b>" + h.pre(content, limit)
     mode = "writable" if res.definition.writable else "read-only"
     return h.card(f"resource {res.name}", body, f"v{res.version} · {mode}")
-
-
-def windmill_states(store: Any) -> list[dict]:
-    """Windmill states in the store (path, value, version, updated) — empty if unavailable."""
-    try:
-        from .. import windmill
-        return list(windmill.list_states(store=store))
-    except Exception:  # noqa: BLE001 - the tab just stays empty
-        return []
-
-
-def windmill_html(store: Any, limit: int = h.PREVIEW_CHARS) -> str:
-    states = windmill_states(store)
-    if not states:
-        return h.card("Windmill states", '<div class="fs-muted">(none yet: get_state() / '
-                      'set_state() from flowstate_jupyter.windmill)</div>')
-    rows = ((s["path"], f"v{s['version']}", h.esc(h.preview(s["value"], limit)),
-             h.when(s.get("updated_at"))) for s in states)
-    return h.card("Windmill states",
-                  h.table(rows, ("path", "version", "value", "updated"), raw=True))
-
-
-def windmill_text(store: Any) -> str:
-    states = windmill_states(store)
-    return "\n".join(f"windmill {s['path']} v{s['version']}: {h.preview(s['value'], 200)}"
-                     for s in states) or "windmill: (no states)"
 
 
 def client_data_html(snapshot: dict, changed: set[str]) -> str:

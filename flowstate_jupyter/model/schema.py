@@ -24,9 +24,10 @@ import pydantic_core
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from ..base.text import short
 from ..errors import FlowStateWarning, SchemaError, ValidationError
 from .ops import check_json, copy_json, format_path
-from ..stores.base import dump_json
+from ..base.jsonvalues import dump_json
 
 __all__ = [
     "require_defaults", "defaults", "check_fields", "validate_state", "validator", "encode_json", "read_state",
@@ -44,10 +45,6 @@ _PURE_FACTORIES = (list, dict, set, frozenset, tuple, str, int, float, bool)
 
 # ---------------------------------------------------------------------------- type names
 
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr`` cut to ``limit`` characters, for messages."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _type_str(ann: Any) -> str:
@@ -291,7 +288,7 @@ def _raise_invalid(model: type[BaseModel], exc: PydanticValidationError,
     else:
         message = f"{where}: {reason}"
     if first["type"] != "missing" and shown:
-        message += f" (got {_short(first.get('input'))})"
+        message += f" (got {short(first.get('input'), 60)})"
     if expected is not None and shown:
         message += f"; expected {_type_str(expected)}"
     others = []
@@ -511,9 +508,9 @@ def read_state(model: _Model, stored: dict | None, *, where: str, version: int) 
                 return defaults(model)
             fresh = defaults(model)
             for field, reason in failed.items():
-                _warn(f"{where} v{version}: stored field {field!r} = {_short(candidate[field])} "
+                _warn(f"{where} v{version}: stored field {field!r} = {short(candidate[field], 60)} "
                       f"no longer fits {model.__name__} ({reason}); reading the default "
-                      f"{_short(fresh.get(field))}. The stored value stays until the next "
+                      f"{short(fresh.get(field), 60)}. The stored value stays until the next "
                       f"write to this state, which stores the default.")
             candidate = {k: v for k, v in candidate.items() if k not in failed}
     return defaults(model)  # pragma: no cover - every round removes at least one field

@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..handles.scopes import DEFAULT_PROJECT, ScopeHandle, check_id
-from ..flows.sessions import list_runs
+from ..base.ids import DEFAULT_PROJECT, check_id
+from ..handles.scopes import ScopeHandle
+from ..flows.bookkeeping import list_runs
 from ..stores import Store, open_store
 
 

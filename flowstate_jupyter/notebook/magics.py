@@ -24,7 +24,7 @@ from ..model import html as h
 from ..errors import FlowStateError
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model.schema import defaults
-from ..handles.scopes import check_id
+from ..base.ids import check_id
 from .kernel import KernelState
 from .paths import PathError, StatePath, parse_path
 from ..model.display import event_label, history_rows, version_diff_text

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..handles.scopes import SCOPES
+from ..base.ids import SCOPES
 
 
 class PathError(ValueError):

@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from ..model import html as h
 from ..errors import FlowStateError
 from ._live import Live
+from .windmill_view import windmill_html, windmill_text
 from ..model.display import (SCOPE_ORDER, event_label, client_data_html, client_data_text, flatten_client_view,
-                    history_rows, scope_handles, scope_html, scope_text, version_diff_text,
-                    windmill_html, windmill_text)
+                    history_rows, scope_handles, scope_html, scope_text, version_diff_text)
 
 
 class _LiveWidget(W.VBox):

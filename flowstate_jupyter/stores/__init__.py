@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..base.env import DEFAULT_STORE_URL as DEFAULT_URL
+from ..base.env import store_url
 from ..errors import StoreError
 from .base import KEEP, Change, Expected, HistoryEntry, Record, Store
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
-DEFAULT_URL = "sqlite:///.flowstate/flowstate.db"
 
 _INT_OPTIONS = {"max_state_bytes", "history_limit", "changelog_limit"}
 _FLOAT_OPTIONS = {"timeout", "poll_interval"}
@@ -51,7 +51,7 @@ def open_store(url: str | None = None, **options: Any) -> Store:
     ``history_limit``, ``changelog_limit``; SQLite adds ``durability`` ("normal"/"full"),
     ``timeout`` and ``poll_interval``.
     """
-    url = url or os.environ.get("FLOWSTATE_STORE") or DEFAULT_URL
+    url = url or store_url()
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme in ("", "file"):  # a plain path means a SQLite file
         path = url[len("file://"):] if scheme == "file" else url

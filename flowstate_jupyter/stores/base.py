@@ -18,7 +18,6 @@ UPDATE still guards against anything that slipped in (for example a re-entrant w
 from __future__ import annotations
 
 import abc
-import json
 import threading
 import time
 import uuid
@@ -26,6 +25,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, NamedTuple, Union
 
+from ..base.jsonvalues import dump_json
+from ..base.names import record_where
 from ..errors import (ResourceAlreadyExistsError, StoreError, ValidationError,
                       VersionConflictError)
 
@@ -138,55 +139,6 @@ def check_expected(record: Record | None, expected: Expected, where: str) -> Non
     raise VersionConflictError(msg, current=current, deleted=deleted)
 
 
-def _make_encoder() -> Callable[[Any], str]:
-    """The fastest strict JSON encoder at hand: compact-ish, UTF-8 text, NaN refused.
-
-    ``json.JSONEncoder.encode`` builds a new C encoder on every call; building it once saves
-    about half the cost of encoding a small state, and states are encoded on every write.
-    Circular structures surface as ``RecursionError`` (there is no marker dict to share
-    safely between threads).
-    """
-    from json.encoder import c_make_encoder, encode_basestring
-
-    if c_make_encoder is None:  # a Python built without the _json accelerator
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-
-    def default(value: Any) -> Any:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-    encoder = c_make_encoder(None, default, encode_basestring, None, ": ", ", ", False, False,
-                             False)
-    return lambda value: "".join(encoder(value, 0))
-
-
-_encode = _make_encoder()
-
-
-def dump_json(value: Any, where: str | tuple[str, str, str], what: str = "state") -> str:
-    """``value`` as JSON text; :class:`ValidationError` (nothing stored) if it is not JSON.
-
-    ``where`` names the record in the error: a text, or its key (named only when needed).
-
-    NaN and infinities, sets, datetimes, bytes, circular structures and strings with lone
-    surrogates are refused here so that every backend refuses them the same way, before
-    anything is written.
-    """
-    try:
-        text = _encode(value)
-        if not text.isascii():
-            text.encode("utf-8")  # a lone surrogate ("\ud800") is not valid Unicode text
-        return text
-    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: a ValueError
-        if isinstance(exc, RecursionError):
-            exc = ValueError("circular or nested too deeply")
-        if isinstance(where, tuple):
-            where = record_where(*where)
-        raise ValidationError(
-            f"{where}: {what} is not JSON ({exc}); use only dicts with string keys, lists, "
-            f"strings of valid Unicode, finite numbers, booleans and None",
-            where=where, reason=f"not JSON: {exc}") from None
-
-
 PRUNE_BATCH = 32
 
 
@@ -224,11 +176,6 @@ def event_json(change: Change, event: dict, where: str | tuple[str, str, str]) -
         return dump_json(event, where, "event")
     return '{"version":%d,"ts":%r,%s' % (event["version"], event["ts"], text[1:])
 
-
-def record_where(scope: str, scope_id: str, name: str) -> str:
-    """A readable name for a record, used in error messages."""
-    base = f"{scope} {scope_id!r}"
-    return base if name == "" else f"{base} resource {name!r}"
 
 
 def default_event(scope: str, scope_id: str, name: str, change: Change,

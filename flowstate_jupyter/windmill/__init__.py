@@ -64,7 +64,7 @@ from ._resource_types import (BUILTIN_RESOURCE_TYPES, check_schema, check_type_n
 from ..errors import (AccessDeniedError, FlowStateError, InvalidIdError,
                      ResourceAlreadyExistsError, ResourceNotFoundError, ValidationError)
 from ..handles.records import drive, to_json
-from ..handles.scopes import DEFAULT_PROJECT, check_id
+from ..base.ids import DEFAULT_PROJECT, check_id
 from ..stores import DEFAULT_URL, open_store
 from ..stores.base import Change, Record, Store
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 import flowstate_jupyter as fs
-from flowstate_jupyter.flows.runs import default_store
+from flowstate_jupyter.stores.default import default_store
 
 
 class Counter(BaseModel):

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import flowstate_jupyter as fs
-from flowstate_jupyter.flows.sessions import ensure_session
+from flowstate_jupyter.flows.bookkeeping import ensure_session
 
 
 class SessionState(BaseModel):

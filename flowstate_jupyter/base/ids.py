@@ -1,0 +1,46 @@
+"""Scope names and ids: the one rule for what an id may be (DESIGN §4)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from ..errors import InvalidIdError
+
+#: The four scopes, from the shortest-lived to the longest.
+SCOPES = ("request", "session", "user", "project")
+#: The project a run or a notebook uses when none is given.
+DEFAULT_PROJECT = "default"
+
+_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
+_NOT_ID = re.compile(r"[^A-Za-z0-9._@:-]+")
+
+
+def check_id(value: Any, what: str = "id") -> str:
+    """Return ``value`` if it is a valid scope id, else raise :class:`InvalidIdError`."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        shown = repr(value) if not isinstance(value, str) or len(value) < 60 else \
+            repr(value[:57] + "...")
+        raise InvalidIdError(
+            f"invalid {what} {shown}: use 1-128 characters of letters, digits and . _ @ : -")
+    return value
+
+
+def as_id(text: str, fallback: str) -> str:
+    """``text`` made a valid id: each run of other characters becomes ``_`` (``fallback`` if
+    nothing is left). For names the user did not choose as ids, such as a file name."""
+    cleaned = _NOT_ID.sub("_", text).strip("_")[:128]
+    return cleaned or fallback
+
+
+def check_scope(scope: Any) -> str:
+    """Return ``scope`` if it is one of :data:`SCOPES`, else raise :class:`InvalidIdError`."""
+    if scope not in SCOPES:
+        raise InvalidIdError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
+    return scope
+
+
+def new_id(prefix: str) -> str:
+    """A fresh random id such as ``s-3f9c0a1b2d4e``."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

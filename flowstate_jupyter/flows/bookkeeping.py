@@ -1,0 +1,93 @@
+"""The bookkeeping records of sessions and runs: who owns a session, and which runs it had.
+
+A session belongs to one user and one flow kind. That is kept in a bookkeeping record
+``session/<id>/$meta`` with state ``{"user", "flow", "created_at"}``, written the first time the
+session is used (by a run or by ``flow.session``). Using the id with another user or another flow
+kind raises :class:`AccessDeniedError`. The record's access time is touched at the end of every
+run and by every write to the session's scope state made through a ``Session``, so
+``flow.sessions()`` lists sessions with their update times from that one record per session.
+Each run keeps a request record ``request/<id>/$request`` (see ``runs.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..base.env import current_user
+from ..base.ids import check_id
+from ..base.names import REQUEST, SESSION_META
+from ..errors import AccessDeniedError
+from ..stores.base import Change, Record, Store
+
+__all__ = ["ensure_session", "list_runs", "list_sessions"]
+
+
+def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind: str,
+                   request_id: str | None = None) -> str:
+    """Check (or create) the ``$meta`` record of a session; return the session's user.
+
+    ``user=None`` means the session's owner if it exists, else the current user (``base.env.current_user``). Raises
+    :class:`AccessDeniedError` when the session belongs to another user or flow kind; nothing is
+    written then.
+    """
+    check_id(session_id, "session id")
+    if user is not None:
+        check_id(user, "user id")
+    record = store.read("session", session_id, SESSION_META)
+    if record is None or record.deleted:
+        wanted = user or current_user()
+        found: dict[str, Any] = {}
+
+        def create(current: Record | None) -> Change | None:
+            if current is not None and not current.deleted:  # another writer was first
+                found.update(current.state)
+                return None
+            meta = {"user": wanted, "flow": flow_kind, "created_at": time.time()}
+            return Change(state=meta, operation="set", request_id=request_id,
+                          event={"type": "session", "scope": "session", "scope_id": session_id,
+                                 "change_type": "created", "user": wanted, "flow": flow_kind,
+                                 "request_id": request_id})
+
+        store.update("session", session_id, SESSION_META, create)
+        if not found:
+            return wanted
+        meta = found
+    else:
+        meta = record.state if isinstance(record.state, dict) else {}
+    owner, kind = meta.get("user"), meta.get("flow")
+    if kind != flow_kind:
+        raise AccessDeniedError(f"session {session_id!r} belongs to flow {kind!r}, not "
+                                f"{flow_kind!r}; a session serves one flow kind, so use another "
+                                f"session id (or none, for a new one)")
+    if user is not None and owner != user:
+        raise AccessDeniedError(f"session {session_id!r} belongs to user {owner!r}, not "
+                                f"{user!r}; use another session id (or none, for a new one)")
+    return owner
+
+
+def list_sessions(store: Store, flow_kind: str, user: str | None = None) -> list[dict]:
+    """Sessions of one flow kind (optionally of one user), most recently updated first.
+
+    Each item: ``{"id", "user", "flow", "created_at", "updated_at"}`` (times are Unix seconds).
+    Reads only the ``$meta`` records: one ``store.list`` call.
+    """
+    out = []
+    for record in store.list(scope="session", name=SESSION_META):
+        meta = record.state if isinstance(record.state, dict) else {}
+        if meta.get("flow") != flow_kind or (user is not None and meta.get("user") != user):
+            continue
+        out.append({"id": record.scope_id, "user": meta.get("user"), "flow": flow_kind,
+                    "created_at": meta.get("created_at", record.created_at),
+                    "updated_at": max(record.updated_at, record.accessed_at)})
+    out.sort(key=lambda item: item["updated_at"], reverse=True)
+    return out
+
+
+def list_runs(store: Store, session_id: str, limit: int | None = 20) -> list[dict]:
+    """Request records of one session's runs, newest first, each with its ``request_id``."""
+    records = [{"request_id": r.scope_id, **r.state}
+               for r in store.list(scope="request", name=REQUEST)
+               if isinstance(r.state, dict) and r.state.get("session") == session_id]
+    records.sort(key=lambda s: s.get("started_at") or 0, reverse=True)
+    return records if limit is None else records[:limit]

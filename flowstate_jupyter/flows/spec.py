@@ -1,0 +1,37 @@
+"""What the run machinery and sessions need of a flow, as a Protocol.
+
+``runs.py`` and ``sessions.py`` sit below ``flow.py`` (which builds flows out of them), so they
+name the flow they are given by this Protocol instead of importing the ``Flow`` class.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from pydantic import BaseModel
+
+from ..handles.resources import CollectionDefinition, ResourceDefinition
+
+if TYPE_CHECKING:
+    from .blocks import Block
+
+
+class FlowSpec(Protocol):
+    """The parts of :class:`~flowstate_jupyter.Flow` that runs and sessions use."""
+
+    kind: str
+    path: str
+
+    def state_model(self, scope: str) -> type[BaseModel] | None: ...
+
+    def resources(self, scope: str) -> dict[str, ResourceDefinition | CollectionDefinition]: ...
+
+    def client_data_functions(self, scope: str) -> dict[str, Callable]: ...
+
+    def root_sequencer_model(self, block: Block) -> tuple[type[BaseModel] | None, bool]: ...
+
+    def run(self, action: str, input: Any = None, **options: Any) -> Any: ...
+
+    async def arun(self, action: str, input: Any = None, **options: Any) -> Any: ...
+
+    def run_block(self, block: Block, input: Any = None, **options: Any) -> Any: ...
