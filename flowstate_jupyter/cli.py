@@ -22,6 +22,7 @@ from .model import html as h
 from .errors import (FlowStateError, InvalidIdError, ResourceAlreadyExistsError,
                      ResourceNotFoundError, StoreError, ValidationError)
 from .base.ids import SCOPES, check_id
+from .base.names import SESSION_META, is_reserved
 from .stores import open_store
 from .stores.base import Store
 from .stores.transfer import export_store, import_store
@@ -85,7 +86,7 @@ def cmd_ls(store: Store, args: argparse.Namespace, out: _Out) -> int:
         for r in store.list(scope):
             entry = ids.setdefault(r.scope_id, {"id": r.scope_id, "updated_at": 0.0})
             entry["updated_at"] = max(entry["updated_at"], r.updated_at)
-            if r.name == "$meta" and isinstance(r.state, dict):
+            if r.name == SESSION_META and isinstance(r.state, dict):
                 entry.update(user=r.state.get("user"), flow=r.state.get("flow"))
         items = sorted(ids.values(), key=lambda e: e["updated_at"], reverse=True)
         out.emit(items, _rows([(e["id"], e.get("user") or "", e.get("flow") or "",
@@ -115,7 +116,7 @@ def cmd_show(store: Store, args: argparse.Namespace, out: _Out) -> int:
             "content": record.content, "updated_at": record.updated_at}
     if not name:
         data["resources"] = {r.name: r.version for r in store.list(scope, scope_id)
-                             if r.name and not r.name.startswith("$")}
+                             if r.name and not is_reserved(r.name)}
     lines = [f"{scope}/{scope_id}" + (f" resource {name}" if name else "") +
              f"  v{record.version}" + ("  (deleted)" if record.deleted else "") +
              f"  updated {h.when(record.updated_at)}",

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel
 
+from ..base.names import SEQUENCER_PREFIX
 from ..model import ops
 from ..handles.records import TypedRecord
 from ..stores.base import Store
@@ -200,7 +201,7 @@ class SequencerState(TypedRecord):
     def __init__(self, store: Store, request_id: str, sequencer_name: str, instance: int,
                  model: type[BaseModel] | None) -> None:
         super().__init__(store, "request", request_id,
-                         f"$sequencer:{sequencer_name}#{instance}", model,
+                         f"{SEQUENCER_PREFIX}{sequencer_name}#{instance}", model,
                          request_id=request_id)
         self.name = sequencer_name
         self.instance = instance

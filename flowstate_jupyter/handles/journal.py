@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
+from ..base.names import JOURNAL
 from ..errors import ValidationError
 from .records import drive
 from ..stores.base import Change, Record, Store
 
-__all__ = ["Journal", "JOURNAL_RECORD", "MAX_ENTRIES", "MAX_TEXT"]
+__all__ = ["Journal", "MAX_ENTRIES", "MAX_TEXT"]
 
-JOURNAL_RECORD = "$journal"
 MAX_ENTRIES = 200
 MAX_TEXT = 4000
 
@@ -58,17 +58,17 @@ class Journal:
                                  "scope_id": self._session_id, "entry": entry,
                                  "request_id": None})
 
-        drive(self._store, "session", self._session_id, JOURNAL_RECORD, fn, where=where)
+        drive(self._store, "session", self._session_id, JOURNAL, fn, where=where)
         return dict(entry)
 
     def entries(self, limit: int | None = 10) -> list[dict]:
         """The newest ``limit`` entries, newest first (``None``: all that are kept)."""
-        entries = _entries(self._store.read("session", self._session_id, JOURNAL_RECORD))
+        entries = _entries(self._store.read("session", self._session_id, JOURNAL))
         entries.reverse()
         return entries if limit is None else entries[:limit]
 
     def __len__(self) -> int:
-        return len(_entries(self._store.read("session", self._session_id, JOURNAL_RECORD)))
+        return len(_entries(self._store.read("session", self._session_id, JOURNAL)))
 
     def __repr__(self) -> str:
         return f"<Journal of session {self._session_id!r}: {len(self)} entries>"

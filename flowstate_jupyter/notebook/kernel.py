@@ -7,42 +7,12 @@ same state, because the session id is named after the notebook, not after the ke
 
 from __future__ import annotations
 
-import getpass
-import os
-import re
-from pathlib import Path
 from typing import Any
 
-from ..base.ids import DEFAULT_PROJECT, check_id
+from ..base.env import current_project, current_user, notebook_session_id
 from ..handles.scopes import ScopeHandle
 from ..flows.bookkeeping import list_runs
 from ..stores import Store, open_store
-
-
-def current_user() -> str:
-    """``FLOWSTATE_USER``, else the OS user (made a valid id)."""
-    user = os.environ.get("FLOWSTATE_USER") or getpass.getuser() or "user"
-    return _as_id(user)
-
-
-def notebook_session_id() -> str:
-    """``FLOWSTATE_SESSION``, else ``nb-<notebook name>``, else ``notebook``.
-
-    jupyter_server tells a kernel its notebook through ``JPY_SESSION_NAME``; naming the session
-    after the notebook means a kernel restart continues the same session.
-    """
-    explicit = os.environ.get("FLOWSTATE_SESSION")
-    if explicit:
-        return check_id(explicit, "session id")
-    name = os.environ.get("JPY_SESSION_NAME")
-    if name:
-        return _as_id("nb-" + Path(name).stem)
-    return "notebook"
-
-
-def _as_id(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._@:-]+", "-", text).strip("-")[:128]
-    return cleaned or "x"
 
 
 class _PlainSession:
@@ -71,7 +41,7 @@ class KernelState:
     def __init__(self, store: Store | None = None, *, store_url: str | None = None) -> None:
         self.store = store if store is not None else open_store(store_url)
         self.user = current_user()
-        self.project = DEFAULT_PROJECT
+        self.project = current_project()
         self.session_id = notebook_session_id()
         self.flows: dict[str, Any] = {}
         self.current_flow: str | None = None

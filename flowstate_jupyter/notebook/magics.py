@@ -25,6 +25,7 @@ from ..errors import FlowStateError
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model.schema import defaults
 from ..base.ids import check_id
+from ..base.names import SESSION_META
 from .kernel import KernelState
 from .paths import PathError, StatePath, parse_path
 from ..model.display import event_label, history_rows, version_diff_text
@@ -459,7 +460,7 @@ class FlowStateMagics(Magics, Configurable):
 
     def _sessions(self) -> Table:
         if self.kernel.current_flow is None:
-            records = self.kernel.store.list("session", name="$meta")
+            records = self.kernel.store.list("session", name=SESSION_META)
             rows = [(r.scope_id, r.state.get("user", ""), r.state.get("flow", ""),
                      h.when(r.updated_at)) for r in records]
         else:

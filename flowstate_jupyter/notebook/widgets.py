@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from ..model import html as h
 from ..errors import FlowStateError
+from ..base.names import WM_PREFIX
 from ._live import Live
 from .windmill_view import windmill_html, windmill_text
 from ..model.display import (SCOPE_ORDER, event_label, client_data_html, client_data_text, flatten_client_view,
@@ -46,7 +47,7 @@ def _wants_scopes(handles: dict) -> Any:
 
     def wants(event: dict) -> bool:
         return (event.get("scope"), event.get("scope_id")) in keys or \
-            str(event.get("resource", "")).startswith("$wm/")
+            str(event.get("resource", "")).startswith(WM_PREFIX)
     return wants
 
 

@@ -1,94 +1,83 @@
-"""JSON Schema handling for Windmill resource types (used by ``windmill.py``).
-
-Pure functions, no store: check a type name, check that a schema is a valid JSON Schema of the
-draft it declares (2020-12 when it declares none), and validate a value against it with errors
-that name the JSON path (``$.replicas[1].port``). ``jsonschema`` is imported only when a real
-schema is used: importing it can take seconds where optional format packages are installed.
-"""
+"""Resource types: JSON Schemas that resources are validated against on every write."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from ..base.names import WM_RESOURCE_TYPE_PREFIX
+from ..errors import ResourceAlreadyExistsError, ResourceNotFoundError, ValidationError
+from ..handles.records import drive
 from ..model import ops
-from ..errors import InvalidIdError, ValidationError
-
-__all__ = ["BUILTIN_RESOURCE_TYPES", "check_type_name", "check_schema", "validate_value",
-           "json_path"]
-
-#: Resource types that always exist. Both accept any JSON value.
-BUILTIN_RESOURCE_TYPES: dict[str, dict] = {
-    "any": {"schema": {}, "description": "Any JSON value (built in)"},
-    "state": {"schema": {}, "description": "A script's state between runs (built in)"},
-}
-
-_TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+from ..stores.base import Change, Record, Store
+from ._schemas import BUILTIN_RESOURCE_TYPES, check_schema, check_type_name
+from ._where import SCOPE, _env, _Env, _live
 
 
-def check_type_name(name: Any) -> str:
-    """Return ``name`` if it can name a resource type, else raise :class:`InvalidIdError`."""
-    if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name):
-        raise InvalidIdError(f"resource type name {name!r} is not valid: use letters, digits and "
-                             f"_ (not starting with a digit), at most 128 characters")
-    return name
+def create_resource_type(name: str, schema: Any, description: str | None = None, *,
+                         replace: bool = False, store: Store | None = None) -> None:
+    """Define resource type ``name`` by a JSON Schema; values are validated against it on write.
+
+    The schema itself is checked first (with the draft its ``$schema`` names, else 2020-12).
+    Creating a type that exists with the same schema and description does nothing; with a
+    different one it raises :class:`ResourceAlreadyExistsError` unless ``replace=True``
+    (existing resources are not re-validated). ``"any"`` and ``"state"`` are built in.
+    """
+    name = check_type_name(name)
+    if name in BUILTIN_RESOURCE_TYPES:
+        raise ResourceAlreadyExistsError(f"resource type {name!r} is built in and cannot be "
+                                         f"redefined; choose another name")
+    if description is not None and not isinstance(description, str):
+        raise ValidationError(f"resource type {name!r}: description must be a string",
+                              where=f"resource type {name!r}", reason="bad description")
+    check_schema(name, schema)
+    env = _env(store)
+    new = {"schema": ops.copy_json(schema, where=f"resource type {name!r}"),
+           "description": description or ""}
+
+    def fn(record: Record | None) -> Change | None:
+        if _live(record):
+            if ops.json_equal(record.state, new):
+                return None
+            if not replace:
+                raise ResourceAlreadyExistsError(
+                    f"resource type {name!r} already exists with another schema; pass "
+                    f"replace=True to redefine it")
+        return Change(state=new, operation="set", request_id=env.request_id)
+
+    drive(env.store, SCOPE, env.project, WM_RESOURCE_TYPE_PREFIX + name, fn,
+          where=f"resource type {name!r}")
 
 
-def _schema_error_at(path: Any) -> str:
-    segments = list(path)
-    return "/".join(str(s) for s in segments) if segments else "(the top)"
+def get_resource_type(name: str, *, store: Store | None = None) -> dict:
+    """``{"name", "schema", "description"}`` of a resource type; ResourceNotFoundError if unknown."""
+    name = check_type_name(name)
+    if name in BUILTIN_RESOURCE_TYPES:
+        return {"name": name, **ops.copy_json(BUILTIN_RESOURCE_TYPES[name], where=name)}
+    env = _env(store)
+    record = env.store.read(SCOPE, env.project, WM_RESOURCE_TYPE_PREFIX + name)
+    if not _live(record):
+        raise ResourceNotFoundError(
+            f"resource type {name!r} does not exist in project {env.project!r}; define it with "
+            f"create_resource_type({name!r}, schema) or use 'any'")
+    return {"name": name, **record.state}
 
 
-def check_schema(name: str, schema: Any) -> None:
-    """Refuse a schema that is not a valid JSON Schema of the draft it declares (default 2020-12)."""
-    from jsonschema.exceptions import SchemaError
-    from jsonschema.validators import Draft202012Validator, validator_for
-
-    where = f"resource type {name!r}"
-    if not isinstance(schema, (dict, bool)):
-        raise ValidationError(f"{where}: the schema must be a JSON Schema dict, not "
-                              f"{type(schema).__name__}", where=where, reason="not a schema")
-    ops.check_json(schema, where=where)
-    cls = validator_for(schema, default=Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except SchemaError as exc:
-        raise ValidationError(
-            f"{where}: the schema is not a valid JSON Schema ({cls.__name__}): at "
-            f"{_schema_error_at(exc.absolute_path)}: {exc.message}",
-            where=where, path=tuple(exc.absolute_path), reason=exc.message) from None
-
-
-def json_path(path: Any) -> str:
-    """A field path as JSONPath: ``("hosts", 1, "port")`` -> ``$.hosts[1].port``."""
-    out = "$"
-    for segment in path:
-        if isinstance(segment, int):
-            out += f"[{segment}]"
-        elif isinstance(segment, str) and segment.isidentifier():
-            out += f".{segment}"
-        else:
-            out += f"[{segment!r}]"
+def list_resource_types(*, store: Store | None = None) -> list[dict]:
+    """Every resource type (built-in ones first), as :func:`get_resource_type` gives them."""
+    env = _env(store)
+    out = [{"name": n, **ops.copy_json(t, where=n)} for n, t in BUILTIN_RESOURCE_TYPES.items()]
+    for record in env.store.list(SCOPE, env.project, prefix=WM_RESOURCE_TYPE_PREFIX):
+        out.append({"name": record.name[len(WM_RESOURCE_TYPE_PREFIX):], **record.state})
     return out
 
 
-def validate_value(path: str, type_name: str, schema: Any, value: Any) -> None:
-    """Raise :class:`ValidationError` (naming the JSON path) unless ``value`` fits ``schema``."""
-    if schema == {} or schema is True:
-        return  # accepts anything ("any", "state"); spares importing jsonschema, which is slow
-    from jsonschema.exceptions import best_match
-    from jsonschema.validators import Draft202012Validator, validator_for
-
-    cls = validator_for(schema, default=Draft202012Validator)
-    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-    errors = list(validator.iter_errors(value))
-    if not errors:
-        return
-    error = best_match(errors)
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" \
-        if len(errors) > 1 else ""
-    where = f"Windmill resource {path!r}"
-    raise ValidationError(
-        f"{where} does not match resource type {type_name!r}: at "
-        f"{json_path(error.absolute_path)}: {error.message}{more}; nothing was stored",
-        where=where, path=tuple(error.absolute_path), reason=error.message)
+def _type_schema(env: _Env, type_name: str) -> Any:
+    if type_name in BUILTIN_RESOURCE_TYPES:
+        return BUILTIN_RESOURCE_TYPES[type_name]["schema"]
+    record = env.store.read(SCOPE, env.project, WM_RESOURCE_TYPE_PREFIX + type_name)
+    if not _live(record):
+        raise ValidationError(
+            f"resource type {type_name!r} does not exist in project {env.project!r}; define it "
+            f"with create_resource_type({type_name!r}, schema) first, or use 'any'",
+            where=f"resource type {type_name!r}", reason="unknown resource type")
+    return record.state["schema"]

@@ -20,6 +20,7 @@ import pytest
 
 import flowstate_jupyter as fs
 import flowstate_jupyter.windmill as wm
+import flowstate_jupyter.windmill._paths as wm_paths
 
 ENV_VARS = ("WM_STATE_PATH_NEW", "WM_STATE_PATH", "FLOWSTATE_SCHEDULE", "FLOWSTATE_SCRIPT_PATH",
             "JPY_SESSION_NAME", "FLOWSTATE_PROJECT", "FLOWSTATE_NOTEBOOK_ROOT", "FLOWSTATE_USER",
@@ -35,7 +36,7 @@ def wm_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:
     monkeypatch.setenv("FLOWSTATE_STORE", f"sqlite:///{tmp_path}/default.db")
     # No notebook, no script: tests that want one say so.
     monkeypatch.delitem(sys.modules, "IPython", raising=False)
-    monkeypatch.setattr(wm, "_main_script", lambda: None)
+    monkeypatch.setattr(wm_paths, "_main_script", lambda: None)
     return monkeypatch
 
 

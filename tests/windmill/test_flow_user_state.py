@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 import flowstate_jupyter as fs
 import flowstate_jupyter.windmill as wm
+from flowstate_jupyter.base import names
 from flowstate_jupyter.errors import FlowStateError, ValidationError
 
 
@@ -37,7 +38,7 @@ def test_a_run_reads_back_what_it_set(wm_store, fake_run):
         wm.set_flow_user_state("cursor", {"page": 2})
         wm.set_flow_user_state("other", [1])
         assert wm.get_flow_user_state("cursor") == {"page": 2}
-    record = wm_store.read("request", "r1", wm.FLOW_USER_STATE)
+    record = wm_store.read("request", "r1", names.WM_FLOW_USER_STATE)
     assert record.state == {"cursor": {"page": 2}, "other": [1]}
 
 
@@ -67,7 +68,7 @@ def test_flow_user_state_values_must_be_json_and_keys_strings(wm_store, fake_run
             wm.set_flow_user_state("k", {1, 2})
         with pytest.raises(ValidationError):
             wm.set_flow_user_state("", 1)
-    assert wm_store.read("request", "r1", wm.FLOW_USER_STATE) is None
+    assert wm_store.read("request", "r1", names.WM_FLOW_USER_STATE) is None
 
 
 def test_discarding_a_runs_flow_user_state(wm_store, fake_run):
@@ -85,7 +86,7 @@ def test_inside_a_run_states_use_the_flow_step_path_and_the_runs_store(wm_env, f
             wm.set_state({"cursor": 1})
             assert wm.get_state() == {"cursor": 1}
         assert wm.get_state("f/flows/assistant/fetch_user") is None  # not in the other store
-    record = run_store.read("project", "default", wm.STATE_PREFIX + "f/flows/assistant/fetch_user")
+    record = run_store.read("project", "default", names.WM_STATE_PREFIX + "f/flows/assistant/fetch_user")
     assert record.state == {"cursor": 1}
     assert run_store.changes()[-1][1]["request_id"] == "r9"
 
@@ -93,7 +94,7 @@ def test_inside_a_run_states_use_the_flow_step_path_and_the_runs_store(wm_env, f
 def test_inside_a_run_the_runs_user_is_the_writer(wm_store, fake_run):
     with fake_run.run("r1", user="bob"):
         assert wm.current_user() == "bob"
-        with pytest.raises(wm.AccessDeniedError, match="'bob'"):
+        with pytest.raises(fs.AccessDeniedError, match="'bob'"):
             wm.set_state(1, "u/alice/x/user")
         wm.set_state(1, "u/bob/x/user")
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from types import ModuleType
 
 import pytest
 
 import flowstate_jupyter.windmill as wm
+import flowstate_jupyter.windmill._paths as wm_paths
 from flowstate_jupyter.errors import InvalidIdError
 
-ORIGINAL_MAIN_SCRIPT = wm._main_script  # before wm_env replaces it for a test
+ORIGINAL_MAIN_SCRIPT = wm_paths._main_script  # before wm_env replaces it for a test
 
 SCHEDULE = "f/schedules/hourly"
 
@@ -136,7 +138,7 @@ def test_a_plain_python_script_uses_its_own_file(wm_env, tmp_path):
     main = ModuleType("__main__")
     main.__file__ = str(tmp_path / "scripts" / "watch.py")
     wm_env.setitem(sys.modules, "__main__", main)
-    wm_env.setattr(wm, "_main_script", ORIGINAL_MAIN_SCRIPT)
+    wm_env.setattr(wm_paths, "_main_script", ORIGINAL_MAIN_SCRIPT)
     info = wm.explain_state_path()
     assert (info.path, info.source) == ("u/alice/scripts/watch/user", "script")
 
@@ -167,7 +169,7 @@ def test_inside_a_flow_run_a_block_gets_its_flow_step_path(wm_env, fake_run):
 def test_the_user_comes_from_flowstate_user_else_the_os(wm_env, monkeypatch):
     assert wm.current_user() == "alice"
     wm_env.delenv("FLOWSTATE_USER")
-    monkeypatch.setattr(wm.getpass, "getuser", lambda: "osuser")
+    monkeypatch.setattr(getpass, "getuser", lambda: "osuser")
     assert wm.current_user() == "osuser"
     assert wm.get_state_path() == "u/osuser/tmp_state"
     wm_env.setenv("FLOWSTATE_USER", "has space")

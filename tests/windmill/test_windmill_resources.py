@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import flowstate_jupyter.windmill as wm
+from flowstate_jupyter.base import names
 from flowstate_jupyter.errors import (AccessDeniedError, InvalidIdError,
                                       ResourceAlreadyExistsError, ResourceNotFoundError,
                                       ValidationError)
@@ -24,7 +25,7 @@ DB = "u/alice/db"
 
 
 def _record(store, path):
-    return store.read("project", "default", wm.RESOURCE_PREFIX + path)
+    return store.read("project", "default", names.WM_RESOURCE_PREFIX + path)
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_an_invalid_json_schema_is_refused_and_nothing_is_stored(wm_store, schem
         wm.create_resource_type("broken", schema)
     if where is not None:
         assert "not a valid JSON Schema" in str(err.value) and where in str(err.value)
-    assert wm_store.read("project", "default", wm.RESOURCE_TYPE_PREFIX + "broken") is None
+    assert wm_store.read("project", "default", names.WM_RESOURCE_TYPE_PREFIX + "broken") is None
     assert wm_store.changes() == []
 
 

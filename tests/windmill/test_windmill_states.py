@@ -9,6 +9,7 @@ import pytest
 
 import flowstate_jupyter as fs
 import flowstate_jupyter.windmill as wm
+from flowstate_jupyter.base import names
 from flowstate_jupyter.errors import AccessDeniedError, InvalidIdError, ValidationError
 
 from _helpers import run_python
@@ -17,7 +18,7 @@ P = "u/alice/watch/user"
 
 
 def _record(store, path):
-    return store.read("project", "default", wm.STATE_PREFIX + path)
+    return store.read("project", "default", names.WM_STATE_PREFIX + path)
 
 
 def test_a_never_set_state_reads_as_none(wm_store):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import flowstate_jupyter.windmill as wm
+from flowstate_jupyter.base import names
 from flowstate_jupyter.errors import AccessDeniedError, ResourceNotFoundError, ValidationError
 
 
@@ -37,7 +38,7 @@ def test_a_secret_variable_is_refused_with_advice_to_use_the_environment(wm_stor
     message = str(err.value)
     assert "not encrypted" in message and "environment variable" in message
     assert "FLOWSTATE_VAR_U_ALICE_TOKEN" in message
-    assert wm_store.read("project", "default", wm.VARIABLE_PREFIX + "u/alice/token") is None
+    assert wm_store.read("project", "default", names.WM_VARIABLE_PREFIX + "u/alice/token") is None
     assert wm_store.changes() == []
 
 
