@@ -1,7 +1,30 @@
-"""Every public exception of flowstate-jupyter (DESIGN §12).
+"""Every public exception of flowstate-jupyter, re-exported at the top level.
 
 Messages say what was wrong, where, and what to do. All derive from ``FlowStateError`` so
-``except fs.FlowStateError`` catches anything this library raises on purpose.
+``except fs.FlowStateError`` catches anything this library raises on purpose; the second base
+class lets ordinary ``except ValueError`` / ``KeyError`` / ``PermissionError`` code work too::
+
+    FlowStateError
+    ├── ValidationError (ValueError)          a write or input refused; nothing stored
+    ├── SchemaError (TypeError)               a schema that cannot be used
+    ├── ConcurrentModificationError           a write lost every compare-and-swap retry
+    │   └── VersionConflictError              one stale write, stating an old version
+    ├── StateSchemaConflictError (TypeError)  two blocks declare a field incompatibly
+    ├── ResourceConflictError (TypeError)     two resource definitions under one name
+    ├── ReadOnlyResourceError (PermissionError)
+    ├── ResourceDeletedError                  written after another writer deleted it
+    ├── ResourceAlreadyExistsError            a create lost, or the key is taken
+    ├── ResourceNotFoundError (KeyError)
+    ├── InvalidIdError (ValueError)           an id, name, key or path breaking the rules
+    ├── UnknownActionError (KeyError)
+    ├── LoopLimitError (RuntimeError)         do_while / do_until did not stop
+    ├── AccessDeniedError (PermissionError)   another user's session or u/<user>/ path
+    ├── RunStateError                         resume of a run that is not suspended, ...
+    ├── RunConflictError                      another run of the action is in flight
+    ├── NotInFlowRunError (RuntimeError)      flow user state used outside a run
+    └── StoreError                            unreachable, locked, corrupt, unknown outcome
+
+    FlowStateWarning (UserWarning)            something read leniently
 """
 
 from __future__ import annotations
@@ -99,22 +122,34 @@ class AccessDeniedError(FlowStateError, PermissionError):
     """The current user may not write this path (Windmill ``u/<user>/...`` rules)."""
 
 
+class RunStateError(FlowStateError):
+    """A run cannot do what was asked in its present state (for example resuming a run that is
+    not suspended, a second resume, or an expired suspension)."""
+
+
+class RunConflictError(FlowStateError):
+    """Another run of the same action is in flight on the session (``concurrency="reject"``,
+    or a ``"queue"`` wait that timed out); the message names that run."""
+
+
+class NotInFlowRunError(FlowStateError, RuntimeError):
+    """Flow user state was used outside a flow run, where there is none."""
+
+
 class StoreError(FlowStateError):
-    """The store is unreachable, locked past its timeout, corrupt, or not a flowstate store."""
-
-
-__all__ = [
-    "FlowStateError", "ValidationError", "SchemaError", "ConcurrentModificationError",
-    "VersionConflictError", "StateSchemaConflictError", "ResourceConflictError",
-    "ReadOnlyResourceError", "ResourceDeletedError", "ResourceAlreadyExistsError",
-    "ResourceNotFoundError", "InvalidIdError", "UnknownActionError", "LoopLimitError",
-    "AccessDeniedError",
-    "StoreError",
-]
+    """The store is unreachable, locked past its timeout, corrupt, or not a flowstate store; or
+    a commit's outcome could not be known (the connection was lost during ``COMMIT``)."""
 
 
 class FlowStateWarning(UserWarning):
     """Something was read leniently (for example stored data that no longer fits its schema)."""
 
 
-__all__.append("FlowStateWarning")
+__all__ = [
+    "AccessDeniedError", "ConcurrentModificationError", "FlowStateError", "FlowStateWarning",
+    "InvalidIdError", "LoopLimitError", "NotInFlowRunError", "ReadOnlyResourceError",
+    "ResourceAlreadyExistsError", "ResourceConflictError", "ResourceDeletedError",
+    "ResourceNotFoundError", "RunConflictError", "RunStateError", "SchemaError",
+    "StateSchemaConflictError", "StoreError", "UnknownActionError", "ValidationError",
+    "VersionConflictError",
+]

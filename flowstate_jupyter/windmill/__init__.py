@@ -61,7 +61,8 @@ from ._schemas import BUILTIN_RESOURCE_TYPES
 from ._states import (delete_state, discard_flow_user_state, get_flow_user_state, get_state,
                       list_states, set_flow_user_state, set_state, update_state)
 from ._variables import get_variable, set_variable, variable_env_name
-from ._where import NotInFlowRunError, current_project, current_user, use_store
+from ..errors import NotInFlowRunError
+from ._where import current_project, current_user, use_store
 
 __all__ = [
     # the wmill client's functions

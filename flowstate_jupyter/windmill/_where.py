@@ -13,7 +13,7 @@ from typing import Any
 
 from ..base.env import current_project as _env_project
 from ..base.env import current_user as _env_user
-from ..errors import FlowStateError
+from ..errors import NotInFlowRunError
 from ..stores import open_store
 from ..stores.base import Record, Store
 from ..stores.default import default_store
@@ -22,8 +22,6 @@ from ..stores.default import default_store
 SCOPE = "project"
 
 
-class NotInFlowRunError(FlowStateError, RuntimeError):
-    """Flow user state was used outside a flow run, where there is none."""
 
 
 def _context() -> Any:
