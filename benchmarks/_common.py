@@ -17,8 +17,8 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 Timer = Callable[[], int]
 now_ns: Timer = time.perf_counter_ns

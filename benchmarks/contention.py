@@ -44,7 +44,6 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
 from _common import check_row, row, standalone  # noqa: E402
-
 from pydantic import BaseModel  # noqa: E402
 
 import flowstate_jupyter as fs  # noqa: E402
@@ -120,7 +119,7 @@ def _worker(index: int, folder: str, increments: int, barriers: dict, results: A
                 try:
                     increment()
                     done += 1
-                except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
+                except Exception as exc:
                     errors += 1
                     first_error = first_error or f"{type(exc).__name__}: {exc}"
             end = time.monotonic()

@@ -16,8 +16,9 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 try:
     import flowstate_jupyter as fs
@@ -32,7 +33,7 @@ def _noop(value: Any, ctx: Any) -> Any:
     return value
 
 
-def _pipeline(steps: int) -> "fs.Sequencer":
+def _pipeline(steps: int) -> fs.Sequencer:
     seq = fs.sequencer(f"noop-{steps}")
     for i in range(steps):
         seq.then(fs.handler(_noop, name=f"step{i}"))
@@ -67,7 +68,7 @@ def _plain_step_s(repeats: int) -> float:
     return _best_time(lambda: [pipeline() for _ in range(inner)], repeats) / inner / STEPS
 
 
-def _flow_times(store: "fs.stores.Store", repeats: int) -> tuple[float, float]:
+def _flow_times(store: fs.stores.Store, repeats: int) -> tuple[float, float]:
     """Seconds per step and seconds of fixed cost per run, on ``store``."""
     flow = fs.define_flow("bench", {"long": _pipeline(STEPS), "short": _pipeline(1)})
     session = flow.session("bench", user="bench", store=store)

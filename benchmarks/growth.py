@@ -49,14 +49,14 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
 from _common import file_bytes, interleaved, row, standalone, summary_us  # noqa: E402
 from ops import RawVersionedStore  # noqa: E402  (the hand-rolled baseline of ops.py)
-
 from pydantic import BaseModel, Field  # noqa: E402
 
 import flowstate_jupyter as fs  # noqa: E402

@@ -34,13 +34,13 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
 from _common import interleaved, is_quick, row, standalone, summary_us  # noqa: E402
-
 from pydantic import BaseModel, Field  # noqa: E402
 
 import flowstate_jupyter as fs  # noqa: E402

@@ -11,20 +11,40 @@ here, in one sorted ``__all__``. The folders below it are the layers (docs/archi
 from importlib import metadata as _metadata
 
 from .base.ids import SCOPES
-from .errors import (AccessDeniedError, ConcurrentModificationError, FlowStateError,
-                     FlowStateWarning, InvalidIdError, LoopLimitError, NotInFlowRunError,
-                     ReadOnlyResourceError, ResourceAlreadyExistsError, ResourceConflictError,
-                     ResourceDeletedError, ResourceNotFoundError, RunConflictError,
-                     RunStateError, SchemaError, StateSchemaConflictError, StoreError,
-                     UnknownActionError, ValidationError, VersionConflictError)
+from .errors import (
+    AccessDeniedError,
+    ConcurrentModificationError,
+    FlowStateError,
+    FlowStateWarning,
+    InvalidIdError,
+    LoopLimitError,
+    NotInFlowRunError,
+    ReadOnlyResourceError,
+    ResourceAlreadyExistsError,
+    ResourceConflictError,
+    ResourceDeletedError,
+    ResourceNotFoundError,
+    RunConflictError,
+    RunStateError,
+    SchemaError,
+    StateSchemaConflictError,
+    StoreError,
+    UnknownActionError,
+    ValidationError,
+    VersionConflictError,
+)
 from .flows.blocks import Block, Handler, Router, Sequencer, handler, router, sequencer
 from .flows.client_data import ClientDataContext
 from .flows.context import Context, current_context
 from .flows.flow import Action, Flow, ScopeConfig, action, define_flow, scope
 from .flows.runs import RunResult
 from .flows.sessions import Session
-from .handles.resources import (CollectionHandle, ResourceHandle, define_resource,
-                                define_resource_collection)
+from .handles.resources import (
+    CollectionHandle,
+    ResourceHandle,
+    define_resource,
+    define_resource_collection,
+)
 from .handles.scopes import ScopeHandle
 from .stores import open_store
 from .stores.default import default_store
@@ -35,6 +55,7 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "SCOPES",
     "AccessDeniedError",
     "Action",
     "Block",
@@ -59,7 +80,6 @@ __all__ = [
     "RunConflictError",
     "RunResult",
     "RunStateError",
-    "SCOPES",
     "SchemaError",
     "ScopeConfig",
     "ScopeHandle",

@@ -16,13 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from .model import html as h
-from .errors import (FlowStateError, InvalidIdError, ResourceAlreadyExistsError,
-                     ResourceNotFoundError, StoreError, ValidationError)
 from .base.ids import SCOPES, check_id
 from .base.names import SESSION_META, is_reserved
+from .errors import (
+    FlowStateError,
+    InvalidIdError,
+    ResourceAlreadyExistsError,
+    ResourceNotFoundError,
+    StoreError,
+    ValidationError,
+)
+from .model import html as h
 from .stores import open_store
 from .stores.base import Store
 from .stores.transfer import export_store, import_store

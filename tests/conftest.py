@@ -22,13 +22,11 @@ from typing import Any, Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _pg
 
-import _pg  # noqa: E402
-
-from flowstate_jupyter.stores.base import Store  # noqa: E402
-from flowstate_jupyter.stores.memory import MemoryStore  # noqa: E402
-from flowstate_jupyter.stores.sqlite import SQLiteStore  # noqa: E402
+from flowstate_jupyter.stores.base import Store
+from flowstate_jupyter.stores.memory import MemoryStore
+from flowstate_jupyter.stores.sqlite import SQLiteStore
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 PG_ENV = "FLOWSTATE_TEST_POSTGRES_URL"

@@ -14,7 +14,8 @@ import decimal
 import enum
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ValidationError
 from .names import record_where

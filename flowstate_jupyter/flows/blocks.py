@@ -24,19 +24,30 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
+from ..errors import LoopLimitError
+from ..handles.resources import CollectionDefinition, ResourceDefinition
 from ..model import schema
 from .bubbling import Declarations, merge_state_model
 from .context import Context, SequencerState, active, current_context
-from ..errors import LoopLimitError
-from ..handles.resources import CollectionDefinition, ResourceDefinition
 
 __all__ = [
-    "Block", "Handler", "Router", "Sequencer", "Context", "SequencerState", "LoopLimitError",
-    "handler", "router", "sequencer", "current_context", "DEFAULT_MAX_ITERATIONS",
+    "DEFAULT_MAX_ITERATIONS",
+    "Block",
+    "Context",
+    "Handler",
+    "LoopLimitError",
+    "Router",
+    "Sequencer",
+    "SequencerState",
+    "current_context",
+    "handler",
+    "router",
+    "sequencer",
 ]
 
 #: Default iteration limit of ``do_while`` / ``do_until``.
@@ -75,7 +86,7 @@ def _is_async(fn: Callable) -> bool:
 class _Fn:
     """A user function adapted to ``(value, ctx)``, sync or async."""
 
-    __slots__ = ("fn", "arity", "name")
+    __slots__ = ("arity", "fn", "name")
 
     def __init__(self, fn: Callable, what: str) -> None:
         self.fn = fn
@@ -144,11 +155,11 @@ class Block:
         """How messages name this block: ``handler 'mode_switch'``."""
         return f"{self.kind} {self.name!r}"
 
-    def children(self) -> list["Block"]:
+    def children(self) -> list[Block]:
         """The blocks directly inside this one."""
         return []
 
-    def walk(self) -> Iterator["Block"]:
+    def walk(self) -> Iterator[Block]:
         """This block and every block inside it, depth first (each once)."""
         seen: set[int] = set()
         stack: list[Block] = [self]
@@ -173,7 +184,7 @@ class Block:
     async def _execute(self, value: Any, ctx: Context) -> Any:
         raise NotImplementedError
 
-    def _absorb(self, child: "Block") -> None:
+    def _absorb(self, child: Block) -> None:
         """Collect a child's declarations (sequencers override to keep instance state)."""
         if not isinstance(child, Block):
             raise TypeError(f"{self.source}: expected a block (from fs.handler, fs.router or "
@@ -571,7 +582,7 @@ class Sequencer(Block):
         """Refuse further steps: ``flow_kind``'s merged models were built from these."""
         self._sealed_by = self._sealed_by or flow_kind
 
-    def _add(self, step: _Step) -> "Sequencer":
+    def _add(self, step: _Step) -> Sequencer:
         if self._sealed_by is not None:
             raise RuntimeError(
                 f"{self.source} is part of flow {self._sealed_by!r} already, whose merged state "
@@ -594,33 +605,33 @@ class Sequencer(Block):
         self._instance.absorb(kept)
         self._instance.check_defaults("sequencer", settled=self.instance_state.model_fields)
 
-    def then(self, first: Any, block: Block | None = None) -> "Sequencer":
+    def then(self, first: Any, block: Block | None = None) -> Sequencer:
         """Run ``block`` on the current value: ``then(block)``, or ``then(connector, block)``
         where ``connector(value, ctx)`` first turns the value into the block's input."""
         if block is None:
             return self._add(_Then(self._block(first, "then"), None))
         return self._add(_Then(self._block(block, "then"), _Fn(first, "then's connector")))
 
-    def then_if(self, cond: Callable, block: Block) -> "Sequencer":
+    def then_if(self, cond: Callable, block: Block) -> Sequencer:
         """Run ``block`` only when ``cond(value, ctx)`` is true; else pass the value on."""
         return self._add(_If(_Fn(cond, "then_if's condition"), self._block(block, "then_if"),
                              keep_value=False))
 
-    def map(self, fn: Callable) -> "Sequencer":
+    def map(self, fn: Callable) -> Sequencer:
         """Replace the value with ``fn(value, ctx)`` (no block, no declarations)."""
         return self._add(_Map(_Fn(fn, "map's function")))
 
-    def tap(self, block: Block) -> "Sequencer":
+    def tap(self, block: Block) -> Sequencer:
         """Run ``block`` for its effects; the value passes on unchanged."""
         return self._add(_If(None, self._block(block, "tap"), keep_value=True))
 
-    def tap_if(self, cond: Callable, block: Block) -> "Sequencer":
+    def tap_if(self, cond: Callable, block: Block) -> Sequencer:
         """``tap`` only when ``cond(value, ctx)`` is true."""
         return self._add(_If(_Fn(cond, "tap_if's condition"), self._block(block, "tap_if"),
                              keep_value=True))
 
     def parallel(self, blocks: Mapping[str, Block],
-                 max_concurrency: int | None = None) -> "Sequencer":
+                 max_concurrency: int | None = None) -> Sequencer:
         """Run every block on the same value concurrently; the value becomes
         ``{name: output}`` (in the given order). At most ``max_concurrency`` run at once."""
         if not isinstance(blocks, Mapping) or not blocks:
@@ -634,13 +645,13 @@ class Sequencer(Block):
         limit = _check_limit(max_concurrency, f"{self.source}.parallel")
         return self._add(_Parallel(blocks, limit))
 
-    def for_each(self, block: Block, max_concurrency: int | None = None) -> "Sequencer":
+    def for_each(self, block: Block, max_concurrency: int | None = None) -> Sequencer:
         """Run ``block`` on every item of the current list; the value becomes the list of
         outputs, in item order. At most ``max_concurrency`` items run at once."""
         limit = _check_limit(max_concurrency, f"{self.source}.for_each")
         return self._add(_ForEach(self._block(block, "for_each"), limit))
 
-    def branch(self, cases: Sequence[tuple[Any, Block]]) -> "Sequencer":
+    def branch(self, cases: Sequence[tuple[Any, Block]]) -> Sequencer:
         """Run the block of the first case whose ``cond(value, ctx)`` is true.
 
         A case whose condition is ``True`` or ``None`` always matches (an "else"). When no case
@@ -653,7 +664,7 @@ class Sequencer(Block):
             prepared.append((fn, self._block(block, "branch")))
         return self._add(_Branch(prepared))
 
-    def rescue(self, cases: Sequence[tuple[Any, Block]]) -> "Sequencer":
+    def rescue(self, cases: Sequence[tuple[Any, Block]]) -> Sequencer:
         """Catch errors of the steps before this one, like ``except``: ``[(ErrorClass, block)]``.
 
         An exception raised by an earlier step (or by an earlier rescue's block) skips the steps
@@ -673,7 +684,7 @@ class Sequencer(Block):
         return self._add(_Rescue(prepared))
 
     def do_while(self, cond: Callable, block: Block, *,
-                 max_iterations: int = DEFAULT_MAX_ITERATIONS) -> "Sequencer":
+                 max_iterations: int = DEFAULT_MAX_ITERATIONS) -> Sequencer:
         """Run ``block`` (at least once) again and again while ``cond(value, ctx)`` is true.
 
         Raises :class:`LoopLimitError` after ``max_iterations`` runs (default 1000).
@@ -683,7 +694,7 @@ class Sequencer(Block):
                                _check_iterations(max_iterations)))
 
     def do_until(self, cond: Callable, block: Block, *,
-                 max_iterations: int = DEFAULT_MAX_ITERATIONS) -> "Sequencer":
+                 max_iterations: int = DEFAULT_MAX_ITERATIONS) -> Sequencer:
         """Run ``block`` (at least once) again and again until ``cond(value, ctx)`` is true.
 
         Raises :class:`LoopLimitError` after ``max_iterations`` runs (default 1000).

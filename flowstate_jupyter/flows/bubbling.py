@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from pydantic import BaseModel, create_model
 
@@ -36,7 +37,7 @@ from ..errors import ResourceConflictError, StateSchemaConflictError
 from ..handles.resources import CollectionDefinition, ResourceDefinition
 from ..model.schema import field_summary, require_defaults
 
-__all__ = ["Declarations", "STATE_SCOPES", "merge_state_model"]
+__all__ = ["STATE_SCOPES", "Declarations", "merge_state_model"]
 
 #: Scopes a block can declare state for. "sequencer" is the nearest sequencer's instance state.
 STATE_SCOPES = ("request", "session", "user", "project", "sequencer")
@@ -173,7 +174,7 @@ class Declarations:
                     f"own namespaced name (e.g. '{_slug(known[1])}_{name}' and "
                     f"'{_slug(source)}_{name}')")
 
-    def absorb(self, other: "Declarations") -> None:
+    def absorb(self, other: Declarations) -> None:
         """Add everything ``other`` collected, keeping its sources."""
         for scope in STATE_SCOPES:
             for source, model in other._models[scope]:
@@ -182,7 +183,7 @@ class Declarations:
             for name, (definition, source) in other._resources[scope].items():
                 self.add_resources(scope, {name: definition}, source)
 
-    def absorb_without_sequencer(self, other: "Declarations") -> "Declarations":
+    def absorb_without_sequencer(self, other: Declarations) -> Declarations:
         """Like :meth:`absorb` but leave out ``other``'s sequencer-instance state.
 
         Returns that left-out part (as its own ``Declarations``), for a sequencer that declares

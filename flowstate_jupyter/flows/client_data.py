@@ -12,21 +12,22 @@ is replaced by ``{"error": "<name>: <ExceptionType>: <message>"}``, for example
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from ..model import ops
 from ..handles.resources import CollectionHandle, Resources
 from ..handles.scopes import ScopeHandle
+from ..model import ops
 
-__all__ = ["ClientDataContext", "scope_client_data", "resource_client_data", "error_entry"]
+__all__ = ["ClientDataContext", "error_entry", "resource_client_data", "scope_client_data"]
 
 
 class ClientDataContext:
     """What a scope's client-data function sees: its own scope's state and resources only."""
 
-    __slots__ = ("scope", "id", "resources", "_handle", "_state")
+    __slots__ = ("_handle", "_state", "id", "resources", "scope")
 
     def __init__(self, handle: ScopeHandle) -> None:
         self.scope = handle.scope

@@ -17,17 +17,24 @@ import itertools
 import threading
 import time
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from pydantic import BaseModel
 
 from ..base.names import SEQUENCER_PREFIX
-from ..model import ops
 from ..handles.records import TypedRecord
+from ..model import ops
 from ..stores.base import Store
 
-__all__ = ["Context", "RunServices", "SequencerState", "current_context", "active",
-           "RESERVED_EVENT_TYPES"]
+__all__ = [
+    "RESERVED_EVENT_TYPES",
+    "Context",
+    "RunServices",
+    "SequencerState",
+    "active",
+    "current_context",
+]
 
 #: Event types the library itself produces; ``ctx.emit`` may not use them.
 RESERVED_EVENT_TYPES = frozenset({"state_change", "resource_change", "request", "session",
@@ -38,11 +45,11 @@ _KEEP = object()
 
 # ---------------------------------------------------------------------------- context
 
-_CURRENT: contextvars.ContextVar["Context | None"] = contextvars.ContextVar(
+_CURRENT: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
     "flowstate_current_context", default=None)
 
 
-def current_context() -> "Context | None":
+def current_context() -> Context | None:
     """The ``ctx`` of the block running in this task or thread, or ``None`` outside blocks.
 
     Lets code that is not handed ``ctx`` (the Windmill-compatible API, helpers deep in a call
@@ -52,7 +59,7 @@ def current_context() -> "Context | None":
 
 
 @contextlib.contextmanager
-def active(ctx: "Context") -> Iterator["Context"]:
+def active(ctx: Context) -> Iterator[Context]:
     """Make ``ctx`` what :func:`current_context` returns while a block runs."""
     token = _CURRENT.set(ctx)
     try:
@@ -110,8 +117,17 @@ class RunServices:
 class _RunFrame:
     """The parts of ``ctx`` that stay the same for every block of one run."""
 
-    __slots__ = ("request", "session", "user", "project", "run_id", "store", "flow",
-                 "flow_path", "services")
+    __slots__ = (
+        "flow",
+        "flow_path",
+        "project",
+        "request",
+        "run_id",
+        "services",
+        "session",
+        "store",
+        "user",
+    )
 
     def __init__(self, request: Any, session: Any, user: Any, project: Any, run_id: str,
                  store: Store, flow: Any, flow_path: str, services: RunServices) -> None:
@@ -133,7 +149,7 @@ class Context:
     the whole run is shared, so making one per step stays cheap.
     """
 
-    __slots__ = ("_frame", "step_id", "sequencer", "_concurrent")
+    __slots__ = ("_concurrent", "_frame", "sequencer", "step_id")
 
     def __init__(self, *, request: Any, session: Any, user: Any, project: Any,
                  run_id: str, store: Store, flow: Any, flow_path: str,
@@ -157,7 +173,7 @@ class Context:
     _services = property(lambda self: self._frame.services)
 
     def _derive(self, *, step_id: Any = _KEEP, sequencer: Any = _KEEP,
-                concurrent: Any = _KEEP) -> "Context":
+                concurrent: Any = _KEEP) -> Context:
         """A copy pointing at another step, sequencer instance or concurrency mode."""
         new = object.__new__(Context)
         new._frame = self._frame

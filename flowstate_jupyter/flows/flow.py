@@ -39,25 +39,26 @@ inside ``for_each``/``parallel``): keep it quick, e.g. update a progress bar wid
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from pydantic import BaseModel
 
-from ..model import schema
-from .blocks import Block, Sequencer
-from .bubbling import Declarations, merge_resources, merge_state_model
-from .client_data import ClientDataContext
+from ..base.ids import DEFAULT_PROJECT, SCOPES, check_id, new_id
 from ..errors import InvalidIdError, UnknownActionError
 from ..handles.resources import CollectionDefinition, ResourceDefinition, check_resource_name
-from ..stores.default import default_store
-from .runs import RunResult, execute, run_sync
-from ..base.ids import DEFAULT_PROJECT, SCOPES, check_id, new_id
-from .bookkeeping import list_sessions
-from .sessions import Session
+from ..model import schema
 from ..stores.base import Store
+from ..stores.default import default_store
+from .blocks import Block, Sequencer
+from .bookkeeping import list_sessions
+from .bubbling import Declarations, merge_resources, merge_state_model
+from .client_data import ClientDataContext
+from .runs import RunResult, execute, run_sync
+from .sessions import Session
 
-__all__ = ["ScopeConfig", "Action", "Flow", "scope", "action", "define_flow"]
+__all__ = ["Action", "Flow", "ScopeConfig", "action", "define_flow", "scope"]
 
 _Definitions = Mapping[str, ResourceDefinition | CollectionDefinition]
 

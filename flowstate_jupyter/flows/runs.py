@@ -31,20 +31,20 @@ import json
 import threading
 import time
 import traceback as _traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from pydantic_core import to_jsonable_python
 
-from .blocks import Block
-from .context import Context, RunServices, SequencerState
+from ..base.names import REQUEST, SESSION_META
 from ..base.text import short
 from ..handles.scopes import ScopeHandle
-from .bookkeeping import ensure_session
-from ..base.names import REQUEST, SESSION_META
 from ..stores.base import Store
+from .blocks import Block
+from .bookkeeping import ensure_session
+from .context import Context, RunServices, SequencerState
 from .spec import FlowSpec
-
 
 __all__ = ["RunResult", "execute", "run_sync"]
 

@@ -6,7 +6,8 @@ name the flow they are given by this Protocol instead of importing the ``Flow`` 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 

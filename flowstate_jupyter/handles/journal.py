@@ -10,14 +10,14 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..base.names import JOURNAL
 from ..errors import ValidationError
-from .records import drive
 from ..stores.base import Change, Record, Store
+from .records import drive
 
-__all__ = ["Journal", "MAX_ENTRIES", "MAX_TEXT"]
+__all__ = ["MAX_ENTRIES", "MAX_TEXT", "Journal"]
 
 MAX_ENTRIES = 200
 MAX_TEXT = 4000

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel
 
-from ..model import ops, schema
 from ..errors import ConcurrentModificationError, ValidationError, VersionConflictError
+from ..model import ops, schema
 from ..stores.base import KEEP, Change, HistoryEntry, Record, Store
 
 RETRIES = 3

@@ -12,17 +12,24 @@ seen a resource alive and then finds it deleted by another writer raises
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ..errors import (
+    InvalidIdError,
+    ReadOnlyResourceError,
+    ResourceAlreadyExistsError,
+    ResourceDeletedError,
+    ResourceNotFoundError,
+    ValidationError,
+)
 from ..model import ops, schema
-from ..errors import (InvalidIdError, ReadOnlyResourceError, ResourceAlreadyExistsError,
-                     ResourceDeletedError, ResourceNotFoundError, ValidationError)
-from .records import TypedRecord, to_json
 from ..stores.base import Record, Store
+from .records import TypedRecord, to_json
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 _PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")

@@ -7,14 +7,15 @@ write is one version-checked operation (see ``records.py``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel
 
 from ..base.ids import check_id, check_scope
-from .records import TypedRecord
-from .resources import Resources, ResourceDefinition, CollectionDefinition
 from ..stores.base import Store
+from .records import TypedRecord
+from .resources import CollectionDefinition, ResourceDefinition, Resources
 
 
 class ScopeHandle(TypedRecord):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 PREVIEW_CHARS = 2000
 """Longest text shown for one value; the rest is summarised as "... (N more characters)"."""

@@ -21,8 +21,17 @@ from ..base.text import short
 from ..errors import ValidationError
 
 __all__ = [
-    "OPERATIONS", "check_json", "copy_json", "json_equal", "format_path",
-    "patch", "replace", "increment", "push", "set_record", "delete_record",
+    "OPERATIONS",
+    "check_json",
+    "copy_json",
+    "delete_record",
+    "format_path",
+    "increment",
+    "json_equal",
+    "patch",
+    "push",
+    "replace",
+    "set_record",
 ]
 
 #: Operation names as recorded in change events and history (DESIGN §8).

@@ -17,27 +17,35 @@ import types
 import typing
 import warnings
 import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import pydantic_core
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from ..base.jsonvalues import dump_json
 from ..base.text import short
 from ..errors import FlowStateWarning, SchemaError, ValidationError
 from .ops import check_json, copy_json, format_path
-from ..base.jsonvalues import dump_json
 
 __all__ = [
-    "require_defaults", "defaults", "check_fields", "validate_state", "validator", "encode_json", "read_state",
-    "snapshot", "field_summary",
+    "check_fields",
+    "defaults",
+    "encode_json",
+    "field_summary",
+    "read_state",
+    "require_defaults",
+    "snapshot",
+    "validate_state",
+    "validator",
 ]
 
 _Model = type[BaseModel] | None
 
 # Models already known to give every field a default (weak: a redefined model may go away).
-_DEFAULTS_OK: "weakref.WeakSet[type]" = weakref.WeakSet()
+_DEFAULTS_OK: weakref.WeakSet[type] = weakref.WeakSet()
 
 # Default factories whose result is the same every call, so defaults() may cache it.
 _PURE_FACTORIES = (list, dict, set, frozenset, tuple, str, int, float, bool)

@@ -56,8 +56,16 @@ def kernel_state(ipython: Any = None) -> KernelState:
             from None
 
 
-__all__ = ["load_ipython_extension", "unload_ipython_extension", "kernel_state", "Inspector",
-           "ClientDataPreview", "FlowRunner", "History", "KernelState"]
+__all__ = [
+    "ClientDataPreview",
+    "FlowRunner",
+    "History",
+    "Inspector",
+    "KernelState",
+    "kernel_state",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
 
 
 def current_session(ipython: Any = None) -> Any:

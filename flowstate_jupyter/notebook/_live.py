@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from ..stores.base import Store
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..base.env import current_project, current_user, notebook_session_id
-from ..handles.scopes import ScopeHandle
 from ..flows.bookkeeping import list_runs
+from ..handles.scopes import ScopeHandle
 from ..stores import Store, open_store
 
 

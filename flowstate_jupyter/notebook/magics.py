@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 import json
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -20,15 +21,15 @@ from IPython.display import display
 from traitlets import Bool
 from traitlets.config import Configurable
 
-from ..model import html as h
-from ..errors import FlowStateError
-from ..handles.resources import CollectionHandle, ResourceHandle
-from ..model.schema import defaults
 from ..base.ids import check_id
 from ..base.names import SESSION_META
+from ..errors import FlowStateError
+from ..handles.resources import CollectionHandle, ResourceHandle
+from ..model import html as h
+from ..model.display import event_label, history_rows, version_diff_text
+from ..model.schema import defaults
 from .kernel import KernelState
 from .paths import PathError, StatePath, parse_path
-from ..model.display import event_label, history_rows, version_diff_text
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
 _OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")

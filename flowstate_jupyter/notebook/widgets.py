@@ -16,13 +16,23 @@ from typing import Any
 import ipywidgets as W
 from pydantic import BaseModel
 
-from ..model import html as h
-from ..errors import FlowStateError
 from ..base.names import WM_PREFIX
+from ..errors import FlowStateError
+from ..model import html as h
+from ..model.display import (
+    SCOPE_ORDER,
+    client_data_html,
+    client_data_text,
+    event_label,
+    flatten_client_view,
+    history_rows,
+    scope_handles,
+    scope_html,
+    scope_text,
+    version_diff_text,
+)
 from ._live import Live
 from .windmill_view import windmill_html, windmill_text
-from ..model.display import (SCOPE_ORDER, event_label, client_data_html, client_data_text, flatten_client_view,
-                    history_rows, scope_handles, scope_html, scope_text, version_diff_text)
 
 
 class _LiveWidget(W.VBox):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from ..errors import ValidationError
 from .base import HistoryEntry, Record, Store, refuse_existing
@@ -101,4 +102,4 @@ def _comparable(record: Record) -> dict[str, Any]:
     return data
 
 
-__all__ = ["export_store", "export_lines", "import_store", "records_equal"]
+__all__ = ["export_lines", "export_store", "import_store", "records_equal"]

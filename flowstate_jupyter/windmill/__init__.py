@@ -52,16 +52,32 @@ the state path), ``_states`` (states and flow user state), ``_schemas`` (JSON Sc
 
 from __future__ import annotations
 
+from ..errors import NotInFlowRunError
 from ..stores.default import default_store
-from ._paths import (StatePathInfo, check_path, current_state_path, explain_state_path, get_state_path,
-                     notebook_state_path, script_path_for, state_path)
+from ._paths import (
+                     StatePathInfo,
+                     check_path,
+                     current_state_path,
+                     explain_state_path,
+                     get_state_path,
+                     notebook_state_path,
+                     script_path_for,
+                     state_path,
+)
 from ._resource_types import create_resource_type, get_resource_type, list_resource_types
 from ._resources import delete_resource, get_resource, list_resources, set_resource
 from ._schemas import BUILTIN_RESOURCE_TYPES
-from ._states import (delete_state, discard_flow_user_state, get_flow_user_state, get_state,
-                      list_states, set_flow_user_state, set_state, update_state)
+from ._states import (
+                     delete_state,
+                     discard_flow_user_state,
+                     get_flow_user_state,
+                     get_state,
+                     list_states,
+                     set_flow_user_state,
+                     set_state,
+                     update_state,
+)
 from ._variables import get_variable, set_variable, variable_env_name
-from ..errors import NotInFlowRunError
 from ._where import current_project, current_user, use_store
 
 __all__ = [

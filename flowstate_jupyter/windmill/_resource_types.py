@@ -10,7 +10,7 @@ from ..handles.records import drive
 from ..model import ops
 from ..stores.base import Change, Record, Store
 from ._schemas import BUILTIN_RESOURCE_TYPES, check_schema, check_type_name
-from ._where import SCOPE, _env, _Env, _live
+from ._where import SCOPE, _Env, _env, _live
 
 
 def create_resource_type(name: str, schema: Any, description: str | None = None, *,

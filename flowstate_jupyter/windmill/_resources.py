@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..base.names import WM_RESOURCE_PREFIX, WM_STATE_PREFIX
-from ..errors import (FlowStateError, InvalidIdError, ResourceNotFoundError, ValidationError)
+from ..errors import FlowStateError, InvalidIdError, ResourceNotFoundError, ValidationError
 from ..handles.records import drive, to_json
 from ..model import ops
 from ..stores.base import Change, Record
@@ -14,7 +14,7 @@ from ._resource_types import _type_schema
 from ._schemas import check_type_name, json_path, validate_value
 from ._states import list_states, set_state
 from ._variables import _lookup_variable
-from ._where import SCOPE, _env, _Env, _live
+from ._where import SCOPE, _Env, _env, _live
 
 
 class _TypeChanged(Exception):

@@ -11,11 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..model import ops
 from ..errors import InvalidIdError, ValidationError
+from ..model import ops
 
-__all__ = ["BUILTIN_RESOURCE_TYPES", "check_type_name", "check_schema", "validate_value",
-           "json_path"]
+__all__ = [
+    "BUILTIN_RESOURCE_TYPES",
+    "check_schema",
+    "check_type_name",
+    "json_path",
+    "validate_value",
+]
 
 #: Resource types that always exist. Both accept any JSON value.
 BUILTIN_RESOURCE_TYPES: dict[str, dict] = {

@@ -3,7 +3,8 @@ JSON object that lives with one flow run)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..base.ids import check_id
 from ..base.names import WM_FLOW_USER_STATE, WM_RESOURCE_PREFIX, WM_STATE_PREFIX
@@ -12,7 +13,7 @@ from ..handles.records import drive, to_json
 from ..model import ops
 from ..stores.base import Change, Record, Store
 from ._paths import _check_write, _state_path_arg
-from ._where import SCOPE, _env, _Env, _live, _run
+from ._where import SCOPE, _Env, _env, _live, _run
 
 
 def _refuse_resource_at(env: _Env, path: str) -> None:

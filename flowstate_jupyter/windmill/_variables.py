@@ -11,7 +11,7 @@ from ..handles.records import drive
 from ..model import ops
 from ..stores.base import Change, Record
 from ._paths import _check_write, _variable_path
-from ._where import SCOPE, _env, _Env, _live
+from ._where import SCOPE, _Env, _env, _live
 
 #: Environment variable prefix :func:`get_variable` falls back to (see :func:`variable_env_name`).
 VARIABLE_ENV_PREFIX = "FLOWSTATE_VAR_"

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from _helpers import python_env
 
 import flowstate_jupyter as fs
 from flowstate_jupyter.stores.sqlite import SCHEMA_VERSION
-from _helpers import python_env
 
 
 def flowstate(*args: str, store: str | None = None, stdin: str | None = None

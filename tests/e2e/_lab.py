@@ -31,8 +31,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from playwright.sync_api import Locator, Page
@@ -138,7 +139,7 @@ class Lab:
 
     @classmethod
     def start(cls, log_path: Path, env: Mapping[str, str] | None = None,
-              base: Path | None = None) -> "Lab":
+              base: Path | None = None) -> Lab:
         """Start a server (its files under ``base``, a new temp dir by default) and wait for it."""
         base = Path(base or tempfile.mkdtemp(prefix="flowstate-e2e-lab-"))
         lab = cls(base, log_path, env)
@@ -435,22 +436,22 @@ return {kernel: kernel ? kernel.status : null, run: window.__e2eRunAll || null, 
 """
 
 
-def visible_panel(page: "Page") -> "Locator":
+def visible_panel(page: Page) -> Locator:
     """The notebook panel that is showing (hidden tabs keep their DOM; never match those)."""
     return page.locator(VISIBLE_PANEL)
 
 
-def cell(page: "Page", index: int) -> "Locator":
+def cell(page: Page, index: int) -> Locator:
     """Cell ``index`` (counting every cell, as in the .ipynb) of the visible notebook."""
     return visible_panel(page).locator(".jp-Notebook .jp-Cell").nth(index)
 
 
-def cell_output(page: "Page", index: int) -> "Locator":
+def cell_output(page: Page, index: int) -> Locator:
     """The output area of cell ``index`` (counting every cell) of the visible notebook."""
     return cell(page, index).locator(".jp-OutputArea")
 
 
-def open_notebook(page: "Page", lab: Lab, name: str, timeout_ms: int = KERNEL_TIMEOUT_MS) -> None:
+def open_notebook(page: Page, lab: Lab, name: str, timeout_ms: int = KERNEL_TIMEOUT_MS) -> None:
     """Open notebook ``name`` (root-relative path) in a fresh workspace and wait until its kernel
     is connected and idle.
 
@@ -467,7 +468,7 @@ def open_notebook(page: "Page", lab: Lab, name: str, timeout_ms: int = KERNEL_TI
     wait_kernel_idle(page, name, timeout_ms)
 
 
-def _current_path(page: "Page") -> str:
+def _current_path(page: Page) -> str:
     path = page.evaluate("() => {" + _JS_PANEL + "const p = panel(); "
                          "return p ? p.context.path : null; }")
     if path is None:
@@ -475,7 +476,7 @@ def _current_path(page: "Page") -> str:
     return path
 
 
-def wait_kernel_idle(page: "Page", path: str | None = None,
+def wait_kernel_idle(page: Page, path: str | None = None,
                      timeout_ms: int = KERNEL_TIMEOUT_MS) -> None:
     """Wait until the current notebook's (``path``'s) kernel is connected and idle."""
     path = path or _current_path(page)
@@ -493,11 +494,11 @@ def wait_kernel_idle(page: "Page", path: str | None = None,
         raise AssertionError(message) from exc
 
 
-def _run_state(page: "Page") -> dict:
+def _run_state(page: Page) -> dict:
     return page.evaluate("() => {" + _JS_RUN_STATE + "}")
 
 
-def run_all(page: "Page", timeout_ms: int = RUN_ALL_TIMEOUT_MS,
+def run_all(page: Page, timeout_ms: int = RUN_ALL_TIMEOUT_MS,
             allow_errors: bool = False) -> None:
     """Run every cell of the current notebook; return when each non-empty code cell shows
     ``[n]`` and the kernel is idle.
@@ -551,7 +552,7 @@ def run_all(page: "Page", timeout_ms: int = RUN_ALL_TIMEOUT_MS,
         state = _run_state(page)
 
 
-def restart_kernel(page: "Page", timeout_ms: int = KERNEL_TIMEOUT_MS) -> None:
+def restart_kernel(page: Page, timeout_ms: int = KERNEL_TIMEOUT_MS) -> None:
     """Restart the current notebook's kernel as a user would (``notebook:restart-kernel``,
     accepting the confirmation dialog) and wait until the new kernel is idle."""
     path = _current_path(page)
@@ -585,7 +586,7 @@ def restart_kernel(page: "Page", timeout_ms: int = KERNEL_TIMEOUT_MS) -> None:
     wait_kernel_idle(page, path, timeout_ms)
 
 
-def execute_in_kernel(page: "Page", code: str, timeout_ms: int = 30_000) -> dict:
+def execute_in_kernel(page: Page, code: str, timeout_ms: int = 30_000) -> dict:
     """Run ``code`` in the current notebook's kernel without touching any cell (like another
     cell would, but invisible). Returns ``{"status", "stdout", "stderr", "error"}``; use it to
     change state behind the widgets' back, or to read a value from the kernel."""

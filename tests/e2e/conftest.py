@@ -22,15 +22,12 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
+import _lab
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _lab  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 SERVER_LOG = _lab.ARTIFACTS / "jupyterlab-server.log"

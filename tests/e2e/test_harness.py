@@ -13,9 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from _lab import (cell_output, execute_in_kernel, open_notebook, requirements_problem,
-                  restart_kernel, run_all, visible_panel)
+from _lab import (
+    cell_output,
+    execute_in_kernel,
+    open_notebook,
+    requirements_problem,
+    restart_kernel,
+    run_all,
+    visible_panel,
+)
 
 WIDGETS_NOTEBOOK = [
     ("markdown", "# Harness check: a slider, an HTML view of it and a counter button"),

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _helpers import python_env  # tests/ is on sys.path (tests/conftest.py)
 from _lab import REPO, execute_in_kernel, open_notebook, restart_kernel, run_all, visible_panel
 

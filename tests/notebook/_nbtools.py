@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-FLOWS_DIR = Path(__file__).resolve().parent.parent / "flows"
-if str(FLOWS_DIR) not in sys.path:
-    sys.path.insert(0, str(FLOWS_DIR))
+#: The folder of ``guide_flow.py``, for kernels and child processes that import it.
+TESTS_DIR = Path(__file__).resolve().parent.parent
 
 GUIDE_CELL = f"""
 import sys
-sys.path.insert(0, {str(FLOWS_DIR)!r})
+sys.path.insert(0, {str(TESTS_DIR)!r})  # in the kernel
 from guide_flow import make_flow
 make_flow()
 """

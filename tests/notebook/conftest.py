@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from _nbtools import GUIDE_CELL
+from guide_flow import make_flow
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import flowstate_jupyter as fs  # noqa: E402
-from _nbtools import GUIDE_CELL  # noqa: E402
-from guide_flow import make_flow  # noqa: E402
-
+import flowstate_jupyter as fs
 
 # -- stores and flows ---------------------------------------------------------------------------
 
@@ -62,7 +60,7 @@ def _close_new_widgets(before: set) -> None:
         if key not in before:
             try:
                 widget.close()
-            except Exception:  # noqa: BLE001 - best effort
+            except Exception:
                 pass
 
 

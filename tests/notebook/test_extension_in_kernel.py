@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 
 import nbformat
+from _nbtools import TESTS_DIR
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 import flowstate_jupyter as fs
-from _nbtools import FLOWS_DIR
 
 CELLS = [
     "%load_ext flowstate_jupyter",
     f"""%%flow assistant
 import sys
-sys.path.insert(0, {str(FLOWS_DIR)!r})
+sys.path.insert(0, {str(TESTS_DIR)!r})
 from guide_flow import make_flow
 make_flow()""",
     """from flowstate_jupyter.notebook import kernel_state

@@ -7,11 +7,11 @@ and what was expected, and leaves the store exactly as it was (records, history,
 from __future__ import annotations
 
 import pytest
+from _nbtools import GUIDE_CELL, fingerprint
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 import flowstate_jupyter as fs
-from _nbtools import GUIDE_CELL, fingerprint
 from flowstate_jupyter.errors import StoreError
 from flowstate_jupyter.notebook import ClientDataPreview, FlowRunner, Inspector, kernel_state
 from flowstate_jupyter.notebook.magics import FlowStateMagics

@@ -14,10 +14,10 @@ from typing import Literal
 
 import ipywidgets as W
 import pytest
+from _nbtools import TESTS_DIR, fingerprint, wait_for
 from pydantic import BaseModel, Field
 
 import flowstate_jupyter as fs
-from _nbtools import FLOWS_DIR, fingerprint, wait_for
 from flowstate_jupyter.notebook import ClientDataPreview, FlowRunner, History, Inspector
 
 
@@ -74,7 +74,7 @@ store.close()
 def test_inspector_follows_a_write_by_another_process_within_two_seconds(session, db_path):
     inspector = Inspector(session)
     assert "4242" not in session_pane(inspector)
-    code = WRITER.format(flows=str(FLOWS_DIR), url=f"sqlite:///{db_path}")
+    code = WRITER.format(flows=str(TESTS_DIR), url=f"sqlite:///{db_path}")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     written = time.monotonic()

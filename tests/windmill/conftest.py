@@ -13,8 +13,8 @@ import contextlib
 import contextvars
 import importlib
 import sys
+from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 

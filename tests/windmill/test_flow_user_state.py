@@ -16,8 +16,6 @@ import flowstate_jupyter.windmill as wm
 from flowstate_jupyter.base import names
 from flowstate_jupyter.errors import FlowStateError, ValidationError
 
-
-
 # ---------------------------------------------------------------- outside a run
 
 @pytest.mark.parametrize("call", [lambda: wm.get_flow_user_state("k"),

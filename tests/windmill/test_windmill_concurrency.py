@@ -7,11 +7,10 @@ import sys
 import time
 
 import pytest
+from _helpers import ROOT, python_env
 
 import flowstate_jupyter as fs
 import flowstate_jupyter.windmill as wm
-
-from _helpers import ROOT, python_env
 
 WORKERS = 4
 APPENDS = 250

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from _helpers import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "03_windmill_states.ipynb"

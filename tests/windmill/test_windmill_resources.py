@@ -6,9 +6,13 @@ import pytest
 
 import flowstate_jupyter.windmill as wm
 from flowstate_jupyter.base import names
-from flowstate_jupyter.errors import (AccessDeniedError, InvalidIdError,
-                                      ResourceAlreadyExistsError, ResourceNotFoundError,
-                                      ValidationError)
+from flowstate_jupyter.errors import (
+    AccessDeniedError,
+    InvalidIdError,
+    ResourceAlreadyExistsError,
+    ResourceNotFoundError,
+    ValidationError,
+)
 
 PG_SCHEMA = {
     "type": "object",

@@ -6,13 +6,12 @@ import json
 import threading
 
 import pytest
+from _helpers import run_python
 
 import flowstate_jupyter as fs
 import flowstate_jupyter.windmill as wm
 from flowstate_jupyter.base import names
 from flowstate_jupyter.errors import AccessDeniedError, InvalidIdError, ValidationError
-
-from _helpers import run_python
 
 P = "u/alice/watch/user"
 
@@ -199,7 +198,7 @@ def test_the_default_store_is_opened_once_and_follows_flowstate_store(tmp_path, 
     assert wm.get_state(P) == "in a"
     a.close()
     b.close()
-    assert not getattr(wm.default_store(), "_closed")  # a closed cached store is reopened
+    assert not wm.default_store()._closed  # a closed cached store is reopened
     wm.default_store().close()
 
 

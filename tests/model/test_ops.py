@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from flowstate_jupyter.model import ops
 from flowstate_jupyter.errors import ValidationError
+from flowstate_jupyter.model import ops
 
 # ---------------------------------------------------------------------------- strategies
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import flowstate_jupyter as fs
-from flowstate_jupyter.model import schema
 from flowstate_jupyter.errors import FlowStateWarning, SchemaError, ValidationError
+from flowstate_jupyter.model import schema
 
 
 class ModeState(BaseModel):

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from pydantic import BaseModel, Field
@@ -130,7 +130,7 @@ def _run_threads(workers: int, target: Callable[[int], int]) -> list[int]:
         try:
             start.wait(timeout=30)
             committed[w] = target(w)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=body, args=(w,)) for w in range(workers)]
