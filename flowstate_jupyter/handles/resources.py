@@ -7,6 +7,13 @@
 Resource versions start at 1 and are never reused; a delete leaves a tombstone. A handle that has
 seen a resource alive and then finds it deleted by another writer raises
 :class:`ResourceDeletedError` instead of silently re-creating it.
+
+Tombstones of a collection are bounded: when an eviction leaves more than the store's
+``tombstone_limit`` (default 100) plus a batch, the oldest are purged (:func:`bound_tombstones`,
+also run by ``flowstate prune``). The highest version a purged tombstone had is kept in one
+record per collection (``$tombstones:<collection>``), and an instance created where no record is
+left starts above it, so versions are still never reused; a handle that saw a purged instance
+alive still raises :class:`ResourceDeletedError`.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from ..errors import (
     ResourceNotFoundError,
     ValidationError,
 )
+from ..base.names import TOMBSTONE_MARK_PREFIX
 from ..model import ops, schema
-from ..stores.base import Record, Store
-from .records import TypedRecord, to_json
+from ..stores.base import Change, Record, Store
+from .records import SKIP, TypedRecord, run_write_tag, to_json
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 _PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")
@@ -206,7 +214,7 @@ class ResourceHandle(TypedRecord):
                  definition: ResourceDefinition | CollectionDefinition, *,
                  request_id: str | None = None, collection: str | None = None,
                  key: str | None = None,
-                 prepare_create: Callable[[], None] | None = None) -> None:
+                 prepare_create: Callable[[Record | None], int | None] | None = None) -> None:
         storage = name if collection is None else f"{collection}:{key}"
         super().__init__(store, scope, scope_id, storage, definition.state,
                          request_id=request_id)
@@ -216,7 +224,8 @@ class ResourceHandle(TypedRecord):
         self._key = key
         self._live_seen = False  # saw it alive: a later tombstone means someone deleted it
         # Runs inside the write transaction before a write creates the record (a collection
-        # makes room there), so a refused write rolls it back with everything else.
+        # makes room there), so a refused write rolls it back with everything else. It returns
+        # the version a record created from nothing starts at (None: 1).
         self._prepare_create = prepare_create
 
     @property
@@ -252,13 +261,14 @@ class ResourceHandle(TypedRecord):
                                         f"define_resource(..., writable=True) to write it")
 
     def _guard(self, record: Record | None) -> None:
-        if record is not None and record.deleted and self._live_seen:
+        if self._live_seen and (record is None or record.deleted):
             self._live_seen = False  # the next write, if the caller insists, re-creates it
+            now = "its tombstone was purged since" if record is None else \
+                f"now version {record.version}"
             raise ResourceDeletedError(f"{self._where()} was deleted by another writer "
-                                       f"(now version {record.version}); write again to "
-                                       f"re-create it")
+                                       f"({now}); write again to re-create it")
         if self._prepare_create is not None and (record is None or record.deleted):
-            self._prepare_create()
+            self._first_version = self._prepare_create(record)
 
     def _after_commit(self, before: dict, after: dict, created: bool) -> None:
         d = self.definition
@@ -319,8 +329,18 @@ class ResourceHandle(TypedRecord):
     def delete(self) -> bool:
         """Delete this resource (a tombstone; its version is never reused)."""
         self._check_writable()
+        tag = run_write_tag(self._request_id, self._scope, self._scope_id, self._name, "delete")
+        if tag is SKIP:  # an earlier attempt of this run deleted it
+            self._live_seen = False
+            return True
+        return self._delete(tag)
+
+    def _delete(self, tag: Any = None) -> bool:
+        event = self._delete_event()
+        if tag is not None:
+            event["span"], event["write"] = tag
         record = self._store.delete(self._scope, self._scope_id, self._name,
-                                    event=self._delete_event(), request_id=self._request_id)
+                                    event=event, request_id=self._request_id)
         self._live_seen = False
         if record is None:
             return False
@@ -364,7 +384,7 @@ class CollectionHandle:
         return ResourceHandle(self._store, self._scope, self._scope_id, self.name,
                               self.definition, request_id=self._request_id,
                               collection=self.name, key=key,
-                              prepare_create=lambda: self._make_room(key))
+                              prepare_create=lambda record: self._prepare(key, record))
 
     def instance(self, key: str) -> ResourceHandle:
         """A handle on ``key`` whether or not it exists yet: its first write creates it.
@@ -376,8 +396,9 @@ class CollectionHandle:
         self._check_writable()
         return self._handle(key)
 
-    def _records(self, prefix: str = "") -> list[Record]:
-        return self._store.list(self._scope, self._scope_id, prefix=f"{self.name}:{prefix}")
+    def _records(self, prefix: str = "", include_deleted: bool = False) -> list[Record]:
+        return self._store.list(self._scope, self._scope_id, prefix=f"{self.name}:{prefix}",
+                                include_deleted=include_deleted)
 
     def create(self, key: str, init: Any = None, replace: bool = False) -> ResourceHandle:
         """Create the instance ``key`` (state = defaults + ``init``).
@@ -409,12 +430,31 @@ class CollectionHandle:
         if not self.definition.writable:
             raise ReadOnlyResourceError(f"Resource '{self.name}' is read-only")
 
+    def _prepare(self, key: str, record: Record | None) -> int | None:
+        """Before ``key`` is created (inside its write): make room; return its first version."""
+        first = None
+        if record is None:  # never written, or its tombstone was purged: start above the mark
+            mark = self._store.read(self._scope, self._scope_id,
+                                    TOMBSTONE_MARK_PREFIX + self.name)
+            if mark is not None and isinstance(mark.state, dict):
+                first = int(mark.state.get("version", 0)) + 1
+        self._make_room(key)
+        return first
+
     def _make_room(self, key: str) -> None:
         cap = self.definition.max_instances
         if cap is None:
             return
         self._store.serialize_writes()  # so two creators cannot both count the same room
-        records = [r for r in self._records() if r.name != f"{self.name}:{key}"]
+        mine = f"{self.name}:{key}"
+        records, tombstones = [], 0
+        for r in self._records(include_deleted=True):
+            if r.name == mine:
+                continue
+            if r.deleted:
+                tombstones += 1
+            else:
+                records.append(r)
         excess = len(records) - cap + 1
         if excess <= 0:
             return
@@ -426,7 +466,10 @@ class CollectionHandle:
         order = (lambda r: r.accessed_at) if self.definition.eviction == "lru" \
             else (lambda r: r.created_at)
         for victim in sorted(records, key=order)[:excess]:
-            self._handle(victim.name.split(":", 1)[1]).delete()
+            self._handle(victim.name.split(":", 1)[1])._delete()
+        limit = self._store.tombstone_limit
+        if tombstones + excess > limit + tombstone_batch(limit):
+            bound_tombstones(self._store, self._scope, self._scope_id, self.name, limit)
 
     def get(self, key: str) -> ResourceHandle:
         """The live instance ``key``; :class:`ResourceNotFoundError` if there is none."""
@@ -490,6 +533,43 @@ class CollectionHandle:
     def __repr__(self) -> str:
         return f"<CollectionHandle {self._scope} {self._scope_id!r} {self.name!r} " \
                f"({self.definition.pattern}), {self.count()} instances>"
+
+
+def tombstone_batch(limit: int) -> int:
+    """How many tombstones beyond ``limit`` wait before a purge (a quarter, 1 to 32)."""
+    return min(32, max(1, limit // 4))
+
+
+def bound_tombstones(store: Store, scope: str, scope_id: str, collection: str,
+                     limit: int) -> int:
+    """Purge all but the newest ``limit`` tombstones of one collection; returns how many went.
+
+    One write: the collection's mark record (``$tombstones:<collection>``) is raised to the
+    highest version purged, in the same transaction as the purge, so a later create of a purged
+    key starts above every version the key ever had. Inside another write it joins that write.
+    """
+    purged = 0
+
+    def fn(record: Record | None) -> Change | None:
+        nonlocal purged
+        store.serialize_writes()  # no create of these keys in between
+        dead = [r for r in store.list(scope, scope_id, prefix=f"{collection}:",
+                                      include_deleted=True) if r.deleted]
+        if len(dead) <= limit:
+            return None
+        dead.sort(key=lambda r: (r.updated_at, r.name), reverse=True)
+        old = dead[limit:]
+        mark = record.state.get("version", 0) if record is not None and \
+            isinstance(record.state, dict) else 0
+        top = max([int(mark)] + [r.version for r in old])
+        purged = store.purge(scope, [scope_id], names=[r.name for r in old], only_deleted=True)
+        return Change(state={"version": top}, operation="set",
+                      event={"type": "maintenance", "scope": scope, "scope_id": scope_id,
+                             "collection": collection, "purged_tombstones": purged,
+                             "request_id": None})
+
+    store.update(scope, scope_id, TOMBSTONE_MARK_PREFIX + collection, fn)
+    return purged
 
 
 class Resources(Mapping[str, Any]):

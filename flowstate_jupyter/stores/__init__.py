@@ -14,7 +14,8 @@ from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
 
-_INT_OPTIONS = {"max_state_bytes", "history_limit", "changelog_limit"}
+_INT_OPTIONS = {"max_state_bytes", "history_limit", "changelog_limit", "trace_limit",
+                "tombstone_limit"}
 _FLOAT_OPTIONS = {"timeout", "poll_interval"}
 
 
@@ -48,7 +49,8 @@ def open_store(url: str | None = None, **options: Any) -> Store:
 
     ``url=None`` reads ``FLOWSTATE_STORE``, else uses ``.flowstate/flowstate.db`` under the
     current folder. Options (also accepted as URL query parameters): ``max_state_bytes``,
-    ``history_limit``, ``changelog_limit``; SQLite adds ``durability`` ("normal"/"full"),
+    ``history_limit``, ``changelog_limit``, ``trace_limit`` (ended runs kept per session) and
+    ``tombstone_limit`` (tombstones kept per collection); SQLite adds ``durability`` ("normal"/"full"),
     ``timeout`` and ``poll_interval``.
     """
     url = url or store_url()
