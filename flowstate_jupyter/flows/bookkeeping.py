@@ -84,10 +84,23 @@ def list_sessions(store: Store, flow_kind: str, user: str | None = None) -> list
     return out
 
 
-def list_runs(store: Store, session_id: str, limit: int | None = 20) -> list[dict]:
-    """Request records of one session's runs, newest first, each with its ``request_id``."""
-    records = [{"request_id": r.scope_id, **r.state}
-               for r in store.list(scope="request", name=REQUEST)
-               if isinstance(r.state, dict) and r.state.get("session") == session_id]
+def list_runs(store: Store, session_id: str, limit: int | None = 20, *,
+              status: str | None = None) -> list[dict]:
+    """Request records of one session's runs, newest first, each with its ``request_id``.
+
+    ``status`` is as readers see it: a running run whose lease passed is ``"interrupted"``.
+    """
+    now = time.time()
+    records = []
+    for r in store.list(scope="request", name=REQUEST):
+        state = r.state
+        if not isinstance(state, dict) or state.get("session") != session_id:
+            continue
+        item = {"request_id": r.scope_id, **state}
+        if item.get("status") == "running" and isinstance(item.get("lease_until"), (int, float)) \
+                and item["lease_until"] < now:
+            item["status"] = "interrupted"
+        if status is None or item.get("status") == status:
+            records.append(item)
     records.sort(key=lambda s: s.get("started_at") or 0, reverse=True)
     return records if limit is None else records[:limit]

@@ -24,6 +24,7 @@ from traitlets.config import Configurable
 from ..base.ids import check_id
 from ..base.names import SESSION_META
 from ..errors import FlowStateError
+from ..flows.bookkeeping import list_runs
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import event_label, history_rows, version_diff_text
@@ -508,8 +509,10 @@ class FlowStateMagics(Magics, Configurable):
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|ui")
-    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]")
+    @argument("verb", help="run|list|show|runs|resume|ui")
+    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]; "
+                                      "resume: [REQUEST_ID] [VALUE_JSON]")
+    @argument("--status", help="with 'runs': only runs with this status (e.g. suspended)")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
@@ -524,12 +527,15 @@ class FlowStateMagics(Magics, Configurable):
             %flow list
             %flow show assistant
             %flow runs
+            %flow runs --status suspended
+            %flow resume {"approved": true}       # the latest suspended run of this session
+            %flow resume r-1a2b3c {"approved": true}
             %flow ui                    # a FlowRunner widget: form, Run, output, events
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|ui (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|resume|ui (see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -544,7 +550,12 @@ class FlowStateMagics(Magics, Configurable):
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
-            runs = session.runs(limit=int(options.get("limit", 20)))
+            status = options.get("status")
+            if status is not None and status not in _RUN_STATUSES:
+                raise UsageError(f"%flow runs --status takes one of {', '.join(_RUN_STATUSES)}, "
+                                 f"not {status!r}")
+            runs = list_runs(kernel.store, session.id, int(options.get("limit", 20)),
+                             status=status)
             rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
                      h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
             return Table(f"runs of session {session.id!r}",
@@ -556,7 +567,39 @@ class FlowStateMagics(Magics, Configurable):
             return FlowRunner(flow, kernel.session(name))
         if verb == "run":
             return self._run(rest, options)
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs or ui")
+        if verb == "resume":
+            return self._resume(rest, options)
+        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, resume or ui")
+
+    def _resume(self, rest: str, options: dict) -> None:
+        """``%flow resume [REQUEST_ID] [VALUE_JSON]``: default, this session's latest waiting
+        run."""
+        kernel = self.kernel
+        flow = kernel.flow(options.get("flow"))
+        first, _, more = rest.partition(" ")
+        if first.startswith("r-"):
+            request_id, value_text = first, more
+        else:
+            request_id, value_text = None, rest
+        if request_id is None:
+            session = options.get("session", kernel.session_id)
+            waiting = [r for r in list_runs(kernel.store, session, None)
+                       if r.get("status") in ("suspended", "interrupted")
+                       and r.get("flow") == flow.kind]
+            if not waiting:
+                raise UsageError(f"session {session!r} has no suspended or interrupted run of "
+                                 f"flow {flow.kind!r}; name one: %flow resume REQUEST_ID "
+                                 f"[VALUE_JSON] (see %flow runs)")
+            request_id = waiting[0]["request_id"]
+        value = parse_value(value_text) if value_text.strip() else None
+        run = flow.runs(store=kernel.store)
+        session = next((r.get("session") for r in run if r["request_id"] == request_id), None)
+        before = _flat_client(flow.session(session, store=kernel.store)) if session else {}
+        result = flow.resume(request_id, value, store=kernel.store)
+        self.shell.user_ns["_"] = result
+        after = _flat_client(flow.session(result.session_id, store=kernel.store))
+        changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
+        display(_RunSummary(result, changed))
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
@@ -602,6 +645,9 @@ def _flat_client(session: Any) -> dict:
         return {}
 
 
+_RUN_STATUSES = ("running", "ok", "error", "suspended", "interrupted")
+
+
 def _short_outcome(run: dict) -> str:
     if run.get("error"):
         error = run["error"]
@@ -643,8 +689,13 @@ class _RunSummary:
 
     def _parts(self) -> tuple[str, list[str], list[str]]:
         r = self.result
+        suspension = getattr(r, "suspension", None)
         if r.error is not None:
             head = f"error: {type(r.error).__name__}: {r.error}"
+        elif suspension is not None:
+            head = (f"suspended: {suspension.message or suspension.path}; resume with "
+                    f"%flow resume {r.request_id} VALUE_JSON (fields: "
+                    f"{', '.join(suspension.schema.get('properties', {})) or 'none'})")
         else:
             out = r.output.model_dump(mode="json") if hasattr(r.output, "model_dump") else r.output
             head = f"output: {h.preview(out, 500)}"
