@@ -160,6 +160,7 @@ class Lease:
         self.version = 0
         self.lost: str | None = None
         self.content: Callable[[], str | None] | None = None
+        self.on_lost: Callable[[str], None] | None = None
         self.lock = threading.RLock()
         self.last = time.monotonic()
 
@@ -197,6 +198,8 @@ class Lease:
                 self.lost = (f"run {self.request_id} was taken over by another process (its "
                              f"lease passed and it was resumed there); this process stopped "
                              f"writing for it")
+                if self.on_lost is not None:
+                    self.on_lost(self.lost)
                 raise RunStateError(self.lost) from None
             assert record is not None
             if adopt:

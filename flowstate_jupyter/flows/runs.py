@@ -343,6 +343,8 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
                                 f"this resume did nothing") from None
         lease.adopt(written)
         lease.state = record
+        if log is not None:
+            lease.on_lost = lambda why: setattr(log, "lost", why)
         if log is not None and durable:
             lease.content = lambda: log.content(final=False)
             log.flush = lambda: lease.write(
