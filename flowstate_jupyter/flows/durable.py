@@ -230,8 +230,11 @@ class Lease:
 class _Renewer:
     """One daemon thread per process renewing the leases of the runs it executes.
 
-    It runs only while some run does (no idle thread) and wakes every 50 ms at most.
+    It runs while some run does, and for :data:`IDLE_S` after the last one ended (so a series of
+    short runs does not start a thread each); it wakes every 50 ms at most.
     """
+
+    IDLE_S = 2.0
 
     def __init__(self) -> None:
         self.leases: set[Lease] = set()
@@ -251,12 +254,17 @@ class _Renewer:
             self.leases.discard(lease)
 
     def _run(self) -> None:
+        idle_since = None
         while True:
             with self.lock:
                 leases = list(self.leases)
                 if not leases:
-                    self.thread = None
-                    return
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > self.IDLE_S:
+                        self.thread = None
+                        return
+                else:
+                    idle_since = None
             now = time.monotonic()
             wait = 0.05
             for lease in leases:

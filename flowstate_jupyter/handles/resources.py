@@ -8,9 +8,11 @@ Resource versions start at 1 and are never reused; a delete leaves a tombstone. 
 seen a resource alive and then finds it deleted by another writer raises
 :class:`ResourceDeletedError` instead of silently re-creating it.
 
-Tombstones of a collection are bounded: when an eviction leaves more than the store's
-``tombstone_limit`` (default 100) plus a batch, the oldest are purged (:func:`bound_tombstones`,
-also run by ``flowstate prune``). The highest version a purged tombstone had is kept in one
+Tombstones of a collection are bounded: every batch of evictions (a quarter of the store's
+``tombstone_limit``, default 100, at most 32) a process makes in one collection, the collection's
+tombstones beyond ``tombstone_limit`` are purged, oldest first (:func:`bound_tombstones`, also
+run by ``flowstate prune``), so a collection keeps at most ``tombstone_limit`` plus a batch per
+process evicting in it. The highest version a purged tombstone had is kept in one
 record per collection (``$tombstones:<collection>``), and an instance created where no record is
 left starts above it, so versions are still never reused; a handle that saw a purged instance
 alive still raises :class:`ResourceDeletedError`.
@@ -19,6 +21,8 @@ alive still raises :class:`ResourceDeletedError`.
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,15 +450,7 @@ class CollectionHandle:
         if cap is None:
             return
         self._store.serialize_writes()  # so two creators cannot both count the same room
-        mine = f"{self.name}:{key}"
-        records, tombstones = [], 0
-        for r in self._records(include_deleted=True):
-            if r.name == mine:
-                continue
-            if r.deleted:
-                tombstones += 1
-            else:
-                records.append(r)
+        records = [r for r in self._records() if r.name != f"{self.name}:{key}"]
         excess = len(records) - cap + 1
         if excess <= 0:
             return
@@ -468,7 +464,8 @@ class CollectionHandle:
         for victim in sorted(records, key=order)[:excess]:
             self._handle(victim.name.split(":", 1)[1])._delete()
         limit = self._store.tombstone_limit
-        if tombstones + excess > limit + tombstone_batch(limit):
+        if _count_evictions(self._store, (self._scope, self._scope_id, self.name), excess) \
+                >= tombstone_batch(limit):
             bound_tombstones(self._store, self._scope, self._scope_id, self.name, limit)
 
     def get(self, key: str) -> ResourceHandle:
@@ -533,6 +530,25 @@ class CollectionHandle:
     def __repr__(self) -> str:
         return f"<CollectionHandle {self._scope} {self._scope_id!r} {self.name!r} " \
                f"({self.definition.pattern}), {self.count()} instances>"
+
+
+# Evictions per (store, scope, scope id, collection) since this process last bounded its
+# tombstones: counting here spares every create reading the tombstones back.
+_EVICTIONS: weakref.WeakKeyDictionary[Store, dict[tuple[str, str, str], int]] = \
+    weakref.WeakKeyDictionary()
+_EVICTIONS_LOCK = threading.Lock()
+
+
+def _count_evictions(store: Store, key: tuple[str, str, str], added: int) -> int:
+    """Add ``added`` evictions; returns the count so far, and restarts it once it reaches a
+    batch (the caller then bounds the tombstones)."""
+    with _EVICTIONS_LOCK:
+        counts = _EVICTIONS.setdefault(store, {})
+        count = counts.get(key, 0) + added
+        counts[key] = 0 if count >= tombstone_batch(store.tombstone_limit) else count
+        if len(counts) > 10_000:  # many scope instances: forget the idle ones
+            counts.clear()
+    return count
 
 
 def tombstone_batch(limit: int) -> int:

@@ -33,7 +33,7 @@ from .kernel import KernelState
 from .paths import PathError, StatePath, parse_path
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
-_OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")
+_OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit|status)(?:=|\s+)(\S+)")
 
 
 class Table:
