@@ -66,7 +66,7 @@ from .durable import (
     suspension_record,
 )
 from .spec import FlowSpec
-from .trace import RunLog, Suspended, Trace, read_content
+from .trace import RunLog, Suspended, Trace, read_content, trace_rows
 
 __all__ = ["Resumption", "RunResult", "execute", "run_sync"]
 
@@ -281,8 +281,7 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
     if resumption is not None:
         trace = bool(resumption.state.get("trace", True))
         durable = True
-        content_before = read_content(resumption.record.content)
-        rows = (content_before.get("trace") or {}).get("rows") or []
+        rows = trace_rows(read_content(resumption.record.content).get("trace"))
         attempt = int(resumption.state.get("attempt") or 1) + 1
         log: RunLog | None = RunLog(request_id, trace=trace, durable=True, wall0=wall0,
                                     clock0=clock0, attempt=attempt, logged=resumption.logged,
@@ -412,7 +411,7 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
                      session_id=session_id, request_id=request_id,
                      events=list(services.events), duration_s=duration,
                      status=record["status"], action=action, user=owner, project=project,
-                     trace=log.result_trace(content) if log is not None else None,
+                     trace=log.result_trace() if log is not None else None,
                      suspension=None if suspension is None
                      else Suspension.from_record(request_id, suspension))
 

@@ -68,6 +68,8 @@ __all__ = [
     "Trace",
     "preview",
     "read_content",
+    "trace_from",
+    "trace_rows",
 ]
 
 #: Characters of JSON kept per span input / output preview.
@@ -214,7 +216,7 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> Any:
     try:
         data = to_jsonable_python(value, fallback=repr)
         text = json.dumps(data, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
+    except (TypeError, ValueError, RecursionError, RuntimeError):
         text = repr(value)
         data = text
     if len(text) <= limit:
@@ -320,6 +322,7 @@ class RunLog:
         self.committed: dict[str, set[str]] = {}
         self.lost: str | None = None  # why this run may not write any more (lease lost)
         self.flush: Any = None  # set by the run: writes the log now (run_once)
+        self.last_trace: dict | None = None  # the trace as last encoded
 
     # -- spans ------------------------------------------------------------------------------
     def path(self, parent: LiveSpan | None, segment: str, explicit: bool) -> str:
@@ -377,65 +380,86 @@ class RunLog:
             self.committed.setdefault(path, set()).add(write)
 
     # -- encoding ---------------------------------------------------------------------------
-    def _row(self, span: LiveSpan, limit: int, with_changes: bool, cache: dict) -> list:
+    def _rows(self, limit: int, with_changes: bool) -> list[list]:
+        """This attempt's spans as stored rows (``started_at`` as seconds since ``wall0``)."""
+        cache: dict[int, tuple[Any, Any]] = {}
+        clock0 = self.clock0
+        error_chars = ERROR_TEXT_CHARS if with_changes else 500
+
         def pv(value: Any) -> Any:
-            key = id(value)
-            hit = cache.get(key)
+            kind = type(value)
+            if value is None or kind is int or kind is bool:
+                return value
+            hit = cache.get(id(value))
             if hit is None or hit[0] is not value:
-                hit = cache[key] = (value, preview(value, limit))
+                hit = cache[id(value)] = (value, preview(value, limit))
             return hit[1]
 
-        changes: Any = []
-        if span.changes:
-            if with_changes:
-                changes = [_change_preview(e) for e in span.changes[:CHANGES_PER_SPAN]]
-                if len(span.changes) > CHANGES_PER_SPAN:
-                    changes.append({"$more": len(span.changes) - CHANGES_PER_SPAN})
+        rows = []
+        for span in self.spans:
+            changes: Any = span.changes
+            if changes:
+                if with_changes:
+                    changes = [_change_preview(e) for e in changes[:CHANGES_PER_SPAN]]
+                    if len(span.changes or ()) > CHANGES_PER_SPAN:
+                        changes.append({"$more": len(span.changes or ()) - CHANGES_PER_SPAN})
+                else:
+                    changes = [{"$more": len(changes)}]
             else:
-                changes = [{"$more": len(span.changes)}]
-        started = self.wall0 + (span.t0 - self.clock0)
-        return [span.path, span.block, span.kind,
-                span.parent.path if span.parent is not None else None,
-                pv(span.input), pv(span.output) if span.status == "ok" else None,
-                started, span.duration, span.status,
-                _error_info(span.error, ERROR_TEXT_CHARS if with_changes else 500),
-                changes, span.attempt]
+                changes = []
+            status = span.status
+            duration = span.duration
+            rows.append([span.path, span.block, span.kind,
+                         span.parent.path if span.parent is not None else None,
+                         pv(span.input), pv(span.output) if status == "ok" else None,
+                         round(span.t0 - clock0, 6),
+                         None if duration is None else round(duration, 7), status,
+                         None if span.error is None else _error_info(span.error, error_chars),
+                         changes, span.attempt])
+        return rows
 
-    def trace_data(self) -> dict:
-        """The trace as stored: ``{"columns", "rows", "dropped", "truncated"}`` (bounded)."""
+    def trace_text(self) -> str:
+        """The trace as stored (JSON, within :data:`TRACE_MAX_BYTES`); keeps it for the result."""
         for limit, with_changes in ((PREVIEW_CHARS, True), (100, False)):
-            cache: dict = {}
-            rows = [self._row(s, limit, with_changes, cache) for s in self.spans]
-            rows, dropped = _merge(self.previous, rows)
-            data = {"columns": list(COLUMNS), "rows": rows, "dropped": dropped,
+            rows, dropped = _merge(self.previous, self._rows(limit, with_changes), self.wall0)
+            data = {"columns": COLUMNS, "t0": self.wall0, "rows": rows, "dropped": dropped,
                     "truncated": not with_changes}
-            if _size(data) <= TRACE_MAX_BYTES:
-                return data
-        while len(data["rows"]) > 2 and _size(data) > TRACE_MAX_BYTES:
+            text = _dump(data)
+            if len(text.encode()) <= TRACE_MAX_BYTES:
+                self.last_trace = data
+                return text
+        while len(data["rows"]) > 2:
             rows = data["rows"]
-            cut = len(rows) // 4
+            cut = max(1, len(rows) // 4)
             middle = len(rows) // 2
             data["rows"] = rows[:middle - cut // 2] + rows[middle + (cut - cut // 2):]
             data["dropped"] += cut
-        return data
+            text = _dump(data)
+            if len(text.encode()) <= TRACE_MAX_BYTES:
+                break
+        self.last_trace = data
+        return text
 
     def log_data(self, *, final: bool) -> dict | None:
         """The step log as stored; ``final``: only what outlives the run (``run_once``)."""
         if final:
             return {"once": self.once} if self.once else None
-        writes = {p: sorted(w) for p, w in self.earlier.items()}
-        for p, w in self.committed.items():
-            writes[p] = sorted(set(writes.get(p, ())) | w)
+        writes = {p: sorted(w) for p, w in list(self.earlier.items())}
+        for p, w in list(self.committed.items()):
+            writes[p] = sorted(set(writes.get(p, ())) | set(w))
         done = dict(self.done)
+        spans = list(self.spans)
+        finished = {s.path for s in spans if s.status == "ok"} | set(done)
         budget = LOG_MAX_BYTES
         omitted = 0
-        for span in self.spans:
-            if span.status != "ok" or span.path in done:
+        for span in spans:  # the outermost completed blocks: a resume never asks for the rest
+            parent = span.parent.path if span.parent is not None else None
+            if span.status != "ok" or span.path in done or parent in finished:
                 continue
             try:
                 data = to_jsonable_python(span.output)
                 size = len(json.dumps(data, ensure_ascii=False, allow_nan=False))
-            except (TypeError, ValueError, RecursionError):
+            except (TypeError, ValueError, RecursionError, RuntimeError):
                 omitted += 1
                 continue
             if size > budget:
@@ -443,42 +467,45 @@ class RunLog:
                 continue
             budget -= size
             ref = _type_ref(span.output) if span.model else None
-            done[span.path] = [data, ref, span.parent.path if span.parent is not None else None]
-        # a completed block inside a completed block is never asked for: keep the outermost
-        done = {p: e for p, e in done.items() if e[2] is None or e[2] not in done}
+            done[span.path] = [data, ref, parent]
+        done = {p: e for p, e in done.items() if e[2] is None or e[2] not in finished}
         return {"input": self.input_json, "done": done, "once": self.once,
                 "resumed": self.resumed, "writes": writes, "omitted": omitted}
 
     def content(self, *, final: bool) -> str | None:
         """The JSON kept as the request record's content (``None``: nothing to keep)."""
-        out: dict[str, Any] = {"v": _FORMAT}
+        parts = []
         if self.trace:
-            out["trace"] = self.trace_data()
+            parts.append('"trace":' + self.trace_text())
         if self.durable:
             log = self.log_data(final=final)
             if log is not None:
-                out["log"] = log
-        if len(out) == 1:
+                parts.append('"log":' + _dump(log))
+        if not parts:
             return None
-        return json.dumps(out, ensure_ascii=False, allow_nan=False, default=repr)
+        return '{"v":%d,%s}' % (_FORMAT, ",".join(parts))
 
-    def result_trace(self, content: str | None) -> Trace | None:
-        """The :class:`Trace` a run's result carries (from what was stored)."""
-        if not self.trace or content is None:
+    def result_trace(self) -> Trace | None:
+        """The :class:`Trace` a run's result carries: what was last stored, not read back."""
+        if not self.trace or self.last_trace is None:
             return None
-        return trace_from(self.request_id, json.loads(content).get("trace"))
+        return trace_from(self.request_id, self.last_trace)
 
 
-def _size(data: dict) -> int:
-    return len(json.dumps(data, ensure_ascii=False, allow_nan=False, default=repr))
+def _dump(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, default=repr,
+                      separators=(",", ":"))
 
 
-def _merge(previous: list[list], rows: list[list]) -> tuple[list[list], int]:
-    """Earlier attempts' rows (those this attempt did not run again) and this attempt's, in start
-    order, within :data:`SPAN_LIMIT`; returns ``(rows, dropped)``."""
+def _merge(previous: list[list], rows: list[list], wall0: float) -> tuple[list[list], int]:
+    """Earlier attempts' rows (those this attempt did not run again; their ``started_at`` is
+    absolute) and this attempt's, in start order, within :data:`SPAN_LIMIT`; returns ``(rows,
+    dropped)`` with every ``started_at`` relative to ``wall0``."""
     if previous:
         again = {row[0] for row in rows}
-        rows = [r for r in previous if r[0] not in again] + rows
+        earlier = [[*r[:6], round(r[6] - wall0, 6), *r[7:]] for r in previous
+                   if r[0] not in again]
+        rows = earlier + rows
         rows.sort(key=lambda r: r[6])
     if len(rows) <= SPAN_LIMIT:
         return rows, 0
@@ -489,16 +516,26 @@ def _merge(previous: list[list], rows: list[list]) -> tuple[list[list], int]:
     return [r for i, r in enumerate(rows) if i in chosen], len(rows) - len(chosen)
 
 
+def trace_rows(data: dict | None) -> list[list]:
+    """The rows of a stored trace, in :data:`COLUMNS` order, ``started_at`` absolute."""
+    if not data:
+        return []
+    columns = list(data.get("columns") or COLUMNS)
+    index = [columns.index(c) if c in columns else None for c in COLUMNS]
+    t0 = float(data.get("t0") or 0.0)
+    rows = [[row[i] if i is not None else None for i in index] for row in data.get("rows", [])]
+    for row in rows:
+        row[6] = t0 + (row[6] or 0.0)
+        row[10] = row[10] or []
+        row[11] = row[11] or 1
+    return rows
+
+
 def trace_from(request_id: str, data: dict | None) -> Trace:
     """A :class:`Trace` from its stored form (an empty one when none was kept)."""
     if not data:
         return Trace(request_id, [])
-    columns = data.get("columns") or list(COLUMNS)
-    index = [columns.index(c) if c in columns else None for c in COLUMNS]
-    rows = [[row[i] if i is not None else None for i in index] for row in data.get("rows", [])]
-    for row in rows:
-        row[10] = row[10] or []
-        row[11] = row[11] or 1
+    rows = trace_rows(data)
     return Trace(request_id, rows, dropped=int(data.get("dropped") or 0),
                  truncated=bool(data.get("truncated")))
 
