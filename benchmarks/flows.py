@@ -34,9 +34,10 @@ from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
-import flowstate_jupyter as fs  # noqa: E402
 from _common import interleaved, row  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
+
+import flowstate_jupyter as fs  # noqa: E402
 
 STEPS = 1000
 LOG_STEPS = 51

@@ -39,7 +39,7 @@ from ..handles.resources import CollectionDefinition, ResourceDefinition
 from ..model import ops, schema
 from .bubbling import Declarations, merge_state_model
 from .context import _CURRENT, Context, SequencerState, current_context
-from .trace import RunLog, Suspended, resolve_type
+from .trace import LiveSpan, MapStep, RunLog, Suspended, resolve_type
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
@@ -196,13 +196,16 @@ class Block:
                 out = schema.validate_value(self.output, out, where=f"{self.source} output")
             return out
         parent = ctx._span
-        path = log.path(parent, self.name if _at is None else _at, _at is not None)
-        if log.done:
-            entry = log.done.get(path)
-            if entry is not None:  # completed by an earlier attempt of this run
-                return self._replay(entry)
+        if _at is None:
+            path = log.path(parent, self.name, False)
+        else:
+            path = _at if parent is None else f"{parent.path}/{_at}"
+        done = log.done
+        if done and path in done:  # completed by an earlier attempt of this run
+            return self._replay(done[path])
         clock = time.perf_counter
-        span = log.start(path, self.name, self.kind, parent, input, clock(), self.output is None)
+        span = LiveSpan(path, self, parent, input, clock())
+        log.spans.append(span)
         inner = ctx._enter(self.name, span)
         token = _CURRENT.set(inner)
         try:
@@ -489,7 +492,8 @@ async def _traced_map(log: RunLog, at: str, fn: _Fn, value: Any, ctx: Context) -
         return cls.model_validate(data) if cls is not None and issubclass(cls, BaseModel) \
             else data
     clock = time.perf_counter
-    span = log.start(path, fn.name, "map", ctx._span, value, clock(), True)
+    span = LiveSpan(path, MapStep(fn.name), ctx._span, value, clock())
+    log.spans.append(span)
     try:
         out = await fn(value, ctx)
     except BaseException as exc:

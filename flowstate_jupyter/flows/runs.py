@@ -327,7 +327,7 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
         if resumption is not None:
             lease.version = resumption.record.version
         content = log.content(final=False) if log is not None and durable else None
-        claim = lambda: lease.write(record, content=content, event=event,  # noqa: E731
+        claim = lambda: lease.write(record, content=content, event=event,
                                     adopt=False)
         try:
             if concurrency == "allow" or action is None:

@@ -30,7 +30,7 @@ write at no extra cost (see ``flows/durable.py`` and docs/decisions.md).
 ``{"$truncated": true, "preview": ..., "chars": n}``), a traceback :data:`ERROR_TEXT_CHARS`,
 ``changes`` the first :data:`CHANGES_PER_SPAN` events with their deltas previewed; a trace keeps
 at most :data:`SPAN_LIMIT` spans (every span that did not end ok, then the first and last of
-the others; ``trace.dropped`` counts the rest) and at most :data:`TRACE_MAX_BYTES` of JSON
+the others; ``trace.dropped`` counts the rest; only kept spans are encoded) and at most :data:`TRACE_MAX_BYTES` of JSON
 (past that, previews shrink to 100 characters and changes to a count: ``trace.truncated``). The
 step log keeps completed outputs up to :data:`LOG_MAX_BYTES`; outputs past that are left out and
 those blocks run again on resume (their writes are still not repeated).
@@ -62,6 +62,7 @@ __all__ = [
     "SPAN_LIMIT",
     "TRACE_MAX_BYTES",
     "LiveSpan",
+    "MapStep",
     "RunLog",
     "Span",
     "Suspended",
@@ -81,7 +82,7 @@ CHANGES_PER_SPAN = 20
 #: Characters of a change event's delta kept in a span.
 DELTA_CHARS = 300
 #: Spans kept per trace.
-SPAN_LIMIT = 1000
+SPAN_LIMIT = 500
 #: Bytes of JSON a trace may take in its request record.
 TRACE_MAX_BYTES = 512 * 1024
 #: Bytes of completed outputs the step log keeps for a resume.
@@ -129,19 +130,18 @@ class Trace:
     ``trace.span(path)`` finds one; ``trace.describe()`` is a readable tree.
     """
 
-    def __init__(self, request_id: str, rows: list[list], *, dropped: int = 0,
-                 truncated: bool = False) -> None:
+    def __init__(self, request_id: str, data: dict | None = None) -> None:
         self.request_id = request_id
-        self._rows = rows
+        self._data = data or {}
         self._spans: list[Span] | None = None
-        self.dropped = dropped
-        self.truncated = truncated
+        self.dropped = int(self._data.get("dropped") or 0)
+        self.truncated = bool(self._data.get("truncated"))
 
     @property
     def spans(self) -> list[Span]:
         """Every kept span, in start order."""
-        if self._spans is None:
-            self._spans = [Span(*row) for row in self._rows]
+        if self._spans is None:  # built on first use: most results are never looked into
+            self._spans = [Span(*row) for row in trace_rows(self._data)]
         return self._spans
 
     def span(self, path: str) -> Span | None:
@@ -156,7 +156,7 @@ class Trace:
         return iter(self.spans)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._data.get("rows") or ())
 
     def describe(self) -> str:
         """A readable tree: one line per span with status and duration."""
@@ -186,7 +186,7 @@ class Trace:
         return f"<Trace {self.request_id}: {len(self)} spans>"
 
 
-class Suspended(BaseException):  # noqa: N818 - a control-flow signal, like GeneratorExit
+class Suspended(BaseException):
     """Raised by ``ctx.suspend`` to pause the run; the run machinery turns it into a result.
 
     A ``BaseException``, so a block's ``except Exception`` and a sequencer's ``rescue`` let it
@@ -268,21 +268,23 @@ def resolve_type(ref: str | None) -> type | None:
 # ---------------------------------------------------------------------------- the live log
 
 class LiveSpan:
-    """A span while its run executes (output by reference; encoded when the log is written)."""
+    """A span while its run executes (output by reference; encoded when the log is written).
 
-    __slots__ = ("attempt", "block", "changes", "duration", "error", "input", "kind", "model",
-                 "output", "parent", "path", "status", "suspends", "t0", "writes")
+    ``block`` is the block (or, for a ``map`` step, a :class:`MapStep`): its name, kind and
+    output model are read from it when the span is encoded. Made once per block run, so it holds
+    only what changes.
+    """
 
-    def __init__(self, path: str, block: str, kind: str, parent: LiveSpan | None, input: Any,
-                 t0: float, attempt: int, model: bool) -> None:
+    __slots__ = ("block", "changes", "duration", "error", "input", "output", "parent", "path",
+                 "status", "suspends", "t0", "writes")
+
+    def __init__(self, path: str, block: Any, parent: LiveSpan | None, input: Any,
+                 t0: float) -> None:
         self.path = path
         self.block = block
-        self.kind = kind
         self.parent = parent
         self.input = input
         self.t0 = t0
-        self.attempt = attempt
-        self.model = model  # the block declares no output model: remember an output's class
         self.output: Any = None
         self.duration: float | None = None
         self.status = "running"
@@ -290,6 +292,17 @@ class LiveSpan:
         self.changes: list[dict] | None = None
         self.writes: dict[str, int] | None = None
         self.suspends = 0
+
+
+class MapStep:
+    """What a ``map`` step's span names as its block."""
+
+    __slots__ = ("name",)
+    kind = "map"
+    output = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 class RunLog:
@@ -342,12 +355,6 @@ class RunLog:
             return _MISSING
         return entry
 
-    def start(self, path: str, block: str, kind: str, parent: LiveSpan | None, input: Any,
-              t0: float, model: bool) -> LiveSpan:
-        span = LiveSpan(path, block, kind, parent, input, t0, self.attempt, model)
-        self.spans.append(span)
-        self.by_path[path] = span
-        return span
 
     # -- writes -----------------------------------------------------------------------------
     def tag(self, span: LiveSpan, key: str) -> Any:
@@ -357,6 +364,7 @@ class RunLog:
         counts = span.writes
         if counts is None:
             counts = span.writes = {}
+            self.by_path[span.path] = span  # where its committed changes are attributed
         n = counts.get(key, 0)
         counts[key] = n + 1
         write = f"{key}#{n}"
@@ -381,7 +389,8 @@ class RunLog:
 
     # -- encoding ---------------------------------------------------------------------------
     def _rows(self, limit: int, with_changes: bool) -> list[list]:
-        """This attempt's spans as stored rows (``started_at`` as seconds since ``wall0``)."""
+        """This attempt's spans as stored rows (``started_at`` and ``duration_s`` in whole
+        microseconds, ``started_at`` counted from ``wall0``)."""
         cache: dict[int, tuple[Any, Any]] = {}
         clock0 = self.clock0
         error_chars = ERROR_TEXT_CHARS if with_changes else 500
@@ -396,7 +405,9 @@ class RunLog:
             return hit[1]
 
         rows = []
-        for span in self.spans:
+        attempt = self.attempt
+        for span in _kept(self.spans):
+            block = span.block
             changes: Any = span.changes
             if changes:
                 if with_changes:
@@ -409,21 +420,22 @@ class RunLog:
                 changes = []
             status = span.status
             duration = span.duration
-            rows.append([span.path, span.block, span.kind,
+            rows.append([span.path, block.name, block.kind,
                          span.parent.path if span.parent is not None else None,
                          pv(span.input), pv(span.output) if status == "ok" else None,
-                         round(span.t0 - clock0, 6),
-                         None if duration is None else round(duration, 7), status,
+                         int((span.t0 - clock0) * 1e6),
+                         None if duration is None else int(duration * 1e6 + 0.5), status,
                          None if span.error is None else _error_info(span.error, error_chars),
-                         changes, span.attempt])
+                         changes, attempt])
         return rows
 
     def trace_text(self) -> str:
         """The trace as stored (JSON, within :data:`TRACE_MAX_BYTES`); keeps it for the result."""
         for limit, with_changes in ((PREVIEW_CHARS, True), (100, False)):
-            rows, dropped = _merge(self.previous, self._rows(limit, with_changes), self.wall0)
-            data = {"columns": COLUMNS, "t0": self.wall0, "rows": rows, "dropped": dropped,
-                    "truncated": not with_changes}
+            rows, dropped = _merge(self.previous, self._rows(limit, with_changes), self.wall0,
+                                   len(self.spans))
+            data: dict[str, Any] = {"columns": COLUMNS, "t0": self.wall0, "rows": rows,
+                                    "dropped": dropped, "truncated": not with_changes}
             text = _dump(data)
             if len(text.encode()) <= TRACE_MAX_BYTES:
                 self.last_trace = data
@@ -466,7 +478,7 @@ class RunLog:
                 omitted += 1
                 continue
             budget -= size
-            ref = _type_ref(span.output) if span.model else None
+            ref = _type_ref(span.output) if span.block.output is None else None
             done[span.path] = [data, ref, parent]
         done = {p: e for p, e in done.items() if e[2] is None or e[2] not in finished}
         return {"input": self.input_json, "done": done, "once": self.once,
@@ -483,7 +495,7 @@ class RunLog:
                 parts.append('"log":' + _dump(log))
         if not parts:
             return None
-        return '{"v":%d,%s}' % (_FORMAT, ",".join(parts))
+        return f'{{"v":{_FORMAT},{",".join(parts)}}}'
 
     def result_trace(self) -> Trace | None:
         """The :class:`Trace` a run's result carries: what was last stored, not read back."""
@@ -497,23 +509,40 @@ def _dump(data: Any) -> str:
                       separators=(",", ":"))
 
 
-def _merge(previous: list[list], rows: list[list], wall0: float) -> tuple[list[list], int]:
+def _kept(spans: list[LiveSpan]) -> list[LiveSpan]:
+    """The spans a trace keeps: all, or within :data:`SPAN_LIMIT` every span that did not end ok
+    (up to half the limit), then the first and the last of the others."""
+    spans = list(spans)
+    if len(spans) <= SPAN_LIMIT:
+        return spans
+    keep = [i for i, s in enumerate(spans) if s.status != "ok"][:SPAN_LIMIT // 2]
+    room = SPAN_LIMIT - len(keep)
+    ok = [i for i, s in enumerate(spans) if s.status == "ok"]
+    chosen = set(keep) | set(ok[:room - room // 2]) | set(ok[len(ok) - room // 2:])
+    return [s for i, s in enumerate(spans) if i in chosen]
+
+
+def _merge(previous: list[list], rows: list[list], wall0: float,
+           total: int) -> tuple[list[list], int]:
     """Earlier attempts' rows (those this attempt did not run again; their ``started_at`` is
-    absolute) and this attempt's, in start order, within :data:`SPAN_LIMIT`; returns ``(rows,
-    dropped)`` with every ``started_at`` relative to ``wall0``."""
+    absolute) and this attempt's (``total`` spans, of which ``rows`` were kept), in start order,
+    within :data:`SPAN_LIMIT`; returns ``(rows, dropped)`` with every ``started_at`` relative to
+    ``wall0``."""
+    dropped = total - len(rows)
     if previous:
         again = {row[0] for row in rows}
-        earlier = [[*r[:6], round(r[6] - wall0, 6), *r[7:]] for r in previous
-                   if r[0] not in again]
+        earlier = [[*r[:6], int((r[6] - wall0) * 1e6),
+                    None if r[7] is None else int(r[7] * 1e6 + 0.5), *r[8:]]
+                   for r in previous if r[0] not in again]
         rows = earlier + rows
         rows.sort(key=lambda r: r[6])
     if len(rows) <= SPAN_LIMIT:
-        return rows, 0
+        return rows, dropped
     keep = [i for i, r in enumerate(rows) if r[8] != "ok"][:SPAN_LIMIT // 2]
     room = SPAN_LIMIT - len(keep)
     ok = [i for i, r in enumerate(rows) if r[8] == "ok"]
     chosen = set(keep) | set(ok[:room - room // 2]) | set(ok[len(ok) - room // 2:])
-    return [r for i, r in enumerate(rows) if i in chosen], len(rows) - len(chosen)
+    return [r for i, r in enumerate(rows) if i in chosen], dropped + len(rows) - len(chosen)
 
 
 def trace_rows(data: dict | None) -> list[list]:
@@ -524,8 +553,9 @@ def trace_rows(data: dict | None) -> list[list]:
     index = [columns.index(c) if c in columns else None for c in COLUMNS]
     t0 = float(data.get("t0") or 0.0)
     rows = [[row[i] if i is not None else None for i in index] for row in data.get("rows", [])]
-    for row in rows:
-        row[6] = t0 + (row[6] or 0.0)
+    for row in rows:  # stored in microseconds, started_at from t0
+        row[6] = t0 + (row[6] or 0) / 1e6
+        row[7] = None if row[7] is None else row[7] / 1e6
         row[10] = row[10] or []
         row[11] = row[11] or 1
     return rows
@@ -533,11 +563,7 @@ def trace_rows(data: dict | None) -> list[list]:
 
 def trace_from(request_id: str, data: dict | None) -> Trace:
     """A :class:`Trace` from its stored form (an empty one when none was kept)."""
-    if not data:
-        return Trace(request_id, [])
-    rows = trace_rows(data)
-    return Trace(request_id, rows, dropped=int(data.get("dropped") or 0),
-                 truncated=bool(data.get("truncated")))
+    return Trace(request_id, data if isinstance(data, dict) else None)
 
 
 def read_content(content: str | None) -> dict:

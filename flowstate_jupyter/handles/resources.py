@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ..base.names import TOMBSTONE_MARK_PREFIX
 from ..errors import (
     InvalidIdError,
     ReadOnlyResourceError,
@@ -38,7 +39,6 @@ from ..errors import (
     ResourceNotFoundError,
     ValidationError,
 )
-from ..base.names import TOMBSTONE_MARK_PREFIX
 from ..model import ops, schema
 from ..stores.base import Change, Record, Store
 from .records import SKIP, TypedRecord, run_write_tag, to_json

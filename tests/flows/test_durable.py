@@ -61,7 +61,7 @@ def test_a_suspended_run_resumes_with_a_validated_value_and_continues_the_same_r
     resumed = df.flow.resume(result.request_id, {"approved": True, "note": "go"}, store=store)
     assert resumed.ok and resumed.request_id == result.request_id
     assert resumed.output == {"plan": "plan for launch", "approved": True, "note": "go"}
-    assert [e["type"] for e in resumed.events][0] == "request"
+    assert resumed.events[0]["type"] == "request"
     assert marks() == ["draft", "approve", "approve", "answered True"]
     state = df.flow.session("s1", store=store).state
     assert state.log == ["drafted", "approved=True"]
