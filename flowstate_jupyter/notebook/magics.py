@@ -65,6 +65,12 @@ class FlowSummary:
         return self.flow.describe()
 
 
+def _show_flow(flow: Any) -> None:
+    """The summary of a flow, then its picture (two outputs: a front end draws each its way)."""
+    display(FlowSummary(flow))
+    display(flow.graph())
+
+
 def parse_value(text: str, where: str = "") -> Any:
     """JSON, or a bare word taken as a string; anything else is a UsageError.
 
@@ -503,13 +509,13 @@ class FlowStateMagics(Magics, Configurable):
             flow = next(iter(new.values()))
         self.kernel.register(name, flow)
         ns[name] = flow
-        display(FlowSummary(flow))
+        _show_flow(flow)
         return None
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|ui")
-    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]")
+    @argument("verb", help="run|list|show|runs|graph|ui")
+    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
@@ -524,12 +530,13 @@ class FlowStateMagics(Magics, Configurable):
             %flow list
             %flow show assistant
             %flow runs
+            %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
             %flow ui                    # a FlowRunner widget: form, Run, output, events
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|ui (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|graph|ui (see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -539,8 +546,7 @@ class FlowStateMagics(Magics, Configurable):
                      ", ".join(f.actions)) for n, f in kernel.flows.items()]
             return Table("flows", ("name", "kind", "actions"), rows)
         if verb == "show":
-            flow = kernel.flow(rest or options.get("flow"))
-            display(FlowSummary(flow))
+            _show_flow(kernel.flow(rest or options.get("flow")))
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
@@ -556,7 +562,9 @@ class FlowStateMagics(Magics, Configurable):
             return FlowRunner(flow, kernel.session(name))
         if verb == "run":
             return self._run(rest, options)
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs or ui")
+        if verb == "graph":
+            return kernel.flow(rest or options.get("flow")).graph()
+        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, graph or ui")
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
