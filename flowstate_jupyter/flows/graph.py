@@ -46,7 +46,7 @@ from .blocks import (
     _Then,
 )
 
-__all__ = ["block_graph", "flow_graph", "result_graph", "run_paths", "step_kind"]
+__all__ = ["block_graph", "flow_graph", "result_graph", "run_marks", "step_kind"]
 
 _SCOPES = ("request", "session", "user", "project")
 
@@ -253,22 +253,23 @@ def block_graph(flow: Any, block: Block) -> FlowGraph:
     return graph
 
 
-def run_paths(result: Any) -> tuple[set[str], set[str], set[str]]:
-    """``(paths, failed paths, block names)`` a run went through.
+def run_marks(result: Any, known: set[str]) -> tuple[set[str], set[str], set[str]]:
+    """``(paths, failed paths, block names)`` to mark for a run, in a picture of ``known`` paths.
 
     From ``result.trace.spans`` (each with ``.path``, ``.block``, ``.status``) when the run has a
-    trace; a span whose path is not in the picture still counts by its block name. Without a
-    trace: the block names the run's events carry (``block``, and a progress event's
-    ``data.block``), which mark every node of a block of that name.
+    trace: the spans' paths, and for a span whose path the picture does not have, its block
+    name. Without a trace: the block names the run's events carry (``block``, and a progress
+    event's ``data.block``), which mark every node of a block of that name.
     """
-    trace = getattr(result, "trace", None)
-    spans = list(getattr(trace, "spans", None) or ())
+    spans = list(getattr(getattr(result, "trace", None), "spans", None) or ())
     if spans:
-        paths = {s.path for s in spans if getattr(s, "path", None)}
-        failed = {s.path for s in spans if getattr(s, "status", None) == "error"}
-        names = {s.block for s in spans if getattr(s, "block", None)}
+        paths = {s.path for s in spans if getattr(s, "path", None) in known}
+        failed = {s.path for s in spans
+                  if s.path in paths and getattr(s, "status", None) == "error"}
+        names = {s.block for s in spans if getattr(s, "path", None) not in known
+                 and isinstance(getattr(s, "block", None), str)}
         return paths, failed, names
-    names: set[str] = set()
+    names = set()
     for event in getattr(result, "events", ()) or ():
         if not isinstance(event, dict):
             continue
@@ -291,13 +292,7 @@ def result_graph(flow: Any, result: Any) -> FlowGraph:
                      if isinstance(e, dict) and e.get("type") == "request"), None)
         block = next((b for b in flow.blocks() if b.name == name), None)
         graph = block_graph(flow, block) if block is not None else flow_graph(flow)
-    paths, failed, names = run_paths(result)
     known = {p for node in graph.nodes.values() for p in node.paths}
-    if paths and paths <= known:
-        names = set()  # a trace that matches the picture: mark by path only
-    elif paths:
-        trace = getattr(result, "trace", None)
-        names = {s.block for s in trace.spans if s.path not in known}
-    marked = graph.highlighted(paths, failed, names)
+    marked = graph.highlighted(*run_marks(result, known))
     marked.subtitle = f"run {result.request_id} · {getattr(result, 'status', '')}"
     return marked
