@@ -317,7 +317,8 @@ class Flow:
     def sessions(self, user: str | None = None, *, store: Store | None = None) -> list[dict]:
         """Sessions of this flow kind (optionally one user's), most recently updated first.
 
-        Items: ``{"id", "user", "flow", "created_at", "updated_at"}`` (Unix seconds).
+        Items: ``{"id", "user", "flow", "created_at", "updated_at", "parent"}`` (Unix seconds;
+        ``parent`` is ``(session id, version)`` for a fork, else ``None``: the branch tree).
         """
         return list_sessions(store or default_store(), self.kind, user)
 

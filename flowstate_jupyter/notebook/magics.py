@@ -24,11 +24,12 @@ from traitlets.config import Configurable
 from ..base.ids import check_id
 from ..base.names import SESSION_META
 from ..errors import FlowStateError
+from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import event_label, history_rows, version_diff_text
 from ..model.schema import defaults
-from .kernel import KernelState
+from .kernel import KernelState, _PlainSession
 from .paths import PathError, StatePath, parse_path
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
@@ -227,8 +228,8 @@ class FlowStateMagics(Magics, Configurable):
     @magic_arguments()
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
     @argument("verb", nargs="?", default=None,
-              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|client|"
-                   "path; none: show the live Inspector")
+              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|compare|"
+                   "client|path; none: show the live Inspector")
     @argument("args", nargs="*", help="PATH [VALUE] (VALUE is JSON), or the verb's arguments")
     @argument("--session", help="with 'use': switch to this session id")
     @argument("--user", help="with 'use': switch to this user id")
@@ -256,7 +257,8 @@ class FlowStateMagics(Magics, Configurable):
             %state undo session
             %state reset session
             %state use --session s2 --user bob --flow assistant
-            %state sessions
+            %state sessions                         # with the session each was forked from
+            %state compare s1 s2                    # state, resources, client data side by side
             %state client                           # live client-data preview
             %state path                             # this notebook's Windmill state path
         """
@@ -278,6 +280,8 @@ class FlowStateMagics(Magics, Configurable):
             return self._use(options, rest)
         if verb == "sessions":
             return self._sessions()
+        if verb == "compare":
+            return self._compare(rest, options)
         if verb == "path":
             from ..windmill import get_state_path
             return get_state_path()  # shown as the cell's value; `p = %state path` works
@@ -286,7 +290,8 @@ class FlowStateMagics(Magics, Configurable):
                     "diff": self._diff, "undo": self._undo, "reset": self._reset}
         if verb not in handlers:
             raise UsageError(f"unknown %state verb {verb!r}; use one of "
-                             f"{', '.join(handlers)}, use, sessions, client, path (see %state?)")
+                             f"{', '.join(handlers)}, use, sessions, compare, client, path "
+                             f"(see %state?)")
         return handlers[verb](rest, options)
 
     def _path_and_value(self, rest: str, verb: str, value_needed: bool = True
@@ -469,11 +474,33 @@ class FlowStateMagics(Magics, Configurable):
         if self.kernel.current_flow is None:
             records = self.kernel.store.list("session", name=SESSION_META)
             rows = [(r.scope_id, r.state.get("user", ""), r.state.get("flow", ""),
-                     h.when(r.updated_at)) for r in records]
+                     h.when(r.updated_at), _parent_text(meta_parent(r.state)))
+                    for r in records]
         else:
-            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")))
-                    for s in self.kernel.flow().sessions()]
-        return Table("sessions", ("session", "user", "flow", "updated"), rows)
+            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")),
+                     _parent_text(s.get("parent")))
+                    for s in self.kernel.flow().sessions(store=self.kernel.store)]
+        return Table("sessions", ("session", "user", "flow", "updated", "forked from"), rows)
+
+    def _compare(self, rest: str, options: dict) -> Any:
+        ids = rest.split()
+        if len(ids) != 2:
+            raise UsageError("%state compare A B: two session ids, e.g. %state compare s1 s2")
+        from ..flows.compare import compare
+        kernel = self.kernel
+        sessions = []
+        for session_id in ids:
+            check_id(session_id, "session id")
+            if kernel.store.read("session", session_id, SESSION_META) is None:
+                raise UsageError(f"no session {session_id!r} in this store; %state sessions "
+                                 f"lists them")
+            if options.get("flow") is None and kernel.current_flow is None:
+                sessions.append(_PlainSession(kernel.store, session_id, kernel.user,
+                                              kernel.project))
+            else:
+                sessions.append(kernel.flow(options.get("flow")).session(
+                    session_id, project=kernel.project, store=kernel.store))
+        return compare(*sessions)
 
     # -- %%flow and %flow ---------------------------------------------------------------------
     @cell_magic("flow")
@@ -585,6 +612,11 @@ class FlowStateMagics(Magics, Configurable):
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         display(_RunSummary(result, changed))
         return None
+
+
+def _parent_text(parent: Any) -> str:
+    """``s1 @ v3`` for a forked session, ``""`` for one that was not forked."""
+    return f"{parent[0]} @ v{parent[1]}" if parent else ""
 
 
 def _jsonable_field(snapshot: Any, field: str) -> Any:
