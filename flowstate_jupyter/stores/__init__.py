@@ -14,7 +14,8 @@ from .sqlite import SQLiteStore
 
 DEFAULT_URL = "sqlite:///.flowstate/flowstate.db"
 
-_INT_OPTIONS = {"max_state_bytes", "history_limit", "changelog_limit"}
+_INT_OPTIONS = {"max_state_bytes", "history_limit", "history_limit_bytes", "changelog_limit",
+                "changelog_item_bytes", "wal_limit_bytes"}
 _FLOAT_OPTIONS = {"timeout", "poll_interval"}
 
 
@@ -47,9 +48,12 @@ def open_store(url: str | None = None, **options: Any) -> Store:
     """Open a store by URL: ``memory://``, ``sqlite:///path.db`` or ``postgresql://...``.
 
     ``url=None`` reads ``FLOWSTATE_STORE``, else uses ``.flowstate/flowstate.db`` under the
-    current folder. Options (also accepted as URL query parameters): ``max_state_bytes``,
-    ``history_limit``, ``changelog_limit``; SQLite adds ``durability`` ("normal"/"full"),
-    ``timeout`` and ``poll_interval``.
+    current folder. Options (also accepted as URL query parameters), every bound in rows and in
+    bytes: ``max_state_bytes`` (1 MiB), ``history_limit`` (100 versions per record),
+    ``history_limit_bytes`` (8 MiB of state JSON per record; the newest version is always kept),
+    ``changelog_limit`` (10,000 items), ``changelog_item_bytes`` (4 KiB: a larger change-log
+    item keeps its delta out); SQLite adds ``durability`` ("normal"/"full"), ``timeout``,
+    ``poll_interval`` and ``wal_limit_bytes`` (64 MiB).
     """
     url = url or os.environ.get("FLOWSTATE_STORE") or DEFAULT_URL
     scheme = urlsplit(url).scheme if "://" in url else ""
