@@ -44,6 +44,23 @@ def sqlite_path(url: str) -> Path:
     return Path("/" + rest.lstrip("/") if rest.startswith("//") else rest)  # not POSIX "//x"
 
 
+def is_store_file(store: Store, path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the files ``store`` keeps (SQLite: database, WAL, shm).
+
+    Such a file must never be opened outside SQLite (see :mod:`.sqlite`): commands that read or
+    write a file the user names check this first.
+    """
+    files = store._files() if isinstance(store, SQLiteStore) else []
+    target = os.path.realpath(path)
+    for name in files:
+        try:
+            if os.path.realpath(name) == target or os.path.samefile(name, path):
+                return True
+        except OSError:  # not there (yet): only the name can match
+            continue
+    return False
+
+
 def open_store(url: str | None = None, **options: Any) -> Store:
     """Open a store by URL: ``memory://``, ``sqlite:///path.db`` or ``postgresql://...``.
 

@@ -373,8 +373,10 @@ class SQLiteStore(Store):
         try:
             _make_folders(path.parent)
             try:
+                if path.exists():
+                    raise FileExistsError
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            except FileExistsError:
+            except FileExistsError:  # there already (or just made by another process)
                 self._warn_if_shared()
         except OSError as exc:
             raise StoreError(f"cannot create store file {path}: {exc.strerror}; the folder must "
@@ -514,11 +516,13 @@ class SQLiteStore(Store):
         SQLite's own checkpoints (every 1,000 pages) copy the WAL into the database but start it
         over only when no reader is inside it, which several busy writers never allow: the WAL
         then grows for as long as they write (hundreds of MB in seconds). A ``TRUNCATE``
-        checkpoint waits for those readers and starts the WAL over at zero bytes. Each store
-        object looks every ``_WAL_CHECK_EVERY`` writes (a ``stat``); the checkpoint waits at
-        most ``_WAL_CHECKPOINT_WAIT_MS`` for the other connections, and if it cannot finish in
-        that time (a reader holding a transaction open) the next look tries again. Called with
-        the lock held, outside any transaction.
+        checkpoint waits for those readers and starts the WAL over at zero bytes. It cannot
+        start while another connection checkpoints (busy writers' connections checkpoint after
+        nearly every commit), and SQLite does not wait for that, so it is tried again every
+        millisecond. Each store object looks every ``_WAL_CHECK_EVERY`` writes (a ``stat``);
+        the checkpoint gives up after ``_WAL_CHECKPOINT_WAIT_MS`` (a reader holding a
+        transaction open) and the next look tries again. Called with the lock held, outside any
+        transaction.
         """
         try:
             if os.stat(self._wal_path).st_size <= self.wal_limit_bytes // 4:
@@ -526,14 +530,17 @@ class SQLiteStore(Store):
         except OSError:
             return
         conn = self._conn
+        deadline = time.monotonic() + _WAL_CHECKPOINT_WAIT_MS / 1000
         try:
-            conn.execute(f"PRAGMA busy_timeout = {_WAL_CHECKPOINT_WAIT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {_WAL_CHECKPOINT_WAIT_MS // 4}")
             try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] \
+                        and time.monotonic() < deadline:
+                    time.sleep(0.001)
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         except sqlite3.Error:
-            pass  # busy or locked: the next look tries again
+            pass  # locked: the next look tries again
 
     def _rollback(self) -> None:
         self._pending.clear()
