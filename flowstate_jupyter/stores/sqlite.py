@@ -115,14 +115,16 @@ _MIGRATE_FROM_4 = ("ALTER TABLE records ADD COLUMN history_bytes INTEGER NOT NUL
 
 # Per connection: every write that carries an event (all but imports and touches) gets its
 # history row and change-log row from these triggers, and both are pruned a batch at a time
-# (see ``prune_cutoff``). WHEN clauses keep the pruning statements off most writes.
+# (see ``prune_cutoff``). History is bounded in bytes too: the write itself adds its state's size
+# to the record's ``history_bytes``; over ``history_limit_bytes``, the oldest versions go (never
+# the newest) until the rest fit in three quarters of the bound, so that this, too, runs now and
+# then rather than on every write.
 #
-# History is bounded in bytes too: the write itself adds its state's size to the record's
-# ``history_bytes``; over ``history_limit_bytes``, the oldest versions go (never the newest)
-# until the rest fit in three quarters of the bound, so that this, too, runs now and then
-# rather than on every write. Both prunes work on versions older than the one written, so
-# neither depends on the order in which SQLite fires the triggers.
+# One trigger per kind of write does all of it: each trigger SQLite fires costs a call into a
+# sub-program, taken or not. The pruning statements are guarded by conditions on ``new`` alone,
+# which SQLite checks once, before it looks at any row.
 _HISTORY_KEY = "scope = new.scope AND scope_id = new.scope_id AND name = new.name"
+_PRUNE_ROWS = ("new.version > {history} AND (new.version - {history} - 1) % {history_batch} = 0")
 _LOG_TRIGGERS = """
 CREATE TEMP TRIGGER IF NOT EXISTS fs_log_{kind} AFTER {event} ON main.records
 WHEN new.event IS NOT NULL BEGIN
@@ -132,28 +134,22 @@ WHEN new.event IS NOT NULL BEGIN
             new.state, new.deleted, new.request_id);
     INSERT INTO changes (origin, event, version, ts)
     VALUES ('{origin}', new.event, new.version, new.updated_at);
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS fs_prune_history_{kind} AFTER {event} ON main.records
-WHEN new.event IS NOT NULL AND new.version > {history} AND
-     (new.version - {history} - 1) % {history_batch} = 0 BEGIN
     UPDATE records SET history_bytes = history_bytes - (
         SELECT COALESCE(SUM({state_bytes}), 0) FROM history WHERE {key}
             AND version <= new.version - {history} + {history_batch} - 1)
-    WHERE rowid = new.rowid;
-    DELETE FROM history WHERE {key}
+    WHERE {prune_rows} AND rowid = new.rowid;
+    DELETE FROM history WHERE {prune_rows} AND {key}
         AND version <= new.version - {history} + {history_batch} - 1;
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS fs_prune_history_bytes_{kind} AFTER {event} ON main.records
-WHEN new.event IS NOT NULL AND new.history_bytes > {history_bytes} BEGIN
-    DELETE FROM history WHERE {key} AND version < new.version AND version <= (
-        SELECT version FROM (
-            SELECT version, SUM({state_bytes}) OVER (ORDER BY version DESC) AS kept
-            FROM history WHERE {key} AND version < new.version)
-        WHERE kept + {new_bytes} > {history_keep_bytes} ORDER BY version DESC LIMIT 1);
+    DELETE FROM history WHERE new.history_bytes > {history_bytes} AND {key}
+        AND version < new.version AND version <= (
+            SELECT version FROM (
+                SELECT version, SUM({state_bytes}) OVER (ORDER BY version DESC) AS kept
+                FROM history WHERE {key} AND version < new.version)
+            WHERE kept + {new_bytes} > {history_keep_bytes} ORDER BY version DESC LIMIT 1);
     UPDATE records SET history_bytes = {new_bytes} + (
         SELECT COALESCE(SUM({state_bytes}), 0) FROM history WHERE {key}
             AND version < new.version)
-    WHERE rowid = new.rowid;
+    WHERE new.history_bytes > {history_bytes} AND rowid = new.rowid;
 END;
 """
 _PRUNE_CHANGES_TRIGGER = """
@@ -445,6 +441,9 @@ class SQLiteStore(Store):
         self._transaction(create)
         limits = {"origin": self.origin, "key": _HISTORY_KEY,
                   "history": self.history_limit, "history_batch": prune_batch(self.history_limit),
+                  "prune_rows": _PRUNE_ROWS.format(
+                      history=self.history_limit,
+                      history_batch=prune_batch(self.history_limit)),
                   "history_bytes": self.history_limit_bytes,
                   "history_keep_bytes": self.history_limit_bytes * 3 // 4,
                   "state_bytes": _BYTES.format("state"), "new_bytes": _BYTES.format("new.state"),
