@@ -4,11 +4,17 @@ DESIGN §9: WAL journal, ``busy_timeout`` of 5 s, writes in ``BEGIN IMMEDIATE``,
 compare-and-swap one conditional ``UPDATE ... WHERE version = ?``, ``synchronous=NORMAL`` (or
 ``FULL`` with ``durability="full"``). The file records its schema version; a file this code does
 not understand is refused, untouched, with a message that says what to do. New folders and files
-are created readable by their owner only.
+are created readable by their owner only (a shared existing file gets a warning).
 
-Within one process a re-entrant lock serialises use of the one connection; across processes
-SQLite's write lock does. Other processes' changes are noticed by a watcher thread that polls
+Only SQLite ever opens the file, its WAL and its shared memory (see ``_inspect_existing``):
+closing any other descriptor of the file would drop this process's locks and let another process
+delete the WAL under it. Each store object has its own connection, and a re-entrant lock
+serialises its use; across connections and processes SQLite's write lock does. Other processes'
+(and other store objects') changes are noticed by a watcher thread that polls
 ``PRAGMA data_version`` (a cheap counter SQLite bumps when another connection commits).
+
+Bounds: history per record in rows and bytes, the change log in items of bounded size (see
+:class:`~flowstate_jupyter.stores.base.Store`), and the WAL in bytes (``_bound_wal``).
 
 Speed. A write's history row and change-log row are inserted by triggers on ``records`` (temporary
 ones, made per connection with this store's retention limits), so a committed write is one
