@@ -420,7 +420,7 @@ class SQLiteStore(Store):
         if shared:
             names = ", ".join(f"{name} (mode {oct(mode)[2:]})" for name, mode in shared)
             warnings.warn(FlowStateWarning(
-                f"{names} can be read by other users; make the store owner-only: "
+                f"{names} can be read or written by other users; make the store owner-only: "
                 f"chmod 600 {' '.join(shlex.quote(name) for name, _ in shared)}"),
                 stacklevel=5)
 
