@@ -81,7 +81,7 @@ def _awaitable(value: Any) -> bool:
 
 def _is_async(fn: Callable) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None))  # noqa: B004 - an object whose __call__ is async
+        getattr(fn, "__call__", None))  # noqa: B004 - asks if __call__ is async, not if callable
 
 
 class _Fn:
