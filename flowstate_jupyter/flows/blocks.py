@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -80,7 +81,7 @@ def _awaitable(value: Any) -> bool:
 
 def _is_async(fn: Callable) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None))
+        getattr(fn, "__call__", None))  # noqa: B004 - asks if __call__ is async, not if callable
 
 
 class _Fn:
@@ -329,10 +330,11 @@ def router(name: str | None = None, routes: Sequence[Block] | None = None,
                    project_state=project_state, sequencer_state=sequencer_state,
                    session_resources=session_resources, user_resources=user_resources,
                    project_resources=project_resources, description=description)
-    if route is None:
-        return lambda fn: Router(name or getattr(fn, "__name__", "router"), routes, fn,
-                                 **options)
-    return Router(name or getattr(route, "__name__", "router"), routes, route, **options)
+
+    def build(fn: Callable) -> Router:
+        return Router(name if name else getattr(fn, "__name__", "router"), routes, fn, **options)
+
+    return build if route is None else build(route)
 
 
 # ---------------------------------------------------------------------------- sequencer steps
@@ -395,7 +397,7 @@ class _Map(_Step):
         return await self.fn(value, ctx)
 
 
-async def _run_limited(jobs: list[Callable[[], Awaitable[Any]]], limit: int | None,
+async def _run_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int | None,
                        on_done: Callable[[int], None]) -> list[Any]:
     """Run ``jobs`` with at most ``limit`` in flight; results in order.
 
@@ -492,7 +494,7 @@ class _ForEach(_Step):
         def progress(done: int) -> None:
             ctx.emit("progress", {"done": done, "total": total, "block": block.name})
 
-        jobs = [(lambda item=item: block.run(item, inner)) for item in items]
+        jobs = [functools.partial(block.run, item, inner) for item in items]
         return await _run_limited(jobs, self.limit, progress)
 
 
@@ -595,15 +597,16 @@ class Sequencer(Block):
         return self
 
     def _absorb(self, child: Block) -> None:
-        if self._instance is None:
+        instance, state = self._instance, self.instance_state  # both set, or neither
+        if instance is None or state is None:
             return super()._absorb(child)
         if not isinstance(child, Block):
             super()._absorb(child)  # raises the helpful TypeError
         if any(b is self for b in child.walk()):
             raise ValueError(f"{self.source} cannot contain itself")
         kept = self.declarations.absorb_without_sequencer(child.declarations)
-        self._instance.absorb(kept)
-        self._instance.check_defaults("sequencer", settled=self.instance_state.model_fields)
+        instance.absorb(kept)
+        instance.check_defaults("sequencer", settled=state.model_fields)
 
     def then(self, first: Any, block: Block | None = None) -> Sequencer:
         """Run ``block`` on the current value: ``then(block)``, or ``then(connector, block)``

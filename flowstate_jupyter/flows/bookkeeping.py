@@ -28,9 +28,9 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
                    request_id: str | None = None) -> str:
     """Check (or create) the ``$meta`` record of a session; return the session's user.
 
-    ``user=None`` means the session's owner if it exists, else the current user (``base.env.current_user``). Raises
-    :class:`AccessDeniedError` when the session belongs to another user or flow kind; nothing is
-    written then.
+    ``user=None`` means the session's owner if it exists, else the current user
+    (``base.env.current_user``). Raises :class:`AccessDeniedError` when the session belongs to
+    another user or flow kind, or its record names no owner; nothing is written then.
     """
     check_id(session_id, "session id")
     if user is not None:
@@ -61,6 +61,10 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
         raise AccessDeniedError(f"session {session_id!r} belongs to flow {kind!r}, not "
                                 f"{flow_kind!r}; a session serves one flow kind, so use another "
                                 f"session id (or none, for a new one)")
+    if not isinstance(owner, str):  # written by hand or damaged: no user to run as
+        raise AccessDeniedError(f"session {session_id!r} has no owner in its {SESSION_META} "
+                                f"record (found user {owner!r}); use another session id (or none, "
+                                f"for a new one)")
     if user is not None and owner != user:
         raise AccessDeniedError(f"session {session_id!r} belongs to user {owner!r}, not "
                                 f"{user!r}; use another session id (or none, for a new one)")

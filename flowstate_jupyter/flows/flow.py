@@ -284,7 +284,7 @@ class Flow:
                         f"{block.source} is not part of flow {self.kind!r} and declares "
                         f"{s} state the flow does not have ({', '.join(missing)}, from "
                         f"{source}); add the block to one of the flow's actions")
-            for name, (definition, source) in block.declarations.resources(s).items():
+            for name in block.declarations.resources(s):
                 if name not in self._resources[s]:
                     raise ValueError(
                         f"{block.source} is not part of flow {self.kind!r} and uses {s} "
@@ -328,10 +328,12 @@ class Flow:
         scopes = {}
         for s in SCOPES:
             model = self._models[s]
+            fields = {} if model is None else {
+                name: {"type": t, "default": _default_text(model, name)}
+                for name, t in schema.field_summary(model).items()}
             scopes[s] = {
                 "model": model.__name__ if model is not None else None,
-                "fields": {name: {"type": t, "default": _default_text(model, name)}
-                           for name, t in schema.field_summary(model).items()},
+                "fields": fields,
                 "resources": {name: _resource_text(d) for name, d in self._resources[s].items()},
                 "client_data": list(self.scopes[s].client_data),
             }
@@ -380,7 +382,7 @@ class Flow:
         return f"<Flow {self.kind!r}: actions {', '.join(self.actions)}>"
 
 
-def _default_text(model: type[BaseModel] | None, name: str) -> str:
+def _default_text(model: type[BaseModel], name: str) -> str:
     info = model.model_fields[name]
     if info.default_factory is not None:
         return f"{getattr(info.default_factory, '__name__', 'factory')}()"

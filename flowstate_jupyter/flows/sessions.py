@@ -103,8 +103,9 @@ class Session(ScopeHandle):
                               for scope, handle in self._handles().items()}}
 
     # -- history -----------------------------------------------------------------------------------
-    def history(self, scope: str = "session", limit: int | None = 20, *,
-                resource: str | None = None) -> list[HistoryEntry]:
+    def history(  # type: ignore[override]  # public s.history(scope, limit); handles take limit=
+            self, scope: str = "session", limit: int | None = 20, *,
+            resource: str | None = None) -> list[HistoryEntry]:
         """Kept versions of a scope's state (or of one of its resources), newest first.
 
         Each entry has ``version``, ``ts`` (Unix time), ``operation``, ``state``, ``deleted``
@@ -124,7 +125,7 @@ class Session(ScopeHandle):
             return target.history(limit=limit)
         return ScopeHandle.history(handle, limit=limit)
 
-    # -- running -------------------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------------------
     def run(self, action: str, input: Any = None, **options: Any) -> RunResult:
         """Run one of the flow's actions on this session (same as ``flow.run(..., session=id)``)."""
         return self.flow.run(action, input, session=self.id, user=self.user.id,

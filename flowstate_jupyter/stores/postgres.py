@@ -70,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..errors import StoreError, ValidationError, VersionConflictError
 from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
-                   record_where, refuse_existing)
+                   kept_history, record_where, refuse_existing, utf8_size)
 
 SCHEMA_VERSION = 1
 APP_ID = "flowstate-jupyter"
@@ -104,7 +104,8 @@ CREATE TABLE {changes} (
 )
 """
 
-_STORE_OPTIONS = ("max_state_bytes", "history_limit", "changelog_limit")
+_STORE_OPTIONS = ("max_state_bytes", "history_limit", "history_limit_bytes", "changelog_limit",
+                  "changelog_item_bytes")
 
 
 def _to_record(row: tuple) -> Record:
@@ -144,8 +145,9 @@ class PostgresStore(Store):
     ``connect_timeout`` (seconds, default 5), ``durability`` (``"full"`` forces
     ``synchronous_commit = on``; ``"normal"``, the default, keeps the server's setting),
     ``poll_interval`` (how often the watcher thread checks for shutdown, default 0.1 s), the
-    shared ``max_state_bytes``, ``history_limit`` and ``changelog_limit``; anything else is
-    passed to libpq as a connection parameter (``sslmode``, ``application_name``, ...).
+    shared ``max_state_bytes``, ``history_limit``, ``history_limit_bytes``, ``changelog_limit``
+    and ``changelog_item_bytes``; anything else is passed to libpq as a connection parameter
+    (``sslmode``, ``application_name``, ...).
     """
 
     def __init__(self, url: str, *, pool_size: int = 5, schema: str | None = None,
@@ -177,7 +179,8 @@ class PostgresStore(Store):
             raise StoreError(
                 f"{_first_line(exc)}: PostgresStore options are pool_size, schema, timeout, "
                 f"pool_timeout, durability, poll_interval, max_state_bytes, history_limit, "
-                f"changelog_limit; anything else must be a libpq connection parameter") from exc
+                f"history_limit_bytes, changelog_limit, changelog_item_bytes; anything else "
+                f"must be a libpq connection parameter") from exc
         self._local = threading.local()  # the open transaction of each thread, if any
         self._watch_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -291,8 +294,15 @@ class PostgresStore(Store):
                 f"accessed_at = %(now)s WHERE {key} AND version = %(previous)s "
                 f"RETURNING version), "
                 f"h AS (INSERT INTO {t['history']} {history_cols} {history_row}), "
-                f"p AS (DELETE FROM {t['history']} WHERE {key} AND version <= %(prune)s "
-                f"AND EXISTS (SELECT 1 FROM u)) "
+                # history past either bound: versions over history_limit, or the oldest ones
+                # that the newest (this write's state included) leave no room for in
+                # history_limit_bytes; never the version written here
+                f"p AS (DELETE FROM {t['history']} WHERE {key} AND version < %(version)s "
+                f"AND EXISTS (SELECT 1 FROM u) AND (version <= %(prune)s OR version <= ("
+                f"SELECT max(w.version) FROM (SELECT version, sum(octet_length(state)) OVER "
+                f"(ORDER BY version DESC) AS kept FROM {t['history']} WHERE {key} "
+                f"AND version < %(version)s) AS w "
+                f"WHERE w.kept + %(state_bytes)s > %(history_bytes)s))) "
                 f"SELECT count(*) FROM u"),
             # The advisory lock is taken before the identity hands out ``seq`` and held until
             # commit, so sequence numbers become visible in order.
@@ -605,7 +615,7 @@ class PostgresStore(Store):
             scope, scope_id, name, change, existed=before is not None and not before.deleted)
         event["version"] = version
         event["ts"] = now
-        event_text = event_json(change, event, where)
+        event_text = event_json(change, event, where, self.changelog_item_bytes)
         deleted = bool(change.delete)
         params.update(version=version, state=text, content=content, deleted=deleted, now=now,
                       op=change.operation, request_id=change.request_id,
@@ -619,7 +629,8 @@ class PostgresStore(Store):
                 raise _CreateRace()
             created = now
         else:
-            params.update(previous=before.version, prune=version - self.history_limit)
+            params.update(previous=before.version, prune=version - self.history_limit,
+                          state_bytes=utf8_size(text), history_bytes=self.history_limit_bytes)
             written = conn.execute(self._sql["update"], params).fetchone()[0]
             if written != 1:
                 raise VersionConflictError(
@@ -704,6 +715,8 @@ class PostgresStore(Store):
         key = {"scope": record.scope, "scope_id": record.scope_id, "name": record.name}
         where = record_where(record.scope, record.scope_id, record.name)
         text = dump_json(record.state, where)
+        texts = [dump_json(e.state, where) for e in history]
+        kept = kept_history(history, texts, self.history_limit, self.history_limit_bytes)
         match = "scope = %(scope)s AND scope_id = %(scope_id)s AND name = %(name)s"
 
         def body(conn: psycopg.Connection) -> None:
@@ -723,9 +736,9 @@ class PostgresStore(Store):
                     f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "
                     f"operation, state, deleted, request_id) "
                     f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(record.scope, record.scope_id, record.name, e.version, e.ts,
-                      e.operation, dump_json(e.state, where), e.deleted, e.request_id)
-                     for e in history])
+                    [(record.scope, record.scope_id, record.name, history[i].version,
+                      history[i].ts, history[i].operation, texts[i], history[i].deleted,
+                      history[i].request_id) for i in kept])
 
         self._maintain(body)
 
