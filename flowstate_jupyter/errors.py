@@ -153,9 +153,9 @@ class FlowStateWarning(UserWarning):
 
 __all__ = [
     "AccessDeniedError", "ConcurrentModificationError", "FlowStateError", "FlowStateWarning",
-    "HistoryNotKeptError", "InvalidIdError", "LoopLimitError", "NotInFlowRunError", "ReadOnlyResourceError",
-    "ResourceAlreadyExistsError", "ResourceConflictError", "ResourceDeletedError",
-    "ResourceNotFoundError", "RunConflictError", "RunStateError", "SchemaError",
-    "StateSchemaConflictError", "StoreError", "UnknownActionError", "ValidationError",
-    "VersionConflictError",
+    "HistoryNotKeptError", "InvalidIdError", "LoopLimitError", "NotInFlowRunError",
+    "ReadOnlyResourceError", "ResourceAlreadyExistsError", "ResourceConflictError",
+    "ResourceDeletedError", "ResourceNotFoundError", "RunConflictError", "RunStateError",
+    "SchemaError", "StateSchemaConflictError", "StoreError", "UnknownActionError",
+    "ValidationError", "VersionConflictError",
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..base.ids import check_id, new_id
 from ..base.names import SESSION_META, is_reserved
@@ -41,6 +41,13 @@ class _Copy:
     name: str
     state: Any
     content: Any  # str, None, or KEEP (no content to set)
+
+
+def _history(store: Store, session_id: str, name: str = "") -> list[HistoryEntry]:
+    """The kept versions of one of the session's records, newest first."""
+    # cast: stores/base.py annotates ``history`` inside a class that has a ``list`` method,
+    # which mypy reads as that method; the value is a plain list of HistoryEntry.
+    return cast("list[HistoryEntry]", store.history("session", session_id, name))
 
 
 def _kept_range(history: list[HistoryEntry]) -> str:
@@ -66,7 +73,7 @@ def _moment(store: Store, session_id: str, version: int | None) -> tuple[int, An
                          f"{current} (its current one), not {version!r}")
     if version == 0 and current == 0:
         return 0, None, None, True
-    history = store.history("session", session_id)
+    history = _history(store, session_id)
     wanted = 1 if version == 0 else version
     entry = next((e for e in history if e.version == wanted), None)
     if entry is None:
@@ -89,7 +96,7 @@ def _at(store: Store, record: Record, when: float | None, inclusive: bool,
 
     if before(record.updated_at):  # unchanged since: the record itself
         return None if record.deleted else _Copy(record.name, record.state, record.content)
-    history = store.history("session", session_id, record.name)
+    history = _history(store, session_id, record.name)
     entry = next((e for e in history if before(e.ts)), None)
     if entry is None:
         if history and history[-1].version == 1:  # the whole history is kept: it came later

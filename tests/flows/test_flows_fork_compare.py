@@ -101,7 +101,7 @@ def mem_small():
     store.close()
 
 
-# -- fork -----------------------------------------------------------------------------------------------
+# -- fork ------------------------------------------------------------------------------------------
 
 def test_fork_at_a_past_version_copies_state_and_resources_as_of_that_version(flow, backend):
     store = backend.open()  # memory, SQLite and PostgreSQL
@@ -198,7 +198,7 @@ def test_fork_when_a_resources_old_version_was_pruned_names_the_resource(flow, m
         s.resources.plan.push_state("steps", str(n))
     s.inc_state(count=1)
     before = fingerprint(mem_small)
-    with pytest.raises(fs.HistoryNotKeptError, match="resource 'plan'.*no longer kept"):
+    with pytest.raises(fs.HistoryNotKeptError, match=r"resource 'plan'.*no longer kept"):
         s.fork("old", at_version=1)
     assert fingerprint(mem_small) == before
     assert s.fork("now").resources.plan.state.steps == [str(n) for n in range(10)]
@@ -249,9 +249,10 @@ def test_a_forks_parent_is_seen_from_another_process(flow, tmp_path):
         "def noop(value):\n"
         "    return value\n"
         "flow = fs.define_flow(kind='forky', actions={'noop': noop})\n"
-        "print(json.dumps({'parent': flow.session('child', store=store).parent,\n"
-        "                  'sessions': {i['id']: i['parent'] for i in flow.sessions(store=store)},\n"
-        "                  'state': flow.session('child', store=store).state_dict()}))\n",
+        "child = flow.session('child', store=store)\n"
+        "tree = {i['id']: i['parent'] for i in flow.sessions(store=store)}\n"
+        "print(json.dumps({'parent': child.parent, 'sessions': tree,\n"
+        "                  'state': child.state_dict()}))\n",
         url)
     seen = json.loads(out.stdout)
     assert seen["parent"] == ["s1", 2]
@@ -259,7 +260,7 @@ def test_a_forks_parent_is_seen_from_another_process(flow, tmp_path):
     assert seen["state"] == {"mode": "agent", "count": 1}
 
 
-# -- compare ----------------------------------------------------------------------------------------------
+# -- compare ---------------------------------------------------------------------------------------
 
 def test_compare_lists_exactly_the_fields_that_differ(flow, store):
     s = build_history(flow, store)
