@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 import flowstate_jupyter as fs
 
 HOSTILE = 'loud "one" [x]'
-UNICODE = "ünï <b>cøde</b> %% end"
+UNICODE = "ünï <b>cøde</b> %% end #quot; &amp; 💥"
 
 
 class ModeState(BaseModel):

@@ -58,11 +58,6 @@ def _resources_view(handle: Any) -> dict[str, Any]:
     return views
 
 
-def _label(session: Any) -> str:
-    handle = scope_handles(session)["session"]
-    return f"{handle.id} (v{handle.version})"
-
-
 def _view(session: Any) -> dict[str, Any]:
     handle = scope_handles(session)["session"]
     return {"state": handle.state_dict(), "resources": _resources_view(handle),
@@ -73,13 +68,15 @@ def _view(session: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The differences between two sessions (see the module docstring); ``a`` / ``b`` name them.
+    """The differences between two sessions (see the module docstring).
 
+    ``a`` / ``b`` are the session ids, ``versions`` their state versions when compared.
     ``bool(comparison)`` is true when they differ anywhere.
     """
 
     a: str
     b: str
+    versions: tuple[int, int]
     state: list[FieldChange]
     resources: list[FieldChange]
     client_data: list[FieldChange]
@@ -121,16 +118,20 @@ class Comparison:
             out.append(Section(title, self._rows(attr), summary))
         return out
 
+    def _columns(self) -> tuple[str, str]:
+        return f"{self.a} (v{self.versions[0]})", f"{self.b} (v{self.versions[1]})"
+
     def _title(self) -> str:
-        return f"compare session {self.a} with {self.b}"
+        left, right = self._columns()
+        return f"compare session {left} with {right}"
 
     def _repr_html_(self) -> str:
         subtitle = "equal" if self.equal else "differing fields marked ≠"
-        return side_by_side_html(self._title(), self.a, self.b, self._sections(), subtitle)
+        return side_by_side_html(self._title(), *self._columns(), self._sections(), subtitle)
 
     def text(self) -> str:
         """Side by side as text, then every field change (``~ path: a -> b``)."""
-        lines = [side_by_side_text(self._title(), self.a, self.b, self._sections())]
+        lines = [side_by_side_text(self._title(), *self._columns(), self._sections())]
         for attr, title in _SECTIONS:
             changes = getattr(self, attr)
             if changes:
@@ -146,7 +147,8 @@ def compare(a: Any, b: Any) -> Comparison:
     """Compare sessions ``a`` and ``b`` (from ``flow.session(...)``) in state, resources and
     client data; see :class:`Comparison`. The sessions may belong to different users or flows.
     """
+    handles = [scope_handles(s)["session"] for s in (a, b)]
     views = (_view(a), _view(b))
     changes = {attr: diff(views[0][attr], views[1][attr]) for attr, _ in _SECTIONS}
-    return Comparison(_label(a), _label(b), changes["state"], changes["resources"],
-                      changes["client_data"], views)
+    return Comparison(handles[0].id, handles[1].id, (handles[0].version, handles[1].version),
+                      changes["state"], changes["resources"], changes["client_data"], views)

@@ -130,7 +130,7 @@ def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
         options[match.group(1)] = match.group(2)
         kept.append(line[start:match.start()])
         start = match.end()
-    rest = " ".join(kept + [line[start:]])
+    rest = " ".join([*kept, line[start:]])
     tokens = rest.split(None, 1)
     traceback = False
     while tokens and tokens[0] in ("-t", "--traceback"):
@@ -166,9 +166,9 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
         return copy
     if isinstance(value, list) and head.lstrip("-").isdigit() and \
             -len(value) <= int(head) < len(value):
-        copy = list(value)
-        copy[int(head)] = _deep_set(value[int(head)], rest, new, label)
-        return copy
+        items = list(value)
+        items[int(head)] = _deep_set(value[int(head)], rest, new, label)
+        return items
     raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
 
 
@@ -189,6 +189,11 @@ class FlowStateMagics(Magics, Configurable):
         self.kernel = kernel
 
     # -- plumbing -----------------------------------------------------------------------------
+    def _user_ns(self) -> dict:
+        """The namespace of the shell these magics belong to (always set once loaded)."""
+        assert self.shell is not None, "the magics are not attached to a shell"
+        return self.shell.user_ns
+
     def _guard(self, show_traceback: bool, fn: Callable[[], Any]) -> Any:
         """Run ``fn``; turn library errors into one-line UsageErrors unless asked not to."""
         if show_traceback or self.traceback:
@@ -503,7 +508,8 @@ class FlowStateMagics(Magics, Configurable):
         return compare(*sessions)
 
     # -- %%flow and %flow ---------------------------------------------------------------------
-    @cell_magic("flow")
+    # IPython's stubs type these decorators' argument as Never: nothing would pass them.
+    @cell_magic("flow")  # type: ignore[arg-type]
     def flow_cell(self, line: str, cell: str) -> Any:
         """Define a flow in Python and register it: ``%%flow NAME``.
 
@@ -511,17 +517,18 @@ class FlowStateMagics(Magics, Configurable):
         one flow the cell bound to a name. It is registered under NAME, bound to NAME, becomes
         current, and its summary is shown.
         """
-        raw, _, show_tb = _take_options(line)
+        raw, _, _show_tb = _take_options(line)
         name = raw.strip()
         if not name.isidentifier():
             raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
         from ..flows.flow import Flow
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         before = {k: v for k, v in ns.items() if isinstance(v, Flow)}
         tree = ast.parse(cell)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body[-1].value)
+            tree.body.pop()
         exec(compile(tree, "<%%flow>", "exec"), ns)
         value = eval(compile(last, "<%%flow>", "eval"), ns) if last is not None else None
         if isinstance(value, Flow):
@@ -546,7 +553,7 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
-    @line_magic("flow")
+    @line_magic("flow")  # type: ignore[arg-type]
     def flow_line(self, line: str = "") -> Any:
         """Run and inspect registered flows.
 
@@ -578,10 +585,10 @@ class FlowStateMagics(Magics, Configurable):
         if verb == "runs":
             session = kernel.session(options.get("flow"))
             runs = session.runs(limit=int(options.get("limit", 20)))
-            rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
-                     h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
+            run_rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
+                         h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
             return Table(f"runs of session {session.id!r}",
-                         ("request", "action", "status", "started", "output / error"), rows)
+                         ("request", "action", "status", "started", "output / error"), run_rows)
         if verb == "ui":
             from .widgets import FlowRunner
             name = rest or options.get("flow")
@@ -596,7 +603,8 @@ class FlowStateMagics(Magics, Configurable):
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
         if not action:
-            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. %flow run chat {\"message\": \"hi\"}")
+            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. "
+                             "%flow run chat {\"message\": \"hi\"}")
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         payload = parse_value(input_text) if input_text.strip() else None
@@ -607,7 +615,7 @@ class FlowStateMagics(Magics, Configurable):
         progress = _Progress()
         result = session.run(action, payload, on_event=progress.on_event)
         progress.close()
-        self.shell.user_ns["_"] = result
+        self._user_ns()["_"] = result
         after = _flat_client(session)
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         display(_RunSummary(result, changed))
@@ -654,7 +662,7 @@ class _Progress:
     """A progress bar for long runs (widget in a front end, text lines elsewhere)."""
 
     def __init__(self) -> None:
-        self._bar = None
+        self._bar: Any = None  # an ipywidgets.IntProgress once the first progress event comes
 
     def on_event(self, event: dict) -> None:
         if event.get("type") != "progress":

@@ -266,7 +266,8 @@ def test_compare_lists_exactly_the_fields_that_differ(flow, store):
     s = build_history(flow, store)
     old = s.fork("old", at_version=1)
     comparison = fs.compare(s, old)
-    assert comparison.a == "s1 (v3)" and comparison.b == "old (v1)"
+    assert (comparison.a, comparison.b, comparison.versions) == ("s1", "old", (3, 1))
+    assert comparison.text().startswith("compare session s1 (v3) with old (v1)")
     assert comparison.state == [FieldChange(("count",), 2, 0)]
     assert comparison.resources == [
         FieldChange(("plan", "state", "steps"), ["a", "b"], ["a"]),
