@@ -9,9 +9,10 @@ system user when that is missing).
 
 ``TempPostgres(bindir, durable=True)`` keeps fsync, ``synchronous_commit`` and
 ``full_page_writes`` on, so a crash loses nothing the server acknowledged: the server the crash
-tests kill. ``crash()`` kills it with SIGKILL (the postmaster alone, or every server process at
-once) and waits until all its processes are gone; ``restart()`` starts it again on the same port,
-running crash recovery.
+tests kill (its folder is in ``/dev/shm`` when there is one, so its fsyncs are cheap).
+``crash()`` kills it with SIGKILL (the postmaster alone, or every server process at once) and
+waits until all its processes are gone; ``restart()`` starts it again on the same port, running
+crash recovery.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class TempPostgres:
         self.user = _server_user()
         self.dir: Path | None = None
         self.port: int | None = None
+        self.url: str | None = None
         self.started = False
 
     @property
@@ -153,7 +155,8 @@ class TempPostgres:
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
             raise ServerError(f"{last_error}\n{tail}")
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, DATABASE)
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+        self.url = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+        return self.url
 
     def _pg_ctl_start(self) -> None:
         durability = "on" if self.durable else "off"

@@ -31,7 +31,7 @@ from _helpers import ROOT, python_env, wait_for
 
 import _pg
 from flowstate_jupyter.errors import StoreError
-from flowstate_jupyter.stores.base import Change, HistoryEntry, Record
+from flowstate_jupyter.stores.base import HistoryEntry, Record
 
 pytestmark = pytest.mark.postgres
 
@@ -56,7 +56,7 @@ def server():
             pytest.fail(f"crash tests cannot run under CI=true: {problem}", pytrace=False)
         pytest.skip(f"crash tests skipped: {problem} (with CI=true this fails instead)")
     pg = _pg.TempPostgres(bindir, durable=True)
-    pg.url = pg.start()
+    pg.start()
     try:
         yield pg
     finally:
@@ -459,8 +459,9 @@ def test_every_write_acknowledged_through_sixty_server_kills_is_stored_exactly_o
             assert wait_for(lambda: writers.acked >= target, timeout=60), \
                 f"no writes acknowledged after restart {kills}"
             time.sleep(rng.uniform(0.0, 0.15))
-            # The postmaster alone (its backends finish what they are doing, then exit), or
-            # every server process at once (their unwritten WAL is lost).
+            # The postmaster alone (its backends finish the statement they are running, a
+            # COMMIT included, then exit), or every server process at once (a COMMIT under way
+            # dies with its backend).
             crash_and_restart(server, everything=kills % 2 == 1)
             kills += 1
         target = writers.acked + 20  # and writes go on after the last restart
