@@ -9,6 +9,9 @@ server, which turns them off for speed and would legitimately lose acknowledged 
 * A write whose ``COMMIT`` dies with the server, and whose transaction id the restarted server
   hands to another writer, is not reported stored unless it is (the server's ``txid_status`` then
   says "committed" about someone else's transaction).
+* Without a crash: a lost ``COMMIT`` the write's own rows cannot decide (the change log was
+  pruned past it) raises "the outcome is unknown"; a collection create that also evicts resolves
+  through its first row; a restore whose reply was lost says its outcome is unknown.
 * A loop of 60 kills (SIGKILL) while several processes write (``inc_state``, ``set_state``,
   ``patch_state``): afterwards a fresh store object finds every acknowledged write exactly once,
   nothing that was reported not stored, and each write whose outcome was reported unknown at
@@ -215,22 +218,27 @@ def test_a_commit_lost_while_the_server_stays_down_raises_outcome_unknown(server
 
 # -- deterministic, no crash: when the write's own rows cannot decide --------------------------
 
-def lose_commit(store_cls, *, before_resolve=None):
-    """A subclass whose next COMMIT loses its connection before reaching the server; then
-    ``before_resolve()`` runs, as other writers would, before the store looks for its rows."""
+def lose_commit(store_cls, *, when: str = "before", before_resolve=None):
+    """A subclass whose next COMMIT loses its connection ``before`` reaching the server (which
+    rolls back) or ``after`` it committed; then ``before_resolve()`` runs, as other writers
+    would, before the store looks for its rows."""
     import psycopg
 
     class LosesCommit(store_cls):
         armed = False
+        commits = 0
 
         def _commit(self, conn):
+            type(self).commits += 1
             if not type(self).armed:
                 return super()._commit(conn)
             type(self).armed = False
-            conn.close()  # the server rolls the transaction back
+            if when == "after":
+                super()._commit(conn)
+            conn.close()
             if before_resolve is not None:
                 before_resolve()
-            raise psycopg.OperationalError("simulated: connection lost during COMMIT")
+            raise psycopg.OperationalError(f"simulated: connection lost {when} COMMIT")
 
     return LosesCommit
 
@@ -268,6 +276,35 @@ def test_a_lost_commit_of_the_first_write_in_a_fresh_store_runs_once_more(server
         store.close()
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_collection_create_that_evicts_and_loses_its_commit_evicts_and_creates_once(
+        server, schema, when):
+    import flowstate_jupyter as fs
+    from flowstate_jupyter.stores.postgres import PostgresStore
+    cls = lose_commit(PostgresStore, when=when)
+    store = open_pg(server, schema, cls)
+    try:
+        definition = fs.define_resource_collection(pattern="files/*", max_instances=2,
+                                                   eviction="oldest")
+        files = fs.ScopeHandle(store, S, "s1", resources={"files": definition}).resources.files
+        files.create("files/a")
+        files.create("files/b")
+        cls.armed = True  # this create's transaction also deletes files/a, to make room
+        files.create("files/c")
+        assert cls.commits == (4 if when == "before" else 3)  # run again only if not stored
+        fresh = open_pg(server, schema)
+        try:
+            live = [r.name for r in fresh.list(S, "s1")]
+            assert live == ["files:files/b", "files:files/c"]
+            assert [h.version for h in fresh.history(S, "s1", "files:files/a")] == [2, 1]
+            assert [h.version for h in fresh.history(S, "s1", "files:files/c")] == [1]
+            assert len(fresh.changes()) == 4  # a and b created, a deleted, c created
+        finally:
+            fresh.close()
+    finally:
+        store.close()
+
+
 def test_a_restore_whose_commit_reply_was_lost_says_the_outcome_is_unknown(server, schema):
     import psycopg
 
@@ -296,7 +333,7 @@ def test_a_restore_whose_commit_reply_was_lost_says_the_outcome_is_unknown(serve
         store.close()
 
 
-# -- the kill loop ------------------------------------------------------------------------------
+# -- the kill loop -----------------------------------------------------------------------------
 
 WRITER = r"""
 import json, os, random, sys, threading
