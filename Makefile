@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: test lab bench clean
+.PHONY: test lint lab bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ comma := ,
 ## tests included; they skip locally with a hint when the server or browser is missing).
 test: $(VENV)/.stamp-test+postgres+e2e+lab
 	$(PY) tests/run_tests.py $(ARGS)
+
+## make lint: ruff (style and likely bugs) over the repository, then mypy over the package;
+## both read their settings from pyproject.toml and fail on any finding. The postgres extra is
+## installed too so that mypy checks the PostgreSQL store against psycopg's own types.
+lint: $(VENV)/.stamp-lint+postgres
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## make lab: open JupyterLab on the example notebooks (LAB_ARGS for more options).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -10,8 +10,9 @@ hand-rolled versioned ``sqlite3`` store of ``ops.py`` doing the same patch (``BE
 IMMEDIATE``, ``SELECT``, ``json.loads``, modify, ``json.dumps``, conditional ``UPDATE``,
 ``COMMIT``); its variant that also writes a history and a change-log row is in the note. Calls
 alternate in chunks of five; rows give the medians. Ours validates the whole state with pydantic
-on every write and keeps a full copy of it per history version (100 by default), so its cost and
-its file grow with the state; the note gives the store file's size after the run.
+on every write and keeps a full copy of it per history version (at most 100 versions and 8 MiB
+per record by default), so its cost and its file grow with the state; the note gives the store
+file's size after the run.
 
 **Number of sessions.** A flow's sessions are created by writing, per session, the ``$meta``
 record exactly as ``ensure_session`` shapes it (``{"user", "flow", "created_at"}``) and a small

@@ -96,8 +96,8 @@ def run_module(name: str, quick: bool) -> dict:
         try:
             proc = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--child", name, str(out)],
-                env=env, cwd=str(HERE.parent), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, timeout=TIMEOUT_S[quick])
+                env=env, cwd=str(HERE.parent), capture_output=True, text=True,
+                timeout=TIMEOUT_S[quick])
         except subprocess.TimeoutExpired:
             return {"status": "error", "rows": [], "seconds": TIMEOUT_S[quick],
                     "note": f"timed out after {TIMEOUT_S[quick]} s"}

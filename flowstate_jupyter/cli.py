@@ -32,7 +32,7 @@ from .errors import (
 )
 from .flows import durable
 from .model import html as h
-from .stores import open_store
+from .stores import is_store_file, open_store
 from .stores.base import Store
 from .stores.transfer import export_store, import_store
 
@@ -154,7 +154,13 @@ def cmd_history(store: Store, args: argparse.Namespace, out: _Out) -> int:
     return EXIT_OK
 
 
+def _not_the_store(store: Store, name: str) -> None:
+    if name != "-" and is_store_file(store, name):
+        raise StoreError(f"{name} is the store's own file; give another file name")
+
+
 def cmd_export(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    _not_the_store(store, args.file)
     if args.file == "-":
         count = export_store(store, sys.stdout)
     else:
@@ -166,6 +172,7 @@ def cmd_export(store: Store, args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_import(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    _not_the_store(store, args.file)
     if args.file == "-":
         count = import_store(store, sys.stdin, replace=args.replace)
     else:

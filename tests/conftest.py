@@ -15,7 +15,6 @@ enable them.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterator

@@ -188,9 +188,10 @@ def copy_json(value: Any, *, where: str, path: tuple[Any, ...] = ()) -> Any:
     """
     try:
         return _clone(value)
-    except _NotJSON:
+    except _NotJSON as refused:
         check_json(value, where=where, path=path)
-        raise AssertionError("check_json accepted a value _clone refused")  # pragma: no cover
+        raise AssertionError(  # pragma: no cover
+            "check_json accepted a value _clone refused") from refused
     except RecursionError:
         raise ValidationError(f"{where}: the value is nested too deeply to store",
                               where=where, path=path, reason="nested too deeply") from None
@@ -207,7 +208,7 @@ def json_equal(a: Any, b: Any) -> bool:
     """
     if a is b:
         return True
-    if not a == b:
+    if a != b:
         return False
     return _same_bools(a, b)
 
@@ -236,8 +237,10 @@ def _make_encoder() -> Callable[[Any], str]:
     Circular structures surface as ``RecursionError`` (there is no marker dict to share
     safely between threads).
     """
-    from json.encoder import c_make_encoder, encode_basestring
+    from json.encoder import encode_basestring
 
+    # Undocumented (typeshed does not declare it), hence getattr; None without the accelerator.
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # a Python built without the _json accelerator
         return json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -86,7 +87,7 @@ def _awaitable(value: Any) -> bool:
 
 def _is_async(fn: Callable) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None))
+        getattr(fn, "__call__", None))  # noqa: B004 - asks if __call__ is async, not if callable
 
 
 class _Fn:
@@ -387,10 +388,11 @@ def router(name: str | None = None, routes: Sequence[Block] | None = None,
                    project_state=project_state, sequencer_state=sequencer_state,
                    session_resources=session_resources, user_resources=user_resources,
                    project_resources=project_resources, description=description)
-    if route is None:
-        return lambda fn: Router(name or getattr(fn, "__name__", "router"), routes, fn,
-                                 **options)
-    return Router(name or getattr(route, "__name__", "router"), routes, route, **options)
+
+    def build(fn: Callable) -> Router:
+        return Router(name if name else getattr(fn, "__name__", "router"), routes, fn, **options)
+
+    return build if route is None else build(route)
 
 
 # ---------------------------------------------------------------------------- sequencer steps
@@ -503,7 +505,7 @@ async def _traced_map(log: RunLog, at: str, fn: _Fn, value: Any, ctx: Context) -
     return out
 
 
-async def _run_limited(jobs: list[Callable[[], Awaitable[Any]]], limit: int | None,
+async def _run_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int | None,
                        on_done: Callable[[int], None]) -> list[Any]:
     """Run ``jobs`` with at most ``limit`` in flight; results in order.
 
@@ -607,7 +609,7 @@ class _ForEach(_Step):
             ctx.emit("progress", {"done": done, "total": total, "block": block.name})
 
         at = f"{self.prefix}{block.name}"
-        jobs = [(lambda item=item, k=k: block.run(item, inner, f"{at}[{k}]"))
+        jobs = [functools.partial(block.run, item, inner, f"{at}[{k}]")
                 for k, item in enumerate(items)]
         return await _run_limited(jobs, self.limit, progress)
 
@@ -718,15 +720,16 @@ class Sequencer(Block):
         return self
 
     def _absorb(self, child: Block) -> None:
-        if self._instance is None:
+        instance, state = self._instance, self.instance_state  # both set, or neither
+        if instance is None or state is None:
             return super()._absorb(child)
         if not isinstance(child, Block):
             super()._absorb(child)  # raises the helpful TypeError
         if any(b is self for b in child.walk()):
             raise ValueError(f"{self.source} cannot contain itself")
         kept = self.declarations.absorb_without_sequencer(child.declarations)
-        self._instance.absorb(kept)
-        self._instance.check_defaults("sequencer", settled=self.instance_state.model_fields)
+        instance.absorb(kept)
+        instance.check_defaults("sequencer", settled=state.model_fields)
 
     def then(self, first: Any, block: Block | None = None) -> Sequencer:
         """Run ``block`` on the current value: ``then(block)``, or ``then(connector, block)``

@@ -19,6 +19,7 @@ from ..base.ids import check_id
 from ..base.names import REQUEST, SESSION_META
 from ..errors import AccessDeniedError
 from ..stores.base import Change, Record, Store
+from .forking import meta_parent
 
 __all__ = ["ensure_session", "list_runs", "list_sessions"]
 
@@ -27,9 +28,9 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
                    request_id: str | None = None) -> str:
     """Check (or create) the ``$meta`` record of a session; return the session's user.
 
-    ``user=None`` means the session's owner if it exists, else the current user (``base.env.current_user``). Raises
-    :class:`AccessDeniedError` when the session belongs to another user or flow kind; nothing is
-    written then.
+    ``user=None`` means the session's owner if it exists, else the current user
+    (``base.env.current_user``). Raises :class:`AccessDeniedError` when the session belongs to
+    another user or flow kind, or its record names no owner; nothing is written then.
     """
     check_id(session_id, "session id")
     if user is not None:
@@ -60,6 +61,10 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
         raise AccessDeniedError(f"session {session_id!r} belongs to flow {kind!r}, not "
                                 f"{flow_kind!r}; a session serves one flow kind, so use another "
                                 f"session id (or none, for a new one)")
+    if not isinstance(owner, str):  # written by hand or damaged: no user to run as
+        raise AccessDeniedError(f"session {session_id!r} has no owner in its {SESSION_META} "
+                                f"record (found user {owner!r}); use another session id (or none, "
+                                f"for a new one)")
     if user is not None and owner != user:
         raise AccessDeniedError(f"session {session_id!r} belongs to user {owner!r}, not "
                                 f"{user!r}; use another session id (or none, for a new one)")
@@ -69,7 +74,8 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
 def list_sessions(store: Store, flow_kind: str, user: str | None = None) -> list[dict]:
     """Sessions of one flow kind (optionally of one user), most recently updated first.
 
-    Each item: ``{"id", "user", "flow", "created_at", "updated_at"}`` (times are Unix seconds).
+    Each item: ``{"id", "user", "flow", "created_at", "updated_at", "parent"}`` (times are Unix
+    seconds; ``parent`` is ``(session id, version)`` for a fork, else ``None``).
     Reads only the ``$meta`` records: one ``store.list`` call.
     """
     out = []
@@ -79,7 +85,8 @@ def list_sessions(store: Store, flow_kind: str, user: str | None = None) -> list
             continue
         out.append({"id": record.scope_id, "user": meta.get("user"), "flow": flow_kind,
                     "created_at": meta.get("created_at", record.created_at),
-                    "updated_at": max(record.updated_at, record.accessed_at)})
+                    "updated_at": max(record.updated_at, record.accessed_at),
+                    "parent": meta_parent(meta)})
     out.sort(key=lambda item: item["updated_at"], reverse=True)
     return out
 

@@ -289,7 +289,7 @@ def merge_state_model(scope: str, declarations: Declarations, *,
                 repeated.add(fname)
             else:
                 first[fname] = info
-    settled = {f: (first[f].annotation, copy.copy(first[f])) for f in repeated}
+    settled: dict[str, Any] = {f: (first[f].annotation, copy.copy(first[f])) for f in repeated}
     try:
         merged = create_model(class_name, __base__=tuple(reversed(bases)),
                               __module__=__name__, **settled)

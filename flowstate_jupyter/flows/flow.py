@@ -50,6 +50,7 @@ from ..base.ids import DEFAULT_PROJECT, SCOPES, check_id, new_id
 from ..errors import InvalidIdError, RunStateError, UnknownActionError
 from ..handles.resources import CollectionDefinition, ResourceDefinition, check_resource_name
 from ..model import schema
+from ..model.graph import FlowGraph
 from ..stores.base import Store
 from ..stores.default import default_store
 from .blocks import Block, Sequencer
@@ -57,6 +58,7 @@ from .bookkeeping import list_sessions
 from .bubbling import Declarations, merge_resources, merge_state_model
 from .client_data import ClientDataContext
 from .durable import claim_resume, list_runs, read_run
+from .graph import flow_graph
 from .runs import Resumption, RunResult, execute, run_sync
 from .sessions import Session
 from .trace import Trace, read_content, trace_from
@@ -389,7 +391,7 @@ class Flow:
                         f"{block.source} is not part of flow {self.kind!r} and declares "
                         f"{s} state the flow does not have ({', '.join(missing)}, from "
                         f"{source}); add the block to one of the flow's actions")
-            for name, (definition, source) in block.declarations.resources(s).items():
+            for name in block.declarations.resources(s):
                 if name not in self._resources[s]:
                     raise ValueError(
                         f"{block.source} is not part of flow {self.kind!r} and uses {s} "
@@ -425,7 +427,8 @@ class Flow:
     def sessions(self, user: str | None = None, *, store: Store | None = None) -> list[dict]:
         """Sessions of this flow kind (optionally one user's), most recently updated first.
 
-        Items: ``{"id", "user", "flow", "created_at", "updated_at"}`` (Unix seconds).
+        Items: ``{"id", "user", "flow", "created_at", "updated_at", "parent"}`` (Unix seconds;
+        ``parent`` is ``(session id, version)`` for a fork, else ``None``: the branch tree).
         """
         return list_sessions(store or default_store(), self.kind, user)
 
@@ -435,10 +438,12 @@ class Flow:
         scopes = {}
         for s in SCOPES:
             model = self._models[s]
+            fields = {} if model is None else {
+                name: {"type": t, "default": _default_text(model, name)}
+                for name, t in schema.field_summary(model).items()}
             scopes[s] = {
                 "model": model.__name__ if model is not None else None,
-                "fields": {name: {"type": t, "default": _default_text(model, name)}
-                           for name, t in schema.field_summary(model).items()},
+                "fields": fields,
                 "resources": {name: _resource_text(d) for name, d in self._resources[s].items()},
                 "client_data": list(self.scopes[s].client_data),
             }
@@ -448,6 +453,12 @@ class Flow:
                                    else None}
                             for name, act in self.actions.items()},
                 "scopes": scopes}
+
+    def graph(self, action: str | None = None) -> FlowGraph:
+        """A picture of the flow (or of one action): blocks, steps, routes, and the state and
+        resources each block declares. Draws itself in JupyterLab; ``.mermaid()`` is the
+        Mermaid source, ``.text()`` a text tree. See ``flows/graph.py``."""
+        return flow_graph(self, action)
 
     def _repr_html_(self) -> str:
         from ..model.display import flow_html
@@ -481,7 +492,7 @@ class Flow:
         return f"<Flow {self.kind!r}: actions {', '.join(self.actions)}>"
 
 
-def _default_text(model: type[BaseModel] | None, name: str) -> str:
+def _default_text(model: type[BaseModel], name: str) -> str:
     info = model.model_fields[name]
     if info.default_factory is not None:
         return f"{getattr(info.default_factory, '__name__', 'factory')}()"

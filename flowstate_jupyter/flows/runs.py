@@ -50,6 +50,7 @@ from ..base.names import SESSION_META
 from ..base.text import short
 from ..errors import RunStateError
 from ..handles.scopes import ScopeHandle
+from ..model.graph import FlowGraph
 from ..stores.base import Record, Store
 from .blocks import Block
 from .bookkeeping import ensure_session
@@ -65,6 +66,7 @@ from .durable import (
     release_slot,
     suspension_record,
 )
+from .graph import result_graph
 from .spec import FlowSpec
 from .trace import RunLog, Suspended, Trace, read_content, trace_rows
 
@@ -100,6 +102,8 @@ class RunResult:
     project: str | None = None
     trace: Trace | None = None
     suspension: Suspension | None = None
+    #: The flow that ran (for :meth:`graph`); ``None`` for a result built by hand.
+    flow: Any = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -118,6 +122,14 @@ class RunResult:
         if self.error is not None:
             raise self.error
         return self.output
+
+    def graph(self) -> FlowGraph:
+        """The picture of the action this run ran, with the path it took marked (from its
+        trace when it has one, else from the block names in its events)."""
+        if self.flow is None:
+            raise ValueError("this RunResult does not know its flow; draw it with "
+                             "flow.graph(action)")
+        return result_graph(self.flow, self)
 
     def _repr_html_(self) -> str:
         from ..model.display import run_html
@@ -413,7 +425,7 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
                      status=record["status"], action=action, user=owner, project=project,
                      trace=log.result_trace() if log is not None else None,
                      suspension=None if suspension is None
-                     else Suspension.from_record(request_id, suspension))
+                     else Suspension.from_record(request_id, suspension), flow=flow)
 
 
 def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, session_id: str,

@@ -26,6 +26,7 @@ from .blocks import Block
 from .bookkeeping import ensure_session, list_runs
 from .client_data import resource_client_data, scope_client_data
 from .durable import read_run
+from .forking import fork_session, parent_of
 from .runs import RunResult
 from .spec import FlowSpec
 from .trace import Trace, read_content, trace_from
@@ -105,8 +106,9 @@ class Session(ScopeHandle):
                               for scope, handle in self._handles().items()}}
 
     # -- history -----------------------------------------------------------------------------------
-    def history(self, scope: str = "session", limit: int | None = 20, *,
-                resource: str | None = None) -> list[HistoryEntry]:
+    def history(  # type: ignore[override]  # public s.history(scope, limit); handles take limit=
+            self, scope: str = "session", limit: int | None = 20, *,
+            resource: str | None = None) -> list[HistoryEntry]:
         """Kept versions of a scope's state (or of one of its resources), newest first.
 
         Each entry has ``version``, ``ts`` (Unix time), ``operation``, ``state``, ``deleted``
@@ -126,7 +128,7 @@ class Session(ScopeHandle):
             return target.history(limit=limit)
         return ScopeHandle.history(handle, limit=limit)
 
-    # -- running -------------------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------------------
     def run(self, action: str, input: Any = None, **options: Any) -> RunResult:
         """Run one of the flow's actions on this session (same as ``flow.run(..., session=id)``)."""
         return self.flow.run(action, input, session=self.id, user=self.user.id,
@@ -153,6 +155,25 @@ class Session(ScopeHandle):
         if record.state.get("session") != self.id:
             raise RunStateError(f"run {request_id} is not a run of session {self.id!r}")
         return trace_from(request_id, read_content(record.content).get("trace"))
+
+    # -- branching -----------------------------------------------------------------------------
+    def fork(self, new_id: str | None = None, *, at_version: int | None = None) -> Session:
+        """A new session of the same flow and user, starting from this one's session state at
+        state version ``at_version`` (default: now) and its session resources as they were at
+        that version's time. User and project scopes are shared, as always. The new session's
+        ``parent`` is ``(this id, version)``. Raises :class:`HistoryNotKeptError` when a version
+        it needs was pruned from history (nothing is written then). See ``forking.py``.
+        """
+        target, _ = fork_session(self._store, self.id, new_id, at_version=at_version,
+                                 user=self._owner, flow_kind=self.flow.kind)
+        return Session(self.flow, self._store, target, user=self._owner,
+                       project=self._project_id)
+
+    @property
+    def parent(self) -> tuple[str, int] | None:
+        """``(session id, state version)`` this session was forked from; ``None`` if it was
+        not forked. Read from the store, so every process sees it."""
+        return parent_of(self._store, self.id)
 
     def _repr_html_(self) -> str:
         from ..model.display import session_html

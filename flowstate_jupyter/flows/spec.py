@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 
 from ..handles.resources import CollectionDefinition, ResourceDefinition
+from ..stores.base import Store
 
 if TYPE_CHECKING:
     from .blocks import Block
@@ -31,8 +32,16 @@ class FlowSpec(Protocol):
 
     def root_sequencer_model(self, block: Block) -> tuple[type[BaseModel] | None, bool]: ...
 
-    def run(self, action: str, input: Any = None, **options: Any) -> Any: ...
+    # The options of Flow.run, spelled out (a ``**options`` here would oblige a flow to take any
+    # keyword). They return a RunResult, which lives in runs.py, above this module.
+    def run(self, action: str, input: Any = None, *, user: str | None = None,
+            session: str | None = None, project: str = ..., store: Store | None = None,
+            on_event: Callable[[dict], None] | None = None) -> Any: ...
 
-    async def arun(self, action: str, input: Any = None, **options: Any) -> Any: ...
+    async def arun(self, action: str, input: Any = None, *, user: str | None = None,
+                   session: str | None = None, project: str = ..., store: Store | None = None,
+                   on_event: Callable[[dict], None] | None = None) -> Any: ...
 
-    def run_block(self, block: Block, input: Any = None, **options: Any) -> Any: ...
+    def run_block(self, block: Block, input: Any = None, *, user: str | None = None,
+                  session: str | None = None, project: str = ..., store: Store | None = None,
+                  on_event: Callable[[dict], None] | None = None) -> Any: ...

@@ -207,7 +207,8 @@ class TypedRecord:
                 path: str | None = None, content: Any = KEEP, force: bool = False,
                 create: Callable[[dict], dict] | None = None,
                 guard: Callable[[Record | None], None] | None = None,
-                changed: Iterable[str] | None = None, user_code: bool = False) -> bool:
+                changed: Iterable[str] | schema.AllFields | None = None,
+                user_code: bool = False) -> bool:
         """Compute the new state from the current one, validate, commit (see the module doc).
 
         ``create`` (if given) computes the state instead of ``compute`` when there is no live
@@ -243,7 +244,8 @@ class TypedRecord:
             else:
                 new = validate(compute(current), where, changed)
             unchanged = ops.json_equal(new, current) and (
-                content is KEEP or content == (record.content if existed else None))
+                content is KEEP
+                or content == (record.content if existed and record is not None else None))
             if unchanged and (existed or (record is None and not force)):
                 return None  # the no-op guard
             outcome[:] = (current, new, not existed)
@@ -257,7 +259,8 @@ class TypedRecord:
 
     def _commit_known(self, known: Record, operation: str, compute: Callable[[dict], dict],
                       delta: Any, path: str | None, content: Any,
-                      changed: Iterable[str] | None, where: str, tag: Any = None) -> bool:
+                      changed: Iterable[str] | schema.AllFields | None, where: str,
+                      tag: Any = None) -> bool:
         """The fast path: compute from the record this handle last wrote, without reading, and
         commit only if it is still the stored one (``Store.commit_next``).
 
@@ -272,7 +275,7 @@ class TypedRecord:
             if ops.json_equal(new, current) and (content is KEEP or content == known.content):
                 return False
             change = self._change(operation, new, delta, path, content, True, where, tag)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the ordinary path decides, on the stored record
             return False
         record = self._store.commit_next(known, change)
         if record is None:
@@ -344,7 +347,7 @@ class TypedRecord:
             path=f"{field}.{key}", changed=(field,))
 
     def atomic_state(self, fn: Callable[[Any], dict | None]) -> bool:
-        """``fn(snapshot)`` returns a partial dict that is merged; re-run on conflict (keep it pure)."""
+        """``fn(snapshot)`` returns a partial dict to merge; re-run on conflict (keep it pure)."""
         delta: dict[str, Any] = {}
 
         def compute(current: dict) -> dict:

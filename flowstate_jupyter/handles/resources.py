@@ -180,8 +180,8 @@ def _compile_pattern(pattern: Any) -> re.Pattern:
             parts.append(r"[^/]+(?:/[^/]+)*")
         elif segment == "*":
             parts.append(r"[^/]+")
-        elif _PARAM.fullmatch(segment):
-            parts.append(f"(?P<{_PARAM.fullmatch(segment).group(1)}>[^/]+)")
+        elif param := _PARAM.fullmatch(segment):
+            parts.append(f"(?P<{param.group(1)}>[^/]+)")
         elif segment in ("", ".", "..") or any(c in segment for c in "*[]") \
                 or _BAD_KEY_CHARS.search(segment):
             raise InvalidIdError(f"invalid collection pattern {pattern!r}: segment {segment!r}; "
@@ -275,14 +275,13 @@ class ResourceHandle(TypedRecord):
             self._first_version = self._prepare_create(record)
 
     def _after_commit(self, before: dict, after: dict, created: bool) -> None:
-        d = self.definition
-        if not isinstance(d, CollectionDefinition):
+        key, d = self._key, self.definition
+        if key is None or not isinstance(d, CollectionDefinition):  # a plain resource
             return
         if created and d.on_created:
-            d.on_created(self._key, schema.snapshot(d.state, after))
+            d.on_created(key, schema.snapshot(d.state, after))
         elif not created and d.on_updated:
-            d.on_updated(self._key, schema.snapshot(d.state, after),
-                         schema.snapshot(d.state, before))
+            d.on_updated(key, schema.snapshot(d.state, after), schema.snapshot(d.state, before))
 
     @property
     def exists(self) -> bool:
@@ -349,8 +348,9 @@ class ResourceHandle(TypedRecord):
         if record is None:
             return False
         self._version = record.version
-        if isinstance(self.definition, CollectionDefinition) and self.definition.on_deleted:
-            self.definition.on_deleted(self._key)
+        d = self.definition
+        if self._key is not None and isinstance(d, CollectionDefinition) and d.on_deleted:
+            d.on_deleted(self._key)
         return True
 
     def _delete_event(self) -> dict:
@@ -615,10 +615,12 @@ class Resources(Mapping[str, Any]):
             known = ", ".join(self._definitions) or "none"
             raise ResourceNotFoundError(f"{self._scope} has no resource {name!r}; "
                                         f"defined: {known}")
-        cls = CollectionHandle if isinstance(definition, CollectionDefinition) \
-            else ResourceHandle
-        handle = cls(self._store, self._scope, self._scope_id, name, definition,
-                     request_id=self._request_id)
+        if isinstance(definition, CollectionDefinition):
+            handle = CollectionHandle(self._store, self._scope, self._scope_id, name, definition,
+                                      request_id=self._request_id)
+        else:
+            handle = ResourceHandle(self._store, self._scope, self._scope_id, name, definition,
+                                    request_id=self._request_id)
         self._handles[name] = handle
         return handle
 

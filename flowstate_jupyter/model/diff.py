@@ -13,7 +13,7 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One changed leaf: ``path`` like ``("steps", 2)``; ``old``/``new`` are ``MISSING`` when absent."""
+    """One changed leaf at ``path`` (``("steps", 2)``); an absent ``old``/``new`` is ``MISSING``."""
 
     path: tuple
     old: Any
@@ -50,12 +50,12 @@ def diff(old: Any, new: Any, path: tuple = ()) -> list[FieldChange]:
     if isinstance(old, dict) and isinstance(new, dict):
         changes: list[FieldChange] = []
         for key in list(old) + [k for k in new if k not in old]:
-            changes += diff(old.get(key, _MISSING), new.get(key, _MISSING), path + (key,))
+            changes += diff(old.get(key, _MISSING), new.get(key, _MISSING), (*path, key))
         return changes
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         changes = []
         for index, (a, b) in enumerate(zip(old, new)):
-            changes += diff(a, b, path + (index,))
+            changes += diff(a, b, (*path, index))
         return changes
     if old is _MISSING and new is _MISSING:
         return []

@@ -153,7 +153,7 @@ def _cached_info(model: type[BaseModel]) -> _Info:
     fields = tuple(model.model_fields)
     has_aliases = any(f.alias or f.validation_alias for f in model.model_fields.values())
     # States are stored by field name; with aliases, accept names too.
-    kwargs = {"by_alias": True, "by_name": True} if has_aliases else {}
+    kwargs: dict[str, Any] = {"by_alias": True, "by_name": True} if has_aliases else {}
     return _Info(
         fields=fields,
         field_set=frozenset(fields),
@@ -331,7 +331,8 @@ def validator(model: _Model) -> Validator:
     try:
         return _cached_validator(model)
     except TypeError:  # unhashable, so not a model class: let _info say so
-        _info(model)
+        if model is not None:
+            _info(model)
         raise
 
 
@@ -374,7 +375,17 @@ def _cached_validator(model: _Model) -> Validator:
 Validator = Callable[..., dict]
 """``(data, where, changed=None) -> dict``: see :func:`validator`."""
 
-ALL_FIELDS = object()
+
+class AllFields:
+    """The type of :data:`ALL_FIELDS`, so that ``changed`` can be typed."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ALL_FIELDS"
+
+
+ALL_FIELDS = AllFields()
 """``changed=ALL_FIELDS``: any field may differ (a whole new state), but each must be there."""
 
 _ABSENT = object()
@@ -403,8 +414,8 @@ def _plain_field_checks(model: type[BaseModel]) -> dict[str, Callable[[Any], boo
         return {}
     if not set(model.model_config) <= _NEUTRAL_CONFIG \
             or model.model_post_init is not BaseModel.model_post_init \
-            or model.__get_pydantic_core_schema__.__func__ \
-            is not BaseModel.__get_pydantic_core_schema__.__func__:
+            or _function_of(model.__get_pydantic_core_schema__) \
+            is not _function_of(BaseModel.__get_pydantic_core_schema__):
         return {}
     checks = {}
     for name, field in model.model_fields.items():
@@ -415,6 +426,11 @@ def _plain_field_checks(model: type[BaseModel]) -> dict[str, Callable[[Any], boo
         if check is not None:
             checks[name] = check
     return checks
+
+
+def _function_of(method: Callable[..., Any]) -> Any:
+    """The function under a bound (class)method, to tell whether a subclass overrides it."""
+    return getattr(method, "__func__", method)
 
 
 def _plain_check(annotation: Any) -> Callable[[Any], bool] | None:
@@ -438,11 +454,11 @@ def _plain_check(annotation: Any) -> Callable[[Any], bool] | None:
             return None
         return lambda value: type(value) is list and all(map(item, value))
     if origin is dict and len(args) == 2 and args[0] is str:
-        item = _plain_check(args[1])
-        if item is None:
+        entry = _plain_check(args[1])
+        if entry is None:
             return None
         return lambda value: type(value) is dict and all(
-            type(k) is str and item(v) for k, v in value.items())
+            type(k) is str and entry(v) for k, v in value.items())
     return None
 
 
@@ -500,7 +516,7 @@ def read_state(model: _Model, stored: dict | None, *, where: str, version: int) 
         try:
             return model.model_validate(candidate, **info.validate_kwargs).model_dump(mode="json")
         except PydanticValidationError as exc:
-            failed: dict[str, str] = {}
+            failed: dict[str | int, str] = {}
             for err in exc.errors(include_url=False):
                 loc = tuple(err["loc"])
                 if not loc or loc[0] not in candidate:
@@ -556,7 +572,8 @@ def _frozen(model: type[BaseModel]) -> type[BaseModel]:
         "__doc__": model.__doc__,
         "__eq__": _snapshot_eq,
     }
-    return type(model)(model.__name__, (model,), namespace)  # pydantic adds a frozen __hash__
+    metaclass: Callable[..., type[BaseModel]] = type(model)
+    return metaclass(model.__name__, (model,), namespace)  # pydantic adds a frozen __hash__
 
 
 def snapshot(model: _Model, data: dict) -> Any:

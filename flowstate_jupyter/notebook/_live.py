@@ -44,8 +44,9 @@ class Live:
             return
         try:
             self._refresh()
-        except Exception as exc:  # a view that cannot refresh must not kill the thread quietly
-            warnings.warn(f"flowstate view refresh failed: {exc!r}", RuntimeWarning)
+        except Exception as exc:  # noqa: BLE001 - a failed refresh must not end the thread quietly
+            # (stacklevel 1: this timer thread has no caller to point at)
+            warnings.warn(f"flowstate view refresh failed: {exc!r}", RuntimeWarning, stacklevel=1)
 
     def close(self) -> None:
         self._closed = True

@@ -25,11 +25,12 @@ from ..base.ids import check_id
 from ..base.names import SESSION_META
 from ..errors import FlowStateError
 from ..flows.bookkeeping import list_runs
+from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import event_label, history_rows, version_diff_text
 from ..model.schema import defaults
-from .kernel import KernelState
+from .kernel import KernelState, _PlainSession
 from .paths import PathError, StatePath, parse_path
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
@@ -64,6 +65,12 @@ class FlowSummary:
 
     def __repr__(self) -> str:
         return self.flow.describe()
+
+
+def _show_flow(flow: Any) -> None:
+    """The summary of a flow, then its picture (two outputs: a front end draws each its way)."""
+    display(FlowSummary(flow))
+    display(flow.graph())
 
 
 def parse_value(text: str, where: str = "") -> Any:
@@ -124,7 +131,7 @@ def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
         options[match.group(1)] = match.group(2)
         kept.append(line[start:match.start()])
         start = match.end()
-    rest = " ".join(kept + [line[start:]])
+    rest = " ".join([*kept, line[start:]])
     tokens = rest.split(None, 1)
     traceback = False
     while tokens and tokens[0] in ("-t", "--traceback"):
@@ -160,9 +167,9 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
         return copy
     if isinstance(value, list) and head.lstrip("-").isdigit() and \
             -len(value) <= int(head) < len(value):
-        copy = list(value)
-        copy[int(head)] = _deep_set(value[int(head)], rest, new, label)
-        return copy
+        items = list(value)
+        items[int(head)] = _deep_set(value[int(head)], rest, new, label)
+        return items
     raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
 
 
@@ -183,6 +190,11 @@ class FlowStateMagics(Magics, Configurable):
         self.kernel = kernel
 
     # -- plumbing -----------------------------------------------------------------------------
+    def _user_ns(self) -> dict:
+        """The namespace of the shell these magics belong to (always set once loaded)."""
+        assert self.shell is not None, "the magics are not attached to a shell"
+        return self.shell.user_ns
+
     def _guard(self, show_traceback: bool, fn: Callable[[], Any]) -> Any:
         """Run ``fn``; turn library errors into one-line UsageErrors unless asked not to."""
         if show_traceback or self.traceback:
@@ -222,8 +234,8 @@ class FlowStateMagics(Magics, Configurable):
     @magic_arguments()
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
     @argument("verb", nargs="?", default=None,
-              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|client|"
-                   "path; none: show the live Inspector")
+              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|compare|"
+                   "client|path; none: show the live Inspector")
     @argument("args", nargs="*", help="PATH [VALUE] (VALUE is JSON), or the verb's arguments")
     @argument("--session", help="with 'use': switch to this session id")
     @argument("--user", help="with 'use': switch to this user id")
@@ -251,7 +263,8 @@ class FlowStateMagics(Magics, Configurable):
             %state undo session
             %state reset session
             %state use --session s2 --user bob --flow assistant
-            %state sessions
+            %state sessions                         # with the session each was forked from
+            %state compare s1 s2                    # state, resources, client data side by side
             %state client                           # live client-data preview
             %state path                             # this notebook's Windmill state path
         """
@@ -273,6 +286,8 @@ class FlowStateMagics(Magics, Configurable):
             return self._use(options, rest)
         if verb == "sessions":
             return self._sessions()
+        if verb == "compare":
+            return self._compare(rest, options)
         if verb == "path":
             from ..windmill import get_state_path
             return get_state_path()  # shown as the cell's value; `p = %state path` works
@@ -281,7 +296,8 @@ class FlowStateMagics(Magics, Configurable):
                     "diff": self._diff, "undo": self._undo, "reset": self._reset}
         if verb not in handlers:
             raise UsageError(f"unknown %state verb {verb!r}; use one of "
-                             f"{', '.join(handlers)}, use, sessions, client, path (see %state?)")
+                             f"{', '.join(handlers)}, use, sessions, compare, client, path "
+                             f"(see %state?)")
         return handlers[verb](rest, options)
 
     def _path_and_value(self, rest: str, verb: str, value_needed: bool = True
@@ -464,14 +480,37 @@ class FlowStateMagics(Magics, Configurable):
         if self.kernel.current_flow is None:
             records = self.kernel.store.list("session", name=SESSION_META)
             rows = [(r.scope_id, r.state.get("user", ""), r.state.get("flow", ""),
-                     h.when(r.updated_at)) for r in records]
+                     h.when(r.updated_at), _parent_text(meta_parent(r.state)))
+                    for r in records]
         else:
-            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")))
-                    for s in self.kernel.flow().sessions()]
-        return Table("sessions", ("session", "user", "flow", "updated"), rows)
+            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")),
+                     _parent_text(s.get("parent")))
+                    for s in self.kernel.flow().sessions(store=self.kernel.store)]
+        return Table("sessions", ("session", "user", "flow", "updated", "forked from"), rows)
+
+    def _compare(self, rest: str, options: dict) -> Any:
+        ids = rest.split()
+        if len(ids) != 2:
+            raise UsageError("%state compare A B: two session ids, e.g. %state compare s1 s2")
+        from ..flows.compare import compare
+        kernel = self.kernel
+        sessions = []
+        for session_id in ids:
+            check_id(session_id, "session id")
+            if kernel.store.read("session", session_id, SESSION_META) is None:
+                raise UsageError(f"no session {session_id!r} in this store; %state sessions "
+                                 f"lists them")
+            if options.get("flow") is None and kernel.current_flow is None:
+                sessions.append(_PlainSession(kernel.store, session_id, kernel.user,
+                                              kernel.project))
+            else:
+                sessions.append(kernel.flow(options.get("flow")).session(
+                    session_id, project=kernel.project, store=kernel.store))
+        return compare(*sessions)
 
     # -- %%flow and %flow ---------------------------------------------------------------------
-    @cell_magic("flow")
+    # IPython's stubs type these decorators' argument as Never: nothing would pass them.
+    @cell_magic("flow")  # type: ignore[arg-type]
     def flow_cell(self, line: str, cell: str) -> Any:
         """Define a flow in Python and register it: ``%%flow NAME``.
 
@@ -479,17 +518,18 @@ class FlowStateMagics(Magics, Configurable):
         one flow the cell bound to a name. It is registered under NAME, bound to NAME, becomes
         current, and its summary is shown.
         """
-        raw, _, show_tb = _take_options(line)
+        raw, _, _show_tb = _take_options(line)
         name = raw.strip()
         if not name.isidentifier():
             raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
         from ..flows.flow import Flow
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         before = {k: v for k, v in ns.items() if isinstance(v, Flow)}
         tree = ast.parse(cell)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body[-1].value)
+            tree.body.pop()
         exec(compile(tree, "<%%flow>", "exec"), ns)
         value = eval(compile(last, "<%%flow>", "eval"), ns) if last is not None else None
         if isinstance(value, Flow):
@@ -504,19 +544,19 @@ class FlowStateMagics(Magics, Configurable):
             flow = next(iter(new.values()))
         self.kernel.register(name, flow)
         ns[name] = flow
-        display(FlowSummary(flow))
+        _show_flow(flow)
         return None
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|resume|ui")
-    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]; "
+    @argument("verb", help="run|list|show|runs|resume|graph|ui")
+    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]; "
                                       "resume: [REQUEST_ID] [VALUE_JSON]")
     @argument("--status", help="with 'runs': only runs with this status (e.g. suspended)")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
-    @line_magic("flow")
+    @line_magic("flow")  # type: ignore[arg-type]
     def flow_line(self, line: str = "") -> Any:
         """Run and inspect registered flows.
 
@@ -530,12 +570,13 @@ class FlowStateMagics(Magics, Configurable):
             %flow runs --status suspended
             %flow resume {"approved": true}       # the latest suspended run of this session
             %flow resume r-1a2b3c {"approved": true}
+            %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
             %flow ui                    # a FlowRunner widget: form, Run, output, events
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|resume|ui (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|resume|graph|ui (see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -545,8 +586,7 @@ class FlowStateMagics(Magics, Configurable):
                      ", ".join(f.actions)) for n, f in kernel.flows.items()]
             return Table("flows", ("name", "kind", "actions"), rows)
         if verb == "show":
-            flow = kernel.flow(rest or options.get("flow"))
-            display(FlowSummary(flow))
+            _show_flow(kernel.flow(rest or options.get("flow")))
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
@@ -556,10 +596,10 @@ class FlowStateMagics(Magics, Configurable):
                                  f"not {status!r}")
             runs = list_runs(kernel.store, session.id, int(options.get("limit", 20)),
                              status=status)
-            rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
-                     h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
+            run_rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
+                         h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
             return Table(f"runs of session {session.id!r}",
-                         ("request", "action", "status", "started", "output / error"), rows)
+                         ("request", "action", "status", "started", "output / error"), run_rows)
         if verb == "ui":
             from .widgets import FlowRunner
             name = rest or options.get("flow")
@@ -569,7 +609,10 @@ class FlowStateMagics(Magics, Configurable):
             return self._run(rest, options)
         if verb == "resume":
             return self._resume(rest, options)
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, resume or ui")
+        if verb == "graph":
+            return kernel.flow(rest or options.get("flow")).graph()
+        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, resume, graph "
+                         f"or ui")
 
     def _resume(self, rest: str, options: dict) -> None:
         """``%flow resume [REQUEST_ID] [VALUE_JSON]``: default, this session's latest waiting
@@ -592,11 +635,11 @@ class FlowStateMagics(Magics, Configurable):
                                  f"[VALUE_JSON] (see %flow runs)")
             request_id = waiting[0]["request_id"]
         value = parse_value(value_text) if value_text.strip() else None
-        run = flow.runs(store=kernel.store)
-        session = next((r.get("session") for r in run if r["request_id"] == request_id), None)
+        runs = flow.runs(store=kernel.store)
+        session = next((r.get("session") for r in runs if r["request_id"] == request_id), None)
         before = _flat_client(flow.session(session, store=kernel.store)) if session else {}
         result = flow.resume(request_id, value, store=kernel.store)
-        self.shell.user_ns["_"] = result
+        self._user_ns()["_"] = result
         after = _flat_client(flow.session(result.session_id, store=kernel.store))
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         display(_RunSummary(result, changed))
@@ -604,7 +647,8 @@ class FlowStateMagics(Magics, Configurable):
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
         if not action:
-            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. %flow run chat {\"message\": \"hi\"}")
+            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. "
+                             "%flow run chat {\"message\": \"hi\"}")
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         payload = parse_value(input_text) if input_text.strip() else None
@@ -615,11 +659,16 @@ class FlowStateMagics(Magics, Configurable):
         progress = _Progress()
         result = session.run(action, payload, on_event=progress.on_event)
         progress.close()
-        self.shell.user_ns["_"] = result
+        self._user_ns()["_"] = result
         after = _flat_client(session)
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         display(_RunSummary(result, changed))
         return None
+
+
+def _parent_text(parent: Any) -> str:
+    """``s1 @ v3`` for a forked session, ``""`` for one that was not forked."""
+    return f"{parent[0]} @ v{parent[1]}" if parent else ""
 
 
 def _jsonable_field(snapshot: Any, field: str) -> Any:
@@ -660,7 +709,7 @@ class _Progress:
     """A progress bar for long runs (widget in a front end, text lines elsewhere)."""
 
     def __init__(self) -> None:
-        self._bar = None
+        self._bar: Any = None  # an ipywidgets.IntProgress once the first progress event comes
 
     def on_event(self, event: dict) -> None:
         if event.get("type") != "progress":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -14,8 +15,8 @@ from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
 
-_INT_OPTIONS = {"max_state_bytes", "history_limit", "changelog_limit", "trace_limit",
-                "tombstone_limit"}
+_INT_OPTIONS = {"max_state_bytes", "history_limit", "history_limit_bytes", "changelog_limit",
+                "changelog_item_bytes", "wal_limit_bytes", "trace_limit", "tombstone_limit"}
 _FLOAT_OPTIONS = {"timeout", "poll_interval"}
 
 
@@ -44,14 +45,34 @@ def sqlite_path(url: str) -> Path:
     return Path("/" + rest.lstrip("/") if rest.startswith("//") else rest)  # not POSIX "//x"
 
 
+def is_store_file(store: Store, path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the files ``store`` keeps (SQLite: database, WAL, shm).
+
+    Such a file must never be opened outside SQLite (see :mod:`.sqlite`): commands that read or
+    write a file the user names check this first.
+    """
+    files = store._files() if isinstance(store, SQLiteStore) else []
+    target = os.path.realpath(path)
+    for name in files:
+        try:
+            if os.path.realpath(name) == target or os.path.samefile(name, path):
+                return True
+        except OSError:  # not there (yet): only the name can match
+            continue
+    return False
+
+
 def open_store(url: str | None = None, **options: Any) -> Store:
     """Open a store by URL: ``memory://``, ``sqlite:///path.db`` or ``postgresql://...``.
 
     ``url=None`` reads ``FLOWSTATE_STORE``, else uses ``.flowstate/flowstate.db`` under the
-    current folder. Options (also accepted as URL query parameters): ``max_state_bytes``,
-    ``history_limit``, ``changelog_limit``, ``trace_limit`` (ended runs kept per session) and
-    ``tombstone_limit`` (tombstones kept per collection); SQLite adds ``durability`` ("normal"/"full"),
-    ``timeout`` and ``poll_interval``.
+    current folder. Options (also accepted as URL query parameters), every bound in rows and in
+    bytes: ``max_state_bytes`` (1 MiB), ``history_limit`` (100 versions per record),
+    ``history_limit_bytes`` (8 MiB of state JSON per record; the newest version is always kept),
+    ``changelog_limit`` (10,000 items), ``changelog_item_bytes`` (4 KiB: a larger change-log
+    item keeps its delta out), ``trace_limit`` (100 ended runs kept per session) and
+    ``tombstone_limit`` (100 tombstones kept per collection); SQLite adds ``durability``
+    ("normal"/"full"), ``timeout``, ``poll_interval`` and ``wal_limit_bytes`` (64 MiB).
     """
     url = url or store_url()
     scheme = urlsplit(url).scheme if "://" in url else ""

@@ -39,11 +39,14 @@ KEEP = object()
 
 DEFAULT_MAX_STATE_BYTES = 1024 * 1024
 DEFAULT_HISTORY_LIMIT = 100
+DEFAULT_HISTORY_LIMIT_BYTES = 8 * 1024 * 1024
 DEFAULT_CHANGELOG_LIMIT = 10_000
 #: Runs (request records with their traces) kept per session (flows' retention).
 DEFAULT_TRACE_LIMIT = 100
 #: Tombstones of deleted collection instances kept per collection (handles' retention).
 DEFAULT_TOMBSTONE_LIMIT = 100
+DEFAULT_CHANGELOG_ITEM_BYTES = 4096
+MIN_CHANGELOG_ITEM_BYTES = 2048  # room for a summarized item (see ``summarized_event``)
 
 
 class Record(NamedTuple):
@@ -170,6 +173,23 @@ def prune_cutoff(number: int, limit: int) -> int:
     return number - limit + batch - 1
 
 
+def kept_history(history: list[HistoryEntry], texts: list[str], limit: int,
+                 limit_bytes: int) -> list[int]:
+    """Indexes of the entries a store keeps of ``history`` (with ``texts``, their states' JSON).
+
+    The newest entries, at most ``limit`` of them and ``limit_bytes`` of state JSON, and always
+    the newest one: what an import keeps, the same bound every write applies.
+    """
+    order = sorted(range(len(history)), key=lambda i: history[i].version, reverse=True)
+    kept, total = [], 0
+    for i in order[:limit]:
+        total += utf8_size(texts[i])
+        if kept and total > limit_bytes:
+            break
+        kept.append(i)
+    return kept
+
+
 def refuse_existing(record: Record) -> None:
     """What ``restore`` raises for a record that is already in the target store."""
     raise ResourceAlreadyExistsError(
@@ -177,12 +197,69 @@ def refuse_existing(record: Record) -> None:
         f"target store; import into an empty store, or pass replace=True (--replace)")
 
 
-def event_json(change: Change, event: dict, where: str | tuple[str, str, str]) -> str:
-    """The change-log text of ``event`` (``change.event`` plus its version and ts)."""
+def event_json(change: Change, event: dict, where: str | tuple[str, str, str],
+               item_bytes: int) -> str:
+    """The change-log text of ``event`` (``change.event`` plus its version and ts).
+
+    Over ``item_bytes`` bytes, the text of :func:`summarized_event` instead.
+    """
     text = change.event_text
     if text is None or text[:2] != '{"':  # not a non-empty object: encode it all here
-        return dump_json(event, where, "event")
-    return '{"version":%d,"ts":%r,%s' % (event["version"], event["ts"], text[1:])
+        text = dump_json(event, where, "event")
+    else:
+        text = '{"version":%d,"ts":%r,%s' % (event["version"], event["ts"], text[1:])
+    return bounded_event_text(text, event, item_bytes)
+
+
+def utf8_size(text: str) -> int:
+    """``len(text.encode("utf-8"))``, without encoding ASCII text."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+_SHORT = 130  # a value whose JSON is this short (an id of 128 characters) stays in a summary
+_ESSENTIAL = ("type", "scope", "scope_id", "resource", "operation", "change_type", "version",
+              "ts", "request_id")
+
+
+def _short(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, str) and len(value) > _SHORT:
+        return False
+    return isinstance(value, (str, int, float)) and \
+        len(dump_json(value, "change log", "event")) <= _SHORT
+
+
+def summarized_event(event: dict, size: int, item_bytes: int) -> dict:
+    """The change-log item kept for ``event``, whose JSON is ``size`` bytes, over ``item_bytes``.
+
+    The delta and every other value that is not a short scalar become ``None``, and
+    ``"omitted": {"fields": [...], "bytes": size}`` says which and how big the whole item was;
+    the record and its history keep every state, so a reader that needs the change reads them.
+    Should that still be too big (an event with very many fields), only the essential fields
+    (type, scope, ids, operation, version, ts) stay, with ``"fields": None``. Either fits in
+    ``MIN_CHANGELOG_ITEM_BYTES``.
+    """
+    kept = {key: value if key != "delta" and _short(value) else None
+            for key, value in event.items()}
+    kept["omitted"] = {"fields": [key for key, value in event.items()
+                                  if kept[key] is None and value is not None or key == "delta"],
+                       "bytes": size}
+    if utf8_size(dump_json(kept, "change log", "event")) <= item_bytes:
+        return kept
+    small = {key: kept[key] for key in _ESSENTIAL if key in kept}
+    small["omitted"] = {"fields": None, "bytes": size}
+    return small
+
+
+def bounded_event_text(text: str, event: dict, item_bytes: int) -> str:
+    """``text`` (the JSON of ``event``) if it fits in ``item_bytes``, else a summary's JSON."""
+    if len(text) * 4 <= item_bytes:  # the common case: it cannot be over, whatever it holds
+        return text
+    size = utf8_size(text)
+    if size <= item_bytes:
+        return text
+    return dump_json(summarized_event(event, size, item_bytes), "change log", "event")
 
 
 
@@ -201,9 +278,18 @@ def default_event(scope: str, scope_id: str, name: str, change: Change,
 class Store(abc.ABC):
     """Versioned JSON records with history and a change log. See the module docstring.
 
-    Options shared by every backend: ``max_state_bytes`` (refuse larger states, default 1 MiB),
-    ``history_limit`` (versions kept per record, default 100) and ``changelog_limit`` (change-log
-    items kept, default 10,000). Neither history nor change log ever grows past its bound.
+    Options shared by every backend, each a bound in rows or bytes that nothing grows past:
+
+    * ``max_state_bytes`` — refuse larger states (default 1 MiB);
+    * ``history_limit`` and ``history_limit_bytes`` — versions kept per record, at most 100 and
+      at most 8 MiB of state JSON by default; the newest version is always kept, even alone
+      over the byte bound;
+    * ``changelog_limit`` — change-log items kept (default 10,000);
+    * ``changelog_item_bytes`` — the largest change-log item kept whole (default 4 KiB): a
+      larger one is kept summarized (see :func:`summarized_event`), so the change log holds at
+      most ``changelog_limit`` x ``changelog_item_bytes`` of event JSON (about 40 MiB by
+      default). Subscribers in the writing store object still get the whole event.
+
     Two retention options are kept here for the layers above, which apply them as they write:
     ``trace_limit`` (ended runs, with their traces, kept per session, default 100) and
     ``tombstone_limit`` (tombstones of deleted instances kept per collection, default 100).
@@ -213,19 +299,28 @@ class Store(abc.ABC):
 
     def __init__(self, *, max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
                  history_limit: int = DEFAULT_HISTORY_LIMIT,
+                 history_limit_bytes: int = DEFAULT_HISTORY_LIMIT_BYTES,
                  changelog_limit: int = DEFAULT_CHANGELOG_LIMIT,
+                 changelog_item_bytes: int = DEFAULT_CHANGELOG_ITEM_BYTES,
                  trace_limit: int = DEFAULT_TRACE_LIMIT,
                  tombstone_limit: int = DEFAULT_TOMBSTONE_LIMIT) -> None:
         for name, value in (("max_state_bytes", max_state_bytes),
                             ("history_limit", history_limit),
+                            ("history_limit_bytes", history_limit_bytes),
                             ("changelog_limit", changelog_limit),
                             ("trace_limit", trace_limit),
                             ("tombstone_limit", tombstone_limit)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if not isinstance(changelog_item_bytes, int) or isinstance(changelog_item_bytes, bool) \
+                or changelog_item_bytes < MIN_CHANGELOG_ITEM_BYTES:
+            raise ValueError(f"changelog_item_bytes must be an int >= "
+                             f"{MIN_CHANGELOG_ITEM_BYTES}, not {changelog_item_bytes!r}")
         self.max_state_bytes = max_state_bytes
         self.history_limit = history_limit
+        self.history_limit_bytes = history_limit_bytes
         self.changelog_limit = changelog_limit
+        self.changelog_item_bytes = changelog_item_bytes
         self.trace_limit = trace_limit
         self.tombstone_limit = tombstone_limit
         self.origin = uuid.uuid4().hex  # tells this store's own changes from other processes'

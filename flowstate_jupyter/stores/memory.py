@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import VersionConflictError
 from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
-                   record_where, refuse_existing)
+                   kept_history, record_where, refuse_existing, utf8_size)
 
 _Key = tuple[str, str, str]
 
@@ -28,7 +28,8 @@ class MemoryStore(Store):
         self.url = "memory://"
         self._lock = threading.RLock()
         self._records: dict[_Key, tuple[Record, str]] = {}  # record (state=None) + state JSON
-        self._history: dict[_Key, collections.deque] = {}
+        self._history: dict[_Key, collections.deque] = {}  # oldest first
+        self._history_bytes: dict[_Key, int] = {}  # state JSON kept in each record's history
         self._log: collections.deque = collections.deque(maxlen=self.changelog_limit)
         self._seq = 0
         self._depth = 0  # open (possibly nested) writes
@@ -140,7 +141,7 @@ class MemoryStore(Store):
         version = (change.first_version or 1) if old is None else old.version + 1
         event["version"] = version
         event["ts"] = now
-        event_text = event_json(change, event, where)
+        event_text = event_json(change, event, where, self.changelog_item_bytes)
         content = (old.content if old is not None else None) if change.content is KEEP \
             else change.content
         record = Record(scope, scope_id, name, version, None, content, change.delete,
@@ -148,12 +149,14 @@ class MemoryStore(Store):
         # -- nothing below can fail: mutate, and remember how to undo if an outer write fails
         history = self._history.get(key)
         if history is None:
-            history = self._history[key] = collections.deque(maxlen=self.history_limit)
-        dropped_history = history[0] if len(history) == history.maxlen else None
+            history = self._history[key] = collections.deque()
+        history_bytes = self._history_bytes.get(key, 0)
         dropped_log = self._log[0] if len(self._log) == self._log.maxlen else None
         self._records[key] = (record, text)
         history.append((version, now, change.operation, text, change.delete,
                         change.request_id))
+        self._history_bytes[key], dropped_history = self._bound_history(
+            history, history_bytes + utf8_size(text))
         self._seq += 1
         self._log.append((self._seq, event_text))
         if self._depth > 1:  # nested in another write: undoable until the outermost commits
@@ -163,8 +166,8 @@ class MemoryStore(Store):
                 else:
                     self._records[key] = before
                 history.pop()
-                if dropped_history is not None:
-                    history.appendleft(dropped_history)
+                history.extendleft(reversed(dropped_history))
+                self._history_bytes[key] = history_bytes
                 self._log.pop()
                 if dropped_log is not None:
                     self._log.appendleft(dropped_log)
@@ -173,6 +176,19 @@ class MemoryStore(Store):
         self._pending.append(event)
         return self._materialise(record, text)
 
+    def _bound_history(self, history: collections.deque, total: int) -> tuple[int, list]:
+        """Drop the oldest versions past either bound, never the newest one.
+
+        Returns the bytes of state JSON still kept and the dropped rows, oldest first.
+        """
+        dropped = []
+        while len(history) > self.history_limit or \
+                (total > self.history_limit_bytes and len(history) > 1):
+            row = history.popleft()
+            total -= utf8_size(row[3])
+            dropped.append(row)
+        return total, dropped
+
     # -- maintenance ---------------------------------------------------------------------------
     def restore(self, record: Record, history: list[HistoryEntry], *,
                 replace: bool = False) -> None:
@@ -180,15 +196,19 @@ class MemoryStore(Store):
         key = (record.scope, record.scope_id, record.name)
         where = record_where(*key)
         text = dump_json(record.state, where)
-        rows = [(e.version, e.ts, e.operation, dump_json(e.state, where), e.deleted,
-                 e.request_id) for e in sorted(history, key=lambda e: e.version)]
+        texts = [dump_json(e.state, where) for e in history]
+        keep = sorted(kept_history(history, texts, self.history_limit, self.history_limit_bytes),
+                      key=lambda i: history[i].version)
+        rows = [(history[i].version, history[i].ts, history[i].operation, texts[i],
+                 history[i].deleted, history[i].request_id) for i in keep]
         with self._lock:
             if key in self._records and not replace:
                 refuse_existing(record)
             stored = Record(*key, record.version, None, record.content, record.deleted,
                             record.created_at, record.updated_at, record.accessed_at)
             self._records[key] = (stored, text)
-            self._history[key] = collections.deque(rows, maxlen=self.history_limit)
+            self._history[key] = collections.deque(rows)
+            self._history_bytes[key] = sum(utf8_size(row[3]) for row in rows)
 
     def purge(self, scope: str, scope_ids: Iterable[str], *,
               names: Iterable[str] | None = None, only_deleted: bool = False) -> int:
@@ -216,7 +236,7 @@ class MemoryStore(Store):
             for key, rows in self._history.items():
                 extra = max(0, len(rows) - keep)
                 for _ in range(extra):
-                    rows.popleft()
+                    self._history_bytes[key] -= utf8_size(rows.popleft()[3])
                 removed += extra
         return removed
 
@@ -225,4 +245,7 @@ class MemoryStore(Store):
         with self._lock:
             return {"backend": "memory", "records": len(self._records),
                     "history_rows": sum(len(h) for h in self._history.values()),
-                    "changes": len(self._log), "problems": []}
+                    "history_bytes": sum(self._history_bytes.values()),
+                    "changes": len(self._log),
+                    "changelog_bytes": sum(utf8_size(text) for _, text in self._log),
+                    "problems": []}

@@ -4,11 +4,17 @@ DESIGN §9: WAL journal, ``busy_timeout`` of 5 s, writes in ``BEGIN IMMEDIATE``,
 compare-and-swap one conditional ``UPDATE ... WHERE version = ?``, ``synchronous=NORMAL`` (or
 ``FULL`` with ``durability="full"``). The file records its schema version; a file this code does
 not understand is refused, untouched, with a message that says what to do. New folders and files
-are created readable by their owner only.
+are created readable by their owner only (a shared existing file gets a warning).
 
-Within one process a re-entrant lock serialises use of the one connection; across processes
-SQLite's write lock does. Other processes' changes are noticed by a watcher thread that polls
+Only SQLite ever opens the file, its WAL and its shared memory (see ``_inspect_existing``):
+closing any other descriptor of the file would drop this process's locks and let another process
+delete the WAL under it. Each store object has its own connection, and a re-entrant lock
+serialises its use; across connections and processes SQLite's write lock does. Other processes'
+(and other store objects') changes are noticed by a watcher thread that polls
 ``PRAGMA data_version`` (a cheap counter SQLite bumps when another connection commits).
+
+Bounds: history per record in rows and bytes, the change log in items of bounded size (see
+:class:`~flowstate_jupyter.stores.base.Store`), and the WAL in bytes (``_bound_wal``).
 
 Speed. A write's history row and change-log row are inserted by triggers on ``records`` (temporary
 ones, made per connection with this store's retention limits), so a committed write is one
@@ -23,25 +29,38 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sqlite3
+import stat
 import threading
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
-from ..errors import StoreError, VersionConflictError
-from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, default_event, dump_json,
-                   prune_batch, record_where, refuse_existing)
+from ..errors import FlowStateWarning, StoreError, VersionConflictError
+from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, bounded_event_text,
+                   default_event, dump_json, kept_history, prune_batch, record_where,
+                   refuse_existing)
 
-SCHEMA_VERSION = 4
-MIGRATABLE = {1, 2, 3}  # older schema versions upgraded in place when opened
 APP_ID = "flowstate-jupyter"
-_HEADER = b"SQLite format 3\x00"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
+
+DEFAULT_WAL_LIMIT_BYTES = 64 * 1024 * 1024
+MIN_WAL_LIMIT_BYTES = 4 * 1024 * 1024
+_WAL_CHECK_EVERY = 64  # writes of one store object between two looks at the WAL's size
+_WAL_CHECKPOINT_WAIT_MS = 200  # how long a bounding checkpoint waits for other connections
+
+# Every store object of this process opens its connection under this lock: the one moment this
+# module holds a descriptor of the database file outside SQLite (creating a new, empty file with
+# mode 0600) must not overlap another connection's first statement (see ``_connect``).
+_OPENING = threading.Lock()
 
 # ``records`` is an ordinary rowid table (schema 3): a row keeps up to ~4 KB in its page, where a
 # WITHOUT ROWID row spills to an overflow page above ~1 KB (one more page written per commit).
-_RECORDS = """
+# ``history_bytes`` (schema 5) is the size of the state JSON in the record's kept history.
+_RECORDS_V3 = """
 CREATE TABLE IF NOT EXISTS {table} (
     scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL,
     version INTEGER NOT NULL, state TEXT NOT NULL, content TEXT,
@@ -52,6 +71,8 @@ CREATE TABLE IF NOT EXISTS {table} (
 );
 CREATE INDEX IF NOT EXISTS records_by_name ON records (scope, name);
 """
+_RECORDS = _RECORDS_V3.replace("event TEXT,\n",
+                               "event TEXT, history_bytes INTEGER NOT NULL DEFAULT 0,\n")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """ + _RECORDS.format(table="records") + """
@@ -78,19 +99,49 @@ _MIGRATE_FROM_1 = ("ALTER TABLE records ADD COLUMN operation TEXT",
 # Schema 2 -> 3: ``records`` rebuilt as a rowid table (see _RECORDS), rows copied as they are.
 _RECORD_COLUMNS = _COLUMNS + ", operation, request_id, event"
 _MIGRATE_FROM_2 = (
-    _RECORDS.format(table="records_v3").split(";")[0],
+    _RECORDS_V3.format(table="records_v3").split(";")[0],
     f"INSERT INTO records_v3 ({_RECORD_COLUMNS}) SELECT {_RECORD_COLUMNS} FROM records",
     "DROP TABLE records",
     "ALTER TABLE records_v3 RENAME TO records",
-    _RECORDS.split(";")[1])
+    _RECORDS_V3.split(";")[1])
 # Schema 3 -> 4: a change-log row keeps its version and time in columns, so that the event text
 # is written as the handle encoded it. Older rows have both inside the text, and NULL here.
 _MIGRATE_FROM_3 = ("ALTER TABLE changes ADD COLUMN version INTEGER",
                    "ALTER TABLE changes ADD COLUMN ts REAL")
+# Schema 4 -> 5: each record counts the bytes of state JSON its history keeps (the byte bound).
+_BYTES = "length(CAST({} AS BLOB))"  # the UTF-8 size of a TEXT value
+_RECOUNT_HISTORY_BYTES = (
+    f"UPDATE records SET history_bytes = (SELECT COALESCE(SUM({_BYTES.format('h.state')}), 0) "
+    f"FROM history AS h WHERE h.scope = records.scope AND h.scope_id = records.scope_id "
+    f"AND h.name = records.name)")
+_MIGRATE_FROM_4 = ("ALTER TABLE records ADD COLUMN history_bytes INTEGER NOT NULL DEFAULT 0",
+                   _RECOUNT_HISTORY_BYTES)
+
+#: The schema upgrades, in order: entry ``i`` takes a file from schema ``i + 1`` to ``i + 2``.
+#: A file of any older schema is upgraded in place when opened, in one transaction. To change
+#: the schema, append one entry; ``SCHEMA_VERSION`` follows.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _MIGRATE_FROM_1,
+    _MIGRATE_FROM_2,
+    _MIGRATE_FROM_3,
+    _MIGRATE_FROM_4,
+)
+SCHEMA_VERSION = len(MIGRATIONS) + 1
+#: The tables a flowstate store file must have.
+_TABLES = frozenset({"fs_meta", "records", "history", "changes"})
 
 # Per connection: every write that carries an event (all but imports and touches) gets its
 # history row and change-log row from these triggers, and both are pruned a batch at a time
-# (see ``prune_cutoff``). WHEN clauses keep the pruning statements off most writes.
+# (see ``prune_cutoff``). History is bounded in bytes too: the write itself adds its state's size
+# to the record's ``history_bytes``; over ``history_limit_bytes``, the oldest versions go (never
+# the newest) until the rest fit in three quarters of the bound, so that this, too, runs now and
+# then rather than on every write.
+#
+# One trigger per kind of write does all of it: each trigger SQLite fires costs a call into a
+# sub-program, taken or not. The pruning statements are guarded by conditions on ``new`` alone,
+# which SQLite checks once, before it looks at any row.
+_HISTORY_KEY = "scope = new.scope AND scope_id = new.scope_id AND name = new.name"
+_PRUNE_ROWS = ("new.version > {history} AND (new.version - {history} - 1) % {history_batch} = 0")
 _LOG_TRIGGERS = """
 CREATE TEMP TRIGGER IF NOT EXISTS fs_log_{kind} AFTER {event} ON main.records
 WHEN new.event IS NOT NULL BEGIN
@@ -100,12 +151,22 @@ WHEN new.event IS NOT NULL BEGIN
             new.state, new.deleted, new.request_id);
     INSERT INTO changes (origin, event, version, ts)
     VALUES ('{origin}', new.event, new.version, new.updated_at);
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS fs_prune_history_{kind} AFTER {event} ON main.records
-WHEN new.event IS NOT NULL AND new.version > {history} AND
-     (new.version - {history} - 1) % {history_batch} = 0 BEGIN
-    DELETE FROM history WHERE scope = new.scope AND scope_id = new.scope_id
-        AND name = new.name AND version <= new.version - {history} + {history_batch} - 1;
+    UPDATE records SET history_bytes = history_bytes - (
+        SELECT COALESCE(SUM({state_bytes}), 0) FROM history WHERE {key}
+            AND version <= new.version - {history} + {history_batch} - 1)
+    WHERE {prune_rows} AND rowid = new.rowid;
+    DELETE FROM history WHERE {prune_rows} AND {key}
+        AND version <= new.version - {history} + {history_batch} - 1;
+    DELETE FROM history WHERE new.history_bytes > {history_bytes} AND {key}
+        AND version < new.version AND version <= (
+            SELECT version FROM (
+                SELECT version, SUM({state_bytes}) OVER (ORDER BY version DESC) AS kept
+                FROM history WHERE {key} AND version < new.version)
+            WHERE kept + {new_bytes} > {history_keep_bytes} ORDER BY version DESC LIMIT 1);
+    UPDATE records SET history_bytes = {new_bytes} + (
+        SELECT COALESCE(SUM({state_bytes}), 0) FROM history WHERE {key}
+            AND version < new.version)
+    WHERE new.history_bytes > {history_bytes} AND rowid = new.rowid;
 END;
 """
 _PRUNE_CHANGES_TRIGGER = """
@@ -114,10 +175,11 @@ WHEN new.seq > {changes} AND (new.seq - {changes} - 1) % {changes_batch} = 0 BEG
     DELETE FROM changes WHERE seq <= new.seq - {changes} + {changes_batch} - 1;
 END;
 """
-_INSERT = (f"INSERT INTO records ({_RECORD_COLUMNS}) "
-           f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_INSERT = (f"INSERT INTO records ({_RECORD_COLUMNS}, history_bytes) "
+           f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _UPDATE = ("UPDATE records SET version = ?, state = ?, content = ?, deleted = ?, updated_at = ?, "
-           "accessed_at = ?, operation = ?, request_id = ?, event = ? "
+           "accessed_at = ?, operation = ?, request_id = ?, event = ?, "
+           "history_bytes = history_bytes + ? "
            "WHERE scope = ? AND scope_id = ? AND name = ? AND version = ?")
 _UPDATE_KNOWN = _UPDATE + " AND updated_at = ?"  # commit_next: exactly the record it knows
 # write(expected=v) of a live record: created_at (and a kept content) come back from the row.
@@ -125,6 +187,16 @@ _WRITE_LIVE = _UPDATE + " AND deleted = 0 RETURNING content, created_at"
 _WRITE_LIVE_KEEP = _WRITE_LIVE.replace("content = ?, ", "")
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND name = ?"
+
+def _schema_version(value: object, path: Path) -> int:
+    """The schema version a file records, or :class:`StoreError` if it is not a number."""
+    try:
+        return int(str(value))
+    except ValueError:
+        raise StoreError(f"{path} is a damaged flowstate store: its schema version is "
+                         f"{value!r}, not a number; restore it from a backup or an export "
+                         f"(nothing was changed)") from None
+
 
 def _to_event(text: str, version: int | None, ts: float | None) -> dict:
     """A change-log event as read back (rows of schema 3 and older carry version and ts inside)."""
@@ -140,37 +212,124 @@ def _stamped(event: dict, record: Record) -> dict:
     return {**event, "version": record.version, "ts": record.updated_at}
 
 
+def _make_folders(folder: Path) -> None:
+    """Create ``folder`` and every missing folder above it, each readable by the owner only.
+
+    (``os.makedirs(mode=...)`` gives the mode to the last folder only.)
+    """
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:  # made by someone else meanwhile
+            pass
+
+
+def _processes_on_deleted_files(files: list[str]) -> list[tuple[int, str, str]]:
+    """(pid, file, command) of the processes that hold one of ``files`` open after its deletion.
+
+    Linux only (``/proc``), and only the processes this user may look into (all, for root);
+    elsewhere, nothing is found. A store's last connection deletes its WAL just before closing
+    it, so what is found is looked at again a moment later and reported only if still there.
+    """
+    wanted = {os.path.realpath(name) + " (deleted)": name for name in files}
+
+    def scan(pids: list[str]) -> dict[int, str]:
+        found = {}
+        for pid in pids:
+            folder = f"/proc/{pid}/fd"
+            try:
+                fds = os.listdir(folder)
+            except OSError:  # gone, or another user's
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink(f"{folder}/{fd}")
+                except OSError:
+                    continue
+                if target in wanted:
+                    found[int(pid)] = wanted[target]
+                    break
+        return found
+
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+    first = scan(pids)
+    if not first:
+        return []
+    time.sleep(0.2)
+    still = scan([str(pid) for pid in first])
+    result = []
+    for pid, name in sorted(still.items()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                command = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            command = "?"
+        result.append((pid, name, command[:120]))
+    return result
+
+
 def _to_record(row: tuple) -> Record:
     return Record(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], bool(row[6]),
                   row[7], row[8], row[9])
 
 
 class SQLiteStore(Store):
-    """A flowstate store in one SQLite file. Use :func:`flowstate_jupyter.open_store`."""
+    """A flowstate store in one SQLite file. Use :func:`flowstate_jupyter.open_store`.
+
+    Options beyond the shared ones (:class:`~flowstate_jupyter.stores.base.Store`):
+    ``durability`` (``"normal"`` or ``"full"``), ``timeout`` (seconds to wait for another
+    writer, default 5), ``poll_interval`` (how often the watcher looks for other processes'
+    changes, default 0.2 s) and ``wal_limit_bytes`` (the WAL's bound, default 64 MiB: once it
+    passes a quarter of that, the next write that notices checkpoints it back to empty).
+    """
 
     def __init__(self, path: str | os.PathLike, *, durability: str = "normal",
-                 timeout: float = 5.0, poll_interval: float = 0.2, **options: Any) -> None:
+                 timeout: float = 5.0, poll_interval: float = 0.2,
+                 wal_limit_bytes: int = DEFAULT_WAL_LIMIT_BYTES, **options: Any) -> None:
         super().__init__(**options)
         if durability not in ("normal", "full"):
             raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+        if not isinstance(wal_limit_bytes, int) or isinstance(wal_limit_bytes, bool) \
+                or wal_limit_bytes < MIN_WAL_LIMIT_BYTES:
+            raise ValueError(f"wal_limit_bytes must be an int >= {MIN_WAL_LIMIT_BYTES} "
+                             f"(4 MiB), not {wal_limit_bytes!r}")
         self.path = Path(path).expanduser().absolute()
         self.url = f"sqlite:///{self.path}"
         self.durability = durability
         self.timeout = timeout
         self.poll_interval = poll_interval
+        self.wal_limit_bytes = wal_limit_bytes
+        self._wal_path = f"{self.path}-wal"
+        self._writes = 0  # writes committed through this object (the WAL is looked at now and then)
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
-        self._inspect_existing()
-        self._conn = self._connect()
+        with _OPENING:
+            self._inspect_existing()
+            self._conn = self._connect()
         self._cursor = self._conn.cursor()  # reused by the hot write path (saves making one)
         self._init_schema()
 
     # -- opening -----------------------------------------------------------------------------
+    # Only SQLite ever opens the database file, its WAL or its shared memory (one exception,
+    # in ``_connect``). On POSIX, closing *any* descriptor of a file drops every fcntl lock the
+    # process holds on it, those of its live SQLite connections included; another process
+    # closing its store would then believe it was the last, delete the WAL under this one, and
+    # every write this process made afterwards would be lost. SQLite's own connections share
+    # their locks within a process and never do that, so the checks below use stat and SQLite.
     def _inspect_existing(self) -> None:
-        """Refuse, without touching it, a file that is not a flowstate store we understand."""
+        """Refuse, without changing it, a file that is not a flowstate store we understand."""
         path = self.path
         if path.is_dir():
             raise StoreError(f"{path} is a folder, not a store file; give a file path such as "
@@ -178,13 +337,8 @@ class SQLiteStore(Store):
         try:
             if not path.exists() or path.stat().st_size == 0:
                 return
-            with open(path, "rb") as fh:
-                header = fh.read(len(_HEADER))
         except OSError as exc:
             raise StoreError(f"cannot read store file {path}: {exc.strerror}") from exc
-        if header != _HEADER:
-            raise StoreError(f"{path} is not a SQLite database, so not a flowstate store; "
-                             f"move it away or open another path")
         self._check_writable()  # else the read-only look below fails as if the file were corrupt
         try:
             conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
@@ -197,6 +351,14 @@ class SQLiteStore(Store):
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise self._store_error(exc) from exc
+            if "not a database" in text:  # SQLITE_NOTADB: SQLite found no database header
+                raise StoreError(
+                    f"{path} is not a SQLite database, or its header is corrupt ({exc}), so "
+                    f"not a flowstate store; move it away (or restore it from a backup) or "
+                    f"open another path (nothing was changed)") from exc
             raise StoreError(f"{path} is corrupt or not a database ({exc}); restore it from a "
                              f"backup or open another path (nothing was changed)") from exc
         if not tables:
@@ -204,8 +366,13 @@ class SQLiteStore(Store):
         if meta is None or meta.get("app") != APP_ID:
             raise StoreError(f"{path} is a SQLite database but not a flowstate store (tables: "
                              f"{', '.join(sorted(tables))}); open another path")
-        found = int(meta.get("schema_version", "0"))
-        if found != SCHEMA_VERSION and found not in MIGRATABLE:
+        missing = _TABLES - tables
+        if missing:
+            raise StoreError(f"{path} is a damaged flowstate store: table(s) "
+                             f"{', '.join(sorted(missing))} are missing; restore it from a "
+                             f"backup or an export (nothing was changed)")
+        found = _schema_version(meta.get("schema_version"), path)
+        if not 1 <= found <= SCHEMA_VERSION:
             newer = found > SCHEMA_VERSION
             raise StoreError(
                 f"{path} has flowstate store schema version {found}; this flowstate-jupyter "
@@ -220,12 +387,25 @@ class SQLiteStore(Store):
                              f"the file and its folder); fix the permissions or open another path")
 
     def _connect(self) -> sqlite3.Connection:
+        """Open the connection (under ``_OPENING``), creating folders and file owner-only.
+
+        Folders are made 0700, each one created; a new file is created 0600 here, empty and with
+        ``O_EXCL``, so that SQLite, which gives the WAL and shared-memory files the database
+        file's mode, makes those 0600 too. That descriptor is the one exception to "only SQLite
+        opens the file": ``O_EXCL`` guarantees the file is new, so no connection anywhere holds
+        a lock on it, and ``_OPENING`` keeps every other store object of this process from
+        taking one before the descriptor is closed. A file that was there already and that
+        other users can read gets a :class:`FlowStateWarning` saying how to fix it.
+        """
         path = self.path
         try:
-            if not path.parent.exists():
-                os.makedirs(path.parent, mode=0o700, exist_ok=True)
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _make_folders(path.parent)
+            try:
+                if path.exists():
+                    raise FileExistsError
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:  # there already (or just made by another process)
+                self._warn_if_shared()
         except OSError as exc:
             raise StoreError(f"cannot create store file {path}: {exc.strerror}; the folder must "
                              f"be writable (or set FLOWSTATE_STORE to another place)") from exc
@@ -239,9 +419,36 @@ class SQLiteStore(Store):
                 raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r}); put the store "
                                  f"on a local disk")
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
+            # a WAL that grew past the checkpoint trigger is cut back when it next starts over
+            conn.execute(f"PRAGMA journal_size_limit = {self.wal_limit_bytes // 4}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         return conn
+
+    def _files(self) -> list[str]:
+        """The database file, its WAL and its shared memory (whether they exist or not)."""
+        return [str(self.path), f"{self.path}-wal", f"{self.path}-shm"]
+
+    def _shared_files(self) -> list[tuple[str, int]]:
+        """(file, mode) of the store's files that other users may read or write."""
+        shared = []
+        for name in self._files():
+            try:
+                mode = stat.S_IMODE(os.stat(name).st_mode)
+            except OSError:
+                continue
+            if mode & 0o077:
+                shared.append((name, mode))
+        return shared
+
+    def _warn_if_shared(self) -> None:
+        shared = self._shared_files()
+        if shared:
+            names = ", ".join(f"{name} (mode {oct(mode)[2:]})" for name, mode in shared)
+            warnings.warn(FlowStateWarning(
+                f"{names} can be read or written by other users; make the store owner-only: "
+                f"chmod 600 {' '.join(shlex.quote(name) for name, _ in shared)}"),
+                stacklevel=5)
 
     def _init_schema(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
@@ -252,19 +459,26 @@ class SQLiteStore(Store):
                 conn.executemany("INSERT INTO fs_meta (key, value) VALUES (?, ?)",
                                  [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))])
                 return
-            found = int(conn.execute("SELECT value FROM fs_meta "
-                                     "WHERE key = 'schema_version'").fetchone()[0])
+            row = conn.execute("SELECT value FROM fs_meta "
+                               "WHERE key = 'schema_version'").fetchone()
+            found = _schema_version(row[0] if row else None, self.path)
             if found == SCHEMA_VERSION:  # checked under the write lock: another process won
                 return
-            steps = {1: _MIGRATE_FROM_1, 2: _MIGRATE_FROM_2, 3: _MIGRATE_FROM_3}
-            for statement in (s for v in range(found, SCHEMA_VERSION) for s in steps[v]):
-                conn.execute(statement)
+            for step in MIGRATIONS[found - 1:]:
+                for statement in step:
+                    conn.execute(statement)
             conn.execute("UPDATE fs_meta SET value = ? WHERE key = 'schema_version'",
                          (str(SCHEMA_VERSION),))
 
         self._transaction(create)
-        limits = {"origin": self.origin,
+        limits = {"origin": self.origin, "key": _HISTORY_KEY,
                   "history": self.history_limit, "history_batch": prune_batch(self.history_limit),
+                  "prune_rows": _PRUNE_ROWS.format(
+                      history=self.history_limit,
+                      history_batch=prune_batch(self.history_limit)),
+                  "history_bytes": self.history_limit_bytes,
+                  "history_keep_bytes": self.history_limit_bytes * 3 // 4,
+                  "state_bytes": _BYTES.format("state"), "new_bytes": _BYTES.format("new.state"),
                   "changes": self.changelog_limit,
                   "changes_batch": prune_batch(self.changelog_limit)}
         script = "".join(_LOG_TRIGGERS.format(kind=kind, event=event, **limits)
@@ -288,17 +502,14 @@ class SQLiteStore(Store):
             self._depth += 1
             try:
                 result = body(conn)
-            except BaseException:
+            except BaseException as exc:
                 self._depth -= 1
-                try:
-                    if nested:
-                        conn.execute("ROLLBACK TO fs_nested")
-                        conn.execute("RELEASE fs_nested")
-                        del self._pending[pending_before:]
-                    else:
-                        self._rollback()
-                except sqlite3.Error:
-                    pass
+                if nested:
+                    self._rollback_nested(pending_before)
+                else:
+                    self._rollback()
+                if isinstance(exc, sqlite3.DatabaseError):  # damage, say: a library error
+                    raise self._store_error(exc) from exc
                 raise
             self._depth -= 1
             if nested:
@@ -311,18 +522,61 @@ class SQLiteStore(Store):
     def _begin(self) -> None:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise self._store_error(exc) from exc
 
     def _commit(self) -> list[dict]:
         """Commit the open transaction; returns its events, to deliver once the lock is let go."""
         try:
             self._conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             self._rollback()
             raise self._store_error(exc) from exc
         events, self._pending = self._pending, []
+        self._writes += 1
+        if not self._writes % _WAL_CHECK_EVERY:
+            self._bound_wal()
         return events
+
+    def _bound_wal(self) -> None:
+        """Checkpoint the WAL back to empty if it has grown past a quarter of its bound.
+
+        SQLite's own checkpoints (every 1,000 pages) copy the WAL into the database but start it
+        over only when no reader is inside it, which several busy writers never allow: the WAL
+        then grows for as long as they write (hundreds of MB in seconds). A ``TRUNCATE``
+        checkpoint waits for those readers and starts the WAL over at zero bytes. It cannot
+        start while another connection checkpoints (busy writers' connections checkpoint after
+        nearly every commit), and SQLite does not wait for that, so it is tried again every
+        millisecond. Each store object looks every ``_WAL_CHECK_EVERY`` writes (a ``stat``);
+        the checkpoint gives up after ``_WAL_CHECKPOINT_WAIT_MS`` (a reader holding a
+        transaction open) and the next look tries again. Called with the lock held, outside any
+        transaction.
+        """
+        try:
+            if os.stat(self._wal_path).st_size <= self.wal_limit_bytes // 4:
+                return
+        except OSError:
+            return
+        conn = self._conn
+        deadline = time.monotonic() + _WAL_CHECKPOINT_WAIT_MS / 1000
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_WAL_CHECKPOINT_WAIT_MS // 4}")
+            try:
+                while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] \
+                        and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        except sqlite3.Error:
+            pass  # locked: the next look tries again
+
+    def _rollback_nested(self, pending_before: int) -> None:
+        try:
+            self._conn.execute("ROLLBACK TO fs_nested")
+            self._conn.execute("RELEASE fs_nested")
+        except sqlite3.Error:
+            pass
+        del self._pending[pending_before:]
 
     def _rollback(self) -> None:
         self._pending.clear()
@@ -337,14 +591,18 @@ class SQLiteStore(Store):
             return StoreError(f"store {self.path} stayed locked by another process for more "
                               f"than {self.timeout:g} s; retry, or find the process holding "
                               f"it (a long-running write or an open transaction)")
-        return StoreError(f"store {self.path}: {text}")
+        if isinstance(exc, sqlite3.OperationalError) and "no such" not in text:
+            return StoreError(f"store {self.path}: {text}")
+        return StoreError(f"store {self.path} is damaged or was changed by another program "
+                          f"({text}); run `flowstate doctor`, and restore the file from a backup "
+                          f"or an export")
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         self._check_open()
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
 
     # -- reading -----------------------------------------------------------------------------
@@ -459,11 +717,14 @@ class SQLiteStore(Store):
             try:
                 # fetchall, not fetchone: the statement (and its autocommit) must finish here
                 rows = self._cursor.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
             if not rows:
                 return None
             row = rows[0]
+            self._writes += 1
+            if not self._writes % _WAL_CHECK_EVERY:
+                self._bound_wal()
         if self._subs.callbacks:  # (the delivered event is built only for someone to get it)
             self._deliver((_stamped(event, record),))
         return record._replace(content=row[0], created_at=row[1])
@@ -479,8 +740,11 @@ class SQLiteStore(Store):
             try:
                 if self._cursor.execute(_UPDATE_KNOWN, params).rowcount != 1:
                     return None
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
+            self._writes += 1
+            if not self._writes % _WAL_CHECK_EVERY:
+                self._bound_wal()
         if self._subs.callbacks:
             self._deliver((_stamped(event, record),))
         return record
@@ -506,9 +770,13 @@ class SQLiteStore(Store):
             event_text = None
         if event_text is None:
             event_text = dump_json(event, key, "event")
-        # The change-log row gets version and ts from the record's columns (see _LOG_TRIGGERS).
+        if len(event_text) * 4 > self.changelog_item_bytes:  # else it cannot be over
+            event_text = bounded_event_text(event_text, event, self.changelog_item_bytes)
+        # The change-log row gets version and ts from the record's columns (see _LOG_TRIGGERS);
+        # the last value adds the state's UTF-8 size to the record's history_bytes.
         params = (version, text, content, int(change.delete), now, now, change.operation,
-                  change.request_id, event_text, *condition)
+                  change.request_id, event_text,
+                  len(text) if text.isascii() else len(text.encode("utf-8")), *condition)
         record = Record(*key, version, change.state, content, change.delete,
                         before.created_at if before is not None else now, now, now)
         return record, event, params
@@ -520,8 +788,12 @@ class SQLiteStore(Store):
         key = (record.scope, record.scope_id, record.name)
         where = record_where(*key)
         text = dump_json(record.state, where)
-        rows = [(*key, e.version, e.ts, e.operation, dump_json(e.state, where), int(e.deleted),
-                 e.request_id) for e in history]
+        texts = [dump_json(e.state, where) for e in history]
+        rows = [(*key, history[i].version, history[i].ts, history[i].operation, texts[i],
+                 int(history[i].deleted), history[i].request_id)
+                for i in kept_history(history, texts, self.history_limit,
+                                      self.history_limit_bytes)]
+        history_bytes = sum(len(row[6].encode("utf-8")) for row in rows)
 
         def body(conn: sqlite3.Connection) -> None:
             if conn.execute("SELECT 1 FROM records WHERE scope = ? AND scope_id = ? AND name = ?",
@@ -530,10 +802,11 @@ class SQLiteStore(Store):
                     refuse_existing(record)
                 conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ? AND name = ?",
                              key)
-            conn.execute(f"INSERT OR REPLACE INTO records ({_COLUMNS}) "
-                         f"VALUES (?,?,?,?,?,?,?,?,?,?)",
+            conn.execute(f"INSERT OR REPLACE INTO records ({_COLUMNS}, history_bytes) "
+                         f"VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                          (*key, record.version, text, record.content, int(record.deleted),
-                          record.created_at, record.updated_at, record.accessed_at))
+                          record.created_at, record.updated_at, record.accessed_at,
+                          history_bytes))
             conn.executemany("INSERT INTO history (scope, scope_id, name, version, ts, "
                              "operation, state, deleted, request_id) VALUES (?,?,?,?,?,?,?,?,?)",
                              rows)
@@ -572,17 +845,24 @@ class SQLiteStore(Store):
 
     def prune_history(self, keep: int) -> int:
         self._check_open()
-        return self._transaction(lambda conn: conn.execute(
-            "DELETE FROM history WHERE version <= (SELECT MAX(h.version) FROM history AS h "
-            "WHERE h.scope = history.scope AND h.scope_id = history.scope_id "
-            "AND h.name = history.name) - ?", (keep,)).rowcount)
+
+        def body(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM history WHERE version <= (SELECT MAX(h.version) FROM history AS h "
+                "WHERE h.scope = history.scope AND h.scope_id = history.scope_id "
+                "AND h.name = history.name) - ?", (keep,)).rowcount
+            if removed:
+                conn.execute(_RECOUNT_HISTORY_BYTES)
+            return removed
+
+        return self._transaction(body)
 
     def doctor(self) -> dict:
         def one(sql: str) -> Any:
             return self._query(sql)[0][0]
 
         integrity = [row[0] for row in self._query("PRAGMA integrity_check")]
-        wal = self.path.with_name(self.path.name + "-wal")
+        wal = Path(self._wal_path)
         report = {
             "backend": "sqlite", "path": str(self.path),
             "schema_version": int(one("SELECT value FROM fs_meta WHERE key = 'schema_version'")),
@@ -593,11 +873,15 @@ class SQLiteStore(Store):
             "busy_timeout_ms": one("PRAGMA busy_timeout"),
             "file_bytes": self.path.stat().st_size,
             "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+            "wal_limit_bytes": self.wal_limit_bytes,
             "free_pages": one("PRAGMA freelist_count"),
             "records": one("SELECT COUNT(*) FROM records"),
             "tombstones": one("SELECT COUNT(*) FROM records WHERE deleted"),
             "history_rows": one("SELECT COUNT(*) FROM history"),
+            "history_bytes": one("SELECT COALESCE(SUM(history_bytes), 0) FROM records"),
             "changes": one("SELECT COUNT(*) FROM changes"),
+            "changelog_bytes": one(f"SELECT COALESCE(SUM({_BYTES.format('event')}), 0) "
+                                   f"FROM changes"),
             "file_mode": oct(self.path.stat().st_mode & 0o777),
         }
         problems = []
@@ -605,9 +889,24 @@ class SQLiteStore(Store):
             problems.append(f"integrity check failed: {report['integrity']}")
         if str(report["journal_mode"]).lower() != "wal":
             problems.append(f"journal mode is {report['journal_mode']}, not wal")
-        if self.path.stat().st_mode & 0o077:
-            problems.append(f"{self.path} is readable by others (mode {report['file_mode']}); "
-                            f"chmod 600 it")
+        for name, mode in self._shared_files():
+            problems.append(f"{name} is readable by others (mode {oct(mode)}); "
+                            f"chmod 600 {shlex.quote(name)}")
+        if report["wal_bytes"] > self.wal_limit_bytes:
+            problems.append(
+                f"the WAL is {report['wal_bytes']:,} bytes, over its bound of "
+                f"{self.wal_limit_bytes:,}: checkpoints cannot finish, usually because a "
+                f"process holds a read transaction open on the store; find and end it")
+        split = _processes_on_deleted_files(self._files())
+        report["processes_on_deleted_files"] = [
+            {"pid": pid, "file": name, "command": command} for pid, name, command in split]
+        for pid, name, command in split:
+            problems.append(
+                f"process {pid} ({command}) still uses {name} after it was deleted: it lost its "
+                f"locks on the store (something in it opened and closed the file outside "
+                f"SQLite) and another process deleted the file under it. What it writes from "
+                f"then on reaches no other process and is lost when it exits; stop it writing, "
+                f"keep what it alone sees (export from inside it), and restart it")
         report["problems"] = problems
         return report
 

@@ -193,7 +193,7 @@ class Lab:
     def _start(self) -> None:
         env = self._prepare()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "ab", buffering=0)
+        self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - stop() closes it
         started = time.monotonic()
         last_error = ""
         for _attempt in range(3):  # a free port can be taken between free_port() and bind

@@ -1,4 +1,5 @@
-"""Bubbling (DESIGN §6): block-declared state and resources merge per scope, conflicts at build time."""
+"""Bubbling (DESIGN §6): block-declared state and resources merge per scope; conflicts raise at
+build time."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def test_the_same_two_schemas_as_separately_named_resources_work(mem):
 def test_conflict_deep_inside_nested_sequencers_names_the_two_blocks():
     label, code = _status_blocks()
     inner = fs.sequencer("inner").then(fs.sequencer("deeper").then(code))
-    with pytest.raises(fs.StateSchemaConflictError, match="handler 'label'.*handler 'code'"):
+    with pytest.raises(fs.StateSchemaConflictError, match=r"handler 'label'.*handler 'code'"):
         fs.define_flow("deep", {"a": fs.sequencer("outer").then(label), "b": inner})
 
 

@@ -1,4 +1,5 @@
-"""The state-storage guide's complete flow, run through two actions, snapshot checked field by field."""
+"""The state-storage guide's complete flow, run through two actions, snapshot checked field by
+field."""
 
 from __future__ import annotations
 

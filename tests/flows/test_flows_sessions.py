@@ -102,11 +102,29 @@ def test_a_session_belongs_to_one_user_and_one_flow_kind(store):
     with pytest.raises(fs.AccessDeniedError):
         flow.run("turn", 1, user="bob", session="s1", store=store)
     other_kind = _flow("another-kind")
-    with pytest.raises(fs.AccessDeniedError, match="belongs to flow 'sessions', not 'another-kind'"):
+    with pytest.raises(fs.AccessDeniedError,
+                       match="belongs to flow 'sessions', not 'another-kind'"):
         other_kind.run("turn", 1, session="s1", store=store)
-    assert [r for r in store.list(scope="request")] == []
+    assert store.list(scope="request") == []
     meta = store.read("session", "s1", "$meta").state
     assert meta["user"] == "alice" and meta["flow"] == "sessions" and meta["created_at"] > 0
+
+
+@pytest.mark.parametrize("meta", [{"flow": "sessions"}, {"flow": "sessions", "user": 7},
+                                  {"flow": "sessions", "user": None}])
+def test_a_session_whose_record_names_no_owner_is_refused_and_left_as_it_is(store, meta):
+    store.write("session", "s1", "$meta", meta)  # written by hand, or damaged
+    flow = _flow()
+    with pytest.raises(fs.AccessDeniedError, match=r"session 's1' has no owner in its \$meta"):
+        flow.session("s1", store=store)
+    with pytest.raises(fs.AccessDeniedError, match="has no owner"):
+        flow.session("s1", user="alice", store=store)
+    with pytest.raises(fs.AccessDeniedError, match="has no owner"):
+        flow.run("turn", 1, session="s1", store=store)
+    assert store.list(scope="request") == []
+    record = store.read("session", "s1", "$meta")
+    assert record.version == 1 and record.state == meta
+    assert store.read("session", "s1", "") is None  # no session state was written either
 
 
 def test_invalid_ids_are_refused(mem):

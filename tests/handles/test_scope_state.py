@@ -7,6 +7,7 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 import flowstate_jupyter as fs
 
@@ -53,7 +54,7 @@ def test_state_starts_from_defaults_at_version_zero(session):
 
 
 def test_state_snapshot_is_read_only(session):
-    with pytest.raises(Exception):
+    with pytest.raises(PydanticValidationError, match="frozen"):
         session.state.mode = "agent"
 
 

@@ -63,7 +63,7 @@ def test_require_defaults_suggests_a_default_factory_for_lists_and_words_the_rol
 
 @pytest.mark.parametrize("not_a_model", [dict, ModeState(), "ModeState", 3])
 def test_require_defaults_refuses_what_is_not_a_pydantic_model_class(not_a_model):
-    with pytest.raises(SchemaError, match="must be a class deriving from pydantic.BaseModel"):
+    with pytest.raises(SchemaError, match=r"must be a class deriving from pydantic\.BaseModel"):
         schema.require_defaults(not_a_model)
 
 
@@ -80,7 +80,7 @@ def test_every_helper_refuses_a_model_without_defaults():
     for call in (lambda: schema.defaults(NoDefault),
                  lambda: schema.validate_state(NoDefault, {"count": 1}, where="s"),
                  lambda: schema.read_state(NoDefault, {}, where="s", version=1)):
-        with pytest.raises(SchemaError, match="NoDefault.count has no default"):
+        with pytest.raises(SchemaError, match=r"NoDefault\.count has no default"):
             call()
 
 
@@ -220,7 +220,7 @@ class Range(BaseModel):
 
 
 def test_validate_state_reports_a_model_level_validator_with_where():
-    with pytest.raises(ValidationError, match="^range: Value error, low must not exceed high"):
+    with pytest.raises(ValidationError, match=r"^range: Value error, low must not exceed high"):
         schema.validate_state(Range, {"low": 2, "high": 1}, where="range")
 
 

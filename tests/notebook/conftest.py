@@ -125,7 +125,7 @@ def _kernel_python_ok() -> bool:
         return False
     exe = spec.argv[0]
     aliases = {"python", f"python{sys.version_info[0]}",
-               "python%i.%i" % sys.version_info[:2]}
+               f"python{sys.version_info.major}.{sys.version_info.minor}"}
     if exe in aliases:
         exe = sys.executable
     if Path(exe).resolve() == Path(sys.executable).resolve():

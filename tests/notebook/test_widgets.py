@@ -107,7 +107,7 @@ def test_closed_inspector_stops_following_the_store(session):
     assert pane.value == before
 
 
-# -- ClientDataPreview ------------------------------------------------------------------------------
+# -- ClientDataPreview -----------------------------------------------------------------------------
 
 def test_client_data_preview_marks_what_changed_since_the_last_update(session):
     preview = ClientDataPreview(session)
@@ -345,7 +345,7 @@ def test_history_of_a_resource_and_an_empty_history(session):
         "titles" in empty._diff.value
 
 
-# -- text forms -------------------------------------------------------------------------------------
+# -- text forms ------------------------------------------------------------------------------------
 
 def test_every_widget_has_a_readable_text_form(session, guide_flow):
     session.patch_state(mode="agent")

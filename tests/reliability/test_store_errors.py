@@ -6,7 +6,9 @@
   again once the lock is gone.
 * A store in a folder the user cannot write fails at ``open_store`` with a ``StoreError`` that
   names the path and says it is not writable, and creates nothing. Root ignores permissions, so
-  when the tests run as root this part runs as the unprivileged user ``nobody``.
+  when the tests run as root the folder is mounted read-only instead, in a private mount
+  namespace (``unshare``): that works wherever the checkout lives, even in a folder other users
+  cannot enter.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def test_opening_a_store_that_stays_locked_fails_promptly_or_opens_and_refuses_w
 
 # ---------------------------------------------------------------------------- read-only
 
-OPEN_AS_USER = r"""
+OPEN_ALL = r"""
 import json, os, sys
 import flowstate_jupyter as fs
 outcomes = {"uid": os.geteuid()}
@@ -136,44 +138,66 @@ for url in sys.argv[1:]:
 print(json.dumps(outcomes))
 """
 
-PREFIXES = [["runuser", "-u", "nobody", "--"],
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]]
+# As root, permissions do not stop a write, but a read-only mount does (EROFS), and it does not
+# depend on who may enter the checkout: Python runs as root, in a private mount namespace where
+# the test folder is bind-mounted read-only. Needs CAP_SYS_ADMIN, or unprivileged user
+# namespaces for the second form.
+READ_ONLY_MOUNT = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+NAMESPACES = [["unshare", "--mount", "--propagation", "private"],
+              ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]]
+HOW_TO_ENABLE = ("run the tests as a user other than root, or give root a mount namespace: "
+                 "util-linux's unshare with CAP_SYS_ADMIN (docker run --cap-add SYS_ADMIN) or "
+                 "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)")
 
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTATE_")}
-    env.update(PYTHONPATH=str(ROOT), HOME=tempfile.gettempdir(), PYTHONDONTWRITEBYTECODE="1")
+    env.update(PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
     return env
 
 
-def _open_as_unprivileged(urls: list[str]) -> dict:
-    """Run ``open_store(url)`` for each url as a user for whom permissions are enforced.
+def _run(command: list[str]) -> tuple[dict | None, str]:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                                env=_env(), cwd=tempfile.gettempdir())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode == 0 and lines:
+        return json.loads(lines[-1]), ""
+    return None, (result.stderr or result.stdout).strip()[-300:]
 
-    As root, that is 'nobody' through runuser or setpriv; skips (fails under CI=true) when
-    neither can run Python as 'nobody'.
+
+def _open_in_read_only(base: Path, urls: list[str]) -> dict:
+    """Run ``open_store(url)`` for each url in a process for which ``base`` is read-only.
+
+    Not root: ``base``'s folders are made 0555 and permissions do it. Root: ``base`` is
+    bind-mounted read-only in a private mount namespace. Skips (fails under CI=true) when
+    neither can be had.
     """
-    command = [sys.executable, "-c", OPEN_AS_USER, *urls]
-    prefixes = PREFIXES if os.geteuid() == 0 else [[]]
+    command = [sys.executable, "-c", OPEN_ALL, *urls]
+    if os.geteuid() != 0:
+        for folder in base.iterdir():
+            folder.chmod(0o555)
+        outcomes, error = _run(command)
+        if outcomes is None:
+            pytest.fail(f"the read-only check did not run: {error}")
+        outcomes.pop("uid")
+        return outcomes
     tried = []
-    for prefix in prefixes:
-        if prefix and shutil.which(prefix[0]) is None:
-            tried.append(f"{prefix[0]}: not installed")
-            continue
-        try:
-            result = subprocess.run(prefix + command, capture_output=True, text=True,
-                                    timeout=120, env=_env(), cwd=tempfile.gettempdir())
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            tried.append(f"{prefix[0]}: {exc}")
-            continue
-        lines = result.stdout.strip().splitlines()
-        if result.returncode == 0 and lines:
-            outcomes = json.loads(lines[-1])
-            if outcomes.pop("uid") != 0:
-                return outcomes
-        tried.append(f"{prefix[0] if prefix else 'python'}: "
-                     f"{(result.stderr or result.stdout).strip()[-200:]}")
+    for namespace in NAMESPACES:
+        if shutil.which(namespace[0]) is None:
+            tried.append(f"{namespace[0]}: not installed")
+            break
+        outcomes, error = _run([*namespace, "sh", "-c", READ_ONLY_MOUNT, "sh", str(base),
+                                *command])
+        if outcomes is not None:
+            outcomes.pop("uid")
+            return outcomes
+        tried.append(f"{' '.join(namespace)}: {error}")
     message = ("cannot test a read-only folder: running as root (who ignores permissions) and "
-               "could not run Python as user 'nobody' (" + "; ".join(tried) + ")")
+               "could not mount the folder read-only (" + "; ".join(tried) + "); " +
+               HOW_TO_ENABLE)
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message + " (with CI=true this fails instead)")
@@ -181,14 +205,13 @@ def _open_as_unprivileged(urls: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def readonly() -> Iterator[dict]:
-    """Three stores in read-only folders, each opened once by the unprivileged user.
+    """Three stores in read-only folders, each opened once by a process that cannot write there.
 
     ``new``: a new file in a read-only folder; ``nested``: a file whose folder would have to be
-    created inside a read-only folder; ``existing``: a store (owned by the user) that already
-    exists in a read-only folder. Maps each case to (path, outcome, folder listing before).
+    created inside a read-only folder; ``existing``: a store that already exists in a read-only
+    folder. Maps each case to (path, outcome, folder listing before, folder).
     """
-    base = Path(tempfile.mkdtemp(prefix="fs-readonly-"))  # tmp_path is under a root-only folder
-    base.chmod(0o755)
+    base = Path(tempfile.mkdtemp(prefix="fs-readonly-"))
     try:
         cases = {"new": base / "new" / "flowstate.db",
                  "nested": base / "nested" / "sub" / "flowstate.db",
@@ -197,15 +220,9 @@ def readonly() -> Iterator[dict]:
             (base / name).mkdir()
         with fs.open_store(f"sqlite:///{cases['existing']}") as store:
             fs.ScopeHandle(store, "session", "s1", state=Counter).inc_state(count=1)
-        for p in (base / "existing").iterdir():  # the user owns the file, not the folder
-            if os.geteuid() == 0:
-                os.chown(p, 65534, 65534)
-        listing = {}
-        for name in cases:
-            (base / name).chmod(0o555)
-            listing[name] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                                   for p in (base / name).rglob("*"))
-        outcomes = _open_as_unprivileged([f"sqlite:///{p}" for p in cases.values()])
+        listing = {name: sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                for p in (base / name).rglob("*")) for name in cases}
+        outcomes = _open_in_read_only(base, [f"sqlite:///{p}" for p in cases.values()])
         yield {name: (path, outcomes[f"sqlite:///{path}"], listing[name], base / name)
                for name, path in cases.items()}
     finally:

@@ -383,6 +383,128 @@ def test_history_is_pruned_to_its_limit_per_record(backend):
     assert [h.version for h in store.history(S, SID, limit=2)] == [7, 6]
 
 
+def _history_bytes(store, scope=S, scope_id=SID, name=""):
+    """Bytes of state JSON a record's kept history holds (as the stores count them)."""
+    return sum(len(json.dumps(h.state, separators=(", ", ": "), ensure_ascii=False).encode())
+               for h in store.history(scope, scope_id, name))
+
+
+def test_history_is_pruned_to_its_byte_bound_per_record_keeping_the_newest(backend):
+    bound = 64 * 1024
+    store = backend.open(history_limit_bytes=bound)
+    for i in range(1, 31):
+        store.write(S, SID, "", {"i": i, "blob": "x" * 10_000})
+        store.write(S, SID, "small", {"i": i})  # another record: its own bound, untouched
+        kept = store.history(S, SID)
+        assert kept[0].version == i and kept[0].state["i"] == i, "the newest is always kept"
+        assert _history_bytes(store) <= bound
+    assert [h.version for h in kept] == list(range(30, 30 - len(kept), -1)), "newest first"
+    assert len(kept) >= 4, "a byte bound, not a tiny one: 3/4 of it or more is kept"
+    assert len(store.history(S, SID, "small")) == 30
+    assert store.read(S, SID).state["i"] == 30
+
+
+def test_a_state_over_the_history_byte_bound_is_still_kept_as_the_newest_version(backend):
+    store = backend.open(history_limit_bytes=1000)
+    for i in range(3):
+        store.write(S, SID, "", {"i": i, "blob": "y" * 5000})
+        assert [(h.version, h.state["i"]) for h in store.history(S, SID)] == [(i + 1, i)]
+    store.write(S, SID, "", {"i": 3})
+    assert [h.version for h in store.history(S, SID)] == [4]  # 5 KB more would not fit
+    store.write(S, SID, "", {"i": 4})
+    assert [h.version for h in store.history(S, SID)] == [5, 4]
+
+
+def test_an_import_keeps_only_the_history_its_bounds_allow(backend):
+    from flowstate_jupyter.stores.base import HistoryEntry, Record
+
+    store = backend.open(history_limit=50, history_limit_bytes=20_000)
+    history = [HistoryEntry(v, float(v), "set", {"v": v, "blob": "z" * 5000}) for v in
+               range(1, 11)]
+    store.restore(Record(S, SID, "", 10, {"v": 10, "blob": "z" * 5000}, None, False, 1.0,
+                         10.0, 10.0), history)
+    kept = store.history(S, SID)
+    assert [h.version for h in kept] == [10, 9, 8]  # the newest, within 20,000 bytes
+    assert _history_bytes(store) <= 20_000
+    store.write(S, SID, "", {"v": 11})
+    assert store.history(S, SID)[0].version == 11 and _history_bytes(store) <= 20_000
+
+
+def test_a_large_delta_is_summarized_in_the_change_log_and_history_keeps_the_state(backend):
+    store = backend.open(changelog_item_bytes=2048)
+    delivered = []
+    store.subscribe(delivered.append)
+    big = {"text": "é" * 6000}  # 12,000 bytes of UTF-8
+    event = {"type": "state_change", "scope": S, "scope_id": SID, "operation": "patch",
+             "path": None, "delta": big, "request_id": "r-big"}
+    store.write(S, SID, "", big, operation="patch", event=event, request_id="r-big")
+    small = dict(event, delta={"text": "short"}, request_id="r-small")
+    store.write(S, SID, "", {"text": "short"}, operation="patch", event=small)
+    (seq1, logged), (_, kept_whole) = store.changes()
+    assert logged["delta"] is None
+    assert logged["omitted"]["fields"] == ["delta"]
+    assert logged["omitted"]["bytes"] > 12_000
+    assert {k: logged[k] for k in ("type", "scope", "scope_id", "operation", "request_id",
+                                   "version")} == {
+        "type": "state_change", "scope": S, "scope_id": SID, "operation": "patch",
+        "request_id": "r-big", "version": 1}
+    assert len(json.dumps(logged, ensure_ascii=False).encode()) <= 2048
+    assert kept_whole["delta"] == {"text": "short"} and "omitted" not in kept_whole
+    assert [h.state for h in store.history(S, SID)] == [{"text": "short"}, big]
+    assert delivered[0]["delta"] == big, "this store object's subscribers get the whole event"
+    assert store.changes(after=seq1 - 1)[0][1] == logged
+
+
+def test_no_change_log_item_is_larger_than_its_bound_whatever_the_event(backend):
+    bound = 2048
+    store = backend.open(changelog_item_bytes=bound)
+    events = [
+        {"type": "x", "delta": None, "path": "p" * 5000},
+        {"type": "x", "delta": None, **{f"field{i}": i for i in range(1000)}},
+        {"type": "x" * 200, "scope": "s" * 129, "delta": [1] * 3000},
+        {"type": "x", "delta": {"k": "\u0001" * 1000}, "note": "\u0001" * 100},
+    ]
+    for i, event in enumerate(events):
+        store.write(S, SID, f"r{i}", {"i": i}, event=event)
+    for _, item in store.changes():
+        item_bytes = len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+        assert item_bytes <= bound, item
+        assert "omitted" in item and item["omitted"]["bytes"] > bound
+
+
+def test_byte_bounds_are_options_in_the_url_and_refuse_nonsense(backend):
+    from flowstate_jupyter.stores import open_store
+
+    sep = "&" if "?" in backend.url else "?"
+    if backend.kind == "memory":
+        store = open_store("memory://?history_limit_bytes=5000&changelog_item_bytes=3000")
+    else:
+        store = open_store(f"{backend.url}{sep}history_limit_bytes=5000&changelog_item_bytes=3000")
+        backend.stores.append(store)
+    assert (store.history_limit_bytes, store.changelog_item_bytes) == (5000, 3000)
+    for bad in ({"history_limit_bytes": 0}, {"changelog_item_bytes": 100},
+                {"changelog_item_bytes": True}, {"history_limit_bytes": "big"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            backend.open(**bad)
+
+
+def test_a_byte_prune_inside_a_nested_write_is_undone_with_the_outer_write(backend):
+    store = backend.open(history_limit_bytes=12_000)
+    for i in range(2):
+        store.write(S, SID, "inner", {"i": i, "blob": "b" * 5000})
+    before = snapshot(store, name="inner")
+
+    def outer(record):
+        store.write(S, SID, "inner", {"i": 9, "blob": "b" * 5000})  # prunes version 1
+        assert [h.version for h in store.history(S, SID, "inner")][-1] > 1
+        raise RuntimeError("outer write fails")
+
+    with pytest.raises(RuntimeError):
+        store.update(S, SID, "", outer)
+    assert snapshot(store, name="inner") == before
+    assert [h.version for h in store.history(S, SID, "inner")] == [2, 1]
+
+
 # -- change log and events ---------------------------------------------------------------------
 
 def test_change_log_never_grows_past_its_limit(backend):

@@ -89,7 +89,7 @@ def test_reopening_a_store_keeps_its_records(db):
 
 
 def test_an_empty_file_becomes_a_store(db):
-    db.touch()
+    db.touch(mode=0o600)
     with SQLiteStore(db) as store:
         assert store.write("session", "s1", "", {}).version == 1
 
@@ -244,6 +244,7 @@ _SCHEMA_3 = (_SCHEMA_2.replace(",\n    PRIMARY KEY (scope, scope_id, name)\n) WI
 @pytest.mark.parametrize("old_schema", [_SCHEMA_1, _SCHEMA_2, _SCHEMA_3],
                          ids=["schema-1", "schema-2", "schema-3"])
 def test_an_older_store_is_upgraded_in_place_keeping_records_and_history(db, old_schema):
+    db.touch(mode=0o600)
     conn = sqlite3.connect(db)
     conn.executescript(old_schema)
     before = conn.execute("SELECT scope, scope_id, name, version, state, content, deleted, "

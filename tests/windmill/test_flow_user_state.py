@@ -84,7 +84,8 @@ def test_inside_a_run_states_use_the_flow_step_path_and_the_runs_store(wm_env, f
             wm.set_state({"cursor": 1})
             assert wm.get_state() == {"cursor": 1}
         assert wm.get_state("f/flows/assistant/fetch_user") is None  # not in the other store
-    record = run_store.read("project", "default", names.WM_STATE_PREFIX + "f/flows/assistant/fetch_user")
+    record = run_store.read("project", "default",
+                            names.WM_STATE_PREFIX + "f/flows/assistant/fetch_user")
     assert record.state == {"cursor": 1}
     assert run_store.changes()[-1][1]["request_id"] == "r9"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -58,5 +59,5 @@ def test_four_processes_appending_250_items_each_end_with_1000_distinct_items(tm
         mine = [int(item.split("-")[1]) for item in items if item.startswith(f"{w}-")]
         assert mine == list(range(APPENDS))
     assert version == WORKERS * APPENDS  # one committed write per append, none retried twice
-    switches = sum(a[0] != b[0] for a, b in zip(items, items[1:]))
+    switches = sum(a[0] != b[0] for a, b in itertools.pairwise(items))
     assert switches > WORKERS, "the writers did not overlap, so this proved nothing"
