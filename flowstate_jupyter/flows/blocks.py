@@ -30,7 +30,7 @@ import contextvars
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -113,6 +113,17 @@ class _Fn:
         if _awaitable(out):
             out = await out
         return out
+
+
+def _segments(names: Iterable[str]) -> list[str]:
+    """Path segments of sibling blocks (routes, cases): the name, ``name#i`` for a repeat (``i``
+    its position), as in the flow picture (``graph.py``)."""
+    seen: set[str] = set()
+    out = []
+    for index, name in enumerate(names):
+        out.append(name if name not in seen else f"{name}#{index}")
+        seen.add(name)
+    return out
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -341,6 +352,7 @@ class Router(Block):
             raise ValueError(f"{self.source} needs at least one route")
         for block in self.routes:
             self._absorb(block)
+        self._segments = _segments(b.name for b in self.routes)  # path segments of the routes
         self._route = _Fn(route, f"{self.source}: route")
 
     def children(self) -> list[Block]:
@@ -349,7 +361,7 @@ class Router(Block):
     async def _execute(self, value: Any, ctx: Context) -> Any:
         chosen = await self._route(value, ctx)
         block = self._pick(chosen)
-        return await block.run(value, ctx, block.name)
+        return await block.run(value, ctx, self._segments[self.routes.index(block)])
 
     def _pick(self, chosen: Any) -> Block:
         for block in self.routes:
@@ -624,10 +636,14 @@ class _Branch(_Step):
     def blocks(self) -> list[Block]:
         return [b for _, b in self.cases]
 
+    def bind(self, index: int) -> None:
+        super().bind(index)
+        self.ats = [self.prefix + seg for seg in _segments(b.name for _, b in self.cases)]
+
     async def run(self, value: Any, ctx: Context) -> Any:
-        for cond, block in self.cases:
+        for (cond, block), at in zip(self.cases, self.ats):
             if cond is None or await cond(value, ctx):
-                return await block.run(value, ctx, self.prefix + block.name)
+                return await block.run(value, ctx, at)
         return value
 
 
@@ -641,10 +657,15 @@ class _Rescue(_Step):
     def blocks(self) -> list[Block]:
         return [b for _, b in self.cases]
 
-    def match(self, exc: BaseException) -> Block | None:
-        for classes, block in self.cases:
+    def bind(self, index: int) -> None:
+        super().bind(index)
+        self.ats = [self.prefix + seg for seg in _segments(b.name for _, b in self.cases)]
+
+    def match(self, exc: BaseException) -> tuple[Block, str] | None:
+        """The block of the first case ``exc`` matches, with its path segment."""
+        for (classes, block), at in zip(self.cases, self.ats):
             if isinstance(exc, classes):
-                return block
+                return block, at
         return None
 
 
@@ -884,12 +905,12 @@ class Sequencer(Block):
         pending: Exception | None = None  # an error waiting for a matching rescue
         for step in steps:
             if isinstance(step, _Rescue):
-                block = step.match(pending) if pending is not None else None
-                if block is None:
+                found = step.match(pending) if pending is not None else None
+                if found is None:
                     continue
                 caught, pending = pending, None
                 try:
-                    value = await block.run(caught, ctx, step.prefix + block.name)
+                    value = await found[0].run(caught, ctx, found[1])
                 except Exception as exc:  # noqa: BLE001 - may be rescued further on
                     pending = exc
                 continue

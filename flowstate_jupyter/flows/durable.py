@@ -357,9 +357,9 @@ def _writes_since(store: Store, request_id: str, version: int) -> dict[str, set[
     covered = False
     writes: dict[str, set[str]] = {}
     for _, event in store.changes():
-        if event.get("scope_id") == request_id and event.get("type") == "request" \
-                and event.get("version") == version:
-            covered = True
+        if event.get("scope_id") == request_id and event.get("version") == version and (
+                event.get("type") == "request" or event.get("resource") == REQUEST):
+            covered = True  # the request record's last write: everything since is here
         if event.get("request_id") == request_id and "write" in event and "span" in event:
             writes.setdefault(event["span"], set()).add(event["write"])
     return writes if covered else None

@@ -38,6 +38,7 @@ those blocks run again on resume (their writes are still not repeated).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import math
@@ -224,6 +225,15 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> Any:
     return {"$truncated": True, "preview": text[:limit], "chars": len(text)}
 
 
+def compact(text: str, limit: int = 120) -> str:
+    """``text``, or for a long one its start and a digest: a write's span and identity must stay
+    short to survive in a change-log item the store keeps summarized."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{text[:limit - 34]}~{digest}"
+
+
 def _error_info(exc: BaseException | None, limit: int) -> dict | None:
     if exc is None:
         return None
@@ -362,16 +372,17 @@ class RunLog:
         if self.lost is not None:
             raise RunStateError(self.lost)
         counts = span.writes
+        path = compact(span.path)
         if counts is None:
             counts = span.writes = {}
-            self.by_path[span.path] = span  # where its committed changes are attributed
+            self.by_path[path] = span  # where its committed changes are attributed
         n = counts.get(key, 0)
         counts[key] = n + 1
-        write = f"{key}#{n}"
-        before = self.earlier.get(span.path)
+        write = compact(f"{key}#{n}")
+        before = self.earlier.get(path)
         if before is not None and write in before:
             return SKIP
-        return span.path, write
+        return path, write
 
     def observe(self, event: dict) -> None:
         """A committed change of this run (from the store's subscription): attribute it."""

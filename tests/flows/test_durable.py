@@ -480,3 +480,40 @@ def test_runs_list_every_status_with_filters(mem):
     assert [r["status"] for r in session.runs(status="suspended")] == ["suspended"]
     content = read_content(mem.read("request", waiting.request_id, "$request").content)
     assert set(content["log"]) >= {"input", "done", "once", "resumed", "writes"}
+
+
+def test_an_interrupted_run_finds_its_unlogged_writes_in_the_change_log_even_summarized(backend):
+    import json
+
+    class Doc(BaseModel):
+        text: str = ""
+        n: int = 0
+
+    class Go(BaseModel):
+        go: bool = True
+
+    @fs.handler(session_state=Doc)
+    def write_big(value, ctx):
+        ctx.session.patch_state(text="x" * 10_000)  # a change-log item the store summarizes
+        ctx.session.inc_state(n=1)
+        ctx.suspend(Go)
+        return ctx.session.state.n
+
+    store = backend.open()
+    flow = fs.define_flow("big-writes", {"go": write_big})
+    first = flow.run("go", None, user="u", session="s", store=store)
+    patch = [e for e in store.changes() if e[1].get("operation") == "patch"][-1][1]
+    assert patch.get("omitted") and patch["delta"] is None  # the store kept a summary...
+    assert patch["span"] == "go" and patch["write"] == "session/s/:patch#0"  # ...with these
+    record = store.read("request", first.request_id, "$request")
+    content = json.loads(record.content)
+    content["log"]["writes"] = {}  # as if the process died before its log recorded the writes
+    store.write("request", first.request_id, "$request",
+                {**record.state, "status": "running", "suspension": None,
+                 "lease_until": time.time() - 1}, expected=record.version,
+                content=json.dumps(content))
+    again = flow.resume(first.request_id, store=store)
+    assert again.status == "suspended"  # the same question again, nothing written twice
+    state = flow.session("s", store=store).state
+    assert (state.n, len(state.text)) == (1, 10_000)
+    assert [e.get("operation") for e in again.events if e["type"] != "request"] == []

@@ -267,3 +267,17 @@ def test_only_the_newest_trace_limit_runs_of_a_session_are_kept(tmp_path):
         assert flow.session("s1", store=store).state.count == 120  # state is not pruned
     finally:
         store.close()
+
+
+def test_span_paths_are_the_node_paths_of_the_flow_picture(mem):
+    first = fs.handler(lambda v: "first", name="same")
+    second = fs.handler(lambda v: "second", name="same")
+    pick = fs.router(name="pick", routes=[first, second], route=lambda v, ctx: second)
+    seq = (fs.sequencer("pictured").then(switch).then(pick)
+           .branch([(lambda v: False, first), (True, second)]))
+    flow = fs.define_flow("pictured", {"go": seq})
+    result = flow.run("go", "x", user="u", store=mem)
+    paths = [s.path for s in result.trace.spans]
+    assert paths == ["go", "go/then[0]/switch", "go/then[1]/pick", "go/then[1]/pick/same#1",
+                     "go/branch[2]/same#1"]
+    assert set(paths) <= set(flow.graph("go").nodes)  # a run's spans mark the picture's nodes
