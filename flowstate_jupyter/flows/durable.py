@@ -273,6 +273,10 @@ class _Renewer:
                     try:
                         lease.renew()
                     except Exception as exc:  # noqa: BLE001 - try again at the next tick
+                        if getattr(lease.store, "_closed", False):
+                            self.remove(lease)  # its store is gone: so is the run
+                            continue
+                        lease.last = time.monotonic()  # retry a third of a lease later
                         warnings.warn(f"flowstate could not renew the lease of run "
                                       f"{lease.request_id}: {exc}", RuntimeWarning,
                                       stacklevel=1)
@@ -332,9 +336,15 @@ def claim_resume(store: Store, request_id: str, flow_kind: str, value: Any, *,
     else:
         raise RunStateError(f"run {request_id} is {status}, not suspended or interrupted: there "
                             f"is nothing to resume")
-    if logged is None or not state.get("durable", True):
+    if not state.get("durable", True):
         raise RunStateError(f"run {request_id} kept no step log (durable=False), so it cannot "
                             f"be resumed")
+    if logged is None:  # it died before it wrote a log: its record holds the whole input
+        given = state.get("input")
+        if isinstance(given, dict) and given.get("$truncated"):
+            raise RunStateError(f"run {request_id} died before it logged its input, which its "
+                                f"request record keeps only in part; it cannot be resumed")
+        logged = {"input": given}
     if status == "interrupted":
         gap = _writes_since(store, request_id, record.version)
         if gap is None and not force:

@@ -316,17 +316,27 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
             owner = ensure_session(store, session_id, user=user, flow_kind=flow.kind,
                                    request_id=request_id)
             shown = input_for_record if input_for_record is not None else value
+            logged_input = _logged_input(value)
+            if logged_input is not None and shown is value and \
+                    len(json.dumps(logged_input)) <= RECORD_VALUE_LIMIT:
+                shown_json, in_record = logged_input, True  # the record keeps it whole
+            else:
+                shown_json, in_record = for_record(shown), False
             if log is not None and durable:
-                log.input_json = _logged_input(value)
+                log.input_json = logged_input
             record = {"action": action, "block": block.name, "flow": flow.kind,
                       "session": session_id, "user": owner, "project": project,
-                      "input": for_record(shown), "output": None, "error": None,
+                      "input": shown_json, "output": None, "error": None,
                       "status": "running", "started_at": wall0, "ended_at": None,
                       "duration_s": None, "lease_until": wall0 + seconds, "attempt": 1,
                       "owner": owner_token(), "trace": trace, "durable": durable,
                       "suspension": None, "flow_module": getattr(flow, "_module", None)}
             previous_duration = 0.0
             event = _request_event(request_id, record)
+            # the first write needs a step log only when the record cannot hold the whole input
+            # (a resume after a crash before the first lease renewal reads the input there)
+            content = log.content(final=False) if log is not None and durable \
+                and not in_record else None
         else:
             state = resumption.state
             owner, project = state.get("user"), state.get("project") or project
@@ -338,7 +348,7 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
         lease = Lease(store, request_id, seconds, record)
         if resumption is not None:
             lease.version = resumption.record.version
-        content = log.content(final=False) if log is not None and durable else None
+            content = log.content(final=False) if log is not None else None
         claim = lambda: lease.write(record, content=content, event=event,
                                     adopt=False)
         try:
