@@ -88,7 +88,7 @@ def _rows(rows: list[tuple], header: tuple[str, ...]) -> str:
 def cmd_ls(store: Store, args: argparse.Namespace, out: _Out) -> int:
     if not args.what:
         counts = {s: len({r.scope_id for r in store.list(s)}) for s in SCOPES}
-        out.emit(counts, _rows([(s, n) for s, n in counts.items()], ("scope", "instances")))
+        out.emit(counts, _rows(list(counts.items()), ("scope", "instances")))
         return EXIT_OK
     if "/" not in args.what:
         scope = args.what
@@ -143,7 +143,8 @@ def cmd_show(store: Store, args: argparse.Namespace, out: _Out) -> int:
 
 def cmd_history(store: Store, args: argparse.Namespace, out: _Out) -> int:
     scope, scope_id = _target(args.target)
-    entries = store.history(scope, scope_id, args.resource or "", limit=args.limit)
+    # (typed Any: Store.list shadows the builtin in the store's annotations)
+    entries: Any = store.history(scope, scope_id, args.resource or "", limit=args.limit)
     if not entries:
         raise ResourceNotFoundError(f"{args.target} has no history")
     items = [{"version": e.version, "ts": e.ts, "operation": e.operation, "state": e.state,
@@ -263,9 +264,9 @@ def _find_flow(flow_class: type, where: str | None, kind: Any, request_id: str) 
     except ImportError as exc:
         raise InvalidIdError(f"cannot import {module_name!r} to resume run {request_id}: "
                              f"{exc}; pass --flow MODULE:NAME") from None
-    found = [getattr(module, name, None)] if name else \
-        [v for v in vars(module).values() if isinstance(v, flow_class) and v.kind == kind]
-    found = [f for f in found if isinstance(f, flow_class)]
+    candidates: list[Any] = [getattr(module, name, None)] if name else list(vars(module).values())
+    found = [f for f in candidates
+             if isinstance(f, flow_class) and (name or getattr(f, "kind", None) == kind)]
     if len(found) != 1:
         raise InvalidIdError(f"{where} holds {len(found)} flows of kind {kind!r}; pass "
                              f"--flow MODULE:NAME")

@@ -3,11 +3,11 @@
 ``Context`` carries the scope handles (``ctx.request``, ``ctx.session``, ``ctx.user``,
 ``ctx.project``), the nearest stateful sequencer's instance state (``ctx.sequencer``), the run id,
 ``emit``, and what durable runs add (DESIGN §15): ``suspend``, ``run_once`` and
-``idempotency_key``. ``RunServices`` is what one run shares between its blocks: the ordered event list,
-the ``on_event`` callback and a thread pool for concurrent steps. ``current_context()`` gives the
-context of the block running in this task or thread (the Windmill layer uses it to find the
-flow-step state path and the run's flow user state; the write hook below uses it to tag a run's
-writes with the span that makes them).
+``idempotency_key``. ``RunServices`` is what one run shares between its blocks: the ordered
+event list, the ``on_event`` callback and a thread pool for concurrent steps.
+``current_context()`` gives the context of the block running in this task or thread (the
+Windmill layer uses it to find the flow-step state path and the run's flow user state; the write
+hook below uses it to tag a run's writes with the span that makes them).
 """
 
 from __future__ import annotations

@@ -366,7 +366,8 @@ def _writes_since(store: Store, request_id: str, version: int) -> dict[str, set[
     last write of its request record (version ``version``); else ``None``."""
     covered = False
     writes: dict[str, set[str]] = {}
-    for _, event in store.changes():
+    items: Any = store.changes()  # (Store.list shadows the builtin in its annotations)
+    for _, event in items:
         if event.get("scope_id") == request_id and event.get("version") == version and (
                 event.get("type") == "request" or event.get("resource") == REQUEST):
             covered = True  # the request record's last write: everything since is here

@@ -39,7 +39,7 @@ import json
 import threading
 import time
 import traceback as _traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -149,7 +149,7 @@ class RunResult:
 
 # ---------------------------------------------------------------------------- sync bridge
 
-def run_sync(make: Callable[[], Awaitable[T]]) -> T:
+def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run the coroutine ``make()`` returns to completion and return its result.
 
     Without a running loop in this thread: ``asyncio.run``. Inside one (Jupyter, or a block
@@ -180,7 +180,7 @@ _IDLE_LOOPS: list[_LoopThread] = []  # helper threads not running a flow now
 _IDLE_LOCK = threading.Lock()
 
 
-def _run_in_helper_thread(make: Callable[[], Awaitable[T]]) -> T:
+def _run_in_helper_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     with _IDLE_LOCK:
         helper = _IDLE_LOOPS.pop() if _IDLE_LOOPS else None
     if helper is None:  # the first run, or every helper is busy (a run started inside a run)
@@ -191,7 +191,7 @@ def _run_in_helper_thread(make: Callable[[], Awaitable[T]]) -> T:
 
     def start() -> None:  # on the helper's loop
         try:
-            task = context.run(lambda: helper.loop.create_task(make()))
+            task: asyncio.Task[T] = context.run(lambda: helper.loop.create_task(make()))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             box["error"] = exc
             finished.set()
@@ -237,7 +237,7 @@ def for_record(value: Any) -> Any:
         data = to_jsonable_python(value, fallback=repr)
         text = json.dumps(data, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        data, text = repr(value), None
+        data = repr(value)
         text = json.dumps(data)
     if len(text) > RECORD_VALUE_LIMIT:
         return {"$truncated": True, "preview": text[:2000]}
@@ -339,7 +339,7 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
                 and not in_record else None
         else:
             state = resumption.state
-            owner, project = state.get("user"), state.get("project") or project
+            owner, project = str(state.get("user")), state.get("project") or project
             record = {**state, "status": "running", "lease_until": wall0 + seconds,
                       "attempt": log.attempt if log is not None else 1, "owner": owner_token(),
                       "suspension": None, "ended_at": None, "error": None, "output": None}
@@ -378,14 +378,17 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
         ctx = _root_context(flow, block, store, request_id, session_id, owner, project,
                             services, log)
         root = action if action is not None else block.name
-        output, error, interrupt, suspended = None, None, None, None
+        output: Any = None
+        error: BaseException | None = None
+        interrupt: BaseException | None = None
+        suspended: Suspended | None = None
         try:
             output = await block.run(value, ctx, root)
         except Suspended as signal:
             suspended = signal
         except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
             error = exc
-        except BaseException as exc:  # cancelled or interrupted: record it, then re-raise
+        except BaseException as exc:  # noqa: BLE001 - cancelled or interrupted: recorded, re-raised
             error = interrupt = exc
         duration = time.perf_counter() - clock0
         services.close()  # every job has finished by now: this only releases the threads

@@ -30,10 +30,11 @@ write at no extra cost (see ``flows/durable.py`` and docs/decisions.md).
 ``{"$truncated": true, "preview": ..., "chars": n}``), a traceback :data:`ERROR_TEXT_CHARS`,
 ``changes`` the first :data:`CHANGES_PER_SPAN` events with their deltas previewed; a trace keeps
 at most :data:`SPAN_LIMIT` spans (every span that did not end ok, then the first and last of
-the others; ``trace.dropped`` counts the rest; only kept spans are encoded) and at most :data:`TRACE_MAX_BYTES` of JSON
-(past that, previews shrink to 100 characters and changes to a count: ``trace.truncated``). The
-step log keeps completed outputs up to :data:`LOG_MAX_BYTES`; outputs past that are left out and
-those blocks run again on resume (their writes are still not repeated).
+the others; ``trace.dropped`` counts the rest; only kept spans are encoded) and at most
+:data:`TRACE_MAX_BYTES` of JSON (past that, previews shrink to 100 characters and changes
+to a count: ``trace.truncated``). The step log keeps completed outputs up to
+:data:`LOG_MAX_BYTES`; outputs past that are left out and those blocks run again on resume
+(their writes are still not repeated).
 """
 
 from __future__ import annotations
@@ -243,10 +244,16 @@ def _error_info(exc: BaseException | None, limit: int) -> dict | None:
     return {"type": type(exc).__name__, "message": str(exc)[:limit], "traceback": text}
 
 
+_SAID_BY_SPAN = frozenset({"request_id", "span", "write"})  # the span says these already
+
+
 def _change_preview(event: dict) -> dict:
-    if "delta" not in event:
-        return event
-    return {**event, "delta": preview(event["delta"], DELTA_CHARS)}
+    """A change event as a span keeps it: its delta previewed, the fields the span gives left
+    out."""
+    out = {k: v for k, v in event.items() if k not in _SAID_BY_SPAN}
+    if "delta" in out:
+        out["delta"] = preview(out["delta"], DELTA_CHARS)
+    return out
 
 
 def _type_ref(value: Any) -> str | None:
