@@ -404,12 +404,18 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
                 dropped[:] = note_ended_run(store, session_id, request_id)
 
         if suspended is not None:
-            suspension = suspension_record(suspended.key, suspended.path, suspended.model,
-                                           suspended.message, suspended.timeout_s)
+            try:
+                suspension = suspension_record(suspended.key, suspended.path, suspended.model,
+                                               suspended.message, suspended.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - a model without a JSON Schema: an error
+                error, suspended = exc, None
+        if suspended is not None:
+            record = {**record}  # a new dict: a lease renewal may still be reading the old one
             record.update(status="suspended", lease_until=None, suspension=suspension,
                           duration_s=previous_duration + duration)
             content = log.content(final=False) if log is not None else None
         else:
+            record = {**record}  # a new dict: a lease renewal may still be reading the old one
             record.update(status="ok" if error is None else "error", ended_at=time.time(),
                           duration_s=previous_duration + duration, lease_until=None,
                           output=for_record(output) if error is None else None,
