@@ -18,7 +18,7 @@ from flowstate_jupyter.flows.durable import prune_store, retention_batch
 from flowstate_jupyter.handles.resources import tombstone_batch
 
 #: The documented bound on the file after 10,000 runs and 10,000 evictions (docs/concepts.md).
-FILE_BOUND = 8 * 1024 * 1024
+FILE_BOUND = 12 * 1024 * 1024
 
 
 class Note(BaseModel):
