@@ -199,8 +199,8 @@ def cmd_prune(store: Store, args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_runs(store: Store, args: argparse.Namespace, out: _Out) -> int:
-    runs = durable.list_runs(store, status=args.status, session=args.session,
-                             flow_kind=args.flow, limit=args.limit)
+    runs = durable.list_runs(store, args.session, args.limit, status=args.status,
+                             flow_kind=args.flow)
     for run in runs:
         run.pop("input", None)
     out.emit(runs, _rows([(r["request_id"], r.get("flow") or "", r.get("action") or "",

@@ -43,6 +43,7 @@ from ..errors import RunConflictError, RunStateError, ValidationError, VersionCo
 from ..handles.resources import bound_tombstones
 from ..model import ops, schema
 from ..stores.base import KEEP, Change, Record, Store
+from .bookkeeping import effective_status, list_runs
 from .trace import read_content, resolve_type
 
 __all__ = [
@@ -67,16 +68,6 @@ _OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 def owner_token() -> str:
     """Which process runs a run: ``host:pid:random`` (shown in the request record)."""
     return _OWNER
-
-
-def effective_status(state: dict, now: float | None = None) -> str:
-    """A run's status as readers see it: ``"interrupted"`` for a running run whose lease passed."""
-    status = state.get("status")
-    if status == "running":
-        lease = state.get("lease_until")
-        if isinstance(lease, (int, float)) and lease < (time.time() if now is None else now):
-            return "interrupted"
-    return str(status)
 
 
 # ---------------------------------------------------------------------------- suspensions
@@ -482,29 +473,6 @@ def release_slot(store: Store, session_id: str, action: str, request_id: str) ->
             return None
         return _slot_change(session_id, action, {"active": None, "queue": state["queue"]})
     store.update("session", session_id, ACTION_SLOT_PREFIX + action, fn)
-
-
-# ---------------------------------------------------------------------------- listing
-
-def list_runs(store: Store, *, flow_kind: str | None = None, session: str | None = None,
-              status: str | None = None, limit: int | None = None) -> list[dict]:
-    """Runs in the store, newest first: the request record's fields plus ``request_id`` and the
-    status as readers see it (``"interrupted"``, see :func:`effective_status`)."""
-    now = time.time()
-    out = []
-    for r in store.list(scope="request", name=REQUEST):
-        state = r.state
-        if not isinstance(state, dict):
-            continue
-        if (flow_kind is not None and state.get("flow") != flow_kind) or \
-                (session is not None and state.get("session") != session):
-            continue
-        item = {"request_id": r.scope_id, **state, "status": effective_status(state, now)}
-        if status is not None and item["status"] != status:
-            continue
-        out.append(item)
-    out.sort(key=lambda s: s.get("started_at") or 0, reverse=True)
-    return out if limit is None else out[:limit]
 
 
 # ---------------------------------------------------------------------------- retention

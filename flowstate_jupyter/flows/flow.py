@@ -355,8 +355,8 @@ class Flow:
         (``"running"``, ``"ok"``, ``"error"``, ``"suspended"`` or ``"interrupted"``),
         ``started_at``, ``session``, ``user`` and the rest of the request record (a suspended
         run's ``suspension`` among it). ``status`` / ``session`` filter."""
-        return list_runs(store or default_store(), flow_kind=self.kind, session=session,
-                         status=status, limit=limit)
+        return list_runs(store or default_store(), session, limit, status=status,
+                         flow_kind=self.kind)
 
     def trace(self, request_id: str, *, store: Store | None = None) -> Trace:
         """The :class:`Trace` of run ``request_id``, read from the store (any process)."""
