@@ -397,12 +397,13 @@ def acquire_slot(store: Store, session_id: str, action: str, request_id: str, mo
     wrote.
 
     ``"reject"``: :class:`RunConflictError` naming the run in flight, if there is one.
-    ``"queue"``: wait in arrival order (a queue in the slot record; a waiter keeps its place
-    alive while it waits, so a dead waiter's place lapses), up to ``timeout_s``, then
-    :class:`RunConflictError`.
+    ``"queue"``: wait in arrival order (a queue in the slot record; a waiter renews its place
+    every third of a lease, and a place not renewed for three leases lapses, so a dead waiter
+    does not block the queue), up to ``timeout_s``, then :class:`RunConflictError`.
     """
     name = ACTION_SLOT_PREFIX + action
     claimed: list[Record] = []
+    place_s = 3 * lease_s  # a waiter's place lapses this long after its last sign of life
 
     def live(queue: list[dict], now: float) -> list[dict]:
         return [w for w in queue if w.get("until", 0) >= now or w.get("id") == request_id]
@@ -423,10 +424,10 @@ def acquire_slot(store: Store, session_id: str, action: str, request_id: str, mo
         if busy(active) or (queue and queue[0].get("id") != request_id):
             for waiter in queue:  # wait: keep (or take) a place in the queue
                 if waiter.get("id") == request_id:
-                    waiter["until"] = now + lease_s
+                    waiter["until"] = now + place_s
                     break
             else:
-                queue.append({"id": request_id, "until": now + lease_s, "since": now})
+                queue.append({"id": request_id, "until": now + place_s, "since": now})
             return _slot_change(session_id, action, {"active": active, "queue": queue})
         claimed.append(claim())
         return _slot_change(session_id, action, {

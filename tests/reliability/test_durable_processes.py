@@ -25,12 +25,13 @@ import flowstate_jupyter as fs
 from flowstate_jupyter.flows.trace import read_content
 
 LEASE_S = "1"  # leases pass quickly here, so a killed run reads as interrupted within a second
+SLOT_LEASE_S = "5"  # runs that wait on each other: a busy machine must not stall one past it
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+def _env(tmp_path: Path, lease_s: str = LEASE_S, **extra: str) -> dict[str, str]:
     env = python_env()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env["PYTHONPATH"]])
-    env["FLOWSTATE_LEASE_S"] = LEASE_S
+    env["FLOWSTATE_LEASE_S"] = lease_s
     env["FLOWSTATE_TEST_MARKS"] = str(tmp_path / "marks")
     env.update(extra)
     return env
@@ -137,10 +138,11 @@ def test_four_processes_resuming_one_suspended_run_exactly_one_continues(
 
 
 def test_reject_with_four_processes_runs_one_and_refuses_three_naming_it(
-        shared_backend, tmp_path, lease):
+        shared_backend, tmp_path):
     store = shared_backend.open()
     go, release = tmp_path / "go", tmp_path / "release"
-    env = _env(tmp_path, FLOWSTATE_TEST_START=str(go), FLOWSTATE_TEST_RELEASE=str(release))
+    env = _env(tmp_path, SLOT_LEASE_S, FLOWSTATE_TEST_START=str(go),
+               FLOWSTATE_TEST_RELEASE=str(release))
     children = [_start(env, "run", shared_backend.url, "rejecting", "shared", json.dumps(f"p{i}"))
                 for i in range(4)]
     go.touch()
@@ -168,10 +170,10 @@ def test_reject_with_four_processes_runs_one_and_refuses_three_naming_it(
 
 
 def test_queue_with_four_processes_runs_them_one_at_a_time_in_arrival_order(
-        shared_backend, tmp_path, lease):
+        shared_backend, tmp_path):
     store = shared_backend.open()
     release = tmp_path / "release"
-    env = _env(tmp_path, FLOWSTATE_TEST_RELEASE=str(release))
+    env = _env(tmp_path, SLOT_LEASE_S, FLOWSTATE_TEST_RELEASE=str(release))
     marks_file = tmp_path / "marks"
     slot = "$action:queueing"
 
