@@ -108,7 +108,8 @@ def define_resource(state: type[BaseModel] | None = None, *, writable: bool = Fa
                     metadata: Mapping[str, Any] | None = None) -> ResourceDefinition:
     """Describe a resource: typed ``state``, optional ``content`` (or ``content_file``) text.
 
-    ``render(state, content)`` turns the raw content into what ``read_content()`` returns;
+    ``render(state, content)`` turns the raw content into what ``read_content()`` returns
+    (it is not called when there is no content: ``read_content()`` is then ``None``);
     ``client_data(state)`` is what a client sees of it in ``snapshot()``. Read-only unless
     ``writable=True``.
     """
@@ -302,9 +303,13 @@ class ResourceHandle(TypedRecord):
         return None
 
     def read_content(self) -> str | None:
-        """The content as rendered by the definition's ``render(state, content)``, or raw."""
+        """The content as rendered by the definition's ``render(state, content)``, or raw.
+
+        ``None`` when there is no content (DESIGN §5: ``None`` is no content); ``render`` is
+        called only for content, and ``""`` is content.
+        """
         raw = self.read_content_raw()
-        if self.definition.render is None:
+        if raw is None or self.definition.render is None:
             return raw
         return self.definition.render(self.state, raw)
 

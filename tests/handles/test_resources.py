@@ -48,7 +48,7 @@ def test_resources_are_reached_by_key_and_by_attribute(store):
     with pytest.raises(fs.ResourceNotFoundError, match="defined: plan"):
         res["nope"]
     with pytest.raises(AttributeError):
-        res.nope
+        _ = res.nope
 
 
 def test_resource_default_overlays_the_schema_defaults(store):
@@ -64,7 +64,7 @@ def test_every_resource_operation_works(store):
     plan.set_state(Plan(goal="g"))
     plan.inc_state(done=2)
     plan.push_state("steps", "a")
-    plan.update_state(lambda s: {**s.model_dump(), "steps": s.steps + ["b"]})
+    plan.update_state(lambda s: {**s.model_dump(), "steps": [*s.steps, "b"]})
     plan.update_state(lambda s: s.model_copy(update={"goal": "h"}))
     assert plan.state == Plan(goal="h", steps=["a", "b"], done=2)
     assert plan.version == 5
@@ -106,6 +106,24 @@ def test_content_defaults_come_from_content_or_content_file_and_render_applies(s
     assert res.b.read_content() == "from file"
     assert res.c.read_content() == "g: body"
     assert res.c.read_content_raw() == "body"
+
+
+def test_read_content_is_none_without_content_and_render_sees_only_content(store):
+    seen = []
+
+    def render(state, text):
+        seen.append(text)
+        return f"{state.goal}: {text}"
+
+    plan = _scope(store, plan=fs.define_resource(Plan, writable=True, default={"goal": "g"},
+                                                 render=render)).resources.plan
+    assert plan.read_content() is None  # DESIGN §5: None is no content; render is not asked
+    assert seen == []
+    plan.write_content("")
+    assert plan.read_content() == "g: "  # "" is content, so it is rendered
+    plan.write_content(None)
+    assert plan.read_content() is None
+    assert seen == [""]
 
 
 def test_delete_leaves_a_tombstone_and_versions_are_never_reused(store):
@@ -169,7 +187,7 @@ def test_collection_create_get_list_count_and_delete(store):
     assert files.delete("files/a.md") is True
     assert files.delete("files/a.md") is False
     assert files.get_optional("files/a.md") is None
-    with pytest.raises(fs.ResourceNotFoundError, match="no instance 'files/a.md'"):
+    with pytest.raises(fs.ResourceNotFoundError, match=r"no instance 'files/a\.md'"):
         files.get("files/a.md")
     assert files.list() == ["files/docs/b.md"]
 
