@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +39,19 @@ def wait_for(predicate: Callable[[], object], timeout: float = 2.0,
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+def fingerprint(store: Any) -> dict:
+    """Everything a write could change: every record (version, state, content, tombstone),
+    each record's kept history (versions, operations, states) and the whole change log."""
+    records = store.list(include_deleted=True)
+    return {
+        "records": sorted((r.scope, r.scope_id, r.name, r.version, json.dumps(r.state,
+                           sort_keys=True), r.content, r.deleted) for r in records),
+        "history": sorted((r.scope, r.scope_id, r.name,
+                           tuple((e.version, e.operation, json.dumps(e.state, sort_keys=True),
+                                  e.deleted)
+                                 for e in store.history(r.scope, r.scope_id, r.name)))
+                          for r in records),
+        "changes": [(seq, json.dumps(event, sort_keys=True)) for seq, event in store.changes()],
+    }

@@ -21,7 +21,7 @@ from ..errors import ValidationError
 from .names import record_where
 from .text import short
 
-__all__ = ["check_json", "copy_json", "dump_json", "format_path", "json_equal"]
+__all__ = ["check_json", "copy_json", "dump_json", "format_path", "json_equal", "load_json"]
 
 _PLAIN = frozenset({str, int, bool, type(None)})
 
@@ -188,9 +188,10 @@ def copy_json(value: Any, *, where: str, path: tuple[Any, ...] = ()) -> Any:
     """
     try:
         return _clone(value)
-    except _NotJSON:
+    except _NotJSON as refused:
         check_json(value, where=where, path=path)
-        raise AssertionError("check_json accepted a value _clone refused")  # pragma: no cover
+        raise AssertionError(  # pragma: no cover
+            "check_json accepted a value _clone refused") from refused
     except RecursionError:
         raise ValidationError(f"{where}: the value is nested too deeply to store",
                               where=where, path=path, reason="nested too deeply") from None
@@ -207,7 +208,7 @@ def json_equal(a: Any, b: Any) -> bool:
     """
     if a is b:
         return True
-    if not a == b:
+    if a != b:
         return False
     return _same_bools(a, b)
 
@@ -236,8 +237,10 @@ def _make_encoder() -> Callable[[Any], str]:
     Circular structures surface as ``RecursionError`` (there is no marker dict to share
     safely between threads).
     """
-    from json.encoder import c_make_encoder, encode_basestring
+    from json.encoder import encode_basestring
 
+    # Undocumented (typeshed does not declare it), hence getattr; None without the accelerator.
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # a Python built without the _json accelerator
         return json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
@@ -275,3 +278,49 @@ def dump_json(value: Any, where: str | tuple[str, str, str], what: str = "state"
             f"{where}: {what} is not JSON ({exc}); use only dicts with string keys, lists, "
             f"strings of valid Unicode, finite numbers, booleans and None",
             where=where, reason=f"not JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- decoding
+
+#: What :func:`load_json` puts in ``ValidationError.reason`` when the text is not JSON syntax
+#: (as opposed to JSON that breaks a value rule), so a caller may try another reading.
+NOT_JSON_SYNTAX = "not JSON syntax"
+
+
+class _Constant(ValueError):
+    """Internal: the text used NaN or Infinity, which Python's parser accepts and JSON has not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Constant(name)
+
+
+def load_json(text: str, *, where: str, what: str = "value") -> Any:
+    """Parse JSON ``text`` by the value rules; :class:`ValidationError` naming ``where`` if not.
+
+    Stricter than ``json.loads``: ``NaN`` and ``Infinity`` are not JSON, a number too large for
+    a float (``1e400``) or with more digits than Python converts (``int`` max str digits) is
+    refused, and so are nesting too deep to handle and strings with lone surrogates
+    (``"\\ud800"``). Syntax errors have ``reason ==`` :data:`NOT_JSON_SYNTAX` and say the
+    line and column.
+    """
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        at = f"line {exc.lineno} column {exc.colno}" if "\n" in text else f"column {exc.colno}"
+        raise ValidationError(f"{where}: {what} is not JSON ({exc.msg} at {at})",
+                              where=where, reason=NOT_JSON_SYNTAX) from None
+    except _Constant as exc:
+        raise ValidationError(f"{where}: {what} is not JSON ({exc} is not a JSON number; use "
+                              f"null or a finite number)", where=where,
+                              reason=NOT_JSON_SYNTAX) from None
+    except RecursionError:
+        raise ValidationError(f"{where}: {what} is nested too deeply to handle; flatten it",
+                              where=where, reason="nested too deeply") from None
+    except ValueError:  # an integer with more digits than int() converts (4,300 by default)
+        raise ValidationError(f"{where}: {what} has a number with too many digits to convert; "
+                              f"store it as a string", where=where,
+                              reason="number too long") from None
+    check_json(value, where=where)  # 1e400 parses as infinity
+    dump_json(value, where, what)  # lone surrogates, and nesting too deep to encode
+    return value

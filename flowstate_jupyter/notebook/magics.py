@@ -1,9 +1,14 @@
 """The ``%state``, ``%flow`` and ``%%flow`` magics (DESIGN §11).
 
 Mistakes are one clear ``UsageError`` line; add ``-t`` (``--traceback``) after the magic name to
-see the full traceback instead. Values are JSON (a bare word such as ``agent`` is taken as a
-string). The store is the source of truth: the magics keep only which flow and session you look
-at (``KernelState``).
+see the full traceback instead. The store is the source of truth: the magics keep only which
+flow and session you look at (``KernelState``).
+
+Magic lines are data (DESIGN §13): IPython's ``$name`` / ``{expr}`` expansion is off
+(``no_var_expand``), so ``%state set session.note "{1+1}"`` stores the text ``{1+1}`` and nothing
+in a line is ever evaluated. Values are JSON (a bare word such as ``agent`` is taken as a
+string). A ``#`` outside JSON strings and brackets, at the start of the line or after a space,
+starts a comment that is ignored, so lines copied with their comments work.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 from traitlets import Bool
 from traitlets.config import Configurable
 
 from ..base.ids import check_id
+from ..base.jsonvalues import NOT_JSON_SYNTAX, load_json
 from ..base.names import SESSION_META
-from ..errors import FlowStateError
+from ..base.text import short
+from ..errors import FlowStateError, ValidationError
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import event_label, history_rows, version_diff_text
@@ -69,6 +76,8 @@ def parse_value(text: str, where: str = "") -> Any:
     """JSON, or a bare word taken as a string; anything else is a UsageError.
 
     ``where`` (a path such as ``session.mode``) starts the message, so it names the field.
+    JSON by the stored-value rules (:func:`~flowstate_jupyter.base.jsonvalues.load_json`): no
+    NaN, no lone surrogates, no nesting too deep to handle.
     """
     text = text.strip()
     prefix = f"{where}: " if where else ""
@@ -76,12 +85,15 @@ def parse_value(text: str, where: str = "") -> Any:
         raise UsageError(f"{prefix}a value is needed (JSON, e.g. 3, \"text\", [1, 2], "
                          f"{{\"a\": 1}})")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return load_json(text, where=where or "value")
+    except ValidationError as exc:
+        if exc.reason != NOT_JSON_SYNTAX:
+            raise UsageError(_one_line(exc)) from None
         if _BARE.fullmatch(text) and text not in ("true", "false", "null"):
             return text
-        raise UsageError(f"{prefix}value {text!r} is not JSON ({exc.msg} at column "
-                         f"{exc.colno}); quote strings, e.g. '\"text\"'") from None
+        detail = str(exc).rpartition(" is not JSON ")[2]
+        raise UsageError(f"{prefix}value {short(text, 60)!r} is not JSON {detail}; quote "
+                         f"strings, e.g. '\"text\"'") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -109,11 +121,39 @@ def _outside_values(line: str) -> list[bool]:
     return mask
 
 
+def _strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment``: a ``#`` outside JSON strings and brackets, at
+    the start of the line or after whitespace (``"a # b"``, ``[1, "#"]`` and
+    ``files[docs/#1]`` keep theirs)."""
+    if "#" not in line:
+        return line
+    depth, in_string, escaped = 0, False, False
+    for i, char in enumerate(line):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "#" and depth == 0 and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
 def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
     """Pull ``--flow X``-style options and ``-t`` out of a raw line, keeping the rest raw.
 
-    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact.
+    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact. A
+    trailing ``# comment`` is dropped first.
     """
+    line = _strip_comment(line)
     mask = _outside_values(line)
     options: dict[str, str] = {}
     kept, start = [], 0
@@ -123,7 +163,7 @@ def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
         options[match.group(1)] = match.group(2)
         kept.append(line[start:match.start()])
         start = match.end()
-    rest = " ".join(kept + [line[start:]])
+    rest = " ".join([*kept, line[start:]])
     tokens = rest.split(None, 1)
     traceback = False
     while tokens and tokens[0] in ("-t", "--traceback"):
@@ -154,14 +194,14 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
         return new
     head, rest = fields[0], fields[1:]
     if isinstance(value, dict):
-        copy = dict(value)
-        copy[head] = _deep_set(value.get(head, {}), rest, new, label)
-        return copy
+        copied = dict(value)
+        copied[head] = _deep_set(value.get(head, {}), rest, new, label)
+        return copied
     if isinstance(value, list) and head.lstrip("-").isdigit() and \
             -len(value) <= int(head) < len(value):
-        copy = list(value)
-        copy[int(head)] = _deep_set(value[int(head)], rest, new, label)
-        return copy
+        items = list(value)
+        items[int(head)] = _deep_set(value[int(head)], rest, new, label)
+        return items
     raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
 
 
@@ -182,6 +222,11 @@ class FlowStateMagics(Magics, Configurable):
         self.kernel = kernel
 
     # -- plumbing -----------------------------------------------------------------------------
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's namespace (the shell is always set once the extension is loaded)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _guard(self, show_traceback: bool, fn: Callable[[], Any]) -> Any:
         """Run ``fn``; turn library errors into one-line UsageErrors unless asked not to."""
         if show_traceback or self.traceback:
@@ -230,6 +275,7 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--flow", help="with 'use': make this registered flow current")
     @argument("--limit", type=int, default=20, help="with 'history': how many versions")
     @line_magic
+    @no_var_expand
     def state(self, line: str = "") -> Any:
         """Inspect and change state of the current session, user and project.
 
@@ -470,7 +516,8 @@ class FlowStateMagics(Magics, Configurable):
         return Table("sessions", ("session", "user", "flow", "updated"), rows)
 
     # -- %%flow and %flow ---------------------------------------------------------------------
-    @cell_magic("flow")
+    @cell_magic("flow")  # type: ignore[arg-type]  # IPython types the named form loosely
+    @no_var_expand
     def flow_cell(self, line: str, cell: str) -> Any:
         """Define a flow in Python and register it: ``%%flow NAME``.
 
@@ -478,17 +525,19 @@ class FlowStateMagics(Magics, Configurable):
         one flow the cell bound to a name. It is registered under NAME, bound to NAME, becomes
         current, and its summary is shown.
         """
-        raw, _, show_tb = _take_options(line)
+        raw, _, _show_tb = _take_options(line)
         name = raw.strip()
         if not name.isidentifier():
             raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
         from ..flows.flow import Flow
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         before = {k: v for k, v in ns.items() if isinstance(v, Flow)}
         tree = ast.parse(cell)
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+        final = tree.body[-1] if tree.body else None
+        if isinstance(final, ast.Expr):
+            tree.body.pop()
+            last = ast.Expression(final.value)
         exec(compile(tree, "<%%flow>", "exec"), ns)
         value = eval(compile(last, "<%%flow>", "eval"), ns) if last is not None else None
         if isinstance(value, Flow):
@@ -513,7 +562,8 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
-    @line_magic("flow")
+    @line_magic("flow")  # type: ignore[arg-type]  # IPython types the named form loosely
+    @no_var_expand
     def flow_line(self, line: str = "") -> Any:
         """Run and inspect registered flows.
 
@@ -545,10 +595,10 @@ class FlowStateMagics(Magics, Configurable):
         if verb == "runs":
             session = kernel.session(options.get("flow"))
             runs = session.runs(limit=int(options.get("limit", 20)))
-            rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
-                     h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
+            run_rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
+                         h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
             return Table(f"runs of session {session.id!r}",
-                         ("request", "action", "status", "started", "output / error"), rows)
+                         ("request", "action", "status", "started", "output / error"), run_rows)
         if verb == "ui":
             from .widgets import FlowRunner
             name = rest or options.get("flow")
@@ -561,7 +611,8 @@ class FlowStateMagics(Magics, Configurable):
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
         if not action:
-            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. %flow run chat {\"message\": \"hi\"}")
+            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. "
+                             "%flow run chat {\"message\": \"hi\"}")
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         payload = parse_value(input_text) if input_text.strip() else None
@@ -572,7 +623,7 @@ class FlowStateMagics(Magics, Configurable):
         progress = _Progress()
         result = session.run(action, payload, on_event=progress.on_event)
         progress.close()
-        self.shell.user_ns["_"] = result
+        self._user_ns()["_"] = result
         after = _flat_client(session)
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         display(_RunSummary(result, changed))
@@ -614,7 +665,7 @@ class _Progress:
     """A progress bar for long runs (widget in a front end, text lines elsewhere)."""
 
     def __init__(self) -> None:
-        self._bar = None
+        self._bar: Any = None  # an ipywidgets.IntProgress once a progress event arrives
 
     def on_event(self, event: dict) -> None:
         if event.get("type") != "progress":
