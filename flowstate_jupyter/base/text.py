@@ -17,3 +17,9 @@ def short(value: Any, limit: int = 80, *, as_json: bool = False) -> str:
     else:
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` itself (not its repr) cut to ``limit`` characters, ending in ``...`` when cut:
+    for messages that quote another library's message, which may hold a whole value."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -26,7 +26,7 @@ DEFAULT_NOTEBOOK_NAME = "notebook"
 
 _MAX_PATH = 255
 
-_BAD_PATH_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f]")
+_BAD_PATH_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f\ud800-\udfff]")  # and lone surrogates
 
 _UNSAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
 

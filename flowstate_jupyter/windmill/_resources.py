@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..base.jsonvalues import dump_json
 from ..base.names import WM_RESOURCE_PREFIX, WM_STATE_PREFIX
 from ..errors import FlowStateError, InvalidIdError, ResourceNotFoundError, ValidationError
 from ..handles.records import drive, to_json
@@ -37,6 +38,7 @@ def set_resource(path: str, value: Any, resource_type: str = "any") -> None:
     where = f"Windmill resource {path!r}"
     _check_write(path, env.user, "resource")
     new_value = ops.copy_json(to_json(value), where=where)
+    dump_json(new_value, where, "value")  # valid Unicode too, before the schema looks at it
     name = WM_RESOURCE_PREFIX + path
     for _attempt in range(5):
         record = env.store.read(SCOPE, env.project, name)
@@ -138,8 +140,8 @@ def _interpolate(env: _Env, value: Any, chain: tuple[str, ...], at: tuple) -> An
     return value
 
 
-def list_resources(resource_type: str = None, page: int = None,
-                   per_page: int = None) -> list[dict]:
+def list_resources(resource_type: str | None = None, page: int | None = None,
+                   per_page: int | None = None) -> list[dict]:
     """Resources of the project sorted by path, states included (as type ``"state"``).
 
     ``resource_type`` keeps one type, or several separated by commas. Each item:
