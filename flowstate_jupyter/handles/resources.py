@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ..base.names import BAD_KEY_CHARS, RESOURCE_NAME
 from ..errors import (
     InvalidIdError,
     ReadOnlyResourceError,
@@ -31,9 +32,9 @@ from ..model import ops, schema
 from ..stores.base import Record, Store
 from .records import TypedRecord, to_json
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+_NAME = RESOURCE_NAME
 _PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")
-_BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_BAD_KEY_CHARS = BAD_KEY_CHARS  # control characters, backslashes, lone surrogates
 Eviction = Literal["none", "lru", "oldest"]
 
 
@@ -193,7 +194,8 @@ def _check_key(definition: CollectionDefinition, key: Any, collection: str) -> s
     segments = key.split("/")
     if any(s in ("", ".", "..") for s in segments) or _BAD_KEY_CHARS.search(key):
         raise InvalidIdError(f"collection {collection!r}: invalid key {key!r} (no empty "
-                             f"segments, no '.' or '..', no control characters or backslashes)")
+                             f"segments, no '.' or '..', no control characters, backslashes "
+                             f"or lone surrogates)")
     if not definition.regex.fullmatch(key):
         raise InvalidIdError(f"collection {collection!r}: key {key!r} does not match the "
                              f"pattern {definition.pattern!r}")

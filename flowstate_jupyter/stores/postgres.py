@@ -57,6 +57,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, Callable
 
 try:
@@ -700,34 +701,45 @@ class PostgresStore(Store):
 
     def restore(self, record: Record, history: list[HistoryEntry], *,
                 replace: bool = False) -> None:
+        self._maintain(lambda conn: self._restore_rows(conn, record, history, replace))
+
+    def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,
+                     replace: bool = False) -> int:
+        pairs = [(record, list(history)) for record, history in items]
+
+        def body(conn: psycopg.Connection) -> None:
+            for record, history in pairs:
+                self._restore_rows(conn, record, history, replace)
+
+        self._maintain(body)
+        return len(pairs)
+
+    def _restore_rows(self, conn: psycopg.Connection, record: Record,
+                      history: Iterable[HistoryEntry], replace: bool) -> None:
         t = self._t
         key = {"scope": record.scope, "scope_id": record.scope_id, "name": record.name}
         where = record_where(record.scope, record.scope_id, record.name)
         text = dump_json(record.state, where)
         match = "scope = %(scope)s AND scope_id = %(scope_id)s AND name = %(name)s"
-
-        def body(conn: psycopg.Connection) -> None:
-            if conn.execute(f"SELECT 1 FROM {t['records']} WHERE {match} FOR UPDATE",
-                            key).fetchone():
-                if not replace:
-                    refuse_existing(record)
-                conn.execute(f"DELETE FROM {t['records']} WHERE {match}", key)
-                conn.execute(f"DELETE FROM {t['history']} WHERE {match}", key)
-            conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}) VALUES "
-                         f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                         (record.scope, record.scope_id, record.name, record.version, text,
-                          record.content, record.deleted, record.created_at,
-                          record.updated_at, record.accessed_at))
-            with conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "
-                    f"operation, state, deleted, request_id) "
-                    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(record.scope, record.scope_id, record.name, e.version, e.ts,
-                      e.operation, dump_json(e.state, where), e.deleted, e.request_id)
-                     for e in history])
-
-        self._maintain(body)
+        if conn.execute(f"SELECT 1 FROM {t['records']} WHERE {match} FOR UPDATE",
+                        key).fetchone():
+            if not replace:
+                refuse_existing(record)
+            conn.execute(f"DELETE FROM {t['records']} WHERE {match}", key)
+            conn.execute(f"DELETE FROM {t['history']} WHERE {match}", key)
+        conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}) VALUES "
+                     f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                     (record.scope, record.scope_id, record.name, record.version, text,
+                      record.content, record.deleted, record.created_at,
+                      record.updated_at, record.accessed_at))
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "
+                f"operation, state, deleted, request_id) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(record.scope, record.scope_id, record.name, e.version, e.ts,
+                  e.operation, dump_json(e.state, where), e.deleted, e.request_id)
+                 for e in history])
 
     def prune_history(self, keep: int) -> int:
         t = self._t
