@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -43,15 +42,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 2.0,
 
 def fingerprint(store: Any) -> dict:
     """Everything a write could change: every record (version, state, content, tombstone),
-    each record's kept history (versions, operations, states) and the whole change log."""
-    records = store.list(include_deleted=True)
+    each record's kept history (versions, times, operations, states) and the whole change log.
+
+    Values are compared as they are read back (every write through a store also bumps the
+    record's version and appends to the log, so a change is seen even where ``1 == True``).
+    """
+    records = sorted(store.list(include_deleted=True), key=lambda r: (r.scope, r.scope_id, r.name))
     return {
-        "records": sorted((r.scope, r.scope_id, r.name, r.version, json.dumps(r.state,
-                           sort_keys=True), r.content, r.deleted) for r in records),
-        "history": sorted((r.scope, r.scope_id, r.name,
-                           tuple((e.version, e.operation, json.dumps(e.state, sort_keys=True),
-                                  e.deleted)
-                                 for e in store.history(r.scope, r.scope_id, r.name)))
-                          for r in records),
-        "changes": [(seq, json.dumps(event, sort_keys=True)) for seq, event in store.changes()],
+        "records": [(r.scope, r.scope_id, r.name, r.version, r.state, r.content, r.deleted)
+                    for r in records],
+        "history": [store.history(r.scope, r.scope_id, r.name) for r in records],
+        "changes": store.changes(),
     }

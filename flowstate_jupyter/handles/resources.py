@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ..base.jsonvalues import check_text
 from ..base.names import BAD_KEY_CHARS, RESOURCE_NAME
+from ..base.text import short
 from ..errors import (
     InvalidIdError,
     ReadOnlyResourceError,
@@ -190,15 +192,15 @@ def _compile_pattern(pattern: Any) -> re.Pattern:
 def _check_key(definition: CollectionDefinition, key: Any, collection: str) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidIdError(f"collection {collection!r}: key must be a non-empty string, "
-                             f"not {key!r}")
+                             f"not {short(key, 60)}")
     segments = key.split("/")
     if any(s in ("", ".", "..") for s in segments) or _BAD_KEY_CHARS.search(key):
-        raise InvalidIdError(f"collection {collection!r}: invalid key {key!r} (no empty "
-                             f"segments, no '.' or '..', no control characters, backslashes "
-                             f"or lone surrogates)")
+        raise InvalidIdError(f"collection {collection!r}: invalid key {short(key, 80)} (no "
+                             f"empty segments, no '.' or '..', no control characters, "
+                             f"backslashes or lone surrogates)")
     if not definition.regex.fullmatch(key):
-        raise InvalidIdError(f"collection {collection!r}: key {key!r} does not match the "
-                             f"pattern {definition.pattern!r}")
+        raise InvalidIdError(f"collection {collection!r}: key {short(key, 80)} does not match "
+                             f"the pattern {definition.pattern!r}")
     return key
 
 
@@ -320,6 +322,8 @@ class ResourceHandle(TypedRecord):
         if text is not None and not isinstance(text, str):
             raise ValidationError(f"{self._where()}: content must be a str or None, not "
                                   f"{type(text).__name__}", where=self._where())
+        if text is not None:
+            check_text(text, where=self._where(), what="content")
         return self._commit("content", lambda s: s, content=text,
                             delta={"content_chars": None if text is None else len(text)})
 
@@ -474,6 +478,10 @@ class CollectionHandle:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys of the live instances, sorted, optionally only those starting with ``prefix``."""
+        if not isinstance(prefix, str) or _BAD_KEY_CHARS.search(prefix):
+            raise InvalidIdError(f"collection {self.name!r}: a key prefix is text without "
+                                 f"control characters, backslashes or lone surrogates, not "
+                                 f"{ascii(prefix)[:60]}")
         return [r.name.split(":", 1)[1] for r in self._records(prefix)]
 
     def delete(self, key: str) -> bool:

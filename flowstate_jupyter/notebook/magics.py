@@ -34,7 +34,7 @@ from ..errors import FlowStateError, ValidationError
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import event_label, history_rows, version_diff_text
-from ..model.schema import defaults
+from ..model.schema import defaults, validate_value
 from .kernel import KernelState
 from .paths import PathError, StatePath, parse_path
 
@@ -92,7 +92,7 @@ def parse_value(text: str, where: str = "") -> Any:
         if _BARE.fullmatch(text) and text not in ("true", "false", "null"):
             return text
         detail = str(exc).rpartition(" is not JSON ")[2]
-        raise UsageError(f"{prefix}value {short(text, 60)!r} is not JSON {detail}; quote "
+        raise UsageError(f"{prefix}value {short(text, 60)} is not JSON {detail}; quote "
                          f"strings, e.g. '\"text\"'") from None
 
 
@@ -184,7 +184,7 @@ def _walk(value: Any, fields: tuple[str, ...], label: str) -> Any:
             where = ".".join(fields[:i]) or "the state"
             known = ", ".join(value) if isinstance(value, dict) else ""
             hint = f"; it has {known}" if known else ""
-            raise UsageError(f"{label}: {where} has no {field!r}{hint}")
+            raise UsageError(f"{label}: {where} has no {short(field, 60)}{hint}")
     return value
 
 
@@ -202,7 +202,7 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
         items = list(value)
         items[int(head)] = _deep_set(value[int(head)], rest, new, label)
         return items
-    raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
+    raise UsageError(f"{label}: cannot reach {short(head, 60)} inside {type(value).__name__}")
 
 
 _DELETE = object()
@@ -246,8 +246,8 @@ class FlowStateMagics(Magics, Configurable):
         resources = handle.resources
         if path.resource not in resources:
             known = ", ".join(resources) or "none"
-            raise UsageError(f"{path.label}: {path.scope} has no resource {path.resource!r}; "
-                             f"defined: {known}")
+            raise UsageError(f"{path.label}: {path.scope} has no resource "
+                             f"{short(path.resource, 60)}; defined: {known}")
         res = resources[path.resource]
         if isinstance(res, CollectionHandle):
             if path.key is None:
@@ -325,7 +325,7 @@ class FlowStateMagics(Magics, Configurable):
                     "push": self._push, "del": self._del, "history": self._history,
                     "diff": self._diff, "undo": self._undo, "reset": self._reset}
         if verb not in handlers:
-            raise UsageError(f"unknown %state verb {verb!r}; use one of "
+            raise UsageError(f"unknown %state verb {short(verb, 40)}; use one of "
                              f"{', '.join(handlers)}, use, sessions, client, path (see %state?)")
         return handlers[verb](rest, options)
 
@@ -388,7 +388,7 @@ class FlowStateMagics(Magics, Configurable):
         amount = parse_value(value_text, path.label) if value_text.strip() else 1
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
             raise UsageError(f"{path.label}: %state inc takes a number, not "
-                             f"{value_text.strip()!r}")
+                             f"{short(value_text.strip(), 60)}")
         target = self._target(path, options.get("flow"), create=True)
         if len(path.fields) != 1:
             raise UsageError("%state inc needs a top-level field, e.g. session.message_count")
@@ -417,7 +417,7 @@ class FlowStateMagics(Magics, Configurable):
             model_defaults = defaults(target.model if hasattr(target, "model")
                                       else target.definition.state)
             if fields[0] not in target.state_dict():
-                raise UsageError(f"{path.label}: no field {fields[0]!r}")
+                raise UsageError(f"{path.label}: no field {short(fields[0], 60)}")
             if fields[0] in model_defaults:
                 changed = target.patch_state({fields[0]: model_defaults[fields[0]]})
             else:
@@ -483,7 +483,7 @@ class FlowStateMagics(Magics, Configurable):
     def _use(self, options: dict, rest: str) -> None:
         if rest:
             raise UsageError(f"%state use takes only options (--session, --user, --project, "
-                             f"--flow), not {rest!r}")
+                             f"--flow), not {short(rest, 60)}")
         if not options:
             raise UsageError("%state use --session ID | --user ID | --project ID | --flow NAME")
         kernel = self.kernel
@@ -606,7 +606,7 @@ class FlowStateMagics(Magics, Configurable):
             return FlowRunner(flow, kernel.session(name))
         if verb == "run":
             return self._run(rest, options)
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs or ui")
+        raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs or ui")
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
@@ -616,6 +616,12 @@ class FlowStateMagics(Magics, Configurable):
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         payload = parse_value(input_text) if input_text.strip() else None
+        # Opening the session writes its record: refuse a wrong action or input first, as the
+        # run itself would (flow.run refuses an unknown action before it writes anything).
+        act = flow.actions.get(action)
+        if act is None:
+            flow.run(action, payload, store=kernel.store)  # raises UnknownActionError
+        validate_value(act.input_model, payload, where=f"action {action!r} input")
         session_id = options.get("session", kernel.session_id)
         user = options.get("user", kernel.user)
         session = flow.session(session_id, user=user, project=kernel.project, store=kernel.store)

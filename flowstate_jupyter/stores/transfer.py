@@ -204,11 +204,15 @@ def _whole(value: Any, where: str, field: str, low: int, high: int) -> int:
 
 
 def _time(value: Any, where: str, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
+    try:
+        seconds = float(value) if isinstance(value, (int, float)) \
+            and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int too large for a float
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
         raise _refused(where, f"{field} must be a time in seconds (a finite number >= 0), not "
                               f"{short(value, 40)}")
-    return float(value)
+    return seconds
 
 
 def _flag(value: Any, where: str, field: str) -> bool:

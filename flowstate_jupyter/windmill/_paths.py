@@ -105,6 +105,12 @@ def state_path(*, username: str, script_path: str | None = None, flow_path: str 
     >>> state_path(username="alice", script_path="u/alice/")
     'noname/user'
     """
+    for label, value in (("username", username), ("script_path", script_path),
+                         ("flow_path", flow_path), ("step_id", step_id),
+                         ("schedule_path", schedule_path)):
+        if not isinstance(value, str) and (value is not None or label == "username"):
+            raise InvalidIdError(f"state_path: {label} must be a string, not "
+                                 f"{type(value).__name__}")
     trigger = username if schedule_path is not None else "user"
     if flow_path:
         return f"{flow_path}/{step_id or 'nostep'}_{trigger}"

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..base.jsonvalues import dump_json
 from ..base.names import WM_RESOURCE_PREFIX, WM_STATE_PREFIX
+from ..base.text import short
 from ..errors import FlowStateError, InvalidIdError, ResourceNotFoundError, ValidationError
 from ..handles.records import drive, to_json
 from ..model import ops
@@ -149,6 +150,15 @@ def list_resources(resource_type: str | None = None, page: int | None = None,
     "updated_at"}``. ``page`` (from 1) and ``per_page`` (default 100 when ``page`` is given)
     paginate; with neither, everything is returned.
     """
+    if resource_type is not None and not isinstance(resource_type, str):
+        raise InvalidIdError(f"list_resources: resource_type must be a string such as "
+                             f"'postgresql,state', not {type(resource_type).__name__}")
+    for label, number in (("page", page), ("per_page", per_page)):
+        if number is not None and (not isinstance(number, int) or isinstance(number, bool)
+                                   or number < 1):
+            raise ValidationError(f"list_resources: {label} must be an int >= 1, not "
+                                  f"{short(number, 40)}", where="list_resources",
+                                  reason=f"bad {label}")
     env = _env()
     wanted = None if resource_type is None else {t.strip() for t in resource_type.split(",")}
     items: list[dict] = []
@@ -168,11 +178,6 @@ def list_resources(resource_type: str | None = None, page: int | None = None,
     items.sort(key=lambda item: item["path"])
     if page is None and per_page is None:
         return items
-    for label, number in (("page", page), ("per_page", per_page)):
-        if number is not None and (not isinstance(number, int) or isinstance(number, bool)
-                                   or number < 1):
-            raise ValidationError(f"list_resources: {label} must be an int >= 1, not {number!r}",
-                                  where="list_resources", reason=f"bad {label}")
     page, per_page = page or 1, per_page or 100
     return items[(page - 1) * per_page: page * per_page]
 

@@ -142,3 +142,15 @@ def test_an_80_kb_value_full_of_braces_and_dollars_round_trips(free, calls):
     assert calls == []
     cell(free, f"%state set session.items {list(range(10_000))}")
     assert cell(free, "%state get session.items") == list(range(10_000))
+
+
+def test_a_value_nested_10000_deep_is_one_usage_error_and_writes_nothing(free):
+    store = kernel_state(free).store
+    cell(free, "%state set session.n 1")
+    before = fingerprint(store)
+    for value in ("[" * 10_000 + "]" * 10_000, '{"a":' * 10_000 + "1" + "}" * 10_000,
+                  "[" * 250 + "]" * 250):
+        with pytest.raises(UsageError) as info:
+            cell(free, f"%state set session.deep {value}")
+        assert "\n" not in str(info.value) and "nest" in str(info.value)
+    assert fingerprint(store) == before
