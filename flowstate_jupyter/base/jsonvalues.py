@@ -2,9 +2,12 @@
 
 A stored value is JSON and nothing else: ``dict`` with ``str`` keys, ``list``, ``str``, ``int``,
 finite ``float``, ``bool`` and ``None`` (subclasses of those, except enums, count as their base
-type). NaN and infinities, sets, tuples, bytes, datetimes, models, circular structures and strings
-with lone surrogates are refused with a :class:`ValidationError` that names where, the field path
-and what to store instead, before anything is written. Every layer checks values through here.
+type). NaN and infinities, sets, tuples, bytes, datetimes, models, circular structures, nesting
+deeper than :data:`MAX_DEPTH` levels and strings (values or keys) with lone surrogates are
+refused with a :class:`ValidationError` that names where, the field path and what to store
+instead, before anything is written. Every layer checks values through here; text that is not a
+JSON value (a resource's content) through :func:`check_text`, and JSON text that arrives from
+outside (a magic line, an import) through :func:`load_json`.
 """
 
 from __future__ import annotations
