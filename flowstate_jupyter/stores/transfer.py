@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, fields
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ..base.ids import check_id, check_scope
 from ..base.jsonvalues import dump_json, load_json
@@ -32,7 +32,9 @@ def export_lines(store: Store) -> Iterator[str]:
     yield json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "source": store.url,
                       "exported_at": time.time()})
     for record in store.list(include_deleted=True):
-        history = store.history(record.scope, record.scope_id, record.name, limit=None)
+        # cast: Store.history's annotation says ``list`` in a class that has a ``list`` method
+        history = cast("list[HistoryEntry]", store.history(record.scope, record.scope_id,
+                                                           record.name, limit=None))
         line: dict[str, Any] = record._asdict()
         line["history"] = [asdict(entry) for entry in reversed(history)]  # oldest first
         yield json.dumps(line, ensure_ascii=False)
