@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -15,55 +16,62 @@ from .base import KEEP, Change, Expected, HistoryEntry, Record, Store
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
-_INT_OPTIONS = {"max_state_bytes", "history_limit", "changelog_limit", "pool_size"}
-_FLOAT_OPTIONS = {"timeout", "poll_interval", "pool_timeout"}
-_KNOWN = {"memory": {"max_state_bytes", "history_limit", "changelog_limit"},
-          "sqlite": {"max_state_bytes", "history_limit", "changelog_limit", "durability",
-                     "timeout", "poll_interval"}}
-
 
 def _query_options(query: str) -> dict[str, Any]:
     return dict(parse_qsl(query))
 
 
-def _checked_options(options: dict[str, Any], backend: str) -> dict[str, Any]:
-    """Store options (from the URL's query or as keywords) converted and checked, so that a bad
-    one is a :class:`StoreError` that names it, never a stray ``ValueError`` later.
+def _option_kinds(cls: type) -> dict[str, type]:
+    """The options a store class takes, with the type of each default (int, float, str, ...):
+    read from its constructor and the base class's, so there is no list to keep in step."""
+    kinds: dict[str, type] = {}
+    for klass in (Store, cls):
+        for name, param in inspect.signature(klass).parameters.items():
+            if param.kind is param.KEYWORD_ONLY:
+                kinds[name] = type(param.default) if param.default is not None else str
+    return kinds
 
-    Counts are whole numbers >= 1, times finite numbers of seconds (``poll_interval`` > 0),
-    ``durability`` ``"normal"`` or ``"full"``. Memory and SQLite stores know only their own
-    options; a PostgreSQL store passes unknown ones to libpq.
+
+def _checked_options(options: dict[str, Any], cls: type, *, open_ended: bool = False
+                     ) -> dict[str, Any]:
+    """Store options (from the URL's query, as text, or as keywords) converted to the type of
+    their default and checked, so that a bad one is a :class:`StoreError` naming it instead of
+    a stray ``ValueError`` later: counts are whole numbers, times finite numbers of seconds > 0
+    (the store's constructor then checks its own ranges). Options the class does not take are
+    refused, unless ``open_ended`` (a PostgreSQL store passes them on to libpq).
     """
+    kinds = _option_kinds(cls)
     checked: dict[str, Any] = {}
     for key, value in options.items():
-        if key in _INT_OPTIONS:
-            checked[key] = _number(key, value, int)
-        elif key in _FLOAT_OPTIONS:
-            checked[key] = _number(key, value, float)
-        elif key == "durability" and value not in ("normal", "full"):
-            raise StoreError(f"store option durability={short(value, 40)} is not valid: use "
-                             f"'normal' or 'full'")
-        elif backend in _KNOWN and key not in _KNOWN[backend]:
-            raise StoreError(f"unknown {backend} store option {short(key, 40)}; the options "
-                             f"are {', '.join(sorted(_KNOWN[backend]))}")
-        else:
-            checked[key] = value
+        kind = kinds.get(key)
+        if kind is None and not open_ended:
+            raise StoreError(f"unknown store option {short(key, 40)}; {cls.__name__} takes "
+                             f"{', '.join(sorted(kinds))}")
+        checked[key] = _number(key, value, kind) if kind in (int, float) else value
     return checked
 
 
-def _number(key: str, value: Any, kind: type) -> Any:
+def _number(key: str, value: Any, kind: Any) -> Any:
     try:
         if isinstance(value, bool) or (kind is int and isinstance(value, float)):
             raise ValueError
         number = kind(value)
-        if not math.isfinite(number) or number < 0 or (number == 0 and key != "timeout"):
+        if not math.isfinite(number) or number < 0 or (kind is float and number == 0):
             raise ValueError
     except (TypeError, ValueError, OverflowError):
-        what = "a whole number >= 1" if kind is int else "a finite number of seconds" + \
-            (" >= 0" if key == "timeout" else " > 0")
+        what = "a whole number" if kind is int else "a finite number of seconds > 0"
         raise StoreError(f"store option {key}={short(value, 40)} is not valid: give "
                          f"{what}") from None
     return number
+
+
+def _construct(cls: type, *args: Any, **options: Any) -> Store:
+    """``cls(*args, **options)``; a value the constructor refuses is a :class:`StoreError`."""
+    try:
+        return cls(*args, **options)
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"cannot open a {cls.__name__}: {exc}; see the options of "
+                         f"open_store()") from None
 
 
 def sqlite_path(url: str) -> Path:
@@ -100,20 +108,22 @@ def open_store(url: str | None = None, **options: Any) -> Store:
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme in ("", "file"):  # a plain path means a SQLite file
         path = url[len("file://"):] if scheme == "file" else url
-        return SQLiteStore(Path(path).expanduser(), **_checked_options(options, "sqlite"))
+        return _construct(SQLiteStore, Path(path).expanduser(),
+                          **_checked_options(options, SQLiteStore))
     query = url.split("?", 1)[1] if "?" in url else ""
     options = {**_query_options(query), **options}
     if scheme == "memory":
-        return MemoryStore(**_checked_options(options, "memory"))
+        return _construct(MemoryStore, **_checked_options(options, MemoryStore))
     if scheme == "sqlite":
-        return SQLiteStore(sqlite_path(url), **_checked_options(options, "sqlite"))
+        return _construct(SQLiteStore, sqlite_path(url), **_checked_options(options, SQLiteStore))
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresStore
         except ImportError as exc:
             raise StoreError("PostgreSQL stores need psycopg 3: pip install "
                              "'flowstate-jupyter[postgres]'") from exc
-        return PostgresStore(url.split("?", 1)[0], **_checked_options(options, "postgresql"))
+        return _construct(PostgresStore, url.split("?", 1)[0],
+                          **_checked_options(options, PostgresStore, open_ended=True))
     raise StoreError(f"unknown store URL {short(url)}; use memory://, sqlite:///path.db or "
                      f"postgresql://user@host/db")
 

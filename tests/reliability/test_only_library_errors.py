@@ -89,7 +89,8 @@ def test_a_value_nested_too_deeply_is_refused_before_pydantic_or_json_see_it(sto
 
 @pytest.mark.parametrize("query,words", [
     ("timeout=nan", ["timeout", "finite"]), ("timeout=-1", ["timeout"]),
-    ("history_limit=0", ["history_limit", ">= 1"]), ("max_state_bytes=lots", ["max_state"]),
+    ("poll_interval=0", ["> 0"]),
+    ("history_limit=0", ["history_limit", "positive"]), ("max_state_bytes=lots", ["max_state"]),
     ("durability=eventually", ["durability", "'full'"]), ("colour=blue", ["colour"]),
 ])
 def test_a_bad_store_url_option_is_a_store_error(tmp_path, query, words):
