@@ -222,9 +222,9 @@ class FlowStateMagics(Magics, Configurable):
         self.kernel = kernel
 
     # -- plumbing -----------------------------------------------------------------------------
-    def _user_ns(self) -> dict[str, Any]:
-        """The notebook's namespace (the shell is always set once the extension is loaded)."""
-        assert self.shell is not None
+    def _user_ns(self) -> dict:
+        """The namespace of the shell these magics belong to (always set once loaded)."""
+        assert self.shell is not None, "the magics are not attached to a shell"
         return self.shell.user_ns
 
     def _guard(self, show_traceback: bool, fn: Callable[[], Any]) -> Any:
@@ -516,7 +516,8 @@ class FlowStateMagics(Magics, Configurable):
         return Table("sessions", ("session", "user", "flow", "updated"), rows)
 
     # -- %%flow and %flow ---------------------------------------------------------------------
-    @cell_magic("flow")  # type: ignore[arg-type]  # IPython types the named form loosely
+    # IPython's stubs type these decorators' argument as Never: nothing would pass them.
+    @cell_magic("flow")  # type: ignore[arg-type]
     @no_var_expand
     def flow_cell(self, line: str, cell: str) -> Any:
         """Define a flow in Python and register it: ``%%flow NAME``.
@@ -534,10 +535,9 @@ class FlowStateMagics(Magics, Configurable):
         before = {k: v for k, v in ns.items() if isinstance(v, Flow)}
         tree = ast.parse(cell)
         last = None
-        final = tree.body[-1] if tree.body else None
-        if isinstance(final, ast.Expr):
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body[-1].value)
             tree.body.pop()
-            last = ast.Expression(final.value)
         exec(compile(tree, "<%%flow>", "exec"), ns)
         value = eval(compile(last, "<%%flow>", "eval"), ns) if last is not None else None
         if isinstance(value, Flow):
@@ -562,7 +562,7 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
-    @line_magic("flow")  # type: ignore[arg-type]  # IPython types the named form loosely
+    @line_magic("flow")  # type: ignore[arg-type]
     @no_var_expand
     def flow_line(self, line: str = "") -> Any:
         """Run and inspect registered flows.
@@ -671,7 +671,7 @@ class _Progress:
     """A progress bar for long runs (widget in a front end, text lines elsewhere)."""
 
     def __init__(self) -> None:
-        self._bar: Any = None  # an ipywidgets.IntProgress once a progress event arrives
+        self._bar: Any = None  # an ipywidgets.IntProgress once the first progress event comes
 
     def on_event(self, event: dict) -> None:
         if event.get("type") != "progress":
