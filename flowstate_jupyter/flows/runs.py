@@ -181,6 +181,15 @@ _IDLE_LOCK = threading.Lock()
 
 
 def _run_in_helper_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``make()`` on an idle helper loop while this thread waits (see :func:`run_sync`).
+
+    An interrupt (``KeyboardInterrupt``) may arrive at any instruction of this thread, also while
+    the run is being scheduled, for instance from the block itself an instant after it starts.
+    Everything from scheduling on is therefore inside one ``try``, and the cancel request goes
+    through the helper's loop, which runs callbacks in the order they were scheduled: it runs
+    after ``start`` if ``start`` was scheduled at all. So the run is either never started or
+    cancelled, and the interrupt propagates only after the run has recorded its outcome.
+    """
     with _IDLE_LOCK:
         helper = _IDLE_LOOPS.pop() if _IDLE_LOOPS else None
     if helper is None:  # the first run, or every helper is busy (a run started inside a run)
@@ -208,12 +217,20 @@ def _run_in_helper_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
             box["result"] = task.result()
         finished.set()
 
-    helper.loop.call_soon_threadsafe(start)
+    def cancel() -> None:  # on the helper's loop, after start() if start() was scheduled
+        if "task" in box:
+            box["task"].cancel()  # done() sets `finished` once the run has recorded it
+        elif not finished.is_set():  # start() was never scheduled: nothing runs
+            finished.set()
+
     try:
+        helper.loop.call_soon_threadsafe(start)
         while not finished.wait(0.1):  # short waits: a pending interrupt is noticed quickly
             pass
     except KeyboardInterrupt:
-        helper.loop.call_soon_threadsafe(lambda: box["task"].cancel() if "task" in box else None)
+        # A second interrupt while waiting stops the wait; the run still ends (cancelled) on
+        # its own and records that.
+        helper.loop.call_soon_threadsafe(cancel)
         finished.wait()
         raise
     finally:
