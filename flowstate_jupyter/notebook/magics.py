@@ -679,8 +679,8 @@ class FlowStateMagics(Magics, Configurable):
             request_id = waiting[0]["request_id"]
         value = parse_value(value_text) if value_text.strip() else None
         runs = flow.runs(store=kernel.store)
-        session = next((r.get("session") for r in runs if r["request_id"] == request_id), None)
-        before = _flat_client(flow.session(session, store=kernel.store)) if session else {}
+        owner = next((r.get("session") for r in runs if r["request_id"] == request_id), None)
+        before = _flat_client(flow.session(owner, store=kernel.store)) if owner else {}
         result = flow.resume(request_id, value, store=kernel.store)
         self._user_ns()["_"] = result
         after = _flat_client(flow.session(result.session_id, store=kernel.store))
