@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 from ..base.text import short
 from ..errors import RunStateError
@@ -132,18 +132,35 @@ class Trace:
     ``trace.span(path)`` finds one; ``trace.describe()`` is a readable tree.
     """
 
-    def __init__(self, request_id: str, data: dict | None = None) -> None:
+    def __init__(self, request_id: str, data: dict | None = None, *,
+                 text: str | None = None) -> None:
         self.request_id = request_id
-        self._data = data or {}
+        self._data = data
+        self._text = text  # the stored JSON, decoded on first use
         self._spans: list[Span] | None = None
-        self.dropped = int(self._data.get("dropped") or 0)
-        self.truncated = bool(self._data.get("truncated"))
+
+    @property
+    def _stored(self) -> dict:
+        if self._data is None:
+            data = json.loads(self._text) if self._text else {}
+            self._data = data if isinstance(data, dict) else {}
+        return self._data
+
+    @property
+    def dropped(self) -> int:
+        """Spans left out by the span limit."""
+        return int(self._stored.get("dropped") or 0)
+
+    @property
+    def truncated(self) -> bool:
+        """Previews were cut short to keep the trace under its byte bound."""
+        return bool(self._stored.get("truncated"))
 
     @property
     def spans(self) -> list[Span]:
         """Every kept span, in start order."""
         if self._spans is None:  # built on first use: most results are never looked into
-            self._spans = [Span(*row) for row in trace_rows(self._data)]
+            self._spans = [Span(*row) for row in trace_rows(self._stored)]
         return self._spans
 
     def span(self, path: str) -> Span | None:
@@ -158,7 +175,7 @@ class Trace:
         return iter(self.spans)
 
     def __len__(self) -> int:
-        return len(self._data.get("rows") or ())
+        return len(self._stored.get("rows") or ())
 
     def describe(self) -> str:
         """A readable tree: one line per span with status and duration."""
@@ -216,13 +233,12 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> Any:
             return value
         return {"$truncated": True, "preview": value[:limit], "chars": len(value)}
     try:
-        data = to_jsonable_python(value, fallback=repr)
-        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        text = _dump(value)
     except (TypeError, ValueError, RecursionError, RuntimeError):
         text = repr(value)
-        data = text
+        value = text
     if len(text) <= limit:
-        return data
+        return value  # encoded with the rest of its row, the same way
     return {"$truncated": True, "preview": text[:limit], "chars": len(text)}
 
 
@@ -352,7 +368,7 @@ class RunLog:
         self.committed: dict[str, set[str]] = {}
         self.lost: str | None = None  # why this run may not write any more (lease lost)
         self.flush: Any = None  # set by the run: writes the log now (run_once)
-        self.last_trace: dict | None = None  # the trace as last encoded
+        self.last_trace: str | None = None  # the trace as last encoded (JSON)
 
     # -- spans ------------------------------------------------------------------------------
     def path(self, parent: LiveSpan | None, segment: str, explicit: bool) -> str:
@@ -456,7 +472,7 @@ class RunLog:
                                     "dropped": dropped, "truncated": not with_changes}
             text = _dump(data)
             if len(text.encode()) <= TRACE_MAX_BYTES:
-                self.last_trace = data
+                self.last_trace = text
                 return text
         while len(data["rows"]) > 2:
             rows = data["rows"]
@@ -467,7 +483,7 @@ class RunLog:
             text = _dump(data)
             if len(text.encode()) <= TRACE_MAX_BYTES:
                 break
-        self.last_trace = data
+        self.last_trace = text
         return text
 
     def log_data(self, *, final: bool) -> dict | None:
@@ -488,7 +504,7 @@ class RunLog:
                 continue
             try:
                 data = to_jsonable_python(span.output)
-                size = len(json.dumps(data, ensure_ascii=False, allow_nan=False))
+                size = len(_dump(data))
             except (TypeError, ValueError, RecursionError, RuntimeError):
                 omitted += 1
                 continue
@@ -516,15 +532,22 @@ class RunLog:
         return f'{{"v":{_FORMAT},{",".join(parts)}}}'
 
     def result_trace(self) -> Trace | None:
-        """The :class:`Trace` a run's result carries: what was last stored, not read back."""
+        """The :class:`Trace` a run's result carries: what was last stored (decoded only if
+        someone looks)."""
         if not self.trace or self.last_trace is None:
             return None
-        return trace_from(self.request_id, self.last_trace)
+        return Trace(self.request_id, text=self.last_trace)
 
 
 def _dump(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, allow_nan=False, default=repr,
-                      separators=(",", ":"))
+    """``data`` as compact JSON: models and odd objects as pydantic encodes them (``repr`` as a
+    last resort), NaN and infinities as ``null``; text that UTF-8 cannot hold (lone surrogates)
+    escaped."""
+    try:
+        return to_json(data, fallback=repr, inf_nan_mode="null").decode()
+    except PydanticSerializationError:
+        return json.dumps(to_jsonable_python(data, fallback=repr), ensure_ascii=True,
+                          allow_nan=False, default=repr, separators=(",", ":"))
 
 
 def _kept(spans: list[LiveSpan]) -> list[LiveSpan]:

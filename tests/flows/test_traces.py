@@ -205,7 +205,7 @@ def test_large_values_are_previewed_and_marked_and_the_trace_stays_under_its_bou
     assert out["$truncated"] is True and out["chars"] == 50_000
     assert len(out["preview"]) == trace_module.PREVIEW_CHARS
     rows = spans["go/then[1]/nested"].output
-    assert rows["$truncated"] is True and rows["preview"].startswith('{"rows": [0, 1, 2')
+    assert rows["$truncated"] is True and rows["preview"].startswith('{"rows":[0,1,2')
     content = mem.read("request", result.request_id, "$request").content
     assert len(content.encode()) <= trace_module.TRACE_MAX_BYTES
 
