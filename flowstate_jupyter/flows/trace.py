@@ -84,7 +84,7 @@ CHANGES_PER_SPAN = 20
 #: Characters of a change event's delta kept in a span.
 DELTA_CHARS = 300
 #: Spans kept per trace.
-SPAN_LIMIT = 500
+SPAN_LIMIT = 250
 #: Bytes of JSON a trace may take in its request record.
 TRACE_MAX_BYTES = 512 * 1024
 #: Bytes of completed outputs the step log keeps for a resume.
