@@ -42,7 +42,8 @@ class JsonView(anywidget.AnyWidget):
 
 class StyleSheet(anywidget.AnyWidget):
     """Draws nothing; loads the views' style sheet into the page. Views made of ipywidgets
-    (History, FlowRunner) carry one, so their HTML parts need no ``<style>`` of their own."""
+    (History, FlowRunner) carry one, so their HTML parts need no ``<style>`` of their own, and
+    it tells them (class ``fs-box``) when their kernel is gone (``static/stylesheet.js``)."""
 
-    _esm = "export default { render() {} };"
+    _esm = _assets.esm("stylesheet.js")
     _css = _assets.css()

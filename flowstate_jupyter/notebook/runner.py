@@ -249,6 +249,7 @@ class FlowRunner(W.VBox):
             self.message, self.output, self.events, self.runs])
         self.add_class("fs-flow-runner")
         self.add_class("fs-view")
+        self.add_class("fs-box")
         self.add_class("fs-card")
         self.snapshots = Snapshots("FlowRunner", self.snapshot_html, self.__repr__)
         self._build_form()

@@ -250,6 +250,7 @@ class History(_Live, W.VBox):
             self._diff, self._message])
         self.add_class("fs-history")
         self.add_class("fs-view")
+        self.add_class("fs-box")
         self.add_class("fs-card")
         self.snapshots = Snapshots("History", self.snapshot_html, self.text)
         self.refresh()
@@ -291,7 +292,8 @@ class History(_Live, W.VBox):
         self.page = min(max(0, page), self.pages - 1)
         start = self.page * self.page_size
         shown = self.rows[start:start + self.page_size]
-        live = ('<span class="fs-live"><span class="fs-dot" aria-hidden="true"></span>live'
+        live = ('<span class="fs-live"><span class="fs-dot" aria-hidden="true"></span>'
+                '<span class="fs-live-text">live</span>'
                 f'<span class="fs-changed-at"> · changed {h.esc(h.when(self.changed_at))}'
                 '</span></span>')
         kept = f"{len(self.rows)} versions kept" if self.rows else ""

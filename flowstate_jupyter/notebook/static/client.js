@@ -4,7 +4,7 @@
 // Model traits: `data` ({scope: {key: value, resources: {name: data}}}, see model/display.py
 // client_view), `changed_at`, `live`, `title`, `subtitle`.
 import { Tree } from "./jsontree.js";
-import { el, follow, header } from "./view.js";
+import { el, follow, header, watchKernel } from "./view.js";
 
 function render({ model, el: host }) {
   const root = el("div", "fs-card fs-view fs-client-data");
@@ -13,12 +13,13 @@ function render({ model, el: host }) {
   const note = el("div", "fs-sub fs-note");
   root.append(head.element, tree.element, note);
   host.append(root);
+  watchKernel(model, host, root, head);
   let last = null;
 
   const draw = () => {
     head.setTitle(model.get("title") || "client data");
     head.setSubtitle(model.get("subtitle") || "");
-    head.setLive(model.get("live"));
+    if (!root.classList.contains("fs-dead")) head.setLive(model.get("live"));
     head.setChanged(model.get("changed_at"));
     const data = model.get("data") || {};
     const text = JSON.stringify(data);

@@ -5,7 +5,7 @@
 // model/display.py scope_view), `windmill` (a list of {path, version, value, updated_at}, or
 // null for no tab), `changed_at` (Unix seconds), `live` (bool), `title`.
 import { Tree } from "./jsontree.js";
-import { el, follow, header, when } from "./view.js";
+import { el, follow, header, watchKernel, when } from "./view.js";
 
 function render({ model, el: host }) {
   const root = el("div", "fs-card fs-view fs-inspector");
@@ -15,6 +15,7 @@ function render({ model, el: host }) {
   const panes = el("div", "fs-panes");
   root.append(head.element, tabs, panes);
   host.append(root);
+  watchKernel(model, host, root, head);
 
   const trees = new Map(); // "session/state", "session/res/plan", "windmill/<path>" -> Tree
   const tabEls = new Map();
@@ -134,7 +135,7 @@ function render({ model, el: host }) {
 
   const draw = () => {
     head.setTitle(model.get("title") || "Inspector");
-    head.setLive(model.get("live"));
+    if (!root.classList.contains("fs-dead")) head.setLive(model.get("live"));
     head.setChanged(model.get("changed_at"));
     for (const view of model.get("scopes") || []) drawScope(view);
     const wm = model.get("windmill");

@@ -6,7 +6,7 @@ import { Tree } from "./jsontree.js";
 import { el, follow } from "./view.js";
 
 function render({ model, el: host }) {
-  const root = el("div", "fs-card fs-view fs-json-view");
+  const root = el("div", "fs-card fs-json-view");
   const head = el("div", "fs-head");
   const title = el("span", "fs-title");
   const sub = el("span", "fs-sub");

@@ -69,3 +69,22 @@ export function follow(model, traits, draw) {
   draw();
   return () => { for (const name of traits) model.off(`change:${name}`, handler); };
 }
+
+// Say when the kernel behind a view is gone. When its kernel restarts or stops, ipywidgets
+// sets the model's `comm_live` to false and triggers "comm_live_update" (anywidget calls the
+// handler with the view as `this`, whose `model` is the real one). The view then loses its
+// "fs-view" class, so the theme CSS shows the snapshot output before it instead, and, given a
+// header, says that it is not live. `box` is the element that carries "fs-view".
+export function watchKernel(model, el, box, head = null) {
+  const update = (live) => {
+    box.classList.toggle("fs-view", live);
+    box.classList.toggle("fs-dead", !live);
+    if (head) head.setLive(live, live ? null : "not live: the kernel restarted or stopped; run the cell again");
+  };
+  model.on("comm_live_update", function onLive() {
+    const real = this && this.model;
+    const live = real && typeof real.comm_live === "boolean" ? real.comm_live
+      : !el.classList.contains("jupyter-widgets-disconnected");
+    queueMicrotask(() => update(live));
+  });
+}
