@@ -64,6 +64,7 @@ class Snapshots:
         self._timer: threading.Timer | None = None
         self._sent_at = 0.0
         self._closed = False
+        self.sent = 0  # snapshot updates sent so far
 
     def bundle(self, side: bool = False, where: str = "") -> dict[str, str]:
         """The snapshot's MIME bundle (``text/html``, ``text/plain``)."""
@@ -109,6 +110,7 @@ class Snapshots:
             return
         for handle, side in handles:
             handle.update(self.bundle(side), raw=True)
+        self.sent += 1
 
     def close(self) -> None:
         self._closed = True

@@ -245,7 +245,7 @@ class FlowRunner(W.VBox):
         super().__init__(children=[
             StyleSheet(), self._head, self.action, self.form,
             W.HBox([self.run_button, self.progress, self.status],
-                   layout=W.Layout(align_items="center", gap="8px")),
+                   layout=W.Layout(align_items="center")),
             self.message, self.output, self.events, self.runs])
         self.add_class("fs-flow-runner")
         self.add_class("fs-view")

@@ -118,7 +118,7 @@ class Inspector(_View):
         self._windmill = windmill
         own = self._handles["session"]
         super().__init__(title=f"Inspector · session {own.id!r}")
-        self.snapshots = Snapshots("Inspector", self.snapshot_html, self.text)
+        self.snapshots = Snapshots("Inspector", self.snapshot_html, self.__repr__)
         self.refresh()
         self.changed_at = max((s["updated_at"] or 0.0) for s in self.scopes) or time.time()
         self._listen(self._store, _wants_scopes(self._handles))
@@ -175,7 +175,7 @@ class ClientDataPreview(_View):
         self.changed: set[str] = set()
         self.snapshot: dict = {}
         super().__init__(title="client data", subtitle=f"session {self._handles['session'].id!r}")
-        self.snapshots = Snapshots("client data preview", self.snapshot_html, self.text)
+        self.snapshots = Snapshots("client data preview", self.snapshot_html, self.__repr__)
         self.refresh()
         self.changed_at = time.time()
         self._listen(self._handles["session"].store, _wants_scopes(self._handles))
@@ -244,9 +244,9 @@ class History(_Live, W.VBox):
         super().__init__(children=[
             StyleSheet(), self._head, self._table,
             W.HBox([self.prev_button, self._page_label, self.next_button],
-                   layout=W.Layout(align_items="center", gap="8px")),
+                   layout=W.Layout(align_items="center")),
             W.HBox([self.older, self.newer, self.restore_button],
-                   layout=W.Layout(align_items="center", flex_flow="row wrap", gap="4px")),
+                   layout=W.Layout(align_items="center", flex_flow="row wrap")),
             self._diff, self._message])
         self.add_class("fs-history")
         self.add_class("fs-view")
