@@ -39,7 +39,7 @@ def shown(captured) -> str:
     return "\n".join(parts)
 
 
-# -- loading --------------------------------------------------------------------------------------
+# -- loading -------------------------------------------------------------------------------------
 
 def test_load_ext_opens_the_configured_store_as_the_configured_user_and_session(ip, db_path):
     ip.run_line_magic("load_ext", "flowstate_jupyter")
@@ -81,7 +81,7 @@ def test_without_a_flow_state_shows_plain_scopes_and_flow_asks_for_one(ip):
     assert flow(ip, "runs").rows == []
 
 
-# -- %%flow ---------------------------------------------------------------------------------------
+# -- %%flow --------------------------------------------------------------------------------------
 
 def test_flow_cell_registers_the_last_expression_binds_it_and_shows_its_summary(ip):
     ip.run_line_magic("load_ext", "flowstate_jupyter")
@@ -127,7 +127,7 @@ def test_flow_cell_without_a_flow_is_a_usage_error(ip):
     assert kernel_state(ip).flows == {}
 
 
-# -- %state: reading --------------------------------------------------------------------------------
+# -- %state: reading -------------------------------------------------------------------------------
 
 def test_state_get_reads_fields_scopes_resources_and_list_items(nb):
     assert state(nb, "get session.mode") == "chat"
@@ -171,7 +171,7 @@ def test_state_path_returns_this_notebooks_windmill_state_path(nb):
     assert "alice" in path
 
 
-# -- %state: writing --------------------------------------------------------------------------------
+# -- %state: writing -------------------------------------------------------------------------------
 
 def test_state_set_writes_fields_resource_fields_and_whole_scopes(nb):
     with capture_output() as captured:
@@ -312,7 +312,7 @@ def test_values_that_look_like_options_stay_inside_json(nb):
     assert state(nb, "get session.resources.artifacts.last_saved") == "a --flow b"
 
 
-# -- refusals ---------------------------------------------------------------------------------------
+# -- refusals --------------------------------------------------------------------------------------
 
 REFUSALS = [
     # (line, words the one-line message must contain)
@@ -444,7 +444,7 @@ def test_traceback_flag_raises_the_real_exception_instead_of_a_usage_error(nb):
     assert fingerprint(store) == before
 
 
-# -- %flow ------------------------------------------------------------------------------------------
+# -- %flow -----------------------------------------------------------------------------------------
 
 def test_flow_run_shows_output_events_and_changed_client_data_and_sets_underscore(nb):
     with capture_output() as captured:
@@ -591,7 +591,7 @@ fs.define_flow(kind="failing", actions={"fail": fail})
     assert 'class="fs-error"' in text
 
 
-# -- unload / load ----------------------------------------------------------------------------------
+# -- unload / load ---------------------------------------------------------------------------------
 
 def test_unload_closes_the_store_and_load_finds_the_same_state_and_flows(nb):
     state(nb, "set session.mode agent")
@@ -609,7 +609,7 @@ def test_unload_closes_the_store_and_load_finds_the_same_state_and_flows(nb):
     assert flow(nb, "list").rows[0][0] == "* assistant"
 
 
-# -- help -------------------------------------------------------------------------------------------
+# -- help ------------------------------------------------------------------------------------------
 
 def test_magic_help_shows_usage_and_every_verb():
     doc = FlowStateMagics.state.__doc__

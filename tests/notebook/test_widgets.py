@@ -442,7 +442,7 @@ def test_history_lists_versions_diffs_two_and_restores_an_old_state(session):
 
 
 def test_history_shows_versions_page_by_page(session):
-    for i in range(23):
+    for _ in range(23):
         session.inc_state(message_count=1)
     history = History(session, page_size=10)
     assert history.pages == 3 and history.page == 0
