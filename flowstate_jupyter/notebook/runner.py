@@ -226,8 +226,7 @@ class FlowRunner(W.VBox):
         self.last_run_at: float | None = None
         self.fields: dict[str, Field] = {}
         self._head = W.HTML()
-        self.action = W.Dropdown(options=list(flow.actions), description="action",
-                                 style={"description_width": _LABEL_WIDTH})
+        self.action = W.Dropdown(options=list(flow.actions))
         self.form = W.VBox()
         self.form.add_class("fs-form")
         self.run_button = W.Button(description="Run", icon="play", tooltip="run the action")
@@ -243,7 +242,12 @@ class FlowRunner(W.VBox):
         self.action.observe(lambda _: self._build_form(), "value")
         self.run_button.on_click(lambda _: self.run())
         super().__init__(children=[
-            StyleSheet(), self._head, self.action, self.form,
+            StyleSheet(), self._head,
+            W.HBox([W.HTML('<div class="fs-card fs-field-label"><span class="fs-field-name">'
+                           'action</span></div>',
+                           layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH)),
+                    self.action], layout=W.Layout(align_items="center")),
+            self.form,
             W.HBox([self.run_button, self.progress, self.status],
                    layout=W.Layout(align_items="center")),
             self.message, self.output, self.events, self.runs])

@@ -271,15 +271,20 @@ class History(_Live, W.VBox):
         self.changed_at = time.time()
         options = [(version_label(v, when, op), v) for v, when, op, _ in rows]
         versions = [v for _, v in options]
-        keep = (self.older.value, self.newer.value)
+        newest = self.newer.options[0][1] if self.newer.options else None
+        older, newer = self.older.value, self.newer.value
+        # 'to' follows the newest version unless a person chose an older one; 'from' stays
+        # what was chosen (a restore keeps it), else it is the version before 'to'
+        if newer not in versions or newer == newest:
+            newer = versions[0] if versions else None
+        if older not in versions or older == newer or first:
+            later = [v for v in versions if newer is not None and v < newer]
+            older = later[0] if later else newer
         with self.hold_trait_notifications():
             self.newer.options = options
             self.older.options = options
-            if keep[0] in versions and keep[1] in versions and not first:
-                self.older.value, self.newer.value = keep
-            elif versions:
-                self.newer.value = versions[0]
-                self.older.value = versions[1] if len(versions) > 1 else versions[0]
+            if versions:
+                self.newer.value, self.older.value = newer, older
         self.show_page(self.page)
         self._show_diff()
         self.snapshots.changed()

@@ -435,8 +435,8 @@ def test_history_lists_versions_diffs_two_and_restores_an_old_state(session):
     assert session.history(limit=1)[0].operation == "set"
     assert "restored v1 as v4" in history._message.value
     assert [v for _, v in history.newer.options] == [4, 3, 2, 1]
-    # what was selected stays selected
-    assert (history.older.value, history.newer.value) == (1, 3)
+    # what was selected stays selected; 'to' follows the newest version
+    assert (history.older.value, history.newer.value) == (1, 4)
     assert history.restore(4) is False  # already that state: no new version
     assert session.version == 4
 

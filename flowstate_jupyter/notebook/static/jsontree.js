@@ -228,13 +228,13 @@ export class Tree {
     }
     const value = document.createElement("span");
     if (container) {
-      value.className = "fs-count";
+      value.className = "fs-value fs-count";
       value.textContent = this.adapter.summary(node);
       content.addEventListener("click", () => this._setOpen(path, !open));
       content.style.cursor = "pointer";
     } else {
       const leaf = this.adapter.leaf(node);
-      value.className = leaf.cls;
+      value.className = `fs-value ${leaf.cls}`.trim();
       value.textContent = leaf.text;
     }
     content.append(value);
