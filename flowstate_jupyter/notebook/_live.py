@@ -2,7 +2,8 @@
 
 Store callbacks arrive in the writing thread (own writes) or the store's watcher thread (other
 processes). A flow run may write hundreds of times a second, so a view is refreshed at most once
-per ``interval`` seconds, after the burst, never inside the write itself.
+per ``interval`` seconds (0.05: a burst becomes one refresh, a single write shows at once), never
+inside the write itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class Live:
     """Call ``refresh()`` soon after each change for which ``wants(event)`` is true."""
 
     def __init__(self, store: Store, wants: Callable[[dict], bool],
-                 refresh: Callable[[], None], interval: float = 0.15) -> None:
+                 refresh: Callable[[], None], interval: float = 0.05) -> None:
         self._wants = wants
         self._refresh = refresh
         self._interval = interval

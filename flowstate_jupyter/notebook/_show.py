@@ -34,6 +34,9 @@ SNAPSHOT_CHARS = 40_000
 SNAPSHOT_INTERVAL = 1.0
 """Seconds between two snapshot updates of one view (the last change always gets sent)."""
 
+SNAPSHOT_DELAY = 0.4
+"""Seconds a snapshot update waits after a change at least."""
+
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 _PANELS: dict[str, Any] = {}  # side panels by title: opening one again replaces it
@@ -96,7 +99,8 @@ class Snapshots:
         with self._lock:
             if self._closed or not self._handles or self._timer is not None:
                 return
-            wait = max(0.0, SNAPSHOT_INTERVAL - (time.monotonic() - self._sent_at))
+            # never at once: the live view's own update goes first, undisturbed
+            wait = max(SNAPSHOT_DELAY, SNAPSHOT_INTERVAL - (time.monotonic() - self._sent_at))
             self._timer = threading.Timer(wait, self._send)
             self._timer.daemon = True
             self._timer.start()
