@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import nbclient
-import nbformat
 from _helpers import python_env
 from nbformat.v4 import new_code_cell, new_notebook
 
