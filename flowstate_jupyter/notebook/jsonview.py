@@ -13,15 +13,15 @@ import traitlets as t
 
 from ..model import html as h
 from ..model.display import bounded
-from . import _assets
+from ._assets import css, esm
 
 
 class JsonView(anywidget.AnyWidget):
     """Any JSON value as a collapsible tree (objects and lists) or a block (scalars); setting
     ``value`` again marks what changed."""
 
-    _esm = _assets.esm("json.js")
-    _css = _assets.css()
+    _esm = esm("json.js")
+    _css = css()
     value = t.Any(None, allow_none=True).tag(sync=True)
     title = t.Unicode("").tag(sync=True)
     subtitle = t.Unicode("").tag(sync=True)
@@ -45,5 +45,5 @@ class StyleSheet(anywidget.AnyWidget):
     (History, FlowRunner) carry one, so their HTML parts need no ``<style>`` of their own, and
     it tells them (class ``fs-box``) when their kernel is gone (``static/stylesheet.js``)."""
 
-    _esm = _assets.esm("stylesheet.js")
-    _css = _assets.css()
+    _esm = esm("stylesheet.js")
+    _css = css()

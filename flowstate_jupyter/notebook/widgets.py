@@ -43,7 +43,7 @@ from ..model.display import (
     version_diff_text,
     version_label,
 )
-from . import _assets
+from ._assets import css, esm
 from ._live import Live
 from ._show import Snapshots, show
 from .jsonview import JsonView, StyleSheet
@@ -89,7 +89,7 @@ def _wants_scopes(handles: dict) -> Any:
 class _View(_Live, anywidget.AnyWidget):
     """An anywidget live view with the shared style sheet."""
 
-    _css = _assets.css()
+    _css = css()
     changed_at = t.Float(0.0).tag(sync=True)
     live = t.Bool(True).tag(sync=True)
     title = t.Unicode("").tag(sync=True)
@@ -108,7 +108,7 @@ class Inspector(_View):
     the Windmill states (or None without that tab).
     """
 
-    _esm = _assets.esm("inspector.js")
+    _esm = esm("inspector.js")
     scopes = t.List(t.Dict()).tag(sync=True)
     windmill = t.Any(None, allow_none=True).tag(sync=True)
 
@@ -162,7 +162,7 @@ class ClientDataPreview(_View):
     """The session's client view (``snapshot()``) as a tree; the keys that changed in the last
     update are in ``changed`` (and marked in the view)."""
 
-    _esm = _assets.esm("client.js")
+    _esm = esm("client.js")
     data = t.Dict().tag(sync=True)
     subtitle = t.Unicode("").tag(sync=True)
 
