@@ -1,9 +1,14 @@
 """The ``%state``, ``%flow`` and ``%%flow`` magics (DESIGN §11).
 
 Mistakes are one clear ``UsageError`` line; add ``-t`` (``--traceback``) after the magic name to
-see the full traceback instead. Values are JSON (a bare word such as ``agent`` is taken as a
-string). The store is the source of truth: the magics keep only which flow and session you look
-at (``KernelState``).
+see the full traceback instead. The store is the source of truth: the magics keep only which
+flow and session you look at (``KernelState``).
+
+Magic lines are data (DESIGN §13): IPython's ``$name`` / ``{expr}`` expansion is off
+(``no_var_expand``), so ``%state set session.note "{1+1}"`` stores the text ``{1+1}`` and nothing
+in a line is ever evaluated. Values are JSON (a bare word such as ``agent`` is taken as a
+string). A ``#`` outside JSON strings and brackets, at the start of the line or after a space,
+starts a comment that is ignored, so lines copied with their comments work.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 from traitlets import Bool
 from traitlets.config import Configurable
 
 from ..base.ids import check_id
+from ..base.jsonvalues import NOT_JSON_SYNTAX, load_json
 from ..base.names import SESSION_META
-from ..errors import FlowStateError
+from ..base.text import short
+from ..errors import FlowStateError, ValidationError
+from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import (
@@ -36,9 +44,9 @@ from ..model.display import (
     runs_rows,
     version_diff_text,
 )
-from ..model.schema import defaults
+from ..model.schema import check_input_keys, defaults, validate_value
 from ._progress import Progress
-from .kernel import KernelState
+from .kernel import KernelState, _PlainSession
 from .paths import PathError, StatePath, parse_path
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
@@ -88,10 +96,18 @@ class FlowSummary:
         return self.flow.describe()
 
 
+def _show_flow(flow: Any) -> None:
+    """The summary of a flow, then its picture (two outputs: a front end draws each its way)."""
+    display(FlowSummary(flow))
+    display(flow.graph())
+
+
 def parse_value(text: str, where: str = "") -> Any:
     """JSON, or a bare word taken as a string; anything else is a UsageError.
 
     ``where`` (a path such as ``session.mode``) starts the message, so it names the field.
+    JSON by the stored-value rules (:func:`~flowstate_jupyter.base.jsonvalues.load_json`): no
+    NaN, no lone surrogates, no nesting too deep to handle.
     """
     text = text.strip()
     prefix = f"{where}: " if where else ""
@@ -99,12 +115,15 @@ def parse_value(text: str, where: str = "") -> Any:
         raise UsageError(f"{prefix}a value is needed (JSON, e.g. 3, \"text\", [1, 2], "
                          f"{{\"a\": 1}})")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return load_json(text, where=where or "value")
+    except ValidationError as exc:
+        if exc.reason != NOT_JSON_SYNTAX:
+            raise UsageError(_one_line(exc)) from None
         if _BARE.fullmatch(text) and text not in ("true", "false", "null"):
             return text
-        raise UsageError(f"{prefix}value {text!r} is not JSON ({exc.msg} at column "
-                         f"{exc.colno}); quote strings, e.g. '\"text\"'") from None
+        detail = str(exc).rpartition(" is not JSON ")[2]
+        raise UsageError(f"{prefix}value {short(text, 60)} is not JSON {detail}; quote "
+                         f"strings, e.g. '\"text\"'") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -132,11 +151,39 @@ def _outside_values(line: str) -> list[bool]:
     return mask
 
 
+def _strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment``: a ``#`` outside JSON strings and brackets, at
+    the start of the line or after whitespace (``"a # b"``, ``[1, "#"]`` and
+    ``files[docs/#1]`` keep theirs)."""
+    if "#" not in line:
+        return line
+    depth, in_string, escaped = 0, False, False
+    for i, char in enumerate(line):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "#" and depth == 0 and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
 def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
     """Pull ``--flow X``-style options and ``-t`` out of a raw line, keeping the rest raw.
 
-    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact.
+    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact. A
+    trailing ``# comment`` is dropped first.
     """
+    line = _strip_comment(line)
     mask = _outside_values(line)
     options: dict[str, str] = {}
     kept, start = [], 0
@@ -181,7 +228,7 @@ def _walk(value: Any, fields: tuple[str, ...], label: str) -> Any:
             where = ".".join(fields[:i]) or "the state"
             known = ", ".join(value) if isinstance(value, dict) else ""
             hint = f"; it has {known}" if known else ""
-            raise UsageError(f"{label}: {where} has no {field!r}{hint}")
+            raise UsageError(f"{label}: {where} has no {short(field, 60)}{hint}")
     return value
 
 
@@ -191,15 +238,15 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
         return new
     head, rest = fields[0], fields[1:]
     if isinstance(value, dict):
-        copy = dict(value)
-        copy[head] = _deep_set(value.get(head, {}), rest, new, label)
-        return copy
+        copied = dict(value)
+        copied[head] = _deep_set(value.get(head, {}), rest, new, label)
+        return copied
     if isinstance(value, list) and head.lstrip("-").isdigit() and \
             -len(value) <= int(head) < len(value):
-        copy = list(value)
-        copy[int(head)] = _deep_set(value[int(head)], rest, new, label)
-        return copy
-    raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
+        items = list(value)
+        items[int(head)] = _deep_set(value[int(head)], rest, new, label)
+        return items
+    raise UsageError(f"{label}: cannot reach {short(head, 60)} inside {type(value).__name__}")
 
 
 _DELETE = object()
@@ -219,6 +266,11 @@ class FlowStateMagics(Magics, Configurable):
         self.kernel = kernel
 
     # -- plumbing -----------------------------------------------------------------------------
+    def _user_ns(self) -> dict:
+        """The namespace of the shell these magics belong to (always set once loaded)."""
+        assert self.shell is not None, "the magics are not attached to a shell"
+        return self.shell.user_ns
+
     def _guard(self, show_traceback: bool, fn: Callable[[], Any]) -> Any:
         """Run ``fn``; turn library errors into one-line UsageErrors unless asked not to."""
         if show_traceback or self.traceback:
@@ -238,8 +290,8 @@ class FlowStateMagics(Magics, Configurable):
         resources = handle.resources
         if path.resource not in resources:
             known = ", ".join(resources) or "none"
-            raise UsageError(f"{path.label}: {path.scope} has no resource {path.resource!r}; "
-                             f"defined: {known}")
+            raise UsageError(f"{path.label}: {path.scope} has no resource "
+                             f"{short(path.resource, 60)}; defined: {known}")
         res = resources[path.resource]
         if isinstance(res, CollectionHandle):
             if path.key is None:
@@ -258,8 +310,8 @@ class FlowStateMagics(Magics, Configurable):
     @magic_arguments()
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
     @argument("verb", nargs="?", default=None,
-              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|client|"
-                   "path; none: show the live Inspector")
+              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|compare|"
+                   "client|path; none: show the live Inspector")
     @argument("args", nargs="*", help="PATH [VALUE] (VALUE is JSON), or the verb's arguments")
     @argument("--session", help="with 'use': switch to this session id")
     @argument("--user", help="with 'use': switch to this user id")
@@ -271,6 +323,7 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--table", action="store_true",
               help="with 'history': a static table instead of the History widget")
     @line_magic
+    @no_var_expand
     def state(self, line: str = "") -> Any:
         """Inspect and change state of the current session, user and project.
 
@@ -293,7 +346,8 @@ class FlowStateMagics(Magics, Configurable):
             %state undo session
             %state reset session
             %state use --session s2 --user bob --flow assistant
-            %state sessions
+            %state sessions                         # with the session each was forked from
+            %state compare s1 s2                    # state, resources, client data side by side
             %state client                           # live client-data preview
             %state client --side
             %state path                             # this notebook's Windmill state path
@@ -327,6 +381,8 @@ class FlowStateMagics(Magics, Configurable):
             return self._use(options, rest)
         if verb == "sessions":
             return self._sessions()
+        if verb == "compare":
+            return self._compare(rest, options)
         if verb == "path":
             from ..windmill import get_state_path
             return get_state_path()  # shown as the cell's value; `p = %state path` works
@@ -334,8 +390,9 @@ class FlowStateMagics(Magics, Configurable):
                     "push": self._push, "del": self._del, "diff": self._diff,
                     "undo": self._undo, "reset": self._reset}
         if verb not in handlers:
-            raise UsageError(f"unknown %state verb {verb!r}; use one of "
-                             f"{', '.join(handlers)}, history, use, sessions, client, path "
+            raise UsageError(f"unknown %state verb {short(verb, 40)}; use one of "
+                             f"{', '.join(handlers)}, history, use, sessions, compare, client, "
+                             f"path "
                              f"(see %state?)")
         return handlers[verb](rest, options)
 
@@ -398,7 +455,7 @@ class FlowStateMagics(Magics, Configurable):
         amount = parse_value(value_text, path.label) if value_text.strip() else 1
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
             raise UsageError(f"{path.label}: %state inc takes a number, not "
-                             f"{value_text.strip()!r}")
+                             f"{short(value_text.strip(), 60)}")
         target = self._target(path, options.get("flow"), create=True)
         if len(path.fields) != 1:
             raise UsageError("%state inc needs a top-level field, e.g. session.message_count")
@@ -427,7 +484,7 @@ class FlowStateMagics(Magics, Configurable):
             model_defaults = defaults(target.model if hasattr(target, "model")
                                       else target.definition.state)
             if fields[0] not in target.state_dict():
-                raise UsageError(f"{path.label}: no field {fields[0]!r}")
+                raise UsageError(f"{path.label}: no field {short(fields[0], 60)}")
             if fields[0] in model_defaults:
                 changed = target.patch_state({fields[0]: model_defaults[fields[0]]})
             else:
@@ -497,7 +554,7 @@ class FlowStateMagics(Magics, Configurable):
     def _use(self, options: dict, rest: str) -> None:
         if rest:
             raise UsageError(f"%state use takes only options (--session, --user, --project, "
-                             f"--flow), not {rest!r}")
+                             f"--flow), not {short(rest, 60)}")
         if not options:
             raise UsageError("%state use --session ID | --user ID | --project ID | --flow NAME")
         kernel = self.kernel
@@ -523,14 +580,39 @@ class FlowStateMagics(Magics, Configurable):
         if self.kernel.current_flow is None:
             records = self.kernel.store.list("session", name=SESSION_META)
             rows = [(r.scope_id, r.state.get("user", ""), r.state.get("flow", ""),
-                     h.when(r.updated_at)) for r in records]
+                     h.when(r.updated_at), _parent_text(meta_parent(r.state)))
+                    for r in records]
         else:
-            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")))
-                    for s in self.kernel.flow().sessions()]
-        return Table("sessions", ("session", "user", "flow", "updated"), rows, nowrap=(3,))
+            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")),
+                     _parent_text(s.get("parent")))
+                    for s in self.kernel.flow().sessions(store=self.kernel.store)]
+        return Table("sessions", ("session", "user", "flow", "updated", "forked from"), rows,
+                     nowrap=(3,))
+
+    def _compare(self, rest: str, options: dict) -> Any:
+        ids = rest.split()
+        if len(ids) != 2:
+            raise UsageError("%state compare A B: two session ids, e.g. %state compare s1 s2")
+        from ..flows.compare import compare
+        kernel = self.kernel
+        sessions = []
+        for session_id in ids:
+            check_id(session_id, "session id")
+            if kernel.store.read("session", session_id, SESSION_META) is None:
+                raise UsageError(f"no session {session_id!r} in this store; %state sessions "
+                                 f"lists them")
+            if options.get("flow") is None and kernel.current_flow is None:
+                sessions.append(_PlainSession(kernel.store, session_id, kernel.user,
+                                              kernel.project))
+            else:
+                sessions.append(kernel.flow(options.get("flow")).session(
+                    session_id, project=kernel.project, store=kernel.store))
+        return compare(*sessions)
 
     # -- %%flow and %flow ---------------------------------------------------------------------
-    @cell_magic("flow")
+    # IPython's stubs type these decorators' argument as Never: nothing would pass them.
+    @cell_magic("flow")  # type: ignore[arg-type]
+    @no_var_expand
     def flow_cell(self, line: str, cell: str) -> Any:
         """Define a flow in Python and register it: ``%%flow NAME``.
 
@@ -543,12 +625,13 @@ class FlowStateMagics(Magics, Configurable):
         if not name.isidentifier():
             raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
         from ..flows.flow import Flow
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         before = {k: v for k, v in ns.items() if isinstance(v, Flow)}
         tree = ast.parse(cell)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body[-1].value)
+            tree.body.pop()
         exec(compile(tree, "<%%flow>", "exec"), ns)
         value = eval(compile(last, "<%%flow>", "eval"), ns) if last is not None else None
         if isinstance(value, Flow):
@@ -563,17 +646,18 @@ class FlowStateMagics(Magics, Configurable):
             flow = next(iter(new.values()))
         self.kernel.register(name, flow)
         ns[name] = flow
-        display(FlowSummary(flow))
+        _show_flow(flow)
         return None
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|ui")
-    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]")
+    @argument("verb", help="run|list|show|runs|graph|ui")
+    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
-    @line_magic("flow")
+    @line_magic("flow")  # type: ignore[arg-type]
+    @no_var_expand
     def flow_line(self, line: str = "") -> Any:
         """Run and inspect registered flows.
 
@@ -584,12 +668,13 @@ class FlowStateMagics(Magics, Configurable):
             %flow list
             %flow show assistant
             %flow runs
+            %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
             %flow ui                    # a FlowRunner widget: form, Run, output, events
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|ui (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|graph|ui (see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -600,8 +685,7 @@ class FlowStateMagics(Magics, Configurable):
             return Table("flows", ("name", "kind", "actions"), rows,
                          subtitle="* the current flow" if rows else "")
         if verb == "show":
-            flow = kernel.flow(rest or options.get("flow"))
-            display(FlowSummary(flow))
+            _show_flow(kernel.flow(rest or options.get("flow")))
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
@@ -616,7 +700,10 @@ class FlowStateMagics(Magics, Configurable):
             return FlowRunner(flow, kernel.session(name))
         if verb == "run":
             return self._run(rest, options)
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs or ui")
+        if verb == "graph":
+            return kernel.flow(rest or options.get("flow")).graph()
+        raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs, "
+                         f"graph or ui")
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
@@ -626,6 +713,13 @@ class FlowStateMagics(Magics, Configurable):
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         payload = parse_value(input_text) if input_text.strip() else None
+        # Opening the session writes its record: refuse a wrong action or input first, as the
+        # run itself would (flow.run refuses an unknown action before it writes anything).
+        act = flow.actions.get(action)
+        if act is None:
+            flow.run(action, payload, store=kernel.store)  # raises UnknownActionError
+        check_input_keys(act.input_model, payload, where=f"action {action!r} input")
+        validate_value(act.input_model, payload, where=f"action {action!r} input")
         session_id = options.get("session", kernel.session_id)
         user = options.get("user", kernel.user)
         session = flow.session(session_id, user=user, project=kernel.project, store=kernel.store)
@@ -635,11 +729,16 @@ class FlowStateMagics(Magics, Configurable):
             result = session.run(action, payload, on_event=shown.progress.on_event)
         finally:
             shown.progress.stop()
-        self.shell.user_ns["_"] = result
+        self._user_ns()["_"] = result
         after = _flat_client(session)
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         shown.done(_RunSummary(result, changed))
         return None
+
+
+def _parent_text(parent: Any) -> str:
+    """``s1 @ v3`` for a forked session, ``""`` for one that was not forked."""
+    return f"{parent[0]} @ v{parent[1]}" if parent else ""
 
 
 def _jsonable_field(snapshot: Any, field: str) -> Any:
