@@ -26,6 +26,7 @@ class Live:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._store = store
         self._unsubscribe = store.subscribe(self._on_event)
 
     def _on_event(self, event: dict) -> None:
@@ -42,6 +43,9 @@ class Live:
         with self._lock:
             self._timer = None
         if self._closed:
+            return
+        if getattr(self._store, "_closed", False):  # the store was closed: the view is done
+            self.close()
             return
         try:
             self._refresh()
