@@ -128,7 +128,7 @@ class Field:
     @staticmethod
     def _control(annotation: Any, default: Any, unset_ok: bool, info: Any
                  ) -> tuple[W.Widget, str]:
-        wide = W.Layout(width="100%", max_width="46em")
+        wide = W.Layout(width="calc(100% - 8px)", max_width="46em")
         if typing.get_origin(annotation) is typing.Literal:
             options = list(typing.get_args(annotation))
             if unset_ok:
@@ -276,7 +276,8 @@ class FlowRunner(W.VBox):
         self._free_input = None
         if model is None:
             self._free_input = W.Textarea(placeholder="JSON (optional)", rows=3,
-                                          layout=W.Layout(width="100%", max_width="46em"))
+                                          layout=W.Layout(width="calc(100% - 8px)",
+                                                          max_width="46em"))
             label = W.HTML('<div class="fs-card fs-field-label">input'
                            '<div class="fs-sub">free JSON</div></div>',
                            layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH))
