@@ -301,7 +301,8 @@ class History(_Live, W.VBox):
                 '<span class="fs-live-text">live</span>'
                 f'<span class="fs-changed-at"> · changed {h.esc(h.when(self.changed_at))}'
                 '</span></span>')
-        kept = f"{len(self.rows)} versions kept" if self.rows else ""
+        n = len(self.rows)
+        kept = f"{n} version{'s' if n != 1 else ''} kept" if n else ""
         self._head.value = h.head(self._title(), kept, extra=live)
         self._table.value = f'<div class="fs-card">{history_table_html(shown)}</div>'
         self._page_label.value = (f'<span class="fs-sub">page {self.page + 1} of {self.pages}'
