@@ -59,6 +59,9 @@ __all__ = [
 
 #: Seconds between a queued run's looks at its action's slot.
 QUEUE_POLL_S = 0.02
+#: A run that has not written its request record yet writes it once it has lasted this long
+#: (or a third of its lease, if that is shorter); see ``Lease.start``.
+START_AFTER_S = 0.1
 #: Interrupted runs and expired suspensions older than this are purged by ``flowstate prune``.
 STALE_AFTER_S = 7 * 24 * 3600.0
 
@@ -141,6 +144,10 @@ class Lease:
     another process took the run over (it resumed it after this run's lease passed), and from
     then on the run may not write (``lost``). ``renew`` extends ``lease_until`` and writes the
     run's step log (``content``), from the renewing thread.
+
+    A run may put off its first write (``first`` holds its content and event): :meth:`start`
+    makes it when the run needs its record, and the renewing thread makes it once the run has
+    lasted :data:`START_AFTER_S`. Until then the record does not exist (version 0).
     """
 
     def __init__(self, store: Store, request_id: str, seconds: float, state: dict) -> None:
@@ -149,6 +156,9 @@ class Lease:
         self.seconds = seconds
         self.state = state
         self.version = 0
+        self.started = False
+        self.ended = False  # the run has ended: no renewal may write after its final write
+        self.first: tuple[Any, dict] | None = None
         self.lost: str | None = None
         self.content: Callable[[], str | None] | None = None
         self.on_lost: Callable[[str], None] | None = None
@@ -202,11 +212,33 @@ class Lease:
         """This run wrote ``record`` (possibly nested in another write that committed)."""
         self.version = record.version
         self.last = time.monotonic()
+        self.started = True
+
+    def start(self) -> None:
+        """Write the record now if the run put its first write off (from any thread; once)."""
+        if self.started:
+            return
+        with self.lock:
+            if self.started or self.lost is not None or self.first is None:
+                return
+            content, event = self.first
+            self.write({**self.state, "lease_until": time.time() + self.seconds},
+                       content=content, event=event)
+
+    def due(self) -> float:
+        """When (``time.monotonic()``) the renewing thread should next write the record."""
+        if self.started:
+            return self.last + self.seconds / 3
+        return self.last + min(START_AFTER_S, self.seconds / 3)
 
     def renew(self) -> None:
-        """Extend the lease and write the step log so far (from the renewing thread)."""
+        """Extend the lease and write the step log so far (from the renewing thread); a run
+        that has not written its record yet writes it now."""
         with self.lock:
-            if self.lost is not None:
+            if self.lost is not None or self.ended:
+                return
+            if not self.started:
+                self.start()
                 return
             state = {**self.state, "lease_until": time.time() + self.seconds}
             content = self.content() if self.content is not None else KEEP
@@ -259,7 +291,7 @@ class _Renewer:
             now = time.monotonic()
             wait = 0.05
             for lease in leases:
-                due = lease.last + lease.seconds / 3 - now
+                due = lease.due() - now
                 if due <= 0:
                     try:
                         lease.renew()

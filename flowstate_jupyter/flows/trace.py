@@ -368,6 +368,7 @@ class RunLog:
         self.committed: dict[str, set[str]] = {}
         self.lost: str | None = None  # why this run may not write any more (lease lost)
         self.flush: Any = None  # set by the run: writes the log now (run_once)
+        self.start: Any = None  # set by a run that put off its first write: makes it now
         self.last_trace: str | None = None  # the trace as last encoded (JSON)
 
     # -- spans ------------------------------------------------------------------------------
@@ -394,6 +395,8 @@ class RunLog:
         """The identity of the write ``span`` is about to make to ``key`` (or ``SKIP``)."""
         if self.lost is not None:
             raise RunStateError(self.lost)
+        if self.start is not None:  # the run's record first: a resume must find this write's
+            self.start()
         counts = span.writes
         path = compact(span.path)
         if counts is None:
