@@ -63,6 +63,8 @@ DEFAULT_MAX_ITERATIONS = 1000
 
 _Resources = Mapping[str, ResourceDefinition | CollectionDefinition] | None
 _KEEP = object()
+_clock = time.perf_counter
+_new = object.__new__
 #: Bumped whenever a sequencer gains a step: blocks' cached ``_sync()`` answers are then stale.
 _SHAPE = [0]
 
@@ -84,6 +86,7 @@ def _arity(fn: Callable, what: str) -> int:
 
 
 _AWAITABLE: dict[type, bool] = {}  # type -> has __await__ (asked once per type)
+_PLAIN = frozenset({type(None), bool, int, float, str, list, dict, tuple})  # never awaitable
 
 
 def _awaitable(value: Any) -> bool:
@@ -383,6 +386,7 @@ class Handler(Block):
     def __init__(self, fn: Callable, name: str | None = None, **options: Any) -> None:
         self._fn = _Fn(fn, "a handler's function")
         self._async = _is_async(fn)
+        self._call2 = fn if self._fn.arity == 2 else None  # called as fn(value, ctx)
         super().__init__(name or self._fn.name, **options)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
@@ -398,8 +402,47 @@ class Handler(Block):
     def _execute_sync(self, value: Any, ctx: Context) -> Any:
         fn = self._fn
         out = fn.fn(value, ctx) if fn.arity == 2 else fn.call(value, ctx)
-        if _awaitable(out):
+        if type(out) not in _PLAIN and _awaitable(out):
             out = drive(out)
+        return out
+
+    def _run_sync(self, input: Any, ctx: Context, _at: str | None = None) -> Any:
+        # Block._run_sync with _execute_sync and ctx._enter inlined: the hot path of a traced
+        # run (a step of a sequencer of handlers); keep the three in step.
+        frame = ctx._frame
+        log = frame.log
+        if log is None or self.input is not None or self.output is not None:
+            return Block._run_sync(self, input, ctx, _at)
+        parent = ctx._span
+        if _at is None:
+            path = log.path(parent, self.name, False)
+        else:
+            path = _at if parent is None else f"{parent.path}/{_at}"
+        done = log.done
+        if done and path in done:  # completed by an earlier attempt of this run
+            return self._replay(done[path])
+        span = _new(LiveSpan)  # LiveSpan(path, self, parent, input, t0), one call less
+        span.path, span.block, span.parent, span.input = path, self, parent, input
+        span.t0 = t0 = _clock()
+        log.spans.append(span)
+        inner = _new(Context)
+        inner._frame, inner.step_id, inner.sequencer, inner._concurrent, inner._span = \
+            frame, self.name, ctx.sequencer, ctx._concurrent, span
+        token = _CURRENT.set(inner)
+        try:
+            call = self._call2
+            out = call(input, inner) if call is not None else self._fn.call(input, inner)
+            if type(out) not in _PLAIN and _awaitable(out):
+                out = drive(out)
+        except Suspended:
+            span.status, span.duration = "suspended", _clock() - t0
+            raise
+        except BaseException as exc:
+            span.status, span.error, span.duration = "error", exc, _clock() - t0
+            raise
+        finally:
+            _CURRENT.reset(token)
+        span.output, span.status, span.duration = out, "ok", _clock() - t0
         return out
 
     async def _execute(self, value: Any, ctx: Context) -> Any:
@@ -537,6 +580,12 @@ class _Step:
         """Learn the step's index in its sequencer."""
         self.prefix = f"{self.kind}[{index}]/"
 
+    @property
+    def direct(self) -> tuple[Callable[[Any, Context, str | None], Any], str | None]:
+        """``(fn, at)``: ``fn(value, ctx, at)`` does what :meth:`now` does (a ``then`` of a
+        block calls the block's ``_run_sync`` itself: one call less per step)."""
+        return lambda value, ctx, at: self.now(value, ctx), None
+
     def blocks(self) -> list[Block]:
         return []
 
@@ -578,6 +627,12 @@ class _Then(_Step):
 
     def sync(self) -> bool:
         return (self.connector is None or not self.connector.is_async) and self.block._sync()
+
+    @property
+    def direct(self) -> tuple[Callable[[Any, Context, str | None], Any], str | None]:
+        if self.connector is None:
+            return self.block._run_sync, self.at
+        return super().direct
 
     def now(self, value: Any, ctx: Context) -> Any:
         if self.connector is not None:
@@ -940,6 +995,7 @@ class Sequencer(Block):
         if self._instance is not None:
             self._instance.add_state("sequencer", state, self.source)
         self._instance_model: Any = _KEEP  # built lazily, reset when a step is added
+        self._direct: list[tuple[Callable, str | None]] | None = None  # steps' ``direct``
         self._sealed_by: str | None = None  # set by define_flow: the flow's models are built
 
     # -- construction --------------------------------------------------------------------
@@ -1157,8 +1213,12 @@ class Sequencer(Block):
                                       else ctx._services.next_instance(), self.instance_model)
             ctx = ctx._derive(sequencer=instance)
         pending: Exception | None = None  # an error waiting for a matching rescue
-        for step in self._steps:
+        direct = self._direct
+        if direct is None or len(direct) != len(self._steps):
+            direct = self._direct = [step.direct for step in self._steps]
+        for k, (fn, at) in enumerate(direct):
             if pending is not None:
+                step = self._steps[k]
                 if isinstance(step, _Rescue):
                     found = step.match(pending)
                     if found is not None:
@@ -1169,7 +1229,7 @@ class Sequencer(Block):
                             pending = exc
                 continue
             try:
-                value = step.now(value, ctx)
+                value = fn(value, ctx, at)
             except Exception as exc:  # noqa: BLE001 - may be rescued further on
                 pending = exc
         if pending is not None:

@@ -524,24 +524,39 @@ def note_ended_run(store: Store, session_id: str, request_id: str) -> list[str]:
     def fn(record: Record | None) -> Change | None:
         if record is None or record.deleted:
             return None
-        try:
-            runs = json.loads(record.content) if record.content else []
-        except ValueError:
-            runs = []
-        if not isinstance(runs, list):
-            runs = []
-        runs.append(request_id)
         dropped.clear()
-        if len(runs) > limit + retention_batch(limit):
-            dropped.extend(runs[:len(runs) - limit])
-            runs = runs[len(runs) - limit:]
-        return Change(state=record.state, operation="set", content=json.dumps(runs),
+        content = _appended(record.content, request_id, limit + retention_batch(limit))
+        if content is None:  # over the bound (or not a list we wrote): decoded and cut
+            try:
+                runs = json.loads(record.content) if record.content else []
+            except ValueError:
+                runs = []
+            if not isinstance(runs, list):
+                runs = []
+            runs.append(request_id)
+            if len(runs) > limit + retention_batch(limit):
+                dropped.extend(runs[:len(runs) - limit])
+                runs = runs[len(runs) - limit:]
+            content = json.dumps(runs)
+        return Change(state=record.state, operation="set", content=content,
                       event={"type": "session", "scope": "session", "scope_id": session_id,
                              "change_type": "run_ended", "run": request_id,
                              "request_id": None})
 
     store.update("session", session_id, SESSION_META, fn)
     return dropped
+
+
+def _appended(text: str | None, request_id: str, bound: int) -> str | None:
+    """The JSON list ``text`` (as ``json.dumps`` writes a list of ids) with ``request_id``
+    appended, without decoding it; ``None`` when the list would pass ``bound`` or ``text`` is
+    not such a list. Ids have no quotes or escapes (``base.ids``), so the quotes count them."""
+    if not text:
+        return f'["{request_id}"]'
+    if text[0] != "[" or text[-1] != "]" or '"' in request_id or "\\" in text \
+            or text.count('"') // 2 + 1 > bound:
+        return None
+    return f'["{request_id}"]' if text == "[]" else f'{text[:-1]}, "{request_id}"]'
 
 
 def purge_runs(store: Store, request_ids: list[str], session_id: str | None = None) -> int:
