@@ -8,11 +8,11 @@ way to run a run to completion from the calling thread:
   handlers, routes, conditions, sequencers of them): the run executes synchronously, with no
   event loop at all. A plain function that returns an awaitable after all has it awaited by
   :func:`drive`, on a short-lived loop.
-* **No event loop in this thread, something async in the tree**: on this thread's own loop,
-  kept from run to run (Python 3.11+: ``asyncio.Runner``; building and closing a loop per run
-  cost about a third of a short run). As with ``asyncio.run``, Ctrl+C cancels the run, which
-  records the request as an error, and tasks a block left running are cancelled when the run
-  ends.
+* **No event loop in this thread, something async in the tree**: ``asyncio.run``; in the main
+  thread on a loop kept from run to run (Python 3.11+: ``asyncio.Runner``, closed at exit;
+  building and closing a loop per run cost about a third of a short run). As with
+  ``asyncio.run``, Ctrl+C cancels the run, which records the request as an error, and tasks a
+  block left running are cancelled when the run ends.
 * **Inside a running loop** (Jupyter, or a block calling ``flow.run``): on an idle helper
   thread's event loop (started the first time and kept for later runs), with this thread's
   context variables, while this thread waits. Interrupting the wait (Jupyter's stop button
