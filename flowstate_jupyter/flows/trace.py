@@ -392,12 +392,11 @@ class RunLog:
                 path = f"{path}#{seen}"
         return path
 
-    def replayed(self, path: str) -> Any:
-        """The logged output of a block completed by an earlier attempt, else ``_MISSING``."""
-        entry = self.done.get(path)
-        if entry is None:
-            return _MISSING
-        return entry
+    def replayed(self, path: str, block: Any, input: Any) -> list | None:
+        """The logged entry to return instead of running ``block`` at ``path`` on ``input``
+        (``None``: run it). Asked only for paths in :attr:`done`: a resumed run returns what an
+        earlier attempt completed; a replay's log (``flows/replay.py``) checks more first."""
+        return self.done.get(path)
 
 
     # -- writes -----------------------------------------------------------------------------
@@ -503,9 +502,12 @@ class RunLog:
         return text
 
     def log_data(self, *, final: bool) -> dict | None:
-        """The step log as stored; ``final``: only what outlives the run (``run_once``)."""
+        """The step log as stored; ``final``: only what outlives the run (``run_once`` results
+        and resume values, which a replay returns)."""
         if final:
-            return {"once": self.once} if self.once else None
+            kept = {key: value for key, value in (("once", self.once),
+                                                  ("resumed", self.resumed)) if value}
+            return kept or None
         writes = {p: sorted(w) for p, w in list(self.earlier.items())}
         for p, w in list(self.committed.items()):
             writes[p] = sorted(set(writes.get(p, ())) | set(w))
