@@ -15,11 +15,12 @@ whole subtree, so editing a route changes its router's and every enclosing seque
   their default arguments and the values their closures hold;
 * what those functions reach by global name, to :data:`DEPTH` levels: other functions (their
   code, in turn), blocks (their fingerprints), pydantic models (their fields) and constants
-  (numbers, strings, small containers of them).
+  (numbers, strings, tuples of them).
 
 What does not go in: attributes reached through an object or module (``client.model``,
-``json.dumps``), the contents of files, databases and other services, and objects other than the
-above (they count by type only). A replay that must not rely on this runs every step
+``json.dumps``), the contents of files, databases and other services, and other objects — lists,
+dicts and sets among them, whose contents change as code runs (counters, caches) — which count by
+type only. A replay that must not rely on this runs every step
 (``flow.replay(..., reuse=False)``).
 
 Computing a fingerprint walks that code, so each block keeps its own for the process's current
@@ -43,7 +44,7 @@ __all__ = ["DEPTH", "fingerprint", "generation", "new_generation"]
 
 #: Levels of functions followed through global names and closures.
 DEPTH = 3
-#: Items of a container constant looked at (a larger one counts by its type and length).
+#: Items of a tuple constant looked at (a larger one counts by its type and length).
 _ITEMS = 64
 
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
@@ -222,15 +223,13 @@ class _Walk:
             if issubclass(value, BaseModel):
                 return ["model", self.model(value)]
             return ["class", _qualname(value)]
-        if isinstance(value, (list, tuple, set, frozenset)):
-            items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        if isinstance(value, (tuple, frozenset)):
+            items = sorted(value, key=repr) if isinstance(value, frozenset) else value
             if len(items) > _ITEMS:
                 return [type(value).__name__, len(items)]
             return [type(value).__name__, [self.value(v, depth) for v in items]]
-        if isinstance(value, dict):
-            if len(value) > _ITEMS:
-                return ["dict", len(value)]
-            return ["dict", [(self.value(k, 0), self.value(v, depth)) for k, v in value.items()]]
+        if isinstance(value, (list, dict, set)):  # mutable: counters and caches change as
+            return [type(value).__name__]        # code runs, so only the type counts
         if isinstance(value, types.ModuleType):
             return ["module", value.__name__]
         if callable(value) and (isinstance(value, (types.FunctionType, types.MethodType,

@@ -383,7 +383,8 @@ class _ReplayLog(RunLog):
                  candidates: dict[str, _Candidate], original_changes: list[dict]) -> None:
         super().__init__(request_id, trace=True, durable=True, wall0=0.0, clock0=0.0,
                          logged={"resumed": logged.get("resumed") or {}})
-        self.once = _RecordedOnce(dict(logged.get("once") or {}), durable)
+        self.recorded = _RecordedOnce(dict(logged.get("once") or {}), durable)
+        self.once = self.recorded
         self.candidates = candidates
         self.done = {path: c.entry for path, c in candidates.items()}
         self.original_changes = original_changes
@@ -668,5 +669,5 @@ async def replay_run(flow: FlowSpec, block: Block, value: Any, record: Record, s
         copy.close()
         after.close()
     return ReplayResult(original, result, list(log.reused),
-                        _diff(before_view, views[0], views[1]), notes + log.once.missing)
+                        _diff(before_view, views[0], views[1]), notes + log.recorded.missing)
 

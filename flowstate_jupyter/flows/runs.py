@@ -301,10 +301,11 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
                   run_log: RunLog | None = None) -> RunResult:
     """Run ``block`` on ``value`` as request ``request_id`` of ``session_id`` (see module doc).
 
-    ``value`` has been validated by the caller. ``run_log``: the log to keep instead of a new
-    one (a replay's, ``flows/replay.py``, which starts from what the original run recorded). Raises only for problems found before the block
+    ``value`` has been validated by the caller. Raises only for problems found before the block
     starts (a session of another user or flow kind, an unreachable store, a run of the action
-    in flight with ``concurrency="reject"``, a resume another process won).
+    in flight with ``concurrency="reject"``, a resume another process won). ``run_log``: the
+    log to keep instead of a new one (a replay's, ``flows/replay.py``, which starts from what
+    the original run recorded).
     """
     services = RunServices(request_id, on_event)
     wall0, clock0 = time.time(), time.perf_counter()

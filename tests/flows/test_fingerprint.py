@@ -167,3 +167,20 @@ def test_spans_record_the_fingerprint_and_the_type_of_an_output_that_is_not_json
     assert spans["go/then[0]/model_out"].code == fingerprint(model_out, fresh=True)
     again = flow.trace(trace.request_id, store=mem)
     assert [(s.code, s.output_type) for s in again] == [(s.code, s.output_type) for s in trace]
+
+
+def test_a_mutable_global_counts_by_type_so_a_counter_changing_at_run_time_is_no_edit():
+    ns = cell({}, """
+        import flowstate_jupyter as fs
+        SEEN = {}
+
+        @fs.handler
+        def remember(value, ctx):
+            SEEN[value] = SEEN.get(value, 0) + 1
+            return value
+    """)
+    before = fingerprint(ns["remember"], fresh=True)
+    ns["SEEN"].update(a=1, b=2)
+    assert fingerprint(ns["remember"], fresh=True) == before
+    cell(ns, "SEEN = []")  # another type: counts
+    assert fingerprint(ns["remember"], fresh=True) != before

@@ -120,6 +120,12 @@ def test_replay_after_redefining_a_block_shows_the_change_and_leaves_the_store_a
     assert replay.reused == ["digest/then[0]/fetch"]
     assert CALLS == {"fetch": 1, "summarize": 2, "save": 2, "email": 1}  # email: run_once
     assert replay.result.trace.span("digest/then[0]/fetch") is None  # it did not run
+    # the original as its record keeps it: its trace, and its changes as events
+    assert [s.path for s in replay.original.trace] == [s.path for s in original.trace]
+    assert [(e["scope"], e["operation"]) for e in replay.original.events] == [
+        ("session", "increment"), ("session", "push"), ("session", "push")]
+    assert [e["operation"] for e in replay.result.events
+            if e["type"] in ("state_change", "resource_change")] == ["increment", "push", "push"]
     assert replay.result.trace.span("digest/then[1]/summarize").status == "ok"
 
 
@@ -196,7 +202,7 @@ def test_replay_with_pruned_history_raises_a_clear_error_and_changes_nothing(bac
     flow.session("s1", user="alice", store=store).patch_state(words=1)
     original = run(flow, store, "one two three")
     s = flow.session("s1", store=store)
-    for i in range(12):  # the version before the run falls out of the kept history
+    for _ in range(12):  # the version before the run falls out of the kept history
         s.inc_state(words=1)
     before = fingerprint(store)
     with pytest.raises(fs.HistoryNotKeptError) as info:
@@ -378,6 +384,14 @@ def test_a_model_output_is_reused_as_the_model_and_a_local_class_is_not_reused(m
     assert original.trace.span("go/then[0]/make").output_type.endswith("<locals>.LocalReply")
     replay = local.replay(original.request_id, store=mem)
     assert replay.reused == [] and replay.result.output == "hi!" and CALLS["make"] == 2
+
+
+def test_a_run_of_a_single_block_replays_too(mem):
+    s = make_flow().session("s1", user="alice", store=mem)
+    original = s.run_block(fetch, {"text": " x "})
+    replay = make_flow().replay(original.request_id, store=mem)
+    assert replay.original.action is None and replay.reused == ["fetch"]
+    assert replay.result.output == {"text": "x"} and replay.diff.equal
 
 
 # -- refusals --------------------------------------------------------------------------------
