@@ -572,7 +572,8 @@ class ReplayResult:
             changes = getattr(self.diff, section)
             summary = "equal" if not changes else \
                 f"{len(changes)} difference{'s' if len(changes) != 1 else ''}"
-            sections.append(Section(title + " (what either run changed)", rows, summary))
+            sections.append(Section(title, rows, f"{summary} (rows: what either run changed)"
+                                    if rows else summary))
         return sections
 
     def _outcome_summary(self) -> str:
@@ -610,7 +611,8 @@ class ReplayResult:
             changes = getattr(self.diff, attr)
             if changes:
                 lines.append(f"{attr.replace('_', ' ')} (original -> replay):")
-                lines += ["  " + line for line in format_diff(changes).splitlines()]
+                lines += ["  " + line.replace("(whole state)", f"(whole {attr})")
+                          for line in format_diff(changes).splitlines()]
         if self.reused:
             lines.append("reused: " + ", ".join(self.reused))
         lines += [f"note: {n}" for n in self.notes]

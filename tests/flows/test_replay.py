@@ -416,6 +416,28 @@ def test_runs_that_cannot_be_replayed_are_refused_with_what_to_do(mem):
     assert fingerprint(mem) == before
 
 
+def test_an_interrupted_run_is_refused_until_it_is_resumed(mem):
+    flow = make_flow()
+    original = run(flow, mem, "hello")
+    record = mem.read("request", original.request_id, "$request")
+    mem.write("request", original.request_id, "$request",  # its process died: lease passed
+              {**record.state, "status": "running", "lease_until": 1.0}, content=record.content)
+    before = fingerprint(mem)
+    with pytest.raises(fs.RunStateError, match=r"was interrupted.*flow\.resume"):
+        flow.replay(original.request_id, store=mem)
+    assert fingerprint(mem) == before
+
+
+def test_a_run_without_trace_or_step_log_replays_without_reuse(mem):
+    flow = make_flow()
+    original = flow.run("digest", {"text": "plain run"}, store=mem, trace=False, durable=False)
+    replay = make_flow(style="loud").replay(original.request_id, store=mem)
+    assert replay.original.trace is None and replay.reused == []
+    assert CALLS["email"] == 1 and replay.result.output["receipt"] is None
+    assert any("kept no step log (durable=False)" in n for n in replay.notes)
+    assert [c.path for c in replay.diff.output] == [("saved",), ("receipt",)]
+
+
 def test_a_running_run_is_not_replayed(mem):
     flow = make_flow()
     seen = {}
