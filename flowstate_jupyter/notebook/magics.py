@@ -123,7 +123,7 @@ def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
         options[match.group(1)] = match.group(2)
         kept.append(line[start:match.start()])
         start = match.end()
-    rest = " ".join(kept + [line[start:]])
+    rest = " ".join([*kept, line[start:]])
     tokens = rest.split(None, 1)
     traceback = False
     while tokens and tokens[0] in ("-t", "--traceback"):
@@ -478,7 +478,7 @@ class FlowStateMagics(Magics, Configurable):
         one flow the cell bound to a name. It is registered under NAME, bound to NAME, becomes
         current, and its summary is shown.
         """
-        raw, _, show_tb = _take_options(line)
+        raw, _, _traceback = _take_options(line)
         name = raw.strip()
         if not name.isidentifier():
             raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
@@ -508,7 +508,7 @@ class FlowStateMagics(Magics, Configurable):
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|ui")
+    @argument("verb", help="run|list|show|runs|ui|serve")
     @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
@@ -525,11 +525,12 @@ class FlowStateMagics(Magics, Configurable):
             %flow show assistant
             %flow runs
             %flow ui                    # a FlowRunner widget: form, Run, output, events
+            %flow serve --port 8000     # serve the flow over HTTP from this kernel (--stop)
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|ui (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|ui|serve (see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -556,12 +557,16 @@ class FlowStateMagics(Magics, Configurable):
             return FlowRunner(flow, kernel.session(name))
         if verb == "run":
             return self._run(rest, options)
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs or ui")
+        if verb == "serve":
+            from .serving import serve_command
+            return serve_command(kernel, rest, options)
+        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, ui or serve")
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
         if not action:
-            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. %flow run chat {\"message\": \"hi\"}")
+            raise UsageError("%flow run ACTION [INPUT_JSON], e.g. "
+                             "%flow run chat {\"message\": \"hi\"}")
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         payload = parse_value(input_text) if input_text.strip() else None

@@ -45,32 +45,33 @@ __all__ = ["TOKENS_ENV", "BackgroundServer", "asgi_app", "load_tokens", "serve",
 
 
 def asgi_app(flow: Flow, *, store: Store | None = None, tokens: TokenSource | None = None,
-             **limits: Any) -> Any:
+             **options: Any) -> Any:
     """The Starlette application serving ``flow`` (what ``flow.asgi_app()`` returns).
 
     ``store=None``: the process's default store. ``tokens=None``: the file named by
-    ``FLOWSTATE_TOKENS``, else no tokens (one local user). ``limits``: ``max_body_bytes``
-    (1 MiB), ``max_clients`` (1000 event streams), ``queue_limit`` (32 events per stream),
-    ``workers`` (8 runs at once), ``ping_s`` (15).
+    ``FLOWSTATE_TOKENS``, else no tokens (one local user: ``local_user``, default
+    ``FLOWSTATE_USER`` or the OS user). Limits: ``max_body_bytes`` (1 MiB), ``max_clients``
+    (1000 event streams), ``queue_limit`` (32 events per stream), ``workers`` (8 runs at once),
+    ``ping_s`` (15 s of silence before a keep-alive comment).
     """
-    return build_app(flow, store=store, tokens=tokens, **limits)
+    return build_app(flow, store=store, tokens=tokens, **options)
 
 
 def _prepared(flow: Flow, store: Store | None, tokens: TokenSource | None, host: str,
-              port: int, limits: dict) -> tuple[Any, Any]:
-    app = asgi_app(flow, store=store, tokens=tokens, **limits)
+              port: int, options: dict) -> tuple[Any, Any]:
+    app = asgi_app(flow, store=store, tokens=tokens, **options)
     check_binding(app.state.flowstate, host)
     return app, bind(host, port)
 
 
 def serve(flow: Flow, *, store: Store | None = None, host: str = "127.0.0.1", port: int = 8000,
-          tokens: TokenSource | None = None, log_level: str = "info", **limits: Any) -> None:
+          tokens: TokenSource | None = None, log_level: str = "info", **options: Any) -> None:
     """Serve ``flow`` with uvicorn until interrupted (what ``flowstate serve`` runs).
 
     Raises ``ValueError`` for a non-loopback ``host`` without tokens, ``OSError`` when the
     address cannot be bound (a port in use).
     """
-    app, sock = _prepared(flow, store, tokens, host, port, limits)
+    app, sock = _prepared(flow, store, tokens, host, port, options)
     identity = app.state.flowstate.identity
     who = (f"{identity.user_count} user(s) with tokens" if identity.requires_tokens
            else f"local user {identity.local_user!r}, no tokens")
@@ -80,10 +81,10 @@ def serve(flow: Flow, *, store: Store | None = None, host: str = "127.0.0.1", po
 
 
 def start(flow: Flow, *, store: Store | None = None, host: str = "127.0.0.1", port: int = 8000,
-          tokens: TokenSource | None = None, **limits: Any) -> BackgroundServer:
+          tokens: TokenSource | None = None, **options: Any) -> BackgroundServer:
     """Serve ``flow`` on a background thread (what ``%flow serve`` runs); returns the server.
 
     ``port=0`` picks a free port; ``server.url`` says which. ``server.stop()`` ends it.
     """
-    app, sock = _prepared(flow, store, tokens, host, port, limits)
+    app, sock = _prepared(flow, store, tokens, host, port, options)
     return BackgroundServer(app, sock)

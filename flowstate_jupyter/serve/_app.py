@@ -69,7 +69,7 @@ from ..errors import (
 )
 from ..stores.base import Store
 from ..stores.default import default_store
-from ._hub import PING, Client, Hub, TooManyClients, client_view
+from ._hub import Client, Hub, TooManyClients, client_view
 from ._identity import Identity, TokenSource
 from ._workers import Workers
 
@@ -502,10 +502,11 @@ def _escape(text: str) -> str:
 
 def build_app(flow: Flow, *, store: Store | None = None, tokens: TokenSource | None = None,
               max_body_bytes: int = MAX_BODY_BYTES, max_clients: int = 1000,
-              queue_limit: int = 32, workers: int = 8, ping_s: float = 15.0) -> Starlette:
+              queue_limit: int = 32, workers: int = 8, ping_s: float = 15.0,
+              local_user: str | None = None) -> Starlette:
     """The Starlette application serving ``flow`` (see ``flowstate_jupyter.serve``)."""
     store = store if store is not None else default_store()
-    identity = Identity(tokens)
+    identity = Identity(tokens, local_user=local_user)
     project = current_project()
 
     def open_session(session_id: str, user: str) -> Any:

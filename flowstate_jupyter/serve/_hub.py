@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import logging
 import threading
@@ -282,11 +283,11 @@ class Hub:
                     continue
                 try:
                     async with watch.lock:
-                        view = await self.workers.call(lambda w=watch: client_view(w.session))
+                        view = await self.workers.call(functools.partial(client_view, watch.session))
                         self._publish(watch, view)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - a store hiccup must not end every stream
+                except Exception:  # a store hiccup must not end every stream
                     log.exception("flowstate serve: could not read the client view of session "
                                   "%s; its clients get the next change", session_id)
 

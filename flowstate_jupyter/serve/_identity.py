@@ -30,7 +30,7 @@ TOKENS_ENV = "FLOWSTATE_TOKENS"
 #: Shorter tokens are refused: a server on a network must not be open to guessing.
 MIN_TOKEN_CHARS = 16
 
-TokenSource = Union[Mapping[str, str], str, os.PathLike]
+TokenSource = Union[Mapping[str, str], str, "os.PathLike[str]"]
 
 
 def _digest(token: str) -> bytes:
@@ -94,13 +94,15 @@ def load_tokens(source: TokenSource) -> dict[str, str]:
 class Identity:
     """Maps a request's bearer token to a user id, or serves one local user without tokens."""
 
-    def __init__(self, tokens: TokenSource | None = None) -> None:
+    def __init__(self, tokens: TokenSource | None = None, *,
+                 local_user: str | None = None) -> None:
         if tokens is None and os.environ.get(TOKENS_ENV):
             tokens = os.environ[TOKENS_ENV]
         mapping = None if tokens is None else load_tokens(tokens)
         self._users = None if mapping is None else {_digest(t): u for t, u in mapping.items()}
         #: The one user served without tokens (``None`` when tokens are required).
-        self.local_user = current_user() if mapping is None else None
+        self.local_user = None if mapping is not None else \
+            check_id(local_user, "user id") if local_user is not None else current_user()
 
     @property
     def requires_tokens(self) -> bool:
