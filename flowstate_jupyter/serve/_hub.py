@@ -282,14 +282,17 @@ class Hub:
                 if watch is None:
                     continue
                 try:
-                    async with watch.lock:
-                        view = await self.workers.call(functools.partial(client_view, watch.session))
-                        self._publish(watch, view)
+                    await self._refresh(watch)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a store hiccup must not end every stream
                     log.exception("flowstate serve: could not read the client view of session "
                                   "%s; its clients get the next change", session_id)
+
+    async def _refresh(self, watch: _Watch) -> None:
+        async with watch.lock:
+            view = await self.workers.call(functools.partial(client_view, watch.session))
+            self._publish(watch, view)
 
     @property
     def client_count(self) -> int:
