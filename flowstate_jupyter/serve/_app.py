@@ -357,8 +357,6 @@ async def resume_run(request: Request) -> Response:
     request_id = request.path_params["request_id"]
     value = await _read_json(request, svc.max_body_bytes)
     flow: Any = svc.flow
-    if getattr(flow, "resume", None) is None:
-        raise Refusal(501, "this version of flowstate-jupyter cannot resume runs")
 
     async def job() -> tuple[Any, dict]:
         try:
@@ -371,6 +369,8 @@ async def resume_run(request: Request) -> Response:
             raise Refusal(404, f"no run {request_id!r} of flow {flow.kind!r}")
         if state.get("user") != user:
             raise Refusal(403, f"run {request_id!r} belongs to another user")
+        if getattr(flow, "resume", None) is None:
+            raise Refusal(501, "this version of flowstate-jupyter cannot resume runs")
         if getattr(flow, "aresume", None) is not None:
             result = await flow.aresume(request_id, value, store=svc.store)
         else:
