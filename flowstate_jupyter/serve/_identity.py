@@ -63,13 +63,16 @@ def _checked(pairs: list[tuple[str, str, str]]) -> dict[str, str]:
 def load_tokens(source: TokenSource) -> dict[str, str]:
     """``{token: user id}`` from a mapping or a tokens file (see the module docstring).
 
-    Raises ``ValueError`` naming the file and line for anything it cannot use, and
-    ``OSError`` when the file cannot be read.
+    Raises ``ValueError`` naming the file (and line) for a file it cannot read or use.
     """
     if isinstance(source, Mapping):
         return _checked([(t, u, f"token for user {u!r}") for t, u in source.items()])
     path = Path(source)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"cannot read the tokens file {path}: {reason}") from None
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)

@@ -10,6 +10,7 @@ down, and an event stream never finishes by itself: our server ends every stream
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -80,12 +81,26 @@ def _config(app: Any, log_level: str, *, quiet: bool = False) -> uvicorn.Config:
                           timeout_graceful_shutdown=int(GRACE_S), server_header=False, **extra)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_foreground(app: Any, sock: socket.socket, *, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl+C or SIGTERM), then shut down cleanly."""
+    """Serve until interrupted (Ctrl+C or SIGTERM), then shut down cleanly and return.
+
+    uvicorn handles the signal (a graceful shutdown), then raises it again once it is done;
+    that second time it ends up here as ``KeyboardInterrupt`` and we return normally.
+    """
     server = _Server(_config(app, log_level), app.state.flowstate)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         sock.close()
 
 
