@@ -103,6 +103,7 @@ function applyChanges(change) {
       const into = ((state.view[section] = state.view[section] || {})[scope] =
         state.view[section][scope] || {});
       for (const [key, value] of Object.entries(values)) {
+        if (key in into && JSON.stringify(into[key]) === JSON.stringify(value)) continue;
         into[key] = value;
         marked.add(flatKey(section, scope, key));
       }
