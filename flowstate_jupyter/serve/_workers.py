@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -29,9 +30,12 @@ class _Worker:
                                        name=f"flowstate-serve-{number}")
         self.thread.start()
 
-    def stop(self, timeout: float) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout)
+    def stop(self, deadline: float) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # already closed
+            return
+        self.thread.join(max(0.0, deadline - time.monotonic()))
         if not self.thread.is_alive():
             self.loop.close()
 
@@ -94,8 +98,9 @@ class Workers:
     def close(self, timeout: float = 5.0) -> None:
         """Stop every worker thread (jobs still running get ``timeout`` seconds in all)."""
         self._closed = True
+        deadline = time.monotonic() + timeout
         for worker in self._all:
-            worker.stop(timeout)
+            worker.stop(deadline)
         self._all.clear()
         self._idle.clear()
 
