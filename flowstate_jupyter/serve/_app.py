@@ -315,10 +315,10 @@ async def run_action(request: Request) -> Response:
         known = ", ".join(svc.flow.actions)
         raise Refusal(404, f"flow {svc.flow.kind!r} has no action {name!r}; actions: {known}")
     body = await _read_json(request, svc.max_body_bytes)
-    value = _validated(action.input_model, body, name)
 
     async def job() -> tuple[Any, dict]:
-        svc.owned(session_id, user)
+        svc.owned(session_id, user)  # whose session comes before what is wrong with the input
+        value = _validated(action.input_model, body, name)
         result = await svc.flow.arun(name, value, session=session_id, user=user,
                                      project=svc.project, store=svc.store)
         return result, svc.client_data(session_id, user)

@@ -234,6 +234,7 @@ def test_another_users_token_is_403_on_their_session_and_run(serve, store) -> No
     before = fingerprint(store)
     with client(server, BOB) as http:
         answers = _every_route(http, session_id, request_id)
+        answers["refused input"] = http.post(f"sessions/{session_id}/actions/say", json={})
         mine = _new_session(http)  # bob may make his own
     created = answers.pop("create")
     assert created.status_code == 201
