@@ -44,7 +44,7 @@ from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # _common, and the package from a checkout
-from _common import check_row, interleaved, is_quick, percentile, row, standalone  # noqa: E402
+from _common import check_row, interleaved, percentile, row, standalone  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 import flowstate_jupyter as fs  # noqa: E402

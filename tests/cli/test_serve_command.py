@@ -55,7 +55,7 @@ def test_flowstate_serve_serves_the_flow_until_interrupted(tmp_path: Path) -> No
             with http.stream("GET", f"sessions/{session_id}/events") as events:
                 assert events.status_code == 200
                 code, err = _stop(process)  # a stream is open: shutdown must still be clean
-                assert list(events.iter_lines())[0] == "event: snapshot"
+                assert next(iter(events.iter_lines())) == "event: snapshot"
     finally:
         if process.poll() is None:
             process.kill()

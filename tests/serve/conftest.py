@@ -17,6 +17,7 @@ import pytest
 import flowstate_jupyter as fs
 from flowstate_jupyter.serve import start
 
+
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'serve.db'}"

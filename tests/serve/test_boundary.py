@@ -14,7 +14,6 @@ from _serving import ALICE, BOB, TOKENS, Stream, client, client_data_events
 from served_flow import MARKER
 
 
-
 class _Recorder:
     """Keeps every response's status line, headers and body as bytes."""
 

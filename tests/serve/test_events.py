@@ -194,7 +194,8 @@ def test_clients_that_go_away_leave_nothing_behind(serve, flow, store) -> None:
         sessions = [http.post("sessions").json()["session_id"] for _ in range(40)]
     for round_ in range(3):
         streams = [Stream(server, s) for s in sessions for _ in range(2)]
-        assert wait_for(lambda n=len(streams): hub.stats()["clients"] == n, timeout=10)
+        expected = len(streams)
+        assert wait_for(lambda: hub.stats()["clients"] == expected, timeout=10)
         assert hub.stats()["sessions"] == len(sessions)
         flow.session(sessions[0], store=store).inc_state(count=1)
         for stream in streams:

@@ -76,5 +76,5 @@ def test_flowstate_tokens_names_the_file_a_server_reads(serve, tmp_path: Path,
     with client(server, ALICE) as http:
         assert http.post("sessions").status_code == 201
     monkeypatch.setenv("FLOWSTATE_TOKENS", str(tmp_path / "missing.txt"))
-    with pytest.raises(ValueError, match="cannot read the tokens file .*missing.txt"):
+    with pytest.raises(ValueError, match=r"cannot read the tokens file .*missing\.txt"):
         serve()
