@@ -16,6 +16,7 @@ from .errors import (
     ConcurrentModificationError,
     FlowStateError,
     FlowStateWarning,
+    HistoryNotKeptError,
     InvalidIdError,
     LoopLimitError,
     NotInFlowRunError,
@@ -35,6 +36,7 @@ from .errors import (
 )
 from .flows.blocks import Block, Handler, Router, Sequencer, handler, router, sequencer
 from .flows.client_data import ClientDataContext
+from .flows.compare import compare
 from .flows.context import Context, current_context
 from .flows.flow import Action, Flow, ScopeConfig, action, define_flow, scope
 from .flows.runs import RunResult
@@ -67,6 +69,7 @@ __all__ = [
     "FlowStateError",
     "FlowStateWarning",
     "Handler",
+    "HistoryNotKeptError",
     "InvalidIdError",
     "LoopLimitError",
     "NotInFlowRunError",
@@ -91,6 +94,7 @@ __all__ = [
     "ValidationError",
     "VersionConflictError",
     "action",
+    "compare",
     "current_context",
     "default_store",
     "define_flow",

@@ -22,6 +22,7 @@ class lets ordinary ``except ValueError`` / ``KeyError`` / ``PermissionError`` c
     ├── RunStateError                         resume of a run that is not suspended, ...
     ├── RunConflictError                      another run of the action is in flight
     ├── NotInFlowRunError (RuntimeError)      flow user state used outside a run
+    ├── HistoryNotKeptError (LookupError)     a version a fork needs was pruned from history
     └── StoreError                            unreachable, locked, corrupt, unknown outcome
 
     FlowStateWarning (UserWarning)            something read leniently
@@ -136,6 +137,11 @@ class NotInFlowRunError(FlowStateError, RuntimeError):
     """Flow user state was used outside a flow run, where there is none."""
 
 
+class HistoryNotKeptError(FlowStateError, LookupError):
+    """A version that is needed (to fork a session as of a past version) is no longer in the
+    bounded history; the message names the record and what to do instead."""
+
+
 class StoreError(FlowStateError):
     """The store is unreachable, locked past its timeout, corrupt, or not a flowstate store; or
     a commit's outcome could not be known (the connection was lost during ``COMMIT``)."""
@@ -147,9 +153,9 @@ class FlowStateWarning(UserWarning):
 
 __all__ = [
     "AccessDeniedError", "ConcurrentModificationError", "FlowStateError", "FlowStateWarning",
-    "InvalidIdError", "LoopLimitError", "NotInFlowRunError", "ReadOnlyResourceError",
-    "ResourceAlreadyExistsError", "ResourceConflictError", "ResourceDeletedError",
-    "ResourceNotFoundError", "RunConflictError", "RunStateError", "SchemaError",
-    "StateSchemaConflictError", "StoreError", "UnknownActionError", "ValidationError",
-    "VersionConflictError",
+    "HistoryNotKeptError", "InvalidIdError", "LoopLimitError", "NotInFlowRunError",
+    "ReadOnlyResourceError", "ResourceAlreadyExistsError", "ResourceConflictError",
+    "ResourceDeletedError", "ResourceNotFoundError", "RunConflictError", "RunStateError",
+    "SchemaError", "StateSchemaConflictError", "StoreError", "UnknownActionError",
+    "ValidationError", "VersionConflictError",
 ]

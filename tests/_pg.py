@@ -3,9 +3,16 @@
 ``TempPostgres(bindir).start()`` runs ``initdb`` into a fresh temporary folder, starts the server
 on a free loopback port with its unix socket in that folder (trust authentication; fsync and
 autovacuum off: it is thrown away), creates the database ``flowstate_test`` and returns its URL.
-``stop()`` stops the server and removes the folder. initdb refuses to run as root, so as root the server runs as the
-``postgres`` OS user Debian's package creates (or a dedicated ``flowstate-pg`` system user when
-that is missing).
+``stop()`` stops the server and removes the folder. initdb refuses to run as root, so as root the
+server runs as the ``postgres`` OS user Debian's package creates (or a dedicated ``flowstate-pg``
+system user when that is missing).
+
+``TempPostgres(bindir, durable=True)`` keeps fsync, ``synchronous_commit`` and
+``full_page_writes`` on, so a crash loses nothing the server acknowledged: the server the crash
+tests kill (its folder is in ``/dev/shm`` when there is one, so its fsyncs are cheap).
+``crash()`` kills it with SIGKILL (the postmaster alone, or every server process at once) and
+waits until all its processes are gone; ``restart()`` starts it again on the same port, running
+crash recovery.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 DATABASE = "flowstate_test"
@@ -69,12 +78,36 @@ def _server_user() -> pwd.struct_passwd | None:
     return pwd.getpwnam("flowstate-pg")
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux ``/proc``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """Has ``pid`` exited (a zombie nobody reaps counts as exited)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
 class TempPostgres:
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = Path(bindir)
+        self.durable = durable
         self.user = _server_user()
         self.dir: Path | None = None
         self.port: int | None = None
+        self.url: str | None = None
         self.started = False
 
     @property
@@ -97,7 +130,11 @@ class TempPostgres:
         return result
 
     def start(self) -> str:
-        self.dir = Path(tempfile.mkdtemp(prefix="flowstate-pg-"))
+        # A server the tests crash lives in memory when it can: its fsyncs are then cheap (crash
+        # recovery starts by syncing every file), and killing processes loses nothing the page
+        # cache or a disk would have kept.
+        shm = "/dev/shm" if self.durable and os.access("/dev/shm", os.W_OK) else None
+        self.dir = Path(tempfile.mkdtemp(prefix="flowstate-pg-", dir=shm))
         atexit.register(self.stop)
         if self.user is not None:
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
@@ -106,24 +143,76 @@ class TempPostgres:
         last_error: ServerError | None = None
         for _ in range(3):  # a free port can be taken between choosing and binding it
             self.port = _free_port()
-            options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                       f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                       f"-c autovacuum=off "
-                       f"-c max_connections=200")
             try:
-                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"),
-                          "-w", "-t", "30", "-o", options, "start")
+                self._pg_ctl_start()
             except ServerError as exc:
                 last_error = exc
                 continue
             self.started = True
             break
         else:
-            log = self.dir / "server.log"
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            raise ServerError(f"{last_error}\n{tail}")
+            raise ServerError(f"{last_error}\n{self.log_tail()}")
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, DATABASE)
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+        self.url = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+        return self.url
+
+    def _pg_ctl_start(self) -> None:
+        durability = "on" if self.durable else "off"
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                   f"-c fsync={durability} -c synchronous_commit={durability} "
+                   f"-c full_page_writes={durability} -c autovacuum=off "
+                   f"-c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"),
+                  "-w", "-t", "30", "-o", options, "start")
+
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def crash(self, *, everything: bool = False) -> None:
+        """SIGKILL the postmaster (``everything``: and every server process with it), then wait
+        until every process of the server has exited."""
+        postmaster = self.postmaster_pid()
+        children = _children(postmaster)
+        os.kill(postmaster, signal.SIGKILL)
+        if everything:
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.started = False
+        deadline = time.monotonic() + 30
+        # Backends notice the postmaster's death and exit on their own (they may first finish
+        # the statement they are running, COMMIT included).
+        while not all(_gone(pid) for pid in [postmaster, *children]):
+            if time.monotonic() > deadline:
+                raise ServerError(f"server processes still running 30 s after the postmaster "
+                                  f"{postmaster} was killed")
+            time.sleep(0.01)
+        # The dead postmaster may stay a zombie for a while (no init reaps it here), and a new
+        # postmaster takes a live-looking pid in a lock file for a running server. The lock
+        # files are stale: remove them. (The shared-memory interlock still stops a new
+        # postmaster while any old process is attached.)
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        (self.dir / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """Start the server again after :meth:`crash` (same folder and port)."""
+        deadline = time.monotonic() + 90  # crash recovery is slow on a busy machine
+        while True:  # a backend forked just before the kill may still hold shared memory
+            try:
+                self._pg_ctl_start()
+                break
+            except ServerError as exc:
+                if time.monotonic() > deadline:
+                    raise ServerError(f"{exc}\n{self.log_tail()}") from None
+                time.sleep(0.1)
+        self.started = True
+
+    def log_tail(self, chars: int = 1500) -> str:
+        """The end of the server's log, to say why it would not start."""
+        log = (self.dir / "server.log") if self.dir is not None else None
+        return log.read_text(errors="replace")[-chars:] if log and log.exists() else ""
 
     def stop(self) -> None:
         if self.dir is None:

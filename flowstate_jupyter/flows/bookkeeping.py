@@ -19,6 +19,7 @@ from ..base.ids import check_id
 from ..base.names import REQUEST, SESSION_META
 from ..errors import AccessDeniedError
 from ..stores.base import Change, Record, Store
+from .forking import meta_parent
 
 __all__ = ["ensure_session", "list_runs", "list_sessions"]
 
@@ -73,7 +74,8 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
 def list_sessions(store: Store, flow_kind: str, user: str | None = None) -> list[dict]:
     """Sessions of one flow kind (optionally of one user), most recently updated first.
 
-    Each item: ``{"id", "user", "flow", "created_at", "updated_at"}`` (times are Unix seconds).
+    Each item: ``{"id", "user", "flow", "created_at", "updated_at", "parent"}`` (times are Unix
+    seconds; ``parent`` is ``(session id, version)`` for a fork, else ``None``).
     Reads only the ``$meta`` records: one ``store.list`` call.
     """
     out = []
@@ -83,7 +85,8 @@ def list_sessions(store: Store, flow_kind: str, user: str | None = None) -> list
             continue
         out.append({"id": record.scope_id, "user": meta.get("user"), "flow": flow_kind,
                     "created_at": meta.get("created_at", record.created_at),
-                    "updated_at": max(record.updated_at, record.accessed_at)})
+                    "updated_at": max(record.updated_at, record.accessed_at),
+                    "parent": meta_parent(meta)})
     out.sort(key=lambda item: item["updated_at"], reverse=True)
     return out
 

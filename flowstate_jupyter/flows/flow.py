@@ -49,12 +49,14 @@ from ..base.ids import DEFAULT_PROJECT, SCOPES, check_id, new_id
 from ..errors import InvalidIdError, UnknownActionError
 from ..handles.resources import CollectionDefinition, ResourceDefinition, check_resource_name
 from ..model import schema
+from ..model.graph import FlowGraph
 from ..stores.base import Store
 from ..stores.default import default_store
 from .blocks import Block, Sequencer
 from .bookkeeping import list_sessions
 from .bubbling import Declarations, merge_resources, merge_state_model
 from .client_data import ClientDataContext
+from .graph import flow_graph
 from .runs import RunResult, execute, run_sync
 from .sessions import Session
 
@@ -315,7 +317,8 @@ class Flow:
     def sessions(self, user: str | None = None, *, store: Store | None = None) -> list[dict]:
         """Sessions of this flow kind (optionally one user's), most recently updated first.
 
-        Items: ``{"id", "user", "flow", "created_at", "updated_at"}`` (Unix seconds).
+        Items: ``{"id", "user", "flow", "created_at", "updated_at", "parent"}`` (Unix seconds;
+        ``parent`` is ``(session id, version)`` for a fork, else ``None``: the branch tree).
         """
         return list_sessions(store or default_store(), self.kind, user)
 
@@ -350,6 +353,12 @@ class Flow:
                                    else None}
                             for name, act in self.actions.items()},
                 "scopes": scopes}
+
+    def graph(self, action: str | None = None) -> FlowGraph:
+        """A picture of the flow (or of one action): blocks, steps, routes, and the state and
+        resources each block declares. Draws itself in JupyterLab; ``.mermaid()`` is the
+        Mermaid source, ``.text()`` a text tree. See ``flows/graph.py``."""
+        return flow_graph(self, action)
 
     def _repr_html_(self) -> str:
         from ..model.display import flow_html

@@ -40,10 +40,12 @@ from pydantic_core import to_jsonable_python
 from ..base.names import REQUEST, SESSION_META
 from ..base.text import short
 from ..handles.scopes import ScopeHandle
+from ..model.graph import FlowGraph
 from ..stores.base import Store
 from .blocks import Block
 from .bookkeeping import ensure_session
 from .context import Context, RunServices, SequencerState
+from .graph import result_graph
 from .spec import FlowSpec
 
 __all__ = ["RunResult", "execute", "run_sync"]
@@ -73,6 +75,8 @@ class RunResult:
     action: str | None = None
     user: str | None = None
     project: str | None = None
+    #: The flow that ran (for :meth:`graph`); ``None`` for a result built by hand.
+    flow: Any = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +95,14 @@ class RunResult:
         if self.error is not None:
             raise self.error
         return self.output
+
+    def graph(self) -> FlowGraph:
+        """The picture of the action this run ran, with the path it took marked (from its
+        trace when it has one, else from the block names in its events)."""
+        if self.flow is None:
+            raise ValueError("this RunResult does not know its flow; draw it with "
+                             "flow.graph(action)")
+        return result_graph(self.flow, self)
 
     def _repr_html_(self) -> str:
         from ..model.display import run_html
@@ -258,7 +270,8 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
         raise interrupt
     return RunResult(output=output, error=error, session_id=session_id, request_id=request_id,
                      events=list(services.events), duration_s=duration,
-                     status=record["status"], action=action, user=owner, project=project)
+                     status=record["status"], action=action, user=owner, project=project,
+                     flow=flow)
 
 
 def _write_request(store: Store, request_id: str, record: dict) -> None:

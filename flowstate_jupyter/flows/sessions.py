@@ -24,6 +24,7 @@ from ..stores.base import HistoryEntry, Store
 from .blocks import Block
 from .bookkeeping import ensure_session, list_runs
 from .client_data import resource_client_data, scope_client_data
+from .forking import fork_session, parent_of
 from .runs import RunResult
 from .spec import FlowSpec
 
@@ -143,6 +144,25 @@ class Session(ScopeHandle):
     def runs(self, limit: int | None = 20) -> list[dict]:
         """The request records of this session's runs, newest first."""
         return list_runs(self._store, self.id, limit)
+
+    # -- branching -----------------------------------------------------------------------------
+    def fork(self, new_id: str | None = None, *, at_version: int | None = None) -> Session:
+        """A new session of the same flow and user, starting from this one's session state at
+        state version ``at_version`` (default: now) and its session resources as they were at
+        that version's time. User and project scopes are shared, as always. The new session's
+        ``parent`` is ``(this id, version)``. Raises :class:`HistoryNotKeptError` when a version
+        it needs was pruned from history (nothing is written then). See ``forking.py``.
+        """
+        target, _ = fork_session(self._store, self.id, new_id, at_version=at_version,
+                                 user=self._owner, flow_kind=self.flow.kind)
+        return Session(self.flow, self._store, target, user=self._owner,
+                       project=self._project_id)
+
+    @property
+    def parent(self) -> tuple[str, int] | None:
+        """``(session id, state version)`` this session was forked from; ``None`` if it was
+        not forked. Read from the store, so every process sees it."""
+        return parent_of(self._store, self.id)
 
     def _repr_html_(self) -> str:
         from ..model.display import session_html

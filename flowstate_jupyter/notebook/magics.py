@@ -24,11 +24,12 @@ from traitlets.config import Configurable
 from ..base.ids import check_id
 from ..base.names import SESSION_META
 from ..errors import FlowStateError
+from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import event_label, history_rows, version_diff_text
 from ..model.schema import defaults
-from .kernel import KernelState
+from .kernel import KernelState, _PlainSession
 from .paths import PathError, StatePath, parse_path
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
@@ -63,6 +64,12 @@ class FlowSummary:
 
     def __repr__(self) -> str:
         return self.flow.describe()
+
+
+def _show_flow(flow: Any) -> None:
+    """The summary of a flow, then its picture (two outputs: a front end draws each its way)."""
+    display(FlowSummary(flow))
+    display(flow.graph())
 
 
 def parse_value(text: str, where: str = "") -> Any:
@@ -159,9 +166,9 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
         return copy
     if isinstance(value, list) and head.lstrip("-").isdigit() and \
             -len(value) <= int(head) < len(value):
-        copy = list(value)
-        copy[int(head)] = _deep_set(value[int(head)], rest, new, label)
-        return copy
+        items = list(value)
+        items[int(head)] = _deep_set(value[int(head)], rest, new, label)
+        return items
     raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
 
 
@@ -182,6 +189,11 @@ class FlowStateMagics(Magics, Configurable):
         self.kernel = kernel
 
     # -- plumbing -----------------------------------------------------------------------------
+    def _user_ns(self) -> dict:
+        """The namespace of the shell these magics belong to (always set once loaded)."""
+        assert self.shell is not None, "the magics are not attached to a shell"
+        return self.shell.user_ns
+
     def _guard(self, show_traceback: bool, fn: Callable[[], Any]) -> Any:
         """Run ``fn``; turn library errors into one-line UsageErrors unless asked not to."""
         if show_traceback or self.traceback:
@@ -221,8 +233,8 @@ class FlowStateMagics(Magics, Configurable):
     @magic_arguments()
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
     @argument("verb", nargs="?", default=None,
-              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|client|"
-                   "path; none: show the live Inspector")
+              help="get|set|patch|inc|push|del|history|diff|undo|reset|use|sessions|compare|"
+                   "client|path; none: show the live Inspector")
     @argument("args", nargs="*", help="PATH [VALUE] (VALUE is JSON), or the verb's arguments")
     @argument("--session", help="with 'use': switch to this session id")
     @argument("--user", help="with 'use': switch to this user id")
@@ -250,7 +262,8 @@ class FlowStateMagics(Magics, Configurable):
             %state undo session
             %state reset session
             %state use --session s2 --user bob --flow assistant
-            %state sessions
+            %state sessions                         # with the session each was forked from
+            %state compare s1 s2                    # state, resources, client data side by side
             %state client                           # live client-data preview
             %state path                             # this notebook's Windmill state path
         """
@@ -272,6 +285,8 @@ class FlowStateMagics(Magics, Configurable):
             return self._use(options, rest)
         if verb == "sessions":
             return self._sessions()
+        if verb == "compare":
+            return self._compare(rest, options)
         if verb == "path":
             from ..windmill import get_state_path
             return get_state_path()  # shown as the cell's value; `p = %state path` works
@@ -280,7 +295,8 @@ class FlowStateMagics(Magics, Configurable):
                     "diff": self._diff, "undo": self._undo, "reset": self._reset}
         if verb not in handlers:
             raise UsageError(f"unknown %state verb {verb!r}; use one of "
-                             f"{', '.join(handlers)}, use, sessions, client, path (see %state?)")
+                             f"{', '.join(handlers)}, use, sessions, compare, client, path "
+                             f"(see %state?)")
         return handlers[verb](rest, options)
 
     def _path_and_value(self, rest: str, verb: str, value_needed: bool = True
@@ -463,14 +479,37 @@ class FlowStateMagics(Magics, Configurable):
         if self.kernel.current_flow is None:
             records = self.kernel.store.list("session", name=SESSION_META)
             rows = [(r.scope_id, r.state.get("user", ""), r.state.get("flow", ""),
-                     h.when(r.updated_at)) for r in records]
+                     h.when(r.updated_at), _parent_text(meta_parent(r.state)))
+                    for r in records]
         else:
-            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")))
-                    for s in self.kernel.flow().sessions()]
-        return Table("sessions", ("session", "user", "flow", "updated"), rows)
+            rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")),
+                     _parent_text(s.get("parent")))
+                    for s in self.kernel.flow().sessions(store=self.kernel.store)]
+        return Table("sessions", ("session", "user", "flow", "updated", "forked from"), rows)
+
+    def _compare(self, rest: str, options: dict) -> Any:
+        ids = rest.split()
+        if len(ids) != 2:
+            raise UsageError("%state compare A B: two session ids, e.g. %state compare s1 s2")
+        from ..flows.compare import compare
+        kernel = self.kernel
+        sessions = []
+        for session_id in ids:
+            check_id(session_id, "session id")
+            if kernel.store.read("session", session_id, SESSION_META) is None:
+                raise UsageError(f"no session {session_id!r} in this store; %state sessions "
+                                 f"lists them")
+            if options.get("flow") is None and kernel.current_flow is None:
+                sessions.append(_PlainSession(kernel.store, session_id, kernel.user,
+                                              kernel.project))
+            else:
+                sessions.append(kernel.flow(options.get("flow")).session(
+                    session_id, project=kernel.project, store=kernel.store))
+        return compare(*sessions)
 
     # -- %%flow and %flow ---------------------------------------------------------------------
-    @cell_magic("flow")
+    # IPython's stubs type these decorators' argument as Never: nothing would pass them.
+    @cell_magic("flow")  # type: ignore[arg-type]
     def flow_cell(self, line: str, cell: str) -> Any:
         """Define a flow in Python and register it: ``%%flow NAME``.
 
@@ -478,17 +517,18 @@ class FlowStateMagics(Magics, Configurable):
         one flow the cell bound to a name. It is registered under NAME, bound to NAME, becomes
         current, and its summary is shown.
         """
-        raw, _, _traceback = _take_options(line)
+        raw, _, _show_tb = _take_options(line)
         name = raw.strip()
         if not name.isidentifier():
             raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
         from ..flows.flow import Flow
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         before = {k: v for k, v in ns.items() if isinstance(v, Flow)}
         tree = ast.parse(cell)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body[-1].value)
+            tree.body.pop()
         exec(compile(tree, "<%%flow>", "exec"), ns)
         value = eval(compile(last, "<%%flow>", "eval"), ns) if last is not None else None
         if isinstance(value, Flow):
@@ -503,17 +543,17 @@ class FlowStateMagics(Magics, Configurable):
             flow = next(iter(new.values()))
         self.kernel.register(name, flow)
         ns[name] = flow
-        display(FlowSummary(flow))
+        _show_flow(flow)
         return None
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|ui|serve")
-    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/ui: [NAME]")
+    @argument("verb", help="run|list|show|runs|graph|ui|serve")
+    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
-    @line_magic("flow")
+    @line_magic("flow")  # type: ignore[arg-type]
     def flow_line(self, line: str = "") -> Any:
         """Run and inspect registered flows.
 
@@ -524,13 +564,14 @@ class FlowStateMagics(Magics, Configurable):
             %flow list
             %flow show assistant
             %flow runs
+            %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
             %flow ui                    # a FlowRunner widget: form, Run, output, events
             %flow serve --port 8000     # serve the flow over HTTP from this kernel (--stop)
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|ui|serve (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|graph|ui|serve (see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -540,16 +581,15 @@ class FlowStateMagics(Magics, Configurable):
                      ", ".join(f.actions)) for n, f in kernel.flows.items()]
             return Table("flows", ("name", "kind", "actions"), rows)
         if verb == "show":
-            flow = kernel.flow(rest or options.get("flow"))
-            display(FlowSummary(flow))
+            _show_flow(kernel.flow(rest or options.get("flow")))
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
             runs = session.runs(limit=int(options.get("limit", 20)))
-            rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
-                     h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
+            run_rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
+                         h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
             return Table(f"runs of session {session.id!r}",
-                         ("request", "action", "status", "started", "output / error"), rows)
+                         ("request", "action", "status", "started", "output / error"), run_rows)
         if verb == "ui":
             from .widgets import FlowRunner
             name = rest or options.get("flow")
@@ -557,10 +597,13 @@ class FlowStateMagics(Magics, Configurable):
             return FlowRunner(flow, kernel.session(name))
         if verb == "run":
             return self._run(rest, options)
+        if verb == "graph":
+            return kernel.flow(rest or options.get("flow")).graph()
         if verb == "serve":
             from .serving import serve_command
             return serve_command(kernel, rest, options)
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, ui or serve")
+        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, graph, ui or "
+                         f"serve")
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
@@ -577,11 +620,16 @@ class FlowStateMagics(Magics, Configurable):
         progress = _Progress()
         result = session.run(action, payload, on_event=progress.on_event)
         progress.close()
-        self.shell.user_ns["_"] = result
+        self._user_ns()["_"] = result
         after = _flat_client(session)
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         display(_RunSummary(result, changed))
         return None
+
+
+def _parent_text(parent: Any) -> str:
+    """``s1 @ v3`` for a forked session, ``""`` for one that was not forked."""
+    return f"{parent[0]} @ v{parent[1]}" if parent else ""
 
 
 def _jsonable_field(snapshot: Any, field: str) -> Any:
@@ -619,7 +667,7 @@ class _Progress:
     """A progress bar for long runs (widget in a front end, text lines elsewhere)."""
 
     def __init__(self) -> None:
-        self._bar = None
+        self._bar: Any = None  # an ipywidgets.IntProgress once the first progress event comes
 
     def on_event(self, event: dict) -> None:
         if event.get("type") != "progress":

@@ -32,12 +32,15 @@ and the outer write fails with :class:`VersionConflictError`, rolling back both.
 ``fn`` run on the transaction's connection, so they see its uncommitted writes.
 
 Connections: a dropped connection is thrown away and the write (or read) runs again on a fresh
-one, as long as nothing could have been committed. When the connection dies *during* ``COMMIT`` the
-outcome is unknown; the store then asks the server — is there a history row for the intended
-(record, version) carrying this attempt's write id, and what does ``txid_status`` say about the
-transaction — and returns the committed record if it committed, or runs the write once more on a
-new connection if it did not. It never repeats a write blindly. Lock waits longer than ``timeout``
-seconds, unreachable servers and an exhausted pool raise :class:`StoreError`.
+one, as long as nothing could have been committed. When the connection dies *during* ``COMMIT``
+(the server crashed, restarted, or closed the connection) the store decides what happened from the
+rows the write itself stored, never from the server's word about a transaction id (after a crash
+the restarted server can hand the same id to another writer): see :meth:`PostgresStore._resolve`.
+Its rows found means committed and the write returns; proof that they would be there had it
+committed means it did not, and the write runs once more on a fresh connection; anything else
+raises :class:`StoreError` saying the outcome is unknown. It never guesses and never repeats a
+write blindly. Lock waits longer than ``timeout`` seconds, unreachable servers and an exhausted
+pool raise :class:`StoreError`.
 
 Other processes' and machines' changes reach :meth:`subscribe` callbacks through ``LISTEN`` on a
 dedicated connection in a watcher thread, which reads the new change-log rows by sequence number
@@ -125,6 +128,12 @@ def _key64(text: str) -> int:
 def redact(url: str) -> str:
     """``url`` without its password, for messages."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _severity(exc: BaseException | None) -> str | None:
+    """The severity the server gave an error (``ERROR``, ``FATAL``...); ``None`` if none."""
+    diag = getattr(exc, "diag", None)
+    return getattr(diag, "severity_nonlocalized", None) if diag is not None else None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -311,11 +320,19 @@ class PostgresStore(Store):
                 f"c AS (INSERT INTO {t['changes']} (origin, event, write_id) "
                 f"SELECT %(origin)s, %(event)s, %(write_id)s FROM l RETURNING seq), "
                 f"p AS (DELETE FROM {t['changes']} WHERE seq <= (SELECT seq FROM c) - %(limit)s) "
-                f"SELECT seq, txid_current(), pg_notify(%(channel)s, %(origin)s)::text FROM c"),
+                f"SELECT seq, pg_notify(%(channel)s, %(origin)s)::text FROM c"),
+            # After a COMMIT lost its connection (see _resolve): did the write commit (one of
+            # its rows is there), and if not, would its change-log row still be there had it
+            # committed? Yes if another row holds its sequence number (identity values are never
+            # handed to two committed rows), if an older row is still there (the log is pruned
+            # oldest first, so its row would not have been pruned), or if no newer row exists
+            # (pruning is done by a later write, whose own row stays).
             "outcome": (
-                f"SELECT EXISTS (SELECT 1 FROM {t['history']} WHERE {key} AND "
-                f"version = %(version)s AND write_id = %(write_id)s) OR EXISTS (SELECT 1 FROM "
-                f"{t['changes']} WHERE write_id = %(write_id)s), txid_status(%(xid)s)"),
+                f"SELECT EXISTS (SELECT 1 FROM {t['changes']} WHERE seq = %(seq)s "
+                f"AND write_id = %(write_id)s) OR EXISTS (SELECT 1 FROM {t['history']} "
+                f"WHERE {key} AND version = %(version)s AND write_id = %(write_id)s), "
+                f"EXISTS (SELECT 1 FROM {t['changes']} WHERE seq <= %(seq)s) "
+                f"OR NOT EXISTS (SELECT 1 FROM {t['changes']} WHERE seq > %(seq)s)"),
             "touch": f"UPDATE {t['records']} SET accessed_at = %(now)s WHERE {key}",
             "history": (f"SELECT version, ts, operation, state, deleted, request_id "
                         f"FROM {t['history']} WHERE {key} ORDER BY version DESC LIMIT %(limit)s"),
@@ -350,8 +367,12 @@ class PostgresStore(Store):
                 pass
 
     @staticmethod
-    def _lost(conn: psycopg.Connection | None) -> bool:
-        return conn is None or conn.closed or getattr(conn, "broken", False)
+    def _lost(conn: psycopg.Connection | None, exc: BaseException | None = None) -> bool:
+        """Is ``conn`` gone: closed, broken, or its session ended by the server (``exc`` is a
+        ``FATAL`` error, which psycopg may not have noticed closing the connection yet)?"""
+        if conn is None or conn.closed or getattr(conn, "broken", False):
+            return True
+        return _severity(exc) in ("FATAL", "PANIC")
 
     def _recover_pool(self) -> None:
         """After a dropped connection, drop the pool's other dead connections too."""
@@ -401,7 +422,7 @@ class PostgresStore(Store):
                 cursor = conn.execute(sql, params)
                 return cursor.fetchall() if cursor.description else []
             except psycopg.Error as exc:
-                if self._lost(conn) and attempt + 1 < attempts:
+                if self._lost(conn, exc) and attempt + 1 < attempts:
                     self._recover_pool()
                     continue
                 raise self._store_error(exc) from exc
@@ -459,11 +480,11 @@ class PostgresStore(Store):
             return self._nested_update(tx, key, fn)
         lost_connections = 0
         races = 0
-        unknown_outcomes = 0
+        lost_commits = 0
         while True:
             conn = self._getconn()
             tx.conn, tx.depth, tx.pending, tx.intents = conn, 1, [], []
-            tx.written, tx.xid, tx.write_id = set(), None, uuid.uuid4().hex
+            tx.written, tx.write_id = set(), uuid.uuid4().hex
             tx.committing = False
             try:
                 conn.execute("BEGIN")
@@ -476,18 +497,18 @@ class PostgresStore(Store):
                     self._abandon(conn)
                     committed = False
             except BaseException as exc:
-                in_commit = bool(tx.intents) and isinstance(exc, psycopg.Error) and \
-                    self._lost(conn) and getattr(tx, "committing", False)
+                in_commit = bool(tx.intents) and getattr(tx, "committing", False) and \
+                    self._maybe_committed(conn, exc)
                 self._abandon(conn)
                 tx.conn = None
                 self._putconn(conn)
                 if in_commit:
-                    # The connection died during COMMIT: ask the server what happened.
-                    if self._resolve(tx):
+                    # The connection died during COMMIT: find out from the write's own rows.
+                    if self._resolve(tx, exc):
                         self._deliver(tx.pending)
                         return result
-                    unknown_outcomes += 1
-                    if unknown_outcomes > 1:
+                    lost_commits += 1
+                    if lost_commits > 1:
                         raise StoreError(
                             f"store {self.url}: the connection dropped while committing, twice; "
                             f"the write was not stored. Check the server and retry") from exc
@@ -504,7 +525,7 @@ class PostgresStore(Store):
                             current=self._current(key)) from None
                     raise self._store_error(exc) from exc
                 if isinstance(exc, psycopg.Error):
-                    if self._lost(conn) and lost_connections <= self.pool_size:
+                    if self._lost(conn, exc) and lost_connections <= self.pool_size:
                         lost_connections += 1  # dropped before COMMIT: nothing was stored
                         self._recover_pool()
                         continue
@@ -525,31 +546,66 @@ class PostgresStore(Store):
         rows = self._run_read(self._sql["version"], dict(zip(("scope", "scope_id", "name"), key)))
         return rows[0][0] if rows else None
 
-    def _resolve(self, tx: Any) -> bool:
-        """Did the transaction whose COMMIT lost its connection commit? Ask the server."""
-        (scope, scope_id, name), version = tx.intents[0]
+    def _maybe_committed(self, conn: psycopg.Connection, exc: BaseException) -> bool:
+        """``COMMIT`` raised ``exc``: could the server have committed all the same?
+
+        Only an ``ERROR`` the server reported on a connection that is still open means it rolled
+        back; a lost connection, or a ``FATAL`` (the server ending the session, maybe after the
+        commit), leaves the outcome open."""
+        if not isinstance(exc, psycopg.Error):
+            return False  # an interrupt: psycopg waits for COMMIT's result and re-raises it
+        return self._lost(conn, exc) or _severity(exc) != "ERROR"
+
+    def _resolve(self, tx: Any, exc: BaseException) -> bool:
+        """Did the write whose ``COMMIT`` lost its connection commit? Decided from its rows.
+
+        On a fresh connection, in one transaction: first the change-log lock, which the write
+        took before it logged its change and held until it ended, so once we have it the write
+        has ended one way or the other (on this server or on one that crashed meanwhile); then
+        the ``outcome`` statement. Its change-log or history row, tagged with this attempt's write
+        id, is there: committed. Not there, and the change log shows the row would still be there
+        had it committed: not committed. Otherwise (the log was pruned past it, the server stayed
+        unreachable, the lock stayed taken) :class:`StoreError`: the outcome is unknown. The
+        transaction id is not asked about: after a crash its commit record may never have
+        reached the disk, and the restarted server hands the same id to the next writer.
+        """
+        (scope, scope_id, name), version, seq = tx.intents[0]
+        where = record_where(scope, scope_id, name)
         params = {"scope": scope, "scope_id": scope_id, "name": name, "version": version,
-                  "write_id": tx.write_id, "xid": tx.xid}
-        deadline = time.monotonic() + max(self.pool_timeout, 5.0)
+                  "write_id": tx.write_id, "seq": seq}
+        wait = max(self.pool_timeout, self.timeout, 5.0)
+        deadline = time.monotonic() + wait
+        pause = 0.05
         while True:
-            row = None
             try:  # a connection of its own: the pool may be busy reconnecting with back-off
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
-                    row = conn.execute(self._sql["outcome"], params).fetchone()
-            except psycopg.Error:
-                pass
-            if row is not None:
-                found, status = row
-                if found or status == "committed":
-                    return True
-                if status != "in progress":
-                    return False  # aborted (or forgotten, and no trace of it): not committed
-            if time.monotonic() > deadline:
-                raise StoreError(
-                    f"store {self.url}: the connection dropped while committing a write to "
-                    f"{record_where(scope, scope_id, name)} and the server could not say "
-                    f"whether it committed; read the record before retrying")
-            time.sleep(0.05)
+                    with conn.transaction():
+                        conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._log_lock,))
+                        found, absence_proves = conn.execute(self._sql["outcome"],
+                                                             params).fetchone()
+                break
+            except psycopg.Error as error:
+                if time.monotonic() + pause > deadline:
+                    raise self._unknown_outcome(
+                        f"a write to {where}", f"the server could not be asked within "
+                        f"{wait:g} s: {_first_line(error)}") from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+        if found:
+            return True
+        if absence_proves:
+            return False
+        raise self._unknown_outcome(
+            f"a write to {where}", "its change-log and history rows are not there, and the "
+            "change log has been pruned past the point where they would be") from exc
+
+    def _unknown_outcome(self, what: str, why: str, advice: str | None = None) -> StoreError:
+        return StoreError(
+            f"store {self.url}: the connection to PostgreSQL was lost while committing {what}, "
+            f"and the outcome is unknown: it may or may not be stored ({why}). "
+            + (advice or "Read the record to see whether the write is there, and retry it if "
+                         "it is not."))
 
     def serialize_writes(self) -> None:
         # Every write takes this lock to log its change and holds it until it commits; taking it
@@ -637,13 +693,12 @@ class PostgresStore(Store):
                     f"{where}: version {before.version} is no longer current",
                     current=self._version_in(conn, params))
             created = before.created_at
-        seq, xid, _ = conn.execute(self._sql["log"], {
+        seq, _ = conn.execute(self._sql["log"], {
             "lock": self._log_lock, "origin": self.origin, "event": event_text,
             "write_id": tx.write_id, "limit": self.changelog_limit,
             "channel": self._channel}).fetchone()
         tx.written.add(key)
-        tx.intents.append((key, version))
-        tx.xid = xid
+        tx.intents.append((key, version, seq))
         tx.pending.append(event)
         return Record(scope, scope_id, name, version, json.loads(text), content, deleted,
                       created, now, now)
@@ -698,16 +753,38 @@ class PostgresStore(Store):
         return last_seq
 
     # -- maintenance ---------------------------------------------------------------------------
-    def _maintain(self, body: Callable[[psycopg.Connection], Any]) -> Any:
-        """Run ``body`` in one transaction on a pooled connection (no retries: rare, manual)."""
-        conn = self._getconn()
-        try:
-            with conn.transaction():
-                return body(conn)
-        except psycopg.Error as exc:
-            raise self._store_error(exc) from exc
-        finally:
-            self._putconn(conn)
+    def _maintain(self, body: Callable[[psycopg.Connection], Any], *,
+                  writing: str | None = None, advice: str | None = None) -> Any:
+        """Run ``body`` in one transaction on a pooled connection.
+
+        A connection found dropped before ``COMMIT`` is replaced and ``body`` runs again (nothing
+        was stored). ``writing`` names what ``body`` writes: these writes carry no write id to
+        look for, so when the connection is lost during ``COMMIT`` the :class:`StoreError` says
+        the outcome is unknown and gives ``advice``."""
+        attempts = self.pool_size + 2
+        for attempt in range(attempts):
+            conn = self._getconn()
+            committing = False
+            try:
+                conn.execute("BEGIN")
+                result = body(conn)
+                committing = True
+                self._commit(conn)
+                return result
+            except BaseException as exc:
+                self._abandon(conn)
+                if not isinstance(exc, psycopg.Error):
+                    raise
+                if committing:
+                    if writing is not None and self._maybe_committed(conn, exc):
+                        raise self._unknown_outcome(writing, _first_line(exc), advice) from exc
+                elif self._lost(conn, exc) and attempt + 1 < attempts:
+                    self._recover_pool()
+                    continue
+                raise self._store_error(exc) from exc
+            finally:
+                self._putconn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def restore(self, record: Record, history: list[HistoryEntry], *,
                 replace: bool = False) -> None:
@@ -740,7 +817,9 @@ class PostgresStore(Store):
                       history[i].ts, history[i].operation, texts[i], history[i].deleted,
                       history[i].request_id) for i in kept])
 
-        self._maintain(body)
+        self._maintain(body, writing=f"the restore of {where}",
+                       advice=f"Read {where} to see whether it was restored, and restore it "
+                              f"again if it was not.")
 
     def prune_history(self, keep: int) -> int:
         t = self._t
@@ -748,7 +827,8 @@ class PostgresStore(Store):
             f"DELETE FROM {t['history']} AS h USING (SELECT scope, scope_id, name, "
             f"MAX(version) AS top FROM {t['history']} GROUP BY scope, scope_id, name) AS m "
             f"WHERE h.scope = m.scope AND h.scope_id = m.scope_id AND h.name = m.name "
-            f"AND h.version <= m.top - %s", (keep,)).rowcount)
+            f"AND h.version <= m.top - %s", (keep,)).rowcount,
+            writing="a history prune", advice="Pruning twice is harmless: run it again.")
 
     def doctor(self) -> dict:
         t = self._t

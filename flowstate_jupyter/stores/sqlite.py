@@ -44,8 +44,6 @@ from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, bounded_
                    default_event, dump_json, kept_history, prune_batch, record_where,
                    refuse_existing)
 
-SCHEMA_VERSION = 5
-MIGRATABLE = {1, 2, 3, 4}  # older schema versions upgraded in place when opened
 APP_ID = "flowstate-jupyter"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
 
@@ -119,6 +117,19 @@ _RECOUNT_HISTORY_BYTES = (
 _MIGRATE_FROM_4 = ("ALTER TABLE records ADD COLUMN history_bytes INTEGER NOT NULL DEFAULT 0",
                    _RECOUNT_HISTORY_BYTES)
 
+#: The schema upgrades, in order: entry ``i`` takes a file from schema ``i + 1`` to ``i + 2``.
+#: A file of any older schema is upgraded in place when opened, in one transaction. To change
+#: the schema, append one entry; ``SCHEMA_VERSION`` follows.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _MIGRATE_FROM_1,
+    _MIGRATE_FROM_2,
+    _MIGRATE_FROM_3,
+    _MIGRATE_FROM_4,
+)
+SCHEMA_VERSION = len(MIGRATIONS) + 1
+#: The tables a flowstate store file must have.
+_TABLES = frozenset({"fs_meta", "records", "history", "changes"})
+
 # Per connection: every write that carries an event (all but imports and touches) gets its
 # history row and change-log row from these triggers, and both are pruned a batch at a time
 # (see ``prune_cutoff``). History is bounded in bytes too: the write itself adds its state's size
@@ -176,6 +187,16 @@ _WRITE_LIVE = _UPDATE + " AND deleted = 0 RETURNING content, created_at"
 _WRITE_LIVE_KEEP = _WRITE_LIVE.replace("content = ?, ", "")
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND name = ?"
+
+def _schema_version(value: object, path: Path) -> int:
+    """The schema version a file records, or :class:`StoreError` if it is not a number."""
+    try:
+        return int(str(value))
+    except ValueError:
+        raise StoreError(f"{path} is a damaged flowstate store: its schema version is "
+                         f"{value!r}, not a number; restore it from a backup or an export "
+                         f"(nothing was changed)") from None
+
 
 def _to_event(text: str, version: int | None, ts: float | None) -> dict:
     """A change-log event as read back (rows of schema 3 and older carry version and ts inside)."""
@@ -345,8 +366,13 @@ class SQLiteStore(Store):
         if meta is None or meta.get("app") != APP_ID:
             raise StoreError(f"{path} is a SQLite database but not a flowstate store (tables: "
                              f"{', '.join(sorted(tables))}); open another path")
-        found = int(meta.get("schema_version", "0"))
-        if found != SCHEMA_VERSION and found not in MIGRATABLE:
+        missing = _TABLES - tables
+        if missing:
+            raise StoreError(f"{path} is a damaged flowstate store: table(s) "
+                             f"{', '.join(sorted(missing))} are missing; restore it from a "
+                             f"backup or an export (nothing was changed)")
+        found = _schema_version(meta.get("schema_version"), path)
+        if not 1 <= found <= SCHEMA_VERSION:
             newer = found > SCHEMA_VERSION
             raise StoreError(
                 f"{path} has flowstate store schema version {found}; this flowstate-jupyter "
@@ -433,14 +459,14 @@ class SQLiteStore(Store):
                 conn.executemany("INSERT INTO fs_meta (key, value) VALUES (?, ?)",
                                  [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))])
                 return
-            found = int(conn.execute("SELECT value FROM fs_meta "
-                                     "WHERE key = 'schema_version'").fetchone()[0])
+            row = conn.execute("SELECT value FROM fs_meta "
+                               "WHERE key = 'schema_version'").fetchone()
+            found = _schema_version(row[0] if row else None, self.path)
             if found == SCHEMA_VERSION:  # checked under the write lock: another process won
                 return
-            steps = {1: _MIGRATE_FROM_1, 2: _MIGRATE_FROM_2, 3: _MIGRATE_FROM_3,
-                     4: _MIGRATE_FROM_4}
-            for statement in (s for v in range(found, SCHEMA_VERSION) for s in steps[v]):
-                conn.execute(statement)
+            for step in MIGRATIONS[found - 1:]:
+                for statement in step:
+                    conn.execute(statement)
             conn.execute("UPDATE fs_meta SET value = ? WHERE key = 'schema_version'",
                          (str(SCHEMA_VERSION),))
 
@@ -476,17 +502,14 @@ class SQLiteStore(Store):
             self._depth += 1
             try:
                 result = body(conn)
-            except BaseException:
+            except BaseException as exc:
                 self._depth -= 1
-                try:
-                    if nested:
-                        conn.execute("ROLLBACK TO fs_nested")
-                        conn.execute("RELEASE fs_nested")
-                        del self._pending[pending_before:]
-                    else:
-                        self._rollback()
-                except sqlite3.Error:
-                    pass
+                if nested:
+                    self._rollback_nested(pending_before)
+                else:
+                    self._rollback()
+                if isinstance(exc, sqlite3.DatabaseError):  # damage, say: a library error
+                    raise self._store_error(exc) from exc
                 raise
             self._depth -= 1
             if nested:
@@ -499,14 +522,14 @@ class SQLiteStore(Store):
     def _begin(self) -> None:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise self._store_error(exc) from exc
 
     def _commit(self) -> list[dict]:
         """Commit the open transaction; returns its events, to deliver once the lock is let go."""
         try:
             self._conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             self._rollback()
             raise self._store_error(exc) from exc
         events, self._pending = self._pending, []
@@ -547,6 +570,14 @@ class SQLiteStore(Store):
         except sqlite3.Error:
             pass  # locked: the next look tries again
 
+    def _rollback_nested(self, pending_before: int) -> None:
+        try:
+            self._conn.execute("ROLLBACK TO fs_nested")
+            self._conn.execute("RELEASE fs_nested")
+        except sqlite3.Error:
+            pass
+        del self._pending[pending_before:]
+
     def _rollback(self) -> None:
         self._pending.clear()
         try:
@@ -560,14 +591,18 @@ class SQLiteStore(Store):
             return StoreError(f"store {self.path} stayed locked by another process for more "
                               f"than {self.timeout:g} s; retry, or find the process holding "
                               f"it (a long-running write or an open transaction)")
-        return StoreError(f"store {self.path}: {text}")
+        if isinstance(exc, sqlite3.OperationalError) and "no such" not in text:
+            return StoreError(f"store {self.path}: {text}")
+        return StoreError(f"store {self.path} is damaged or was changed by another program "
+                          f"({text}); run `flowstate doctor`, and restore the file from a backup "
+                          f"or an export")
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         self._check_open()
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
 
     # -- reading -----------------------------------------------------------------------------
@@ -682,7 +717,7 @@ class SQLiteStore(Store):
             try:
                 # fetchall, not fetchone: the statement (and its autocommit) must finish here
                 rows = self._cursor.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
             if not rows:
                 return None
@@ -705,7 +740,7 @@ class SQLiteStore(Store):
             try:
                 if self._cursor.execute(_UPDATE_KNOWN, params).rowcount != 1:
                     return None
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
             self._writes += 1
             if not self._writes % _WAL_CHECK_EVERY:
