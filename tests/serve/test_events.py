@@ -270,3 +270,15 @@ def test_the_served_store_may_be_a_memory_store_of_this_process(serve, flow) -> 
             assert stream.wait(lambda events: 1 in _session_values(events, "count"))
         finally:
             stream.close()
+
+
+def test_a_quiet_stream_sends_keep_alive_comments(serve) -> None:
+    server = serve(ping_s=0.05)
+    with client(server) as http:
+        session_id = http.post("sessions").json()["session_id"]
+    stream = Stream(server, session_id)
+    try:
+        assert wait_for(lambda: stream.raw.count(b": ping") >= 3, timeout=5)
+        assert [e[1] for e in stream.events] == ["snapshot"]  # comments are not events
+    finally:
+        stream.close()
