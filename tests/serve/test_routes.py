@@ -358,3 +358,41 @@ def test_hostile_requests_leave_the_server_answering(serve, store) -> None:
         response = http.post(f"sessions/{session_id}/actions/say", json={"message": "still"})
     assert response.status_code == 200
     assert fingerprint(store)["records"] != before["records"]  # that last run, only
+
+
+def test_flow_asgi_app_is_the_application_any_asgi_server_can_host(flow, store,
+                                                                    monkeypatch) -> None:
+    from flowstate_jupyter.serve import BackgroundServer
+    from flowstate_jupyter.serve._server import bind
+    monkeypatch.delenv("FLOWSTATE_TOKENS", raising=False)
+    app = flow.asgi_app(store=store, tokens=TOKENS)
+    assert type(app).__name__ == "Starlette"
+    server = BackgroundServer(app, bind("127.0.0.1", 0))
+    try:
+        with client(server, ALICE) as http:
+            session_id = _new_session(http)
+            ran = http.post(f"sessions/{session_id}/actions/say", json={"message": "asgi"})
+        assert ran.json()["output"] == {"echo": "asgi", "count": 1}
+    finally:
+        server.stop()
+    assert not server.running
+
+
+def test_concurrent_runs_on_one_session_lose_no_update(serve, flow, store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    server = serve(workers=3)  # more requests than workers: the rest wait their turn
+    with client(server) as http:
+        session_id = _new_session(http)
+
+    def one(i: int) -> int:
+        with client(server) as http:
+            return http.post(f"sessions/{session_id}/actions/say",
+                             json={"message": f"m{i}"}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(one, range(24)))
+    assert statuses == [200] * 24
+    session = flow.session(session_id, store=store)
+    assert session.state.count == 24
+    assert len(session.resources["notes"].state.items) == 24
+    assert server.service.workers.threads <= 3
