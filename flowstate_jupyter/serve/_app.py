@@ -67,6 +67,7 @@ from ..errors import (
     UnknownActionError,
     ValidationError,
 )
+from ..flows.client_data import errors_redacted
 from ..stores.base import Store
 from ..stores.default import default_store
 from ._hub import Client, Hub, TooManyClients, client_view
@@ -162,7 +163,8 @@ class Service:
     def check_origin(self, request: Request) -> None:
         host = request.headers.get("host", "")
         origin = request.headers.get("origin")
-        if origin is not None and origin != "null" and urlsplit(origin).netloc != host:
+        if origin is not None and origin != "null" and \
+                urlsplit(origin).netloc.lower() != host.lower():
             raise Refusal(403, "cross-origin requests are refused: use this server from its own "
                                "page, or from a program (which sends no Origin header)")
         if origin == "null":
@@ -194,7 +196,8 @@ class Service:
         return self.flow.session(session_id, user=user, project=self.project, store=self.store)
 
     def client_data(self, session_id: str, user: str) -> dict:
-        return client_view(self.session(session_id, user))["client_data"]
+        with errors_redacted():
+            return self.session(session_id, user).client_data()
 
     async def aclose(self) -> None:
         await self.hub.aclose()
