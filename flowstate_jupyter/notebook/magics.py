@@ -1,9 +1,14 @@
 """The ``%state``, ``%flow`` and ``%%flow`` magics (DESIGN §11).
 
 Mistakes are one clear ``UsageError`` line; add ``-t`` (``--traceback``) after the magic name to
-see the full traceback instead. Values are JSON (a bare word such as ``agent`` is taken as a
-string). The store is the source of truth: the magics keep only which flow and session you look
-at (``KernelState``).
+see the full traceback instead. The store is the source of truth: the magics keep only which
+flow and session you look at (``KernelState``).
+
+Magic lines are data (DESIGN §13): IPython's ``$name`` / ``{expr}`` expansion is off
+(``no_var_expand``), so ``%state set session.note "{1+1}"`` stores the text ``{1+1}`` and nothing
+in a line is ever evaluated. Values are JSON (a bare word such as ``agent`` is taken as a
+string). A ``#`` outside JSON strings and brackets, at the start of the line or after a space,
+starts a comment that is ignored, so lines copied with their comments work.
 """
 
 from __future__ import annotations
@@ -15,20 +20,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 from traitlets import Bool
 from traitlets.config import Configurable
 
 from ..base.ids import check_id
+from ..base.jsonvalues import NOT_JSON_SYNTAX, load_json
 from ..base.names import SESSION_META
-from ..errors import FlowStateError
+from ..base.text import short
+from ..errors import FlowStateError, ValidationError
 from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import event_label, history_rows, version_diff_text
-from ..model.schema import defaults
+from ..model.schema import defaults, validate_value
 from .kernel import KernelState, _PlainSession
 from .paths import PathError, StatePath, parse_path
 
@@ -76,6 +83,8 @@ def parse_value(text: str, where: str = "") -> Any:
     """JSON, or a bare word taken as a string; anything else is a UsageError.
 
     ``where`` (a path such as ``session.mode``) starts the message, so it names the field.
+    JSON by the stored-value rules (:func:`~flowstate_jupyter.base.jsonvalues.load_json`): no
+    NaN, no lone surrogates, no nesting too deep to handle.
     """
     text = text.strip()
     prefix = f"{where}: " if where else ""
@@ -83,12 +92,15 @@ def parse_value(text: str, where: str = "") -> Any:
         raise UsageError(f"{prefix}a value is needed (JSON, e.g. 3, \"text\", [1, 2], "
                          f"{{\"a\": 1}})")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return load_json(text, where=where or "value")
+    except ValidationError as exc:
+        if exc.reason != NOT_JSON_SYNTAX:
+            raise UsageError(_one_line(exc)) from None
         if _BARE.fullmatch(text) and text not in ("true", "false", "null"):
             return text
-        raise UsageError(f"{prefix}value {text!r} is not JSON ({exc.msg} at column "
-                         f"{exc.colno}); quote strings, e.g. '\"text\"'") from None
+        detail = str(exc).rpartition(" is not JSON ")[2]
+        raise UsageError(f"{prefix}value {short(text, 60)} is not JSON {detail}; quote "
+                         f"strings, e.g. '\"text\"'") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -116,11 +128,39 @@ def _outside_values(line: str) -> list[bool]:
     return mask
 
 
+def _strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment``: a ``#`` outside JSON strings and brackets, at
+    the start of the line or after whitespace (``"a # b"``, ``[1, "#"]`` and
+    ``files[docs/#1]`` keep theirs)."""
+    if "#" not in line:
+        return line
+    depth, in_string, escaped = 0, False, False
+    for i, char in enumerate(line):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "#" and depth == 0 and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
 def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
     """Pull ``--flow X``-style options and ``-t`` out of a raw line, keeping the rest raw.
 
-    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact.
+    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact. A
+    trailing ``# comment`` is dropped first.
     """
+    line = _strip_comment(line)
     mask = _outside_values(line)
     options: dict[str, str] = {}
     kept, start = [], 0
@@ -151,7 +191,7 @@ def _walk(value: Any, fields: tuple[str, ...], label: str) -> Any:
             where = ".".join(fields[:i]) or "the state"
             known = ", ".join(value) if isinstance(value, dict) else ""
             hint = f"; it has {known}" if known else ""
-            raise UsageError(f"{label}: {where} has no {field!r}{hint}")
+            raise UsageError(f"{label}: {where} has no {short(field, 60)}{hint}")
     return value
 
 
@@ -161,15 +201,15 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
         return new
     head, rest = fields[0], fields[1:]
     if isinstance(value, dict):
-        copy = dict(value)
-        copy[head] = _deep_set(value.get(head, {}), rest, new, label)
-        return copy
+        copied = dict(value)
+        copied[head] = _deep_set(value.get(head, {}), rest, new, label)
+        return copied
     if isinstance(value, list) and head.lstrip("-").isdigit() and \
             -len(value) <= int(head) < len(value):
         items = list(value)
         items[int(head)] = _deep_set(value[int(head)], rest, new, label)
         return items
-    raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
+    raise UsageError(f"{label}: cannot reach {short(head, 60)} inside {type(value).__name__}")
 
 
 _DELETE = object()
@@ -213,8 +253,8 @@ class FlowStateMagics(Magics, Configurable):
         resources = handle.resources
         if path.resource not in resources:
             known = ", ".join(resources) or "none"
-            raise UsageError(f"{path.label}: {path.scope} has no resource {path.resource!r}; "
-                             f"defined: {known}")
+            raise UsageError(f"{path.label}: {path.scope} has no resource "
+                             f"{short(path.resource, 60)}; defined: {known}")
         res = resources[path.resource]
         if isinstance(res, CollectionHandle):
             if path.key is None:
@@ -242,6 +282,7 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--flow", help="with 'use': make this registered flow current")
     @argument("--limit", type=int, default=20, help="with 'history': how many versions")
     @line_magic
+    @no_var_expand
     def state(self, line: str = "") -> Any:
         """Inspect and change state of the current session, user and project.
 
@@ -294,7 +335,7 @@ class FlowStateMagics(Magics, Configurable):
                     "push": self._push, "del": self._del, "history": self._history,
                     "diff": self._diff, "undo": self._undo, "reset": self._reset}
         if verb not in handlers:
-            raise UsageError(f"unknown %state verb {verb!r}; use one of "
+            raise UsageError(f"unknown %state verb {short(verb, 40)}; use one of "
                              f"{', '.join(handlers)}, use, sessions, compare, client, path "
                              f"(see %state?)")
         return handlers[verb](rest, options)
@@ -358,7 +399,7 @@ class FlowStateMagics(Magics, Configurable):
         amount = parse_value(value_text, path.label) if value_text.strip() else 1
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
             raise UsageError(f"{path.label}: %state inc takes a number, not "
-                             f"{value_text.strip()!r}")
+                             f"{short(value_text.strip(), 60)}")
         target = self._target(path, options.get("flow"), create=True)
         if len(path.fields) != 1:
             raise UsageError("%state inc needs a top-level field, e.g. session.message_count")
@@ -387,7 +428,7 @@ class FlowStateMagics(Magics, Configurable):
             model_defaults = defaults(target.model if hasattr(target, "model")
                                       else target.definition.state)
             if fields[0] not in target.state_dict():
-                raise UsageError(f"{path.label}: no field {fields[0]!r}")
+                raise UsageError(f"{path.label}: no field {short(fields[0], 60)}")
             if fields[0] in model_defaults:
                 changed = target.patch_state({fields[0]: model_defaults[fields[0]]})
             else:
@@ -453,7 +494,7 @@ class FlowStateMagics(Magics, Configurable):
     def _use(self, options: dict, rest: str) -> None:
         if rest:
             raise UsageError(f"%state use takes only options (--session, --user, --project, "
-                             f"--flow), not {rest!r}")
+                             f"--flow), not {short(rest, 60)}")
         if not options:
             raise UsageError("%state use --session ID | --user ID | --project ID | --flow NAME")
         kernel = self.kernel
@@ -510,6 +551,7 @@ class FlowStateMagics(Magics, Configurable):
     # -- %%flow and %flow ---------------------------------------------------------------------
     # IPython's stubs type these decorators' argument as Never: nothing would pass them.
     @cell_magic("flow")  # type: ignore[arg-type]
+    @no_var_expand
     def flow_cell(self, line: str, cell: str) -> Any:
         """Define a flow in Python and register it: ``%%flow NAME``.
 
@@ -554,6 +596,7 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
     @line_magic("flow")  # type: ignore[arg-type]
+    @no_var_expand
     def flow_line(self, line: str = "") -> Any:
         """Run and inspect registered flows.
 
@@ -602,8 +645,8 @@ class FlowStateMagics(Magics, Configurable):
         if verb == "serve":
             from .serving import serve_command
             return serve_command(kernel, rest, options)
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, graph, ui or "
-                         f"serve")
+        raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs, "
+                         f"graph, ui or serve")
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
@@ -613,6 +656,12 @@ class FlowStateMagics(Magics, Configurable):
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         payload = parse_value(input_text) if input_text.strip() else None
+        # Opening the session writes its record: refuse a wrong action or input first, as the
+        # run itself would (flow.run refuses an unknown action before it writes anything).
+        act = flow.actions.get(action)
+        if act is None:
+            flow.run(action, payload, store=kernel.store)  # raises UnknownActionError
+        validate_value(act.input_model, payload, where=f"action {action!r} input")
         session_id = options.get("session", kernel.session_id)
         user = options.get("user", kernel.user)
         session = flow.session(session_id, user=user, project=kernel.project, store=kernel.store)

@@ -35,6 +35,7 @@ import stat
 import threading
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
@@ -812,6 +813,18 @@ class SQLiteStore(Store):
                              rows)
 
         self._transaction(body)
+
+    def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,
+                     replace: bool = False) -> int:
+        self._check_open()
+        pairs = [(record, list(history)) for record, history in items]
+
+        def body(conn: sqlite3.Connection) -> None:
+            for record, history in pairs:  # each one a savepoint inside this transaction
+                self.restore(record, history, replace=replace)
+
+        self._transaction(body)
+        return len(pairs)
 
     def prune_history(self, keep: int) -> int:
         self._check_open()
