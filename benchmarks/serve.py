@@ -9,6 +9,8 @@ One uvicorn server runs in a child process (one core for it, one for the client 
   handler's ``inc_state``, the session's touch), without our layer: no identity or ownership
   check, no worker thread, no client data in the answer.
 * ``POST /bare/write/{id}`` — only the handler's one ``inc_state``, on the event loop: the floor.
+* ``/inline/...`` — our app again with ``workers=0``: runs on the server's loop, like the bare
+  route, so the difference between it and ours is the hand-over to a worker thread and back.
 
 A keep-alive ``httpx`` client calls ours and the bare routes interleaved (``_common.interleaved``)
 one request at a time; rows give the median per request (requests/s in the notes). The target,
@@ -79,8 +81,9 @@ def server_main(store_url: str) -> None:
     """The child process: our app plus the two bare routes, on a free port (printed)."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
+    from starlette.routing import Mount, Route
 
+    from flowstate_jupyter.serve import asgi_app
     from flowstate_jupyter.serve._server import BackgroundServer, bind
 
     flow = make_flow()
@@ -102,8 +105,10 @@ def server_main(store_url: str) -> None:
         handle.inc_state(count=body.get("by", 1))
         return JSONResponse({"output": {"bumped": body.get("by", 1)}})
 
+    inline = asgi_app(flow, store=store, workers=0)  # runs on the server's loop, no hand-over
     app.router.routes[:0] = [Route("/bare/run/{id}", bare_run, methods=["POST"]),
-                             Route("/bare/write/{id}", bare_write, methods=["POST"])]
+                             Route("/bare/write/{id}", bare_write, methods=["POST"]),
+                             Mount("/inline", inline)]
     server = BackgroundServer(app, bind("127.0.0.1", 0))
     print(server.url, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
@@ -136,6 +141,7 @@ def _rss_mb(pid: int) -> float:
 def _requests(url: str, sessions: dict[str, str], calls: int) -> list[dict]:
     import httpx
     paths = {"ours": f"sessions/{sessions['ours']}/actions/bump",
+             "inline": f"inline/sessions/{sessions['inline']}/actions/bump",
              "bare_run": f"bare/run/{sessions['bare_run']}",
              "bare_write": f"bare/write/{sessions['bare_write']}"}
     with httpx.Client(base_url=url, timeout=30, verify=False) as http:
@@ -151,12 +157,18 @@ def _requests(url: str, sessions: dict[str, str], calls: int) -> list[dict]:
     rps = {name: 1e9 / statistics.fmean(s) for name, s in samples.items()}
     p99 = {name: percentile(s, 99) / 1e6 for name, s in samples.items()}
     group = "serve: run-action route"
-    note = (f"requests/s: ours {rps['ours']:,.0f}, bare run {rps['bare_run']:,.0f}, bare write "
-            f"{rps['bare_write']:,.0f}; p99 ms: ours {p99['ours']:.2f}, bare run "
-            f"{p99['bare_run']:.2f}, bare write {p99['bare_write']:.2f}; {calls} requests each")
+    note = (f"requests/s: ours {rps['ours']:,.0f}, ours inline {rps['inline']:,.0f}, bare run "
+            f"{rps['bare_run']:,.0f}, bare write {rps['bare_write']:,.0f}; p99 ms: ours "
+            f"{p99['ours']:.2f}, inline {p99['inline']:.2f}, bare run {p99['bare_run']:.2f}, "
+            f"bare write {p99['bare_write']:.2f}; {calls} requests each; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return [
         row("serve.run_action_vs_bare_run", p50["ours"], p50["bare_run"], "ms/request",
             target=TARGET, group=group, note=note),
+        row("serve.run_action_inline_vs_bare_run", p50["inline"], p50["bare_run"],
+            "ms/request", group=group,
+            note="reference: workers=0, the run on the server's loop as the bare route does; the "
+                 "gap to the row above is the hand-over to a worker thread and back"),
         row("serve.run_action_vs_bare_write", p50["ours"], p50["bare_write"], "ms/request",
             group=group, note="reference: the bare route writes once and runs no flow"),
     ]
@@ -290,8 +302,8 @@ def run(quick: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="flowstate-bench-serve-") as folder:
         url_store = f"sqlite:///{Path(folder) / 'serve.db'}"
         store = fs.open_store(url_store)
-        ids = {name: f"{name.replace('_', '-')}-1" for name in ("ours", "bare_run", "bare_write",
-                                                              "fanout")}
+        ids = {name: f"{name.replace('_', '-')}-1"
+               for name in ("ours", "inline", "bare_run", "bare_write", "fanout")}
         for session_id in ids.values():
             flow.session(session_id, user=USER, store=store)
         proc, url = _start_server(url_store)

@@ -51,8 +51,9 @@ def asgi_app(flow: Flow, *, store: Store | None = None, tokens: TokenSource | No
     ``store=None``: the process's default store. ``tokens=None``: the file named by
     ``FLOWSTATE_TOKENS``, else no tokens (one local user: ``local_user``, default
     ``FLOWSTATE_USER`` or the OS user). Limits: ``max_body_bytes`` (1 MiB), ``max_clients``
-    (1000 event streams), ``queue_limit`` (32 events per stream), ``workers`` (8 runs at once),
-    ``ping_s`` (15 s of silence before a keep-alive comment).
+    (1000 event streams), ``queue_limit`` (32 events per stream), ``workers`` (8 runs at once,
+    each on a worker thread; ``0`` runs them on the server's event loop, for flows whose blocks
+    never block for long), ``ping_s`` (15 s of silence before a keep-alive comment).
     """
     return build_app(flow, store=store, tokens=tokens, **options)
 

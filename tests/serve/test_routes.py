@@ -396,3 +396,16 @@ def test_concurrent_runs_on_one_session_lose_no_update(serve, flow, store) -> No
     assert session.state.count == 24
     assert len(session.resources["notes"].state.items) == 24
     assert server.service.workers.threads <= 3
+
+
+def test_runs_may_run_on_the_servers_own_loop(serve, flow, store) -> None:
+    server = serve(workers=0)
+    with client(server) as http:
+        session_id = _new_session(http)
+        answers = [http.post(f"sessions/{session_id}/actions/say", json={"message": "inline"})
+                   for _ in range(3)]
+        refused = http.post(f"sessions/{session_id}/actions/say", json={})
+    assert [a.json()["output"]["count"] for a in answers] == [1, 2, 3]
+    assert refused.status_code == 422
+    assert server.service.workers.threads == 0
+    assert flow.session(session_id, store=store).state.count == 3
