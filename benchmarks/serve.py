@@ -295,7 +295,7 @@ def _memory_rows(proc: subprocess.Popen, url: str, store: Any, flow: fs.Flow,
 # ------------------------------------------------------------------------------ run
 
 def run(quick: bool = False) -> list[dict]:
-    calls = 150 if quick else 3000
+    calls = 100 if quick else 3000
     commits = 5 if quick else 50
     sessions, rounds = (60, 2) if quick else (1000, 5)
     flow = make_flow()
