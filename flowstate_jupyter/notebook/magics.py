@@ -34,28 +34,51 @@ from ..errors import FlowStateError, ValidationError
 from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
-from ..model.display import event_label, history_rows, version_diff_text
-from ..model.schema import defaults, validate_value
+from ..model.display import (
+    event_label,
+    flatten_client_view,
+    history_rows,
+    progress_html,
+    progress_text,
+    run_html,
+    runs_rows,
+    version_diff_text,
+)
+from ..model.schema import check_input_keys, defaults, validate_value
+from ._progress import Progress
 from .kernel import KernelState, _PlainSession
 from .paths import PathError, StatePath, parse_path
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
 _OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")
+_FLAG = re.compile(r"(?:^|\s)--(side|table)(?=\s|$)")
 
 
 class Table:
-    """A small table that shows as HTML in a notebook and as aligned text elsewhere."""
+    """A small table that shows as HTML in a notebook and as aligned text elsewhere.
 
-    def __init__(self, title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
+    Rows hold plain values: strings show as text, JSON values as trees (``html.table``);
+    ``nowrap`` names columns kept on one line (times, versions).
+    """
+
+    def __init__(self, title: str, header: tuple[str, ...], rows: list[tuple], *,
+                 subtitle: str = "", nowrap: tuple[int, ...] = ()) -> None:
         self.title, self.header, self.rows = title, header, rows
+        self.subtitle, self.nowrap = subtitle, nowrap
 
     def _repr_html_(self) -> str:
-        return h.card(self.title, h.table(self.rows, self.header))
+        body = h.table(self.rows, self.header, nowrap=self.nowrap) if self.rows else \
+            '<div class="fs-muted">(none)</div>'
+        return h.card(self.title, body, self.subtitle)
 
     def __repr__(self) -> str:
-        lines = [self.title, "  ".join(self.header)]
-        lines += ["  ".join(h.preview(c, 120) if not isinstance(c, str) else c for c in row)
-                  for row in self.rows]
+        cells = [[c if isinstance(c, str) else h.preview(c, 120) for c in row]
+                 for row in self.rows]
+        widths = [max([len(head), *(len(r[i]) for r in cells)])
+                  for i, head in enumerate(self.header)]
+        lines = [self.title, "  ".join(head.ljust(w) for head, w in zip(self.header, widths))
+                 .rstrip()]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
         return "\n".join(lines) if self.rows else f"{self.title}\n(none)"
 
 
@@ -180,6 +203,20 @@ def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
     return rest.strip(), options, traceback
 
 
+def _take_flags(line: str) -> tuple[str, set[str]]:
+    """Pull the ``--side`` / ``--table`` flags out of a line (outside JSON values)."""
+    mask = _outside_values(line)
+    flags: set[str] = set()
+    kept, start = [], 0
+    for match in _FLAG.finditer(line):
+        if not mask[match.start(1) - 2]:
+            continue
+        flags.add(match.group(1))
+        kept.append(line[start:match.start()])
+        start = match.end()
+    return " ".join([*kept, line[start:]]).strip(), flags
+
+
 def _walk(value: Any, fields: tuple[str, ...], label: str) -> Any:
     for i, field in enumerate(fields):
         if isinstance(value, dict) and field in value:
@@ -281,6 +318,10 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--project", help="with 'use': switch to this project id")
     @argument("--flow", help="with 'use': make this registered flow current")
     @argument("--limit", type=int, default=20, help="with 'history': how many versions")
+    @argument("--side", action="store_true",
+              help="with no verb or 'client': open the view in a JupyterLab side panel")
+    @argument("--table", action="store_true",
+              help="with 'history': a static table instead of the History widget")
     @line_magic
     @no_var_expand
     def state(self, line: str = "") -> Any:
@@ -292,13 +333,15 @@ class FlowStateMagics(Magics, Configurable):
         Examples::
 
             %state                                  # live Inspector widget
+            %state --side                           # the Inspector in a side panel
             x = %state get session.mode
             %state set session.mode "agent"
             %state patch session {"mode": "chat", "message_count": 0}
             %state inc session.message_count 2
             %state push session.resources.plan.steps "write tests"
             %state del session.notes.draft
-            %state history session --limit 5
+            %state history session                  # History widget: pages, diff, restore
+            %state history session --table --limit 5
             %state diff 3 5 session
             %state undo session
             %state reset session
@@ -306,22 +349,34 @@ class FlowStateMagics(Magics, Configurable):
             %state sessions                         # with the session each was forked from
             %state compare s1 s2                    # state, resources, client data side by side
             %state client                           # live client-data preview
+            %state client --side
             %state path                             # this notebook's Windmill state path
         """
         raw, options, show_tb = _take_options(line)
+        raw, flags = _take_flags(raw)
         verb, _, rest = raw.partition(" ")
         rest = rest.strip()
         if verb.startswith("-") and verb not in ("-t", "--traceback"):
             parse_argstring(self.state, line)  # argparse's own message for unknown flags
-        return self._guard(show_tb, lambda: self._state(verb, rest, options))
+        return self._guard(show_tb, lambda: self._state(verb, rest, options, flags))
 
-    def _state(self, verb: str, rest: str, options: dict[str, str]) -> Any:
-        if verb in ("", "inspect"):
-            from .widgets import Inspector
-            return Inspector(self.kernel.session())
-        if verb == "client":
-            from .widgets import ClientDataPreview
-            return ClientDataPreview(self.kernel.session(options.get("flow")))
+    def _state(self, verb: str, rest: str, options: dict[str, str],
+               flags: frozenset[str] | set[str] = frozenset()) -> Any:
+        if "side" in flags and verb not in ("", "inspect", "client"):
+            raise UsageError("--side opens a live view: %state --side or %state client --side")
+        if "table" in flags and verb != "history":
+            raise UsageError("--table goes with history: %state history session --table")
+        if verb in ("", "inspect", "client"):
+            from .widgets import ClientDataPreview, Inspector
+            view = Inspector(self.kernel.session()) if verb != "client" else \
+                ClientDataPreview(self.kernel.session(options.get("flow")))
+            if "side" not in flags:
+                return view
+            title = "flowstate · " + ("client data" if verb == "client" else "state")
+            view.show(side=True, title=title)
+            return None
+        if verb == "history":
+            return self._history(rest, options, table="table" in flags)
         if verb == "use":
             return self._use(options, rest)
         if verb == "sessions":
@@ -332,11 +387,12 @@ class FlowStateMagics(Magics, Configurable):
             from ..windmill import get_state_path
             return get_state_path()  # shown as the cell's value; `p = %state path` works
         handlers = {"get": self._get, "set": self._set, "patch": self._patch, "inc": self._inc,
-                    "push": self._push, "del": self._del, "history": self._history,
-                    "diff": self._diff, "undo": self._undo, "reset": self._reset}
+                    "push": self._push, "del": self._del, "diff": self._diff,
+                    "undo": self._undo, "reset": self._reset}
         if verb not in handlers:
             raise UsageError(f"unknown %state verb {short(verb, 40)}; use one of "
-                             f"{', '.join(handlers)}, use, sessions, compare, client, path "
+                             f"{', '.join(handlers)}, history, use, sessions, compare, client, "
+                             f"path "
                              f"(see %state?)")
         return handlers[verb](rest, options)
 
@@ -455,13 +511,17 @@ class FlowStateMagics(Magics, Configurable):
             raise UsageError(f"{path.label}: name one instance, {path.resource}[KEY]")
         return path, target
 
-    def _history(self, rest: str, options: dict) -> Table:
+    def _history(self, rest: str, options: dict, table: bool = False) -> Any:
+        """The History widget of a scope or resource; ``table``: a static table instead."""
         path, target = self._scope_target(rest, options)
+        if not table:
+            from .widgets import History
+            limit = int(options["limit"]) if "limit" in options else 500
+            return History(target, limit=limit)
         limit = int(options.get("limit", 20))
-        rows = [(f"v{v}", t, op, h.state_text(s, 300)) for v, t, op, s in
-                history_rows(target, limit)]
+        rows = [(f"v{v}", t, op, s) for v, t, op, s in history_rows(target, limit)]
         return Table(f"history of {path.label}", ("version", "time", "operation", "state"),
-                     rows)
+                     rows, nowrap=(0, 1))
 
     def _diff(self, rest: str, options: dict) -> None:
         parts = rest.split()
@@ -526,7 +586,8 @@ class FlowStateMagics(Magics, Configurable):
             rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")),
                      _parent_text(s.get("parent")))
                     for s in self.kernel.flow().sessions(store=self.kernel.store)]
-        return Table("sessions", ("session", "user", "flow", "updated", "forked from"), rows)
+        return Table("sessions", ("session", "user", "flow", "updated", "forked from"), rows,
+                     nowrap=(3,))
 
     def _compare(self, rest: str, options: dict) -> Any:
         ids = rest.split()
@@ -622,17 +683,17 @@ class FlowStateMagics(Magics, Configurable):
         if verb == "list":
             rows = [(("* " if n == kernel.current_flow else "  ") + n, f.kind,
                      ", ".join(f.actions)) for n, f in kernel.flows.items()]
-            return Table("flows", ("name", "kind", "actions"), rows)
+            return Table("flows", ("name", "kind", "actions"), rows,
+                         subtitle="* the current flow" if rows else "")
         if verb == "show":
             _show_flow(kernel.flow(rest or options.get("flow")))
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
             runs = session.runs(limit=int(options.get("limit", 20)))
-            run_rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
-                         h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
             return Table(f"runs of session {session.id!r}",
-                         ("request", "action", "status", "started", "output / error"), run_rows)
+                         ("request", "action", "status", "started", "took", "output / error"),
+                         runs_rows(runs), nowrap=(0, 3, 4))
         if verb == "ui":
             from .widgets import FlowRunner
             name = rest or options.get("flow")
@@ -661,18 +722,21 @@ class FlowStateMagics(Magics, Configurable):
         act = flow.actions.get(action)
         if act is None:
             flow.run(action, payload, store=kernel.store)  # raises UnknownActionError
+        check_input_keys(act.input_model, payload, where=f"action {action!r} input")
         validate_value(act.input_model, payload, where=f"action {action!r} input")
         session_id = options.get("session", kernel.session_id)
         user = options.get("user", kernel.user)
         session = flow.session(session_id, user=user, project=kernel.project, store=kernel.store)
         before = _flat_client(session)
-        progress = _Progress()
-        result = session.run(action, payload, on_event=progress.on_event)
-        progress.close()
+        shown = _RunDisplay(action)
+        try:
+            result = session.run(action, payload, on_event=shown.progress.on_event)
+        finally:
+            shown.progress.stop()
         self._user_ns()["_"] = result
         after = _flat_client(session)
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
-        display(_RunSummary(result, changed))
+        shown.done(_RunSummary(result, changed))
         return None
 
 
@@ -697,53 +761,52 @@ def _jsonable_field(snapshot: Any, field: str) -> Any:
 
 
 def _flat_client(session: Any) -> dict:
-    from ..model.display import flatten_client_view
     try:
         return flatten_client_view(session.snapshot())
     except Exception:  # noqa: BLE001 - a broken client-data function shows in the preview
         return {}
 
 
-def _short_outcome(run: dict) -> str:
-    if run.get("error"):
-        error = run["error"]
-        return f"{error.get('type', 'Error')}: {error.get('message', '')}" \
-            if isinstance(error, dict) else str(error)
-    return h.preview(run.get("output"), 80)
+class _RunDisplay:
+    """What ``%flow run`` shows while the run runs and after: one output, updated in place.
 
+    In a kernel, a run that lasts longer than about a second shows its progress (elapsed time,
+    steps done, events, the block running now) in an output with a display id; the summary
+    replaces it when the run ends. Elsewhere (a terminal) only the summary is shown.
+    """
 
-class _Progress:
-    """A progress bar for long runs (widget in a front end, text lines elsewhere)."""
+    def __init__(self, action: str) -> None:
+        from ._show import in_kernel
+        self._handle: Any = None
+        self._kernel = in_kernel()
+        self.progress = Progress(action, self._show)
 
-    def __init__(self) -> None:
-        self._bar: Any = None  # an ipywidgets.IntProgress once the first progress event comes
-
-    def on_event(self, event: dict) -> None:
-        if event.get("type") != "progress":
+    def _show(self, progress: dict) -> None:
+        if not self._kernel:
             return
-        data = event.get("data") or {}
-        total, done = int(data.get("total") or 0), int(data.get("done") or 0)
-        if not total:
-            return
-        if self._bar is None:
-            import ipywidgets as W
-            self._bar = W.IntProgress(min=0, max=total, description=str(data.get("block", "")))
-            display(self._bar)
-        self._bar.max = total
-        self._bar.value = done
+        bundle = {"text/html": progress_html(progress), "text/plain": progress_text(progress)}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
 
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.bar_style = "success"
+    def done(self, summary: Any) -> None:
+        if self._handle is not None:
+            self._handle.update(summary)
+        else:
+            display(summary)
 
 
 class _RunSummary:
-    """What ``%flow run`` shows: output or error, events, and the client data that changed."""
+    """What ``%flow run`` shows: output or error, the client data that changed, and events."""
 
     def __init__(self, result: Any, changed: dict) -> None:
         self.result, self.changed = result, changed
 
-    def _parts(self) -> tuple[str, list[str], list[str]]:
+    def _repr_html_(self) -> str:
+        return run_html(self.result, self.changed)
+
+    def __repr__(self) -> str:
         r = self.result
         if r.error is not None:
             head = f"error: {type(r.error).__name__}: {r.error}"
@@ -752,18 +815,5 @@ class _RunSummary:
             head = f"output: {h.preview(out, 500)}"
         events = [event_label(e) for e in r.events[:50]]
         changed = [f"{k} = {h.preview(v, 200)}" for k, v in self.changed.items()]
-        return head, events, changed
-
-    def _repr_html_(self) -> str:
-        head, events, changed = self._parts()
-        cls = "fs-error" if self.result.error is not None else ""
-        body = f'<div class="{cls}">{h.esc(head)}</div>'
-        body += f"<b>events</b> ({len(self.result.events)})<pre>{h.esc(chr(10).join(events))}</pre>"
-        body += "<b>client data changed</b><pre>" + h.esc("\n".join(changed) or "(none)") + "</pre>"
-        return h.card(f"run {self.result.request_id}", body,
-                      f"{self.result.duration_s * 1000:.0f} ms")
-
-    def __repr__(self) -> str:
-        head, events, changed = self._parts()
-        return "\n".join([head, f"events ({len(self.result.events)}):", *events,
+        return "\n".join([head, f"events ({len(r.events)}):", *events,
                           "client data changed:", *(changed or ["(none)"])])
