@@ -38,9 +38,11 @@ from .flows.blocks import Block, Handler, Router, Sequencer, handler, router, se
 from .flows.client_data import ClientDataContext
 from .flows.compare import compare
 from .flows.context import Context, current_context
+from .flows.durable import Suspension
 from .flows.flow import Action, Flow, ScopeConfig, action, define_flow, scope
 from .flows.runs import RunResult
 from .flows.sessions import Session
+from .flows.trace import Span, Trace
 from .handles.resources import (
     CollectionHandle,
     ResourceHandle,
@@ -88,8 +90,11 @@ __all__ = [
     "ScopeHandle",
     "Sequencer",
     "Session",
+    "Span",
     "StateSchemaConflictError",
     "StoreError",
+    "Suspension",
+    "Trace",
     "UnknownActionError",
     "ValidationError",
     "VersionConflictError",

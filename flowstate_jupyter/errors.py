@@ -130,7 +130,11 @@ class RunStateError(FlowStateError):
 
 class RunConflictError(FlowStateError):
     """Another run of the same action is in flight on the session (``concurrency="reject"``,
-    or a ``"queue"`` wait that timed out); the message names that run."""
+    or a ``"queue"`` wait that timed out); the message names that run, ``request_id`` holds it."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class NotInFlowRunError(FlowStateError, RuntimeError):

@@ -109,7 +109,7 @@ CREATE TABLE {changes} (
 """
 
 _STORE_OPTIONS = ("max_state_bytes", "history_limit", "history_limit_bytes", "changelog_limit",
-                  "changelog_item_bytes")
+                  "changelog_item_bytes", "trace_limit", "tombstone_limit")
 
 
 def _to_record(row: tuple) -> Record:
@@ -294,7 +294,7 @@ class PostgresStore(Store):
             "version": f"SELECT version, deleted FROM {t['records']} WHERE {key}",
             "create": (
                 f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}) VALUES (%(scope)s, "
-                f"%(scope_id)s, %(name)s, 1, %(state)s, %(content)s, %(deleted)s, %(now)s, "
+                f"%(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, %(deleted)s, %(now)s, "
                 f"%(now)s, %(now)s) ON CONFLICT DO NOTHING RETURNING version), "
                 f"h AS (INSERT INTO {t['history']} {history_cols} {history_row}) "
                 f"SELECT count(*) FROM u"),
@@ -667,7 +667,7 @@ class PostgresStore(Store):
             raise ValidationError(f"{where}: content contains a NUL character, which PostgreSQL "
                                   f"cannot store in text", where=where, reason="NUL in content")
         now = self._now()
-        version = 1 if before is None else before.version + 1
+        version = (change.first_version or 1) if before is None else before.version + 1
         event = dict(change.event) if change.event is not None else default_event(
             scope, scope_id, name, change, existed=before is not None and not before.deleted)
         event["version"] = version
@@ -837,6 +837,39 @@ class PostgresStore(Store):
                 [(record.scope, record.scope_id, record.name, history[i].version,
                   history[i].ts, history[i].operation, texts[i], history[i].deleted,
                   history[i].request_id) for i in kept])
+
+    def purge(self, scope: str, scope_ids: Iterable[str], *,
+              names: Iterable[str] | None = None, only_deleted: bool = False) -> int:
+        t = self._t
+        ids = list(scope_ids)
+        wanted = None if names is None else list(names)
+        only = " AND deleted" if only_deleted else ""
+
+        def body(conn: psycopg.Connection) -> int:
+            removed = 0
+            for scope_id in ids:
+                params: dict[str, Any] = {"scope": scope, "scope_id": scope_id}
+                if wanted is None:
+                    gone = conn.execute(
+                        f"DELETE FROM {t['records']} WHERE scope = %(scope)s AND "
+                        f"scope_id = %(scope_id)s{only} RETURNING name", params).fetchall()
+                else:
+                    gone = conn.execute(
+                        f"DELETE FROM {t['records']} WHERE scope = %(scope)s AND "
+                        f"scope_id = %(scope_id)s AND name = ANY(%(names)s){only} RETURNING name",
+                        {**params, "names": wanted}).fetchall()
+                if gone:
+                    conn.execute(f"DELETE FROM {t['history']} WHERE scope = %(scope)s AND "
+                                 f"scope_id = %(scope_id)s AND name = ANY(%(names)s)",
+                                 {**params, "names": [row[0] for row in gone]})
+                removed += len(gone)
+            return removed
+
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:  # inside a write's fn: part of its transaction
+            return body(conn)
+        return self._maintain(body, writing=f"the purge of {scope} records",
+                              advice="Run the purge again: it removes whatever is left.")
 
     def prune_history(self, keep: int) -> int:
         t = self._t
