@@ -652,7 +652,7 @@ class FlowStateMagics(Magics, Configurable):
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|resume|replay|graph|ui")
+    @argument("verb", help="run|list|show|runs|resume|replay|graph|ui|serve")
     @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]; "
                                       "resume: [REQUEST_ID] [VALUE_JSON]; replay: [REQUEST_ID]")
     @argument("--status", help="with 'runs': only runs with this status (e.g. suspended)")
@@ -678,11 +678,13 @@ class FlowStateMagics(Magics, Configurable):
             %flow replay r-1a2b3c
             %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
             %flow ui                    # a FlowRunner widget: form, Run, output, events
+            %flow serve --port 8000     # serve the flow over HTTP from this kernel (--stop)
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|resume|replay|graph|ui (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|resume|replay|graph|ui|serve "
+                             "(see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -719,8 +721,11 @@ class FlowStateMagics(Magics, Configurable):
             return self._replay(rest, options)
         if verb == "graph":
             return kernel.flow(rest or options.get("flow")).graph()
+        if verb == "serve":
+            from .serving import serve_command
+            return serve_command(kernel, rest, options)
         raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs, "
-                         f"resume, replay, graph or ui")
+                         f"resume, replay, graph, ui or serve")
 
     def _replay(self, rest: str, options: dict) -> Any:
         """``%flow replay [REQUEST_ID]``: default, the latest ended (or waiting) run of this
