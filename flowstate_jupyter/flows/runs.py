@@ -210,7 +210,8 @@ class _Run:
                  request_id: str, on_event: Callable[[dict], None] | None = None,
                  input_for_record: Any = None, trace: bool = True, durable: bool = True,
                  concurrency: str = "allow", queue_timeout_s: float = 30.0,
-                 resumption: Resumption | None = None) -> None:
+                 resumption: Resumption | None = None,
+                 run_log: RunLog | None = None) -> None:
         self.flow, self.block, self.value, self.action = flow, block, value, action
         self.session_id, self.user, self.project, self.store = session_id, user, project, store
         self.request_id, self.input_for_record = request_id, input_for_record
@@ -221,7 +222,7 @@ class _Run:
         self.wall0, self.clock0 = time.time(), time.perf_counter()
         self.lease: Lease | None = None
         self.unsubscribe: Callable[[], None] | None = None
-        self.log: RunLog | None = None
+        self.log: RunLog | None = run_log
 
     def begin(self) -> Context:
         """Check the session, claim (or put off) the request record, build ``ctx``.
@@ -243,6 +244,9 @@ class _Run:
             log: RunLog | None = RunLog(request_id, trace=trace, durable=True, wall0=wall0,
                                         clock0=clock0, attempt=attempt,
                                         logged=resumption.logged, previous=rows)
+        elif self.log is not None:  # a replay's, which starts from what the original recorded
+            log = self.log
+            log.wall0, log.clock0 = wall0, clock0
         elif trace or durable:
             log = RunLog(request_id, trace=trace, durable=durable, wall0=wall0, clock0=clock0)
         else:
@@ -412,7 +416,8 @@ async def execute(flow: FlowSpec, block: Block, value: Any, **options: Any) -> R
     ``value`` has been validated by the caller. Raises only for problems found before the block
     starts (a session of another user or flow kind, an unreachable store, a run of the action
     in flight with ``concurrency="reject"``, a resume another process won). ``options`` are
-    :class:`_Run`'s.
+    :class:`_Run`'s; ``run_log`` among them is the log to keep instead of a new one (a replay's,
+    ``flows/replay.py``, which starts from what the original run recorded).
     """
     run = _Run(flow, block, value, **options)
     try:
