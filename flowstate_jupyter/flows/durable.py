@@ -43,7 +43,7 @@ from ..errors import RunConflictError, RunStateError, ValidationError, VersionCo
 from ..handles.resources import bound_tombstones
 from ..model import ops, schema
 from ..stores.base import KEEP, Change, Record, Store
-from .bookkeeping import effective_status, list_runs
+from .bookkeeping import effective_status, list_runs, set_before_listing
 from .trace import read_content, resolve_type
 
 __all__ = [
@@ -276,6 +276,16 @@ class _Renewer:
         with self.lock:
             self.leases.discard(lease)
 
+    def start_pending(self, store: Store, request_id: str | None = None) -> None:
+        """Write now the records that runs of this process on ``store`` put off (only
+        ``request_id``'s, if given): someone here is about to look for them."""
+        with self.lock:
+            pending = [lease for lease in self.leases if not lease.started
+                       and lease.store is store
+                       and (request_id is None or lease.request_id == request_id)]
+        for lease in pending:
+            lease.start()
+
     def _run(self) -> None:
         idle_since = None
         while True:
@@ -309,12 +319,15 @@ class _Renewer:
 
 
 RENEWER = _Renewer()
+set_before_listing(RENEWER.start_pending)
 
 
 # ---------------------------------------------------------------------------- resume
 
 def read_run(store: Store, request_id: str) -> Record:
-    """The request record of ``request_id``; :class:`RunStateError` if there is none."""
+    """The request record of ``request_id``; :class:`RunStateError` if there is none. A run of
+    this process that put off its record's first write writes it first."""
+    RENEWER.start_pending(store, request_id)
     record = store.read("request", request_id, REQUEST)
     if record is None or record.deleted or not isinstance(record.state, dict):
         raise RunStateError(f"there is no run {request_id!r} in store {store.url} (it may have "

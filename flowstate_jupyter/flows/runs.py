@@ -9,10 +9,11 @@ then call :func:`execute`, which
 3. writes the request record ``request/<request id>/$request`` with status ``"running"`` and a
    lease (``durable.py``) — for an action with ``concurrency="reject"`` or ``"queue"``, in one
    transaction with taking the action's slot on the session, and for a resume as its claim.
-   Any other run puts that write off until it is needed: before the run's first state or
-   resource write, its first ``ctx.run_once`` or ``ctx.idempotency_key``, or once the run has
-   lasted :data:`durable.START_AFTER_S`; a run that ends sooner writes its record once, at its
-   end. Its ``"running"`` event is among the run's events either way;
+   A run whose blocks declare no state or resources puts that write off until it is needed:
+   before its first state or resource write, its first ``ctx.run_once`` or
+   ``ctx.idempotency_key``, or once it has lasted :data:`durable.START_AFTER_S`; one that ends
+   sooner writes its record once, at its end (docs/decisions.md). Its ``"running"`` event is
+   among the run's events either way;
 4. builds ``ctx`` (request, session, user and project handles typed by the flow's merged models,
    each made when a block first uses it) and runs the block — ``await block.run(input, ctx)``,
    or, for a tree of plain functions with no event loop in the thread, :func:`execute_now`
