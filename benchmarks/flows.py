@@ -305,7 +305,7 @@ def _burr_step(steps: int, calls: int) -> float | str:
 
 
 def _step_rows(folder: Path, quick: bool) -> list[dict]:
-    calls = 15 if quick else 60
+    calls = 30 if quick else 60
     ours = _our_step(folder, STEPS, calls)
     lean = _lean_step(STEPS, calls)
     group = "flows: a run and a step"

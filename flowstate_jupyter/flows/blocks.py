@@ -155,6 +155,8 @@ class Block:
     """Base of every block. Use :func:`handler`, :func:`router` or :func:`sequencer`."""
 
     kind = "block"
+    #: A handler of a plain function whose ``_execute`` is Handler's: ``run`` calls it inline.
+    _plain = False
 
     def __init__(self, name: str, *, input: type[BaseModel] | None = None,
                  output: type[BaseModel] | None = None,
@@ -249,7 +251,12 @@ class Block:
             if self.input is not None:
                 input = span.input = schema.validate_value(self.input, input,
                                                            where=f"{self.source} input")
-            out = await self._execute(input, inner)
+            if self._plain and not inner._concurrent:  # Handler._execute inlined
+                out = self._fn.call(input, inner)  # type: ignore[attr-defined]
+                if type(out) not in _PLAIN and _awaitable(out):
+                    out = await out
+            else:
+                out = await self._execute(input, inner)
             if self.output is not None:
                 out = schema.validate_value(self.output, out, where=f"{self.source} output")
         except Suspended:
@@ -391,6 +398,7 @@ class Handler(Block):
         self._fn = _Fn(fn, "a handler's function")
         self._async = _is_async(fn)
         self._call2 = fn if self._fn.arity == 2 else None  # called as fn(value, ctx)
+        self._plain = not self._async and type(self)._execute is Handler._execute
         super().__init__(name or self._fn.name, **options)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
@@ -1200,7 +1208,10 @@ class Sequencer(Block):
             if pending is not None:
                 continue
             try:
-                value = await step.run(value, ctx)
+                if type(step) is _Then and step.connector is None:  # one coroutine less
+                    value = await step.block.run(value, ctx, step.at)
+                else:
+                    value = await step.run(value, ctx)
             except Exception as exc:  # noqa: BLE001 - may be rescued further on
                 pending = exc
         if pending is not None:
