@@ -18,6 +18,8 @@ UPDATE still guards against anything that slipped in (for example a re-entrant w
 from __future__ import annotations
 
 import abc
+import os
+import select
 import threading
 import time
 import uuid
@@ -102,6 +104,41 @@ class HistoryEntry:
 
 class _Stale(Exception):
     """``commit_next``'s signal: the stored record is no longer the one the change was made from."""
+
+
+class _Watcher:
+    """One watcher thread of a store object and how to stop it.
+
+    A store object runs a watcher only while it has subscribers: the last unsubscribe stops it
+    (``stop``), the next subscribe starts a new one. ``wait(fd, timeout)`` sleeps until ``fd``
+    is readable, the watcher is stopped, or ``timeout`` passes; ``stop`` wakes it at once
+    through a pipe, so a watcher that waits on a socket needs no periodic wake-up.
+    """
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.stopped = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with self._lock:
+            if not self._closed:
+                os.write(self._wake_w, b"x")
+
+    def wait(self, fd: int | None, timeout: float) -> None:
+        """Until ``fd`` is readable (``None``: no file), a stop, or ``timeout`` seconds."""
+        wanted = [self._wake_r] if fd is None else [fd, self._wake_r]
+        select.select(wanted, [], [], timeout)
+
+    def close(self) -> None:
+        """Release the pipe (by the watcher thread, when it ends)."""
+        with self._lock:
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
 
 @dataclass(slots=True)
@@ -440,7 +477,8 @@ class Store(abc.ABC):
         """Call ``callback(event)`` for every committed change; returns an unsubscribe function.
 
         Changes made through this store object arrive at once, in the writing thread; changes
-        made by other processes arrive within about a second, from a watcher thread.
+        made by other processes (and other store objects) arrive from a watcher thread, which
+        runs only while this store object has subscribers.
         """
         with self._subs.lock:
             self._subs.callbacks.append(callback)
@@ -448,13 +486,22 @@ class Store(abc.ABC):
 
         def unsubscribe() -> None:
             with self._subs.lock:
-                if callback in self._subs.callbacks:
-                    self._subs.callbacks.remove(callback)
+                if callback not in self._subs.callbacks:
+                    return
+                self._subs.callbacks.remove(callback)
+                last = not self._subs.callbacks
+            if last:
+                self._stop_watching()
 
         return unsubscribe
 
     def _start_watching(self) -> None:
-        """Start noticing other processes' changes (backends that can see them override)."""
+        """Start noticing other processes' changes if there are subscribers and no watcher
+        (backends that can see them override; called after every subscribe)."""
+
+    def _stop_watching(self) -> None:
+        """Stop the watcher if no subscriber is left (called after the last unsubscribe; a
+        subscribe may have come in between, so backends check again under their lock)."""
 
     def _deliver(self, events: Iterable[dict]) -> None:
         if not self._subs.callbacks:  # the common case, checked without taking the lock

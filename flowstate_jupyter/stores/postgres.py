@@ -72,10 +72,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "pip install 'flowstate-jupyter[postgres]'") from exc
 
 from ..errors import StoreError, ValidationError, VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
-                   kept_history, record_where, refuse_existing, utf8_size)
+from .base import (KEEP, Change, HistoryEntry, Record, Store, _Watcher, default_event, dump_json,
+                   event_json, kept_history, prune_batch, record_where, refuse_existing,
+                   utf8_size)
 
-SCHEMA_VERSION = 1
 APP_ID = "flowstate-jupyter"
 TABLE_PREFIX = "flowstate_"
 
@@ -107,6 +107,30 @@ CREATE TABLE {changes} (
 )
 """
 
+# Schema 1 -> 2: the change log is ordered without a lock held by writers (see the module
+# docstring). ``id`` (the old ``seq``) is handed out when a row is inserted; ``seq`` is given to
+# committed rows by the readers, in the order they became visible, from the ``order`` sequence.
+# Rows of schema 1 were inserted in commit order (under a lock), so they keep their number as
+# their place. A history row names the change-log row its write wrote (``change_id``), which is
+# how a lost COMMIT is decided (``_resolve``). The last index serves ``list_recent`` for session
+# bookkeeping records.
+_MIGRATE_FROM_1 = (
+    "ALTER TABLE {changes} RENAME COLUMN seq TO id",
+    "ALTER TABLE {changes} ADD COLUMN seq BIGINT",
+    "UPDATE {changes} SET seq = id",
+    "ALTER TABLE {changes} ADD UNIQUE (seq)",
+    "CREATE SEQUENCE {order}",
+    "SELECT setval('{order_name}', GREATEST(1, (SELECT COALESCE(MAX(id), 0) FROM {changes})))",
+    "ALTER TABLE {history} ADD COLUMN change_id BIGINT",
+    "CREATE INDEX {recent_index} ON {records} "
+    "(scope, GREATEST(updated_at, accessed_at) DESC, scope_id DESC) WHERE name = '$meta'",
+)
+
+#: The schema upgrades, in order: entry ``i`` takes a schema from version ``i + 1`` to
+#: ``i + 2``, in place, in one transaction, when a store object first opens it.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATE_FROM_1,)
+SCHEMA_VERSION = len(MIGRATIONS) + 1
+
 _STORE_OPTIONS = ("max_state_bytes", "history_limit", "history_limit_bytes", "changelog_limit",
                   "changelog_item_bytes")
 
@@ -123,6 +147,19 @@ def _quote_ident(name: str) -> str:
 def _key64(text: str) -> int:
     """A stable signed 64-bit number for an advisory lock."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+_TABLES = frozenset({"meta", "records", "history", "changes"})
+
+
+def _names(schema: str) -> dict[str, str]:
+    """Quoted names of a store's tables and objects in ``schema`` (for ``str.format``)."""
+    q = _quote_ident(schema) + "."
+    names = {t: q + _quote_ident(TABLE_PREFIX + t) for t in _TABLES}
+    names["order_name"] = (q + _quote_ident(TABLE_PREFIX + "changes_order")).replace("'", "''")
+    names["order"] = q + _quote_ident(TABLE_PREFIX + "changes_order")
+    names["recent_index"] = _quote_ident(TABLE_PREFIX + "records_recent")
+    return names
 
 
 def redact(url: str) -> str:
@@ -153,7 +190,8 @@ class PostgresStore(Store):
     default 5), ``pool_timeout`` (seconds to wait for a free or new connection, default 10),
     ``connect_timeout`` (seconds, default 5), ``durability`` (``"full"`` forces
     ``synchronous_commit = on``; ``"normal"``, the default, keeps the server's setting),
-    ``poll_interval`` (how often the watcher thread checks for shutdown, default 0.1 s), the
+    ``poll_interval`` (accepted for older URLs and unused: the watcher thread sleeps until a
+    notification or its stop wakes it), the
     shared ``max_state_bytes``, ``history_limit``, ``history_limit_bytes``, ``changelog_limit``
     and ``changelog_item_bytes``; anything else is passed to libpq as a connection parameter
     (``sslmode``, ``application_name``, ...).
@@ -192,16 +230,14 @@ class PostgresStore(Store):
                 f"must be a libpq connection parameter") from exc
         self._local = threading.local()  # the open transaction of each thread, if any
         self._watch_lock = threading.Lock()
-        self._watcher: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._watcher: _Watcher | None = None
         self._pool: ConnectionPool | None = None
 
         self.schema = self._init_schema(schema)
-        q = _quote_ident(self.schema) + "."
-        self._t = {t: q + _quote_ident(TABLE_PREFIX + t)
-                   for t in ("meta", "records", "history", "changes")}
+        self._t = _names(self.schema)
         self._channel = "flowstate_" + hashlib.sha256(self.schema.encode()).hexdigest()[:20]
-        self._log_lock = _key64(f"flowstate changes {self.schema}")
+        self._place_lock = _key64(f"flowstate changes {self.schema}")  # readers numbering rows
+        self._serial_lock = _key64(f"flowstate serialize {self.schema}")
         self._sql = self._statements()
         self._pool = ConnectionPool(
             self._conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
@@ -223,7 +259,7 @@ class PostgresStore(Store):
             conn.execute("SET synchronous_commit = on")
 
     def _init_schema(self, schema: str | None) -> str:
-        """Create the tables on first use, or check the recorded schema version."""
+        """Create the tables on first use, upgrade an older schema in place, or refuse."""
         with self._connect() as conn:
             try:
                 if schema is None:
@@ -237,15 +273,14 @@ class PostgresStore(Store):
                     if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                                         (schema,)).fetchone():
                         conn.execute(f"CREATE SCHEMA {_quote_ident(schema)}")
-                    q = _quote_ident(schema) + "."
-                    names = {t: q + _quote_ident(TABLE_PREFIX + t)
-                             for t in ("meta", "records", "history", "changes")}
-                    present = {t for t, n in names.items() if conn.execute(
-                        "SELECT to_regclass(%s)", (n,)).fetchone()[0] is not None}
+                    names = _names(schema)
+                    present = {t for t in _TABLES if conn.execute(
+                        "SELECT to_regclass(%s)", (names[t],)).fetchone()[0] is not None}
                     where = f"{self.url} (schema {schema!r})"
                     if not present:
                         for statement in _DDL.format(**names).split(";"):
                             conn.execute(statement)
+                        self._migrate(conn, names, 1)
                         conn.execute(f"INSERT INTO {names['meta']} (key, value) "
                                      f"VALUES ('app', %s), ('schema_version', %s)",
                                      (APP_ID, str(SCHEMA_VERSION)))
@@ -256,9 +291,19 @@ class PostgresStore(Store):
                             f"{TABLE_PREFIX}meta, so it is not a flowstate store this version "
                             f"understands; use another schema (schema=NAME) or database")
                     meta = dict(conn.execute(f"SELECT key, value FROM {names['meta']}"))
+                    found = self._check_meta(meta, where, present)
+                    if found < SCHEMA_VERSION:
+                        self._migrate(conn, names, found)
+                        conn.execute(f"UPDATE {names['meta']} SET value = %s "
+                                     f"WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             except psycopg.Error as exc:
                 raise StoreError(f"cannot set up the flowstate tables in {self.url}: "
                                  f"{_first_line(exc)}") from exc
+        return schema
+
+    @staticmethod
+    def _check_meta(meta: dict, where: str, present: set[str]) -> int:
+        """The schema version a store records, if this code can use (or upgrade) it."""
         if meta.get("app") != APP_ID:
             raise StoreError(f"{where}: table {TABLE_PREFIX}meta does not belong to flowstate "
                              f"(app={meta.get('app')!r}); use another schema or database")
@@ -266,27 +311,51 @@ class PostgresStore(Store):
             found = int(meta.get("schema_version", "0"))
         except ValueError:
             found = -1
-        if found != SCHEMA_VERSION:
+        if not 1 <= found <= SCHEMA_VERSION:
             newer = found > SCHEMA_VERSION
             raise StoreError(
                 f"{where} has flowstate store schema version {meta.get('schema_version')!r}; "
                 f"this flowstate-jupyter understands {SCHEMA_VERSION}. "
                 + ("Upgrade flowstate-jupyter to open it." if newer else
                    "Export it with the version that wrote it, then import it here."))
-        if len(present) != 4:
-            missing = ", ".join(sorted(TABLE_PREFIX + t for t in {"meta", "records", "history",
-                                                                    "changes"} - present))
+        if present != _TABLES:
+            missing = ", ".join(sorted(TABLE_PREFIX + t for t in _TABLES - present))
             raise StoreError(f"{where} is a flowstate store with tables missing ({missing}); "
                              f"restore it from a backup")
-        return schema
+        return found
+
+    @staticmethod
+    def _migrate(conn: psycopg.Connection, names: dict[str, str], found: int) -> None:
+        """Upgrade the tables from schema version ``found`` (inside the caller's transaction)."""
+        for step in MIGRATIONS[found - 1:]:
+            for statement in step:
+                conn.execute(statement.format(**names))
 
     def _statements(self) -> dict[str, str]:
         t = self._t
         key = "scope = %(scope)s AND scope_id = %(scope_id)s AND name = %(name)s"
-        history_row = ("SELECT %(scope)s, %(scope_id)s, %(name)s, %(version)s, %(now)s, %(op)s, "
-                       "%(state)s, %(deleted)s, %(request_id)s, %(write_id)s FROM u")
         history_cols = "(scope, scope_id, name, version, ts, operation, state, deleted, " \
-                       "request_id, write_id)"
+                       "request_id, write_id, change_id)"
+        # A write is one statement after its SELECT ... FOR UPDATE: the record (``u``), its
+        # change-log row (``c``, only if ``u`` wrote), its history row naming that change-log row
+        # (``h``), pruning, and a final row that exists only if the write happened. Pruning the
+        # change log: the write whose row number comes up every ``batch`` rows deletes the oldest
+        # rows, lowest numbers first, up to its number less the bound (a prefix, so a lost COMMIT
+        # can be decided: see _resolve). Most writes skip it: its condition is checked once.
+        # ``pg_notify`` is sent only if the transaction commits. The per-write advisory lock is
+        # held until the transaction ends, so _resolve can wait for it to end.
+        tail = (
+            f"c AS (INSERT INTO {t['changes']} (origin, event, write_id) "
+            f"SELECT %(origin)s, %(event)s, %(write_id)s FROM u RETURNING id), "
+            f"h AS (INSERT INTO {t['history']} {history_cols} SELECT %(scope)s, %(scope_id)s, "
+            f"%(name)s, %(version)s, %(now)s, %(op)s, %(state)s, %(deleted)s, %(request_id)s, "
+            f"%(write_id)s, c.id FROM c), "
+            f"q AS (DELETE FROM {t['changes']} WHERE id IN (SELECT id FROM {t['changes']} "
+            f"WHERE ((SELECT id FROM c) - %(limit)s - 1) %% %(batch)s = 0 "
+            f"AND id <= (SELECT id FROM c) - %(limit)s + %(batch)s - 1 "
+            f"ORDER BY id LIMIT %(prune_rows)s)) "
+            f"SELECT c.id, pg_notify(%(channel)s, %(origin)s)::text, "
+            f"pg_advisory_xact_lock(%(write_lock)s)::text FROM c")
         return {
             "select_for_update": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key} FOR UPDATE",
             "select": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key}",
@@ -294,15 +363,12 @@ class PostgresStore(Store):
             "create": (
                 f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}) VALUES (%(scope)s, "
                 f"%(scope_id)s, %(name)s, 1, %(state)s, %(content)s, %(deleted)s, %(now)s, "
-                f"%(now)s, %(now)s) ON CONFLICT DO NOTHING RETURNING version), "
-                f"h AS (INSERT INTO {t['history']} {history_cols} {history_row}) "
-                f"SELECT count(*) FROM u"),
+                f"%(now)s, %(now)s) ON CONFLICT DO NOTHING RETURNING version), " + tail),
             "update": (
                 f"WITH u AS (UPDATE {t['records']} SET version = %(version)s, state = %(state)s, "
                 f"content = %(content)s, deleted = %(deleted)s, updated_at = %(now)s, "
                 f"accessed_at = %(now)s WHERE {key} AND version = %(previous)s "
                 f"RETURNING version), "
-                f"h AS (INSERT INTO {t['history']} {history_cols} {history_row}), "
                 # history past either bound: versions over history_limit, or the oldest ones
                 # that the newest (this write's state included) leave no room for in
                 # history_limit_bytes; never the version written here
@@ -311,28 +377,31 @@ class PostgresStore(Store):
                 f"SELECT max(w.version) FROM (SELECT version, sum(octet_length(state)) OVER "
                 f"(ORDER BY version DESC) AS kept FROM {t['history']} WHERE {key} "
                 f"AND version < %(version)s) AS w "
-                f"WHERE w.kept + %(state_bytes)s > %(history_bytes)s))) "
-                f"SELECT count(*) FROM u"),
-            # The advisory lock is taken before the identity hands out ``seq`` and held until
-            # commit, so sequence numbers become visible in order.
-            "log": (
-                f"WITH l AS (SELECT pg_advisory_xact_lock(%(lock)s)), "
-                f"c AS (INSERT INTO {t['changes']} (origin, event, write_id) "
-                f"SELECT %(origin)s, %(event)s, %(write_id)s FROM l RETURNING seq), "
-                f"p AS (DELETE FROM {t['changes']} WHERE seq <= (SELECT seq FROM c) - %(limit)s) "
-                f"SELECT seq, pg_notify(%(channel)s, %(origin)s)::text FROM c"),
+                f"WHERE w.kept + %(state_bytes)s > %(history_bytes)s))), " + tail),
+            # Readers number the committed rows that have no place yet, in the order of their
+            # row numbers, under a lock only readers take: a row that commits later gets a later
+            # place, so a reader that has seen place n never misses a row placed after it.
+            "place_lock": "SELECT pg_advisory_xact_lock(%s)",
+            "place": (
+                f"UPDATE {t['changes']} AS l SET seq = n.seq FROM (SELECT id, "
+                f"nextval('{t['order_name']}') AS seq FROM (SELECT id FROM {t['changes']} "
+                f"WHERE seq IS NULL ORDER BY id) AS o) AS n WHERE l.id = n.id AND l.seq IS NULL"),
             # After a COMMIT lost its connection (see _resolve): did the write commit (one of
-            # its rows is there), and if not, would its change-log row still be there had it
-            # committed? Yes if another row holds its sequence number (identity values are never
-            # handed to two committed rows), if an older row is still there (the log is pruned
-            # oldest first, so its row would not have been pruned), or if no newer row exists
-            # (pruning is done by a later write, whose own row stays).
+            # its rows is there), and if not, is that proven?
             "outcome": (
-                f"SELECT EXISTS (SELECT 1 FROM {t['changes']} WHERE seq = %(seq)s "
+                f"SELECT EXISTS (SELECT 1 FROM {t['changes']} WHERE id = %(id)s "
                 f"AND write_id = %(write_id)s) OR EXISTS (SELECT 1 FROM {t['history']} "
                 f"WHERE {key} AND version = %(version)s AND write_id = %(write_id)s), "
-                f"EXISTS (SELECT 1 FROM {t['changes']} WHERE seq <= %(seq)s) "
-                f"OR NOT EXISTS (SELECT 1 FROM {t['changes']} WHERE seq > %(seq)s)"),
+                # another row has its number (numbers are never given to two committed rows)
+                f"EXISTS (SELECT 1 FROM {t['changes']} WHERE id = %(id)s "
+                f"AND write_id IS DISTINCT FROM %(write_id)s) "
+                # the record was never written (records are never removed, only tombstoned)
+                f"OR NOT EXISTS (SELECT 1 FROM {t['records']} WHERE {key}) "
+                # the change-log row of the record's previous write is still there: the log is
+                # pruned lowest numbers first, and that row's number is lower than this one's
+                f"OR EXISTS (SELECT 1 FROM {t['changes']} WHERE id = (SELECT change_id "
+                f"FROM {t['history']} WHERE {key} AND version < %(version)s "
+                f"AND change_id IS NOT NULL ORDER BY version DESC LIMIT 1))"),
             "touch": f"UPDATE {t['records']} SET accessed_at = %(now)s WHERE {key}",
             "history": (f"SELECT version, ts, operation, state, deleted, request_id "
                         f"FROM {t['history']} WHERE {key} ORDER BY version DESC LIMIT %(limit)s"),
@@ -463,8 +532,47 @@ class PostgresStore(Store):
                 for r in rows]
 
     def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
-        rows = self._run_read(self._sql["changes"], (after, limit))
+        rows = self._run_log(self._sql["changes"], (after, limit))
         return [(seq, json.loads(event)) for seq, event in rows]
+
+    def _place(self, conn: psycopg.Connection) -> None:
+        """Give the committed change-log rows that have none their place (``seq``).
+
+        Under the readers' lock, in a transaction of its own, committed before the caller reads:
+        whoever reads next sees every row placed so far. Sent as one pipeline with what follows.
+        """
+        with conn.transaction():
+            conn.execute(self._sql["place_lock"], (self._place_lock,))
+            conn.execute(self._sql["place"])
+
+    def _read_log(self, conn: psycopg.Connection, sql: str, params: Any) -> list[tuple]:
+        """Place the new change-log rows, then run ``sql``: one round trip."""
+        with conn.pipeline():
+            self._place(conn)
+            cursor = conn.execute(sql, params)
+        return cursor.fetchall()
+
+    def _run_log(self, sql: str, params: Any) -> list[tuple]:
+        """A change-log read: like ``_run_read``, with the new rows placed first. Inside a
+        write's function it reads on that transaction and places nothing (it would hold the
+        readers' lock until that write ends): it sees the rows placed before."""
+        self._check_open()
+        if getattr(self._local, "conn", None) is not None:
+            return self._run_read(sql, params)
+        attempts = self.pool_size + 2
+        for attempt in range(attempts):
+            conn = self._getconn()
+            try:
+                return self._read_log(conn, sql, params)
+            except psycopg.Error as exc:
+                self._abandon(conn)
+                if self._lost(conn, exc) and attempt + 1 < attempts:
+                    self._recover_pool()
+                    continue
+                raise self._store_error(exc) from exc
+            finally:
+                self._putconn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- writing -----------------------------------------------------------------------------
     def touch(self, scope: str, scope_id: str, name: str) -> None:
@@ -485,6 +593,7 @@ class PostgresStore(Store):
             conn = self._getconn()
             tx.conn, tx.depth, tx.pending, tx.intents = conn, 1, [], []
             tx.written, tx.write_id = set(), uuid.uuid4().hex
+            tx.write_lock = _key64(tx.write_id)
             tx.committing = False
             try:
                 conn.execute("BEGIN")
@@ -559,20 +668,21 @@ class PostgresStore(Store):
     def _resolve(self, tx: Any, exc: BaseException) -> bool:
         """Did the write whose ``COMMIT`` lost its connection commit? Decided from its rows.
 
-        On a fresh connection, in one transaction: first the change-log lock, which the write
-        took before it logged its change and held until it ended, so once we have it the write
-        has ended one way or the other (on this server or on one that crashed meanwhile); then
-        the ``outcome`` statement. Its change-log or history row, tagged with this attempt's write
-        id, is there: committed. Not there, and the change log shows the row would still be there
-        had it committed: not committed. Otherwise (the log was pruned past it, the server stayed
-        unreachable, the lock stayed taken) :class:`StoreError`: the outcome is unknown. The
-        transaction id is not asked about: after a crash its commit record may never have
-        reached the disk, and the restarted server hands the same id to the next writer.
+        On a fresh connection, in one transaction: first the write's own advisory lock, which it
+        took with its first row and held until it ended, so once we have it the write has ended
+        one way or the other (on this server, or on one that crashed meanwhile); then the
+        ``outcome`` statement for each record it wrote. Its change-log or history row, tagged
+        with this attempt's write id, is there: committed. Not there, and proof that it would
+        be there had the write committed — another row holds its change-log number, the record
+        was never written, or the change-log row of the record's previous write is still there
+        (the log is pruned lowest numbers first, and the previous write's number is lower) —
+        not committed. Otherwise (the log was pruned past it, the server stayed unreachable,
+        the lock stayed taken) :class:`StoreError`: the outcome is unknown. The transaction id
+        is not asked about: after a crash its commit record may never have reached the disk,
+        and the restarted server hands the same id to the next writer.
         """
-        (scope, scope_id, name), version, seq = tx.intents[0]
+        (scope, scope_id, name), _, _ = tx.intents[0]
         where = record_where(scope, scope_id, name)
-        params = {"scope": scope, "scope_id": scope_id, "name": name, "version": version,
-                  "write_id": tx.write_id, "seq": seq}
         wait = max(self.pool_timeout, self.timeout, 5.0)
         deadline = time.monotonic() + wait
         pause = 0.05
@@ -581,9 +691,12 @@ class PostgresStore(Store):
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     with conn.transaction():
                         conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._log_lock,))
-                        found, absence_proves = conn.execute(self._sql["outcome"],
-                                                             params).fetchone()
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (tx.write_lock,))
+                        outcomes = [conn.execute(self._sql["outcome"], {
+                            "scope": key[0], "scope_id": key[1], "name": key[2],
+                            "version": version, "id": change_id,
+                            "write_id": tx.write_id}).fetchone()
+                            for key, version, change_id in tx.intents]
                 break
             except psycopg.Error as error:
                 if time.monotonic() + pause > deadline:
@@ -592,9 +705,10 @@ class PostgresStore(Store):
                         f"{wait:g} s: {_first_line(error)}") from exc
                 time.sleep(pause)
                 pause = min(pause * 2, 0.5)
-        if found:
+        # One transaction: all its rows are there or none is. Any one of them decides.
+        if any(found for found, _ in outcomes):
             return True
-        if absence_proves:
+        if any(absence_proves for _, absence_proves in outcomes):
             return False
         raise self._unknown_outcome(
             f"a write to {where}", "its change-log and history rows are not there, and the "
@@ -608,12 +722,13 @@ class PostgresStore(Store):
                          "it is not."))
 
     def serialize_writes(self) -> None:
-        # Every write takes this lock to log its change and holds it until it commits; taking it
-        # now makes the reads that follow see every write that took it before.
+        # A lock of its own, held until this write ends: taking it makes the reads that follow
+        # (each statement reads what is committed when it starts) see every write that took it
+        # before. Writes that do not call this never wait for it.
         conn = getattr(self._local, "conn", None)
         if conn is None:
             raise RuntimeError("serialize_writes() is for use inside an update function")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._log_lock,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._serial_lock,))
 
     def _nested_update(self, tx: Any, key: tuple[str, str, str],
                        fn: Callable[[Record | None], Change | None]) -> Record | None:
@@ -674,11 +789,14 @@ class PostgresStore(Store):
         event_text = event_json(change, event, where, self.changelog_item_bytes)
         deleted = bool(change.delete)
         params.update(version=version, state=text, content=content, deleted=deleted, now=now,
-                      op=change.operation, request_id=change.request_id,
-                      write_id=tx.write_id)
+                      op=change.operation, request_id=change.request_id, event=event_text,
+                      write_id=tx.write_id, write_lock=tx.write_lock, origin=self.origin,
+                      channel=self._channel, limit=self.changelog_limit,
+                      batch=prune_batch(self.changelog_limit),
+                      prune_rows=2 * prune_batch(self.changelog_limit) + 64)
         if before is None:
-            written = conn.execute(self._sql["create"], params).fetchone()[0]
-            if written != 1:
+            row = conn.execute(self._sql["create"], params).fetchone()
+            if row is None:
                 if key in tx.written:  # created from inside fn, in this same transaction
                     raise VersionConflictError(f"{where}: created while it was being written",
                                                current=self._version_in(conn, params))
@@ -687,18 +805,14 @@ class PostgresStore(Store):
         else:
             params.update(previous=before.version, prune=version - self.history_limit,
                           state_bytes=utf8_size(text), history_bytes=self.history_limit_bytes)
-            written = conn.execute(self._sql["update"], params).fetchone()[0]
-            if written != 1:
+            row = conn.execute(self._sql["update"], params).fetchone()
+            if row is None:
                 raise VersionConflictError(
                     f"{where}: version {before.version} is no longer current",
                     current=self._version_in(conn, params))
             created = before.created_at
-        seq, _ = conn.execute(self._sql["log"], {
-            "lock": self._log_lock, "origin": self.origin, "event": event_text,
-            "write_id": tx.write_id, "limit": self.changelog_limit,
-            "channel": self._channel}).fetchone()
         tx.written.add(key)
-        tx.intents.append((key, version, seq))
+        tx.intents.append((key, version, row[0]))
         tx.pending.append(event)
         return Record(scope, scope_id, name, version, json.loads(text), content, deleted,
                       created, now, now)
@@ -710,42 +824,59 @@ class PostgresStore(Store):
     # -- watching other processes and machines -------------------------------------------------
     def _start_watching(self) -> None:
         with self._watch_lock:
-            if self._watcher is not None or self._closed:
+            if self._watcher is not None or self._closed or not self._subs.callbacks:
                 return
-            last = self._run_read(self._sql["max_seq"], ())[0][0]
-            self._watcher = threading.Thread(target=self._watch, args=(last,), daemon=True,
-                                             name=f"flowstate-listen {self.schema}")
-            self._watcher.start()
+            last = self._run_log(self._sql["max_seq"], ())[0][0]
+            watcher = _Watcher()
+            watcher.thread = threading.Thread(target=self._watch, args=(watcher, last),
+                                              daemon=True, name=f"flowstate-listen {self.schema}")
+            self._watcher = watcher
+            watcher.thread.start()
 
-    def _watch(self, last_seq: int) -> None:
+    def _stop_watching(self) -> None:
+        with self._watch_lock:
+            if self._watcher is not None and (self._closed or not self._subs.callbacks):
+                self._watcher.stop()
+                self._watcher = None
+
+    def _watch(self, watcher: _Watcher, last_seq: int) -> None:
+        """The watcher thread: ``LISTEN``, and read the change log when notified.
+
+        It sleeps in ``select`` on the connection's socket and the watcher's wake-up pipe, so an
+        idle store costs no CPU; a notification (or the pipe, on stop) wakes it at once.
+        """
         conn: psycopg.Connection | None = None
         backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self._conninfo, autocommit=True)
-                    conn.execute(f"LISTEN {self._channel}")
-                    last_seq = self._catch_up(conn, last_seq)  # what came while not listening
-                    backoff = 0.1
-                notified = False
-                for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
-                    notified = True
-                if notified and not self._stop.is_set():
-                    last_seq = self._catch_up(conn, last_seq)
-            except psycopg.Error:
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
-                conn = None
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-        if conn is not None:
-            conn.close()
+        try:
+            while not watcher.stopped.is_set():
+                try:
+                    if conn is None:
+                        conn = psycopg.connect(self._conninfo, autocommit=True)
+                        conn.execute(f"LISTEN {self._channel}")
+                        last_seq = self._catch_up(conn, last_seq)  # what came while not listening
+                        backoff = 0.1
+                    if any(True for _ in conn.notifies(timeout=0)):  # arrived, or queued
+                        last_seq = self._catch_up(conn, last_seq)
+                        continue
+                    watcher.wait(conn.fileno(), self._IDLE_CHECK_S)
+                except psycopg.Error:
+                    if conn is not None:
+                        try:
+                            conn.close()
+                        except Exception:  # noqa: BLE001  (already broken; nothing to keep)
+                            pass
+                    conn = None
+                    watcher.stopped.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+        finally:
+            if conn is not None:
+                conn.close()
+            watcher.close()
+
+    _IDLE_CHECK_S = 60.0  # a quiet watcher still looks at its connection this often
 
     def _catch_up(self, conn: psycopg.Connection, last_seq: int) -> int:
-        rows = conn.execute(self._sql["watch"], (last_seq,)).fetchall()
+        rows = self._read_log(conn, self._sql["watch"], (last_seq,))
         if rows:
             last_seq = rows[-1][0]
             self._deliver(json.loads(event) for _, origin, event in rows
@@ -857,9 +988,12 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        if self._watcher is not None and self._watcher is not threading.current_thread():
-            self._watcher.join(timeout=self.poll_interval + 2)
+        with self._watch_lock:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            if watcher.thread is not threading.current_thread():
+                watcher.thread.join(timeout=2)
         if self._pool is not None:
             self._pool.close(timeout=2)
 

@@ -40,9 +40,9 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from ..errors import FlowStateWarning, StoreError, VersionConflictError
-from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, bounded_event_text,
-                   default_event, dump_json, kept_history, prune_batch, record_where,
-                   refuse_existing)
+from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, _Watcher,
+                   bounded_event_text, default_event, dump_json, kept_history, prune_batch,
+                   record_where, refuse_existing)
 
 APP_ID = "flowstate-jupyter"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
@@ -313,8 +313,7 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
-        self._watcher: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._watcher: _Watcher | None = None
         with _OPENING:
             self._inspect_existing()
             self._conn = self._connect()
@@ -883,20 +882,30 @@ class SQLiteStore(Store):
     # -- watching other processes ------------------------------------------------------------
     def _start_watching(self) -> None:
         with self._lock:
-            if self._watcher is not None or self._closed:
+            if self._watcher is not None or self._closed or not self._subs.callbacks:
                 return
             last = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-            self._watcher = threading.Thread(target=self._watch, args=(last,), daemon=True,
-                                             name=f"flowstate-watch {self.path.name}")
-            self._watcher.start()
+            watcher = _Watcher()
+            watcher.thread = threading.Thread(target=self._watch, args=(watcher, last),
+                                              daemon=True, name=f"flowstate-watch {self.path.name}")
+            self._watcher = watcher
+            watcher.thread.start()
 
-    def _watch(self, last_seq: int) -> None:
+    def _stop_watching(self) -> None:
+        with self._lock:
+            if self._watcher is not None and (self._closed or not self._subs.callbacks):
+                self._watcher.stop()
+                self._watcher = None
+
+    def _watch(self, watcher: _Watcher, last_seq: int) -> None:
+        """The watcher thread: every ``poll_interval``, ``PRAGMA data_version`` (a counter in
+        shared memory that another connection's commit bumps); when it moved, the new rows."""
         conn = sqlite3.connect(str(self.path), timeout=self.timeout, check_same_thread=False,
                                isolation_level=None)
         try:
             seen = None  # look once at the first tick: a commit made between subscribe()
             # and this thread's first data_version would otherwise wait for the next commit
-            while not self._stop.wait(self.poll_interval):
+            while not watcher.stopped.wait(self.poll_interval):
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     if version == seen:
@@ -911,13 +920,16 @@ class SQLiteStore(Store):
                     self._deliver(_to_event(*row[2:]) for row in rows if row[1] != self.origin)
         finally:
             conn.close()
+            watcher.close()
 
     def close(self) -> None:
         if self._closed:
             return
-        self._stop.set()
         with self._lock:
             self._closed = True
             self._conn.close()
-        if self._watcher is not None and self._watcher is not threading.current_thread():
-            self._watcher.join(timeout=2)
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            if watcher.thread is not threading.current_thread():
+                watcher.thread.join(timeout=2)
