@@ -56,10 +56,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
-import uuid
 from typing import Any, Callable
 
 try:
@@ -73,8 +73,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..errors import StoreError, ValidationError, VersionConflictError
 from .base import (KEEP, Change, HistoryEntry, Record, Store, _Watcher, default_event, dump_json,
-                   event_json, kept_history, prune_batch, record_where, refuse_existing,
-                   utf8_size)
+                   event_json, kept_history, prune_batch, prune_cutoff, record_where,
+                   refuse_existing, utf8_size)
 
 APP_ID = "flowstate-jupyter"
 TABLE_PREFIX = "flowstate_"
@@ -112,8 +112,9 @@ CREATE TABLE {changes} (
 # committed rows by the readers, in the order they became visible, from the ``order`` sequence.
 # Rows of schema 1 were inserted in commit order (under a lock), so they keep their number as
 # their place. A history row names the change-log row its write wrote (``change_id``), which is
-# how a lost COMMIT is decided (``_resolve``). The last index serves ``list_recent`` for session
-# bookkeeping records.
+# how a lost COMMIT is decided (``_resolve``). The index serves ``list_recent`` for session
+# bookkeeping records. ``history_bytes`` counts the state JSON a record's history keeps (the
+# byte bound, checked without reading the history).
 _MIGRATE_FROM_1 = (
     "ALTER TABLE {changes} RENAME COLUMN seq TO id",
     "ALTER TABLE {changes} ADD COLUMN seq BIGINT",
@@ -124,6 +125,10 @@ _MIGRATE_FROM_1 = (
     "ALTER TABLE {history} ADD COLUMN change_id BIGINT",
     "CREATE INDEX {recent_index} ON {records} "
     "(scope, GREATEST(updated_at, accessed_at) DESC, scope_id DESC) WHERE name = '$meta'",
+    "ALTER TABLE {records} ADD COLUMN history_bytes BIGINT NOT NULL DEFAULT 0",
+    "UPDATE {records} AS r SET history_bytes = (SELECT COALESCE(SUM(octet_length(h.state)), 0) "
+    "FROM {history} AS h WHERE h.scope = r.scope AND h.scope_id = r.scope_id "
+    "AND h.name = r.name)",
 )
 
 #: The schema upgrades, in order: entry ``i`` takes a schema from version ``i + 1`` to
@@ -142,6 +147,13 @@ def _to_record(row: tuple) -> Record:
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _write_id() -> tuple[str, int]:
+    """A new write's id (128 random bits, as hex) and the advisory lock key made of its first
+    64 bits: unique enough that two writes never share an id, and cheap (one ``urandom``)."""
+    raw = os.urandom(16)
+    return raw.hex(), int.from_bytes(raw[:8], "big", signed=True)
 
 
 def _key64(text: str) -> int:
@@ -176,6 +188,18 @@ def _severity(exc: BaseException | None) -> str | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _command(conn: psycopg.Connection, command: bytes) -> None:
+    """Run a parameterless command (``BEGIN``, ``COMMIT``) on ``conn``, through libpq directly.
+
+    ``conn.execute`` makes a cursor and looks up the statement cache: for these two, on every
+    write, that costs about 20 µs each, as much as the round trip. Failures raise the psycopg
+    error ``conn.execute`` would (a lost connection: :class:`psycopg.OperationalError`).
+    """
+    result = conn.pgconn.exec_(command)
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
 
 
 class _CreateRace(Exception):
@@ -255,6 +279,9 @@ class PostgresStore(Store):
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(f"SET lock_timeout = {max(1, int(self.timeout * 1000))}")
+        # The write statement is long: planned anew on every call it costs more than it runs.
+        # Its generic plan is as good (every lookup is by key), so plan once per connection.
+        conn.execute("SET plan_cache_mode = force_generic_plan")
         if self.durability == "full":
             conn.execute("SET synchronous_commit = on")
 
@@ -344,40 +371,55 @@ class PostgresStore(Store):
         # can be decided: see _resolve). Most writes skip it: its condition is checked once.
         # ``pg_notify`` is sent only if the transaction commits. The per-write advisory lock is
         # held until the transaction ends, so _resolve can wait for it to end.
+        # Fixed for this store object, so written into the statement rather than sent with
+        # every write (fewer parameters to encode): origin and channel are hex, the rest ints.
+        limit = self.changelog_limit
+        batch = prune_batch(limit)
+        origin, channel = f"'{self.origin}'", f"'{self._channel}'"
         tail = (
             f"c AS (INSERT INTO {t['changes']} (origin, event, write_id) "
-            f"SELECT %(origin)s, %(event)s, %(write_id)s FROM u RETURNING id), "
+            f"SELECT {origin}, %(event)s, %(write_id)s FROM u RETURNING id), "
             f"h AS (INSERT INTO {t['history']} {history_cols} SELECT %(scope)s, %(scope_id)s, "
             f"%(name)s, %(version)s, %(now)s, %(op)s, %(state)s, %(deleted)s, %(request_id)s, "
             f"%(write_id)s, c.id FROM c), "
-            f"q AS (DELETE FROM {t['changes']} WHERE id IN (SELECT id FROM {t['changes']} "
-            f"WHERE ((SELECT id FROM c) - %(limit)s - 1) %% %(batch)s = 0 "
-            f"AND id <= (SELECT id FROM c) - %(limit)s + %(batch)s - 1 "
-            f"ORDER BY id LIMIT %(prune_rows)s)) "
-            f"SELECT c.id, pg_notify(%(channel)s, %(origin)s)::text, "
+            f"q AS (DELETE FROM {t['changes']} WHERE id = ANY (ARRAY (SELECT id "
+            f"FROM {t['changes']} WHERE ((SELECT id FROM c) - {limit + 1}) %% {batch} = 0 "
+            f"AND id <= (SELECT id FROM c) - {limit - batch + 1} "
+            f"ORDER BY id LIMIT {2 * batch + 64}))) "
+            f"SELECT c.id, (SELECT history_bytes FROM u), pg_notify({channel}, {origin})::text, "
             f"pg_advisory_xact_lock(%(write_lock)s)::text FROM c")
         return {
             "select_for_update": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key} FOR UPDATE",
             "select": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key}",
             "version": f"SELECT version, deleted FROM {t['records']} WHERE {key}",
             "create": (
-                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}) VALUES (%(scope)s, "
-                f"%(scope_id)s, %(name)s, 1, %(state)s, %(content)s, %(deleted)s, %(now)s, "
-                f"%(now)s, %(now)s) ON CONFLICT DO NOTHING RETURNING version), " + tail),
+                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
+                f"(%(scope)s, %(scope_id)s, %(name)s, 1, %(state)s, %(content)s, %(deleted)s, "
+                f"%(now)s, %(now)s, %(now)s, %(state_bytes)s) ON CONFLICT DO NOTHING "
+                f"RETURNING version, history_bytes), " + tail),
+            # History is pruned like SQLite's (see ``prune_cutoff``): most writes delete nothing
+            # (``prune`` is 0); every ``batch`` versions the oldest batch goes. The byte bound is
+            # checked on the record's ``history_bytes``; past it, ``trim`` runs.
             "update": (
                 f"WITH u AS (UPDATE {t['records']} SET version = %(version)s, state = %(state)s, "
                 f"content = %(content)s, deleted = %(deleted)s, updated_at = %(now)s, "
-                f"accessed_at = %(now)s WHERE {key} AND version = %(previous)s "
-                f"RETURNING version), "
-                # history past either bound: versions over history_limit, or the oldest ones
-                # that the newest (this write's state included) leave no room for in
-                # history_limit_bytes; never the version written here
-                f"p AS (DELETE FROM {t['history']} WHERE {key} AND version < %(version)s "
-                f"AND EXISTS (SELECT 1 FROM u) AND (version <= %(prune)s OR version <= ("
-                f"SELECT max(w.version) FROM (SELECT version, sum(octet_length(state)) OVER "
-                f"(ORDER BY version DESC) AS kept FROM {t['history']} WHERE {key} "
-                f"AND version < %(version)s) AS w "
-                f"WHERE w.kept + %(state_bytes)s > %(history_bytes)s))), " + tail),
+                f"accessed_at = %(now)s, history_bytes = history_bytes + %(state_bytes)s - "
+                f"CASE WHEN %(prune)s > 0 THEN (SELECT COALESCE(SUM(octet_length(state)), 0) "
+                f"FROM {t['history']} WHERE {key} AND version <= %(prune)s) ELSE 0 END "
+                f"WHERE {key} AND version = %(previous)s RETURNING version, history_bytes), "
+                f"p AS (DELETE FROM {t['history']} WHERE %(prune)s > 0 AND {key} "
+                f"AND version <= %(prune)s AND EXISTS (SELECT 1 FROM u)), " + tail),
+            # past the byte bound: the oldest versions go until the rest, this write's state
+            # included, fit in three quarters of it (never the version just written)
+            "trim": (
+                f"WITH d AS (DELETE FROM {t['history']} WHERE {key} AND version < %(version)s "
+                f"AND version <= (SELECT w.version FROM (SELECT version, "
+                f"SUM(octet_length(state)) OVER (ORDER BY version DESC) AS kept "
+                f"FROM {t['history']} WHERE {key} AND version < %(version)s) AS w "
+                f"WHERE w.kept + %(state_bytes)s > %(keep_bytes)s ORDER BY w.version DESC "
+                f"LIMIT 1) RETURNING octet_length(state) AS bytes) "
+                f"UPDATE {t['records']} SET history_bytes = history_bytes - "
+                f"COALESCE((SELECT SUM(bytes) FROM d), 0) WHERE {key}"),
             # Readers number the committed rows that have no place yet, in the order of their
             # row numbers, under a lock only readers take: a row that commits later gets a later
             # place, so a reader that has seen place n never misses a row placed after it.
@@ -592,11 +634,11 @@ class PostgresStore(Store):
         while True:
             conn = self._getconn()
             tx.conn, tx.depth, tx.pending, tx.intents = conn, 1, [], []
-            tx.written, tx.write_id = set(), uuid.uuid4().hex
-            tx.write_lock = _key64(tx.write_id)
+            tx.written = set()
+            tx.write_id, tx.write_lock = _write_id()
             tx.committing = False
             try:
-                conn.execute("BEGIN")
+                _command(conn, b"BEGIN")
                 result = self._write(conn, tx, key, fn)
                 if tx.intents:  # else fn returned None and nothing nested wrote: roll back
                     tx.committing = True
@@ -649,7 +691,7 @@ class PostgresStore(Store):
             return result
 
     def _commit(self, conn: psycopg.Connection) -> None:
-        conn.execute("COMMIT")
+        _command(conn, b"COMMIT")
 
     def _current(self, key: tuple[str, str, str]) -> int | None:
         rows = self._run_read(self._sql["version"], dict(zip(("scope", "scope_id", "name"), key)))
@@ -772,12 +814,13 @@ class PostgresStore(Store):
         change = fn(before)
         if change is None:
             return None
-        where = record_where(scope, scope_id, name)
-        text = change.text if change.text is not None else dump_json(change.state, where)
-        self._check_size(text, where)
+        text = change.text if change.text is not None else dump_json(change.state, key)
+        if len(text) > self.max_state_bytes // 4:  # else it cannot be over the limit
+            self._check_size(text, record_where(*key))
         content = (before.content if before else None) if change.content is KEEP \
             else change.content
         if isinstance(content, str) and "\x00" in content:
+            where = record_where(*key)
             raise ValidationError(f"{where}: content contains a NUL character, which PostgreSQL "
                                   f"cannot store in text", where=where, reason="NUL in content")
         now = self._now()
@@ -786,35 +829,38 @@ class PostgresStore(Store):
             scope, scope_id, name, change, existed=before is not None and not before.deleted)
         event["version"] = version
         event["ts"] = now
-        event_text = event_json(change, event, where, self.changelog_item_bytes)
+        event_text = event_json(change, event, key, self.changelog_item_bytes)
         deleted = bool(change.delete)
         params.update(version=version, state=text, content=content, deleted=deleted, now=now,
                       op=change.operation, request_id=change.request_id, event=event_text,
-                      write_id=tx.write_id, write_lock=tx.write_lock, origin=self.origin,
-                      channel=self._channel, limit=self.changelog_limit,
-                      batch=prune_batch(self.changelog_limit),
-                      prune_rows=2 * prune_batch(self.changelog_limit) + 64)
+                      write_id=tx.write_id, write_lock=tx.write_lock)
+        params["state_bytes"] = utf8_size(text)
         if before is None:
             row = conn.execute(self._sql["create"], params).fetchone()
             if row is None:
                 if key in tx.written:  # created from inside fn, in this same transaction
-                    raise VersionConflictError(f"{where}: created while it was being written",
+                    raise VersionConflictError(f"{record_where(*key)}: created while it was "
+                                               f"being written",
                                                current=self._version_in(conn, params))
                 raise _CreateRace()
             created = now
         else:
-            params.update(previous=before.version, prune=version - self.history_limit,
-                          state_bytes=utf8_size(text), history_bytes=self.history_limit_bytes)
+            params.update(previous=before.version,
+                          prune=prune_cutoff(version, self.history_limit))
             row = conn.execute(self._sql["update"], params).fetchone()
             if row is None:
                 raise VersionConflictError(
-                    f"{where}: version {before.version} is no longer current",
+                    f"{record_where(*key)}: version {before.version} is no longer current",
                     current=self._version_in(conn, params))
             created = before.created_at
+            if row[1] > self.history_limit_bytes:
+                params["keep_bytes"] = self.history_limit_bytes * 3 // 4
+                conn.execute(self._sql["trim"], params)
         tx.written.add(key)
         tx.intents.append((key, version, row[0]))
         tx.pending.append(event)
-        return Record(scope, scope_id, name, version, json.loads(text), content, deleted,
+        # (the change's own state object, as SQLite returns it: the store keeps the JSON text)
+        return Record(scope, scope_id, name, version, change.state, content, deleted,
                       created, now, now)
 
     def _version_in(self, conn: psycopg.Connection, params: dict) -> int | None:
@@ -934,11 +980,12 @@ class PostgresStore(Store):
                     refuse_existing(record)
                 conn.execute(f"DELETE FROM {t['records']} WHERE {match}", key)
                 conn.execute(f"DELETE FROM {t['history']} WHERE {match}", key)
-            conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}) VALUES "
-                         f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
+                         f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                          (record.scope, record.scope_id, record.name, record.version, text,
                           record.content, record.deleted, record.created_at,
-                          record.updated_at, record.accessed_at))
+                          record.updated_at, record.accessed_at,
+                          sum(utf8_size(texts[i]) for i in kept)))
             with conn.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "
@@ -954,12 +1001,19 @@ class PostgresStore(Store):
 
     def prune_history(self, keep: int) -> int:
         t = self._t
-        return self._maintain(lambda conn: conn.execute(
-            f"DELETE FROM {t['history']} AS h USING (SELECT scope, scope_id, name, "
-            f"MAX(version) AS top FROM {t['history']} GROUP BY scope, scope_id, name) AS m "
-            f"WHERE h.scope = m.scope AND h.scope_id = m.scope_id AND h.name = m.name "
-            f"AND h.version <= m.top - %s", (keep,)).rowcount,
-            writing="a history prune", advice="Pruning twice is harmless: run it again.")
+
+        def body(conn: psycopg.Connection) -> int:
+            removed = conn.execute(
+                f"DELETE FROM {t['history']} AS h USING (SELECT scope, scope_id, name, "
+                f"MAX(version) AS top FROM {t['history']} GROUP BY scope, scope_id, name) AS m "
+                f"WHERE h.scope = m.scope AND h.scope_id = m.scope_id AND h.name = m.name "
+                f"AND h.version <= m.top - %s", (keep,)).rowcount
+            if removed:
+                conn.execute(_MIGRATE_FROM_1[-1].format(**t))  # recount history_bytes
+            return removed
+
+        return self._maintain(body, writing="a history prune",
+                              advice="Pruning twice is harmless: run it again.")
 
     def doctor(self) -> dict:
         t = self._t
