@@ -18,13 +18,16 @@ UPDATE still guards against anything that slipped in (for example a re-entrant w
 from __future__ import annotations
 
 import abc
+import builtins
 import os
+import re
 import select
 import threading
 import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Literal, NamedTuple, Union
 
 from ..base.jsonvalues import dump_json
@@ -145,6 +148,55 @@ class _Watcher:
 class _Subscribers:
     callbacks: list[Callable[[dict], None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def recent_key(record: Record) -> tuple[float, str]:
+    """Where ``record`` stands in :meth:`Store.list_recent`'s order (newest first): the time
+    of its last write or touch, then its scope id. Pass the last record's key as ``after``."""
+    return max(record.updated_at, record.accessed_at), record.scope_id
+
+
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _recent_where(where: Mapping[str, Any] | None) -> builtins.list[tuple[str, Any]]:
+    """``list_recent``'s ``where``, checked: (field, value) pairs."""
+    if where is None:
+        return []
+    if not isinstance(where, Mapping):
+        raise ValueError(f"where must be a mapping of state fields to values, not {where!r}")
+    checks = []
+    for field_name, value in where.items():
+        if not isinstance(field_name, str) or not _FIELD.match(field_name):
+            raise ValueError(f"list_recent: where field {field_name!r} is not a plain field "
+                             f"name (letters, digits and _)")
+        if value is not None and not isinstance(value, (str, int)):
+            raise ValueError(f"list_recent: where[{field_name!r}] = {value!r}: values are "
+                             f"str, int, bool or None")
+        checks.append((field_name, value))
+    return checks
+
+
+def _recent_after(after: tuple[float, str] | None) -> tuple[float, str] | None:
+    if after is None:
+        return None
+    if not (isinstance(after, tuple) and len(after) == 2
+            and isinstance(after[0], (int, float)) and not isinstance(after[0], bool)
+            and isinstance(after[1], str)):
+        raise ValueError(f"after must be (time, scope_id) as recent_key() gives it, "
+                         f"not {after!r}")
+    return float(after[0]), after[1]
+
+
+def _recent_limit(limit: int | None) -> None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                              or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, not {limit!r}")
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    """JSON equality of two scalars: ``True`` is not ``1``, ``1`` is not ``"1"``."""
+    return type(stored) is type(wanted) and stored == wanted
 
 
 def check_expected(record: Record | None, expected: Expected, where: str) -> None:
@@ -360,6 +412,36 @@ class Store(abc.ABC):
         ``%`` and ``_`` in a prefix are literal characters, not wildcards. Sorted by
         (scope, scope_id, name).
         """
+
+    def list_recent(self, scope: str, name: str, *, where: Mapping[str, Any] | None = None,
+                    limit: int | None = 100, after: tuple[float, str] | None = None,
+                    ) -> builtins.list[Record]:
+        """Live records named ``name`` in ``scope``, most recently written or touched first.
+
+        The order is :func:`recent_key`, newest first: the time of the last write or touch
+        (``max(updated_at, accessed_at)``), then ``scope_id`` (code points, descending).
+        ``where`` keeps the records whose state is an object whose top-level fields equal these
+        values (each a str, an int, a bool or ``None``; ``1`` does not equal ``true``).
+        ``limit`` is the page size (``None``: all). ``after`` is ``recent_key`` of the last
+        record of the previous page: the page starts with the record after it, so pages follow
+        each other without repeats while nothing changes (a record written between two pages
+        moves to the front, where a later page does not look).
+
+        The backends filter, order and page in SQL; an index keeps a page quick for session
+        bookkeeping records (``$meta``); other names are sorted when asked. This default, used
+        by the memory store, reads them all.
+        """
+        checks = _recent_where(where)
+        cursor = _recent_after(after)
+        _recent_limit(limit)
+        found = [r for r in self.list(scope, name=name)
+                 if not checks or isinstance(r.state, dict) and all(
+                     field in r.state and _same(r.state[field], value)
+                     for field, value in checks)]
+        found.sort(key=recent_key, reverse=True)
+        if cursor is not None:
+            found = [r for r in found if recent_key(r) < cursor]
+        return found if limit is None else found[:limit]
 
     @abc.abstractmethod
     def history(self, scope: str, scope_id: str, name: str = "", *,

@@ -54,12 +54,14 @@ literal. States are stored as JSON text, byte for byte as written (key order kep
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Callable
 
 try:
@@ -72,9 +74,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "pip install 'flowstate-jupyter[postgres]'") from exc
 
 from ..errors import StoreError, ValidationError, VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, _Watcher, default_event, dump_json,
-                   event_json, kept_history, prune_batch, prune_cutoff, record_where,
-                   refuse_existing, utf8_size)
+from .base import (KEEP, Change, HistoryEntry, Record, Store, _recent_after, _recent_limit,
+                   _recent_where, _Watcher, default_event, dump_json, event_json, kept_history,
+                   prune_batch, prune_cutoff, record_where, refuse_existing, utf8_size)
 
 APP_ID = "flowstate-jupyter"
 TABLE_PREFIX = "flowstate_"
@@ -565,6 +567,27 @@ class PostgresStore(Store):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY scope, scope_id, name"
         return [_to_record(r) for r in self._run_read(sql, params)]
+
+    def list_recent(self, scope: str, name: str, *, where: Mapping[str, Any] | None = None,
+                    limit: int | None = 100, after: tuple[float, str] | None = None,
+                    ) -> builtins.list[Record]:
+        checks = _recent_where(where)
+        cursor = _recent_after(after)
+        _recent_limit(limit)
+        # the name as a literal, so that the planner can use the partial index for ``$meta``
+        sql = [f"SELECT {_COLUMNS} FROM {self._t['records']} WHERE scope = %s AND name = "
+               f"'{name.replace(chr(39), chr(39) * 2)}' AND NOT deleted"]
+        params: builtins.list[Any] = [scope]
+        for field_name, value in checks:  # jsonb equality: true is not 1, 1 is not "1"
+            sql.append("state::jsonb -> %s = %s::jsonb")
+            params += [field_name, json.dumps(value)]
+        if cursor is not None:
+            sql.append("(GREATEST(updated_at, accessed_at), scope_id) < (%s, %s)")
+            params += cursor
+        query = " AND ".join(sql) + (" ORDER BY GREATEST(updated_at, accessed_at) DESC, "
+                                     "scope_id DESC LIMIT %s")
+        params.append(limit)
+        return [_to_record(r) for r in self._run_read(query, params)]
 
     def history(self, scope: str, scope_id: str, name: str = "", *,
                 limit: int | None = None) -> list[HistoryEntry]:

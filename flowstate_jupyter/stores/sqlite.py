@@ -27,6 +27,7 @@ A plain ``write(..., expected=version)`` needs no read either: it is one
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import shlex
@@ -35,14 +36,15 @@ import stat
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
 from ..errors import FlowStateWarning, StoreError, VersionConflictError
-from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, _Watcher,
-                   bounded_event_text, default_event, dump_json, kept_history, prune_batch,
-                   record_where, refuse_existing)
+from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, _recent_after,
+                   _recent_limit, _recent_where, _Watcher, bounded_event_text, default_event,
+                   dump_json, kept_history, prune_batch, record_where, refuse_existing)
 
 APP_ID = "flowstate-jupyter"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
@@ -87,6 +89,12 @@ CREATE TABLE IF NOT EXISTS changes (
     version INTEGER, ts REAL
 );
 """
+# Schema 6: session bookkeeping records newest first (``list_recent``). Partial, so that only
+# writes and touches of ``$meta`` records maintain it.
+_RECENT_INDEX = ("CREATE INDEX IF NOT EXISTS records_recent ON records "
+                 "(scope, max(updated_at, accessed_at) DESC, scope_id DESC) "
+                 "WHERE name = '$meta'")
+_SCHEMA += _RECENT_INDEX + ";\n"
 
 _COLUMNS = "scope, scope_id, name, version, state, content, deleted, created_at, updated_at, " \
            "accessed_at"
@@ -125,6 +133,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _MIGRATE_FROM_2,
     _MIGRATE_FROM_3,
     _MIGRATE_FROM_4,
+    (_RECENT_INDEX,),  # 5 -> 6
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 #: The tables a flowstate store file must have.
@@ -629,6 +638,33 @@ class SQLiteStore(Store):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY scope, scope_id, name"
         return [_to_record(r) for r in self._query(sql, tuple(params))]
+
+    def list_recent(self, scope: str, name: str, *, where: Mapping[str, Any] | None = None,
+                    limit: int | None = 100, after: tuple[float, str] | None = None,
+                    ) -> builtins.list[Record]:
+        checks = _recent_where(where)
+        cursor = _recent_after(after)
+        _recent_limit(limit)
+        # the name as a literal: SQLite uses the partial index only for a query that names it
+        sql = [f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND name = "
+               f"'{name.replace(chr(39), chr(39) * 2)}' AND deleted = 0"]
+        params: builtins.list[Any] = [scope]
+        for field_name, value in checks:
+            path = f"$.{field_name}"
+            if value is None or isinstance(value, bool):
+                sql.append("json_type(state, ?) = ?")
+                params += [path, "null" if value is None else str(value).lower()]
+            else:
+                sql.append("json_type(state, ?) = ? AND json_extract(state, ?) = ?")
+                params += [path, "text" if isinstance(value, str) else "integer", path, value]
+        if cursor is not None:  # (the first term is the one SQLite can seek the index with)
+            sql.append("max(updated_at, accessed_at) <= ? "
+                       "AND (max(updated_at, accessed_at), scope_id) < (?, ?)")
+            params += (cursor[0], *cursor)
+        query = " AND ".join(sql) + (" ORDER BY max(updated_at, accessed_at) DESC, "
+                                     "scope_id DESC LIMIT ?")
+        params.append(-1 if limit is None else limit)
+        return [_to_record(r) for r in self._query(query, tuple(params))]
 
     def history(self, scope: str, scope_id: str, name: str = "", *,
                 limit: int | None = None) -> list[HistoryEntry]:
