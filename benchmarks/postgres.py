@@ -37,6 +37,8 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent), str(_HERE.parent / "tests")]
 from _common import row, standalone  # noqa: E402
+from _live import measure  # noqa: E402
+from _live import rows as live_rows  # noqa: E402
 
 try:
     import psycopg
@@ -258,11 +260,25 @@ def measure_writes(url: str, quick: bool) -> list[dict]:
     return rows
 
 
+def measure_live(url: str, quick: bool) -> list[dict]:
+    """Another process's write -> subscriber, and the idle cost of a subscriber (``_live.py``)."""
+    store_url = f"{url}?schema=bench_live"
+    store = fs.open_store(store_url)
+    try:
+        store.write("session", "live", "", {"i": -1})
+        result = measure(store, store_url, events=15 if quick else 100,
+                         idle_s=3.0 if quick else 20.0)
+    finally:
+        store.close()
+    return live_rows("PostgreSQL", result, group="live updates from another process "
+                                                 "(PostgreSQL)", idle_limit_cpu_s_per_min=0.1)
+
+
 def run(quick: bool) -> list[dict]:
     server = _pg.TempPostgres(BINDIR, durable=True, settings={"autovacuum": "on"})
     try:
         url = server.start()
-        return measure_writes(url, quick)
+        return measure_writes(url, quick) + measure_live(url, quick)
     finally:
         server.stop()
 

@@ -302,7 +302,7 @@ class SQLiteStore(Store):
     """
 
     def __init__(self, path: str | os.PathLike, *, durability: str = "normal",
-                 timeout: float = 5.0, poll_interval: float = 0.2,
+                 timeout: float = 5.0, poll_interval: float = 0.025,
                  wal_limit_bytes: int = DEFAULT_WAL_LIMIT_BYTES, **options: Any) -> None:
         super().__init__(**options)
         if durability not in ("normal", "full"):
