@@ -933,3 +933,33 @@ def test_another_process_changes_reach_subscribers(shared_backend):
     assert [(e["resource"], e["version"], e["request_id"]) for e in events] == [
         ("from-process", 1, "rp")]
     assert mine.read(S, SID, "from-process").state == {"pid": 1}
+
+
+def _watchers():
+    return [t for t in threading.enumerate() if t.name.startswith(("flowstate-watch",
+                                                                     "flowstate-listen"))]
+
+
+def test_a_watcher_runs_only_while_someone_subscribes(shared_backend):
+    mine, theirs = shared_backend.open(), shared_backend.open()
+    before = len(_watchers())
+    first, second = [], []
+    stop_first = mine.subscribe(first.append)
+    stop_second = mine.subscribe(second.append)
+    assert len(_watchers()) == before + 1  # one per store object, however many subscribers
+    theirs.write(S, SID, "", {"n": 1})
+    assert wait_for(lambda: len(first) == len(second) == 1, timeout=3)
+    stop_first()
+    assert len(_watchers()) == before + 1  # one subscriber is left
+    stop_second()
+    assert wait_for(lambda: len(_watchers()) == before, timeout=3), "the watcher kept running"
+    theirs.write(S, SID, "", {"n": 2})  # nobody listens: nothing is delivered, later either
+    again = []
+    stop_again = mine.subscribe(again.append)
+    theirs.write(S, SID, "", {"n": 3})
+    assert wait_for(lambda: again, timeout=3)
+    time.sleep(0.3)
+    assert [e["version"] for e in again] == [3]
+    assert [e["version"] for e in first + second] == [1, 1]
+    stop_again()
+    assert wait_for(lambda: len(_watchers()) == before, timeout=3)
