@@ -18,8 +18,9 @@ function that increments a counter — ``SELECT ... FOR UPDATE``, the function, 
 change log starts at its steady-state size (10,000 rows, filled before the first run). Ours and
 raw alternate in short runs (0.6 s; the order swaps every round); a full run measures nine rounds
 per row and reports the round with the median ratio, and the range of the rounds' ratios (this
-2-core machine is shared: one run alone moves by a factor of two). Target: ours / raw >= 0.7 at every writer count
-(a throughput: higher is better), which needs writes that do not wait for each other.
+2-core machine is shared: one run alone moves by a factor of two). Target: ours / raw >= 0.7 at
+every writer count (a throughput: higher is better), which needs writes that do not wait for each
+other.
 
 Run alone with ``python benchmarks/postgres.py [--quick]``.
 """

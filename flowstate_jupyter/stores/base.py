@@ -26,16 +26,15 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, Callable, Iterable, Literal, NamedTuple, Union
+from typing import Any, Literal, NamedTuple
 
 from ..base.jsonvalues import dump_json
 from ..base.names import record_where
-from ..errors import (ResourceAlreadyExistsError, StoreError, ValidationError,
-                      VersionConflictError)
+from ..errors import ResourceAlreadyExistsError, StoreError, ValidationError, VersionConflictError
 
-Expected = Union[int, Literal["any", "absent"]]
+Expected = int | Literal["any", "absent"]
 """What a writer expects to find: ``"any"``; ``"absent"`` (no record at all, not even a
 tombstone); ``0`` (no live record: never written or deleted); ``n > 0`` (live, at version n)."""
 
@@ -159,7 +158,7 @@ def recent_key(record: Record) -> tuple[float, str]:
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def _recent_where(where: Mapping[str, Any] | None) -> builtins.list[tuple[str, Any]]:
+def _recent_where(where: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """``list_recent``'s ``where``, checked: (field, value) pairs."""
     if where is None:
         return []
@@ -262,7 +261,8 @@ def kept_history(history: list[HistoryEntry], texts: list[str], limit: int,
     the newest one: what an import keeps, the same bound every write applies.
     """
     order = sorted(range(len(history)), key=lambda i: history[i].version, reverse=True)
-    kept, total = [], 0
+    kept: list[int] = []
+    total = 0
     for i in order[:limit]:
         total += utf8_size(texts[i])
         if kept and total > limit_bytes:
@@ -288,7 +288,7 @@ def event_json(change: Change, event: dict, where: str | tuple[str, str, str],
     if text is None or text[:2] != '{"':  # not a non-empty object: encode it all here
         text = dump_json(event, where, "event")
     else:
-        text = '{"version":%d,"ts":%r,%s' % (event["version"], event["ts"], text[1:])
+        text = f'{{"version":{event["version"]:d},"ts":{event["ts"]!r},{text[1:]}'
     return bounded_event_text(text, event, item_bytes)
 
 
@@ -324,7 +324,7 @@ def summarized_event(event: dict, size: int, item_bytes: int) -> dict:
     kept = {key: value if key != "delta" and _short(value) else None
             for key, value in event.items()}
     kept["omitted"] = {"fields": [key for key, value in event.items()
-                                  if kept[key] is None and value is not None or key == "delta"],
+                                  if (kept[key] is None and value is not None) or key == "delta"],
                        "bytes": size}
     if utf8_size(dump_json(kept, "change log", "event")) <= item_bytes:
         return kept
@@ -406,7 +406,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list(self, scope: str | None = None, scope_id: str | None = None, *,
              prefix: str = "", name: str | None = None,
-             include_deleted: bool = False) -> list[Record]:
+             include_deleted: bool = False) -> builtins.list[Record]:
         """Records filtered by scope, scope id, exact ``name`` or literal name ``prefix``.
 
         ``%`` and ``_`` in a prefix are literal characters, not wildcards. Sorted by
@@ -435,9 +435,9 @@ class Store(abc.ABC):
         cursor = _recent_after(after)
         _recent_limit(limit)
         found = [r for r in self.list(scope, name=name)
-                 if not checks or isinstance(r.state, dict) and all(
+                 if not checks or (isinstance(r.state, dict) and all(
                      field in r.state and _same(r.state[field], value)
-                     for field, value in checks)]
+                     for field, value in checks))]
         found.sort(key=recent_key, reverse=True)
         if cursor is not None:
             found = [r for r in found if recent_key(r) < cursor]
@@ -445,11 +445,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def history(self, scope: str, scope_id: str, name: str = "", *,
-                limit: int | None = None) -> list[HistoryEntry]:
+                limit: int | None = None) -> builtins.list[HistoryEntry]:
         """Kept versions of one record, newest first."""
 
     @abc.abstractmethod
-    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+    def changes(self, after: int = 0, *,
+                limit: int | None = None) -> builtins.list[tuple[int, dict]]:
         """``(seq, event)`` pairs of the change log with ``seq > after``, oldest first."""
 
     # -- writing ---------------------------------------------------------------------------
@@ -482,7 +483,7 @@ class Store(abc.ABC):
         except _Stale:
             return None
 
-    def serialize_writes(self) -> None:
+    def serialize_writes(self) -> None:  # noqa: B027 - a no-op unless a backend needs it
         """Inside an ``update`` function: no other writer that calls this too runs alongside.
 
         From here until this write commits or rolls back, writers that call ``serialize_writes``
@@ -538,7 +539,7 @@ class Store(abc.ABC):
 
     # -- maintenance (the ``flowstate`` command) -------------------------------------------------
     @abc.abstractmethod
-    def restore(self, record: Record, history: list[HistoryEntry], *,
+    def restore(self, record: Record, history: builtins.list[HistoryEntry], *,
                 replace: bool = False) -> None:
         """Write ``record`` exactly as given (version, times, tombstone) with its ``history``.
 
@@ -577,11 +578,11 @@ class Store(abc.ABC):
 
         return unsubscribe
 
-    def _start_watching(self) -> None:
+    def _start_watching(self) -> None:  # noqa: B027 - a hook for backends that can see others
         """Start noticing other processes' changes if there are subscribers and no watcher
         (backends that can see them override; called after every subscribe)."""
 
-    def _stop_watching(self) -> None:
+    def _stop_watching(self) -> None:  # noqa: B027 - a hook, like _start_watching
         """Stop the watcher if no subscriber is left (called after the last unsubscribe; a
         subscribe may have come in between, so backends check again under their lock)."""
 
@@ -596,7 +597,7 @@ class Store(abc.ABC):
             for callback in callbacks:
                 try:
                     callback(event)
-                except Exception as exc:  # a broken listener must not break a write
+                except Exception as exc:  # noqa: BLE001 - a broken listener must not break a write
                     warnings.warn(f"flowstate subscriber {callback!r} failed: {exc!r}",
                                   RuntimeWarning, stacklevel=2)
 
@@ -622,7 +623,7 @@ class Store(abc.ABC):
         """Release connections and stop watching. Further use raises :class:`StoreError`."""
         self._closed = True
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -61,8 +61,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 try:
     import psycopg
@@ -74,9 +74,26 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "pip install 'flowstate-jupyter[postgres]'") from exc
 
 from ..errors import StoreError, ValidationError, VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, _recent_after, _recent_limit,
-                   _recent_where, _Watcher, default_event, dump_json, event_json, kept_history,
-                   prune_batch, prune_cutoff, record_where, refuse_existing, utf8_size)
+from .base import (
+    KEEP,
+    Change,
+    HistoryEntry,
+    Record,
+    Store,
+    _recent_after,
+    _recent_limit,
+    _recent_where,
+    _Watcher,
+    default_event,
+    dump_json,
+    event_json,
+    kept_history,
+    prune_batch,
+    prune_cutoff,
+    record_where,
+    refuse_existing,
+    utf8_size,
+)
 
 APP_ID = "flowstate-jupyter"
 TABLE_PREFIX = "flowstate_"
@@ -192,6 +209,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _scalar(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
+    """The first column of the one row ``sql`` returns."""
+    return conn.execute(sql, params).fetchall()[0][0]
+
+
 def _command(conn: psycopg.Connection, command: bytes) -> None:
     """Run a parameterless command (``BEGIN``, ``COMMIT``) on ``conn``, through libpq directly.
 
@@ -244,8 +266,9 @@ class PostgresStore(Store):
         except psycopg.ProgrammingError as exc:
             raise StoreError(f"invalid PostgreSQL URL {self.url}: {_first_line(exc)}") from exc
         extras = {k: str(v) for k, v in options.items()}
-        extras.setdefault("connect_timeout", given.get("connect_timeout", "5"))
-        extras.setdefault("application_name", given.get("application_name", "flowstate-jupyter"))
+        extras.setdefault("connect_timeout", str(given.get("connect_timeout", "5")))
+        extras.setdefault("application_name",
+                          str(given.get("application_name", "flowstate-jupyter")))
         try:
             self._conninfo = make_conninfo(url, **extras)
         except psycopg.ProgrammingError as exc:
@@ -292,7 +315,7 @@ class PostgresStore(Store):
         with self._connect() as conn:
             try:
                 if schema is None:
-                    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+                    schema = _scalar(conn, "SELECT current_schema()")
                     if schema is None:
                         raise StoreError(f"{self.url}: the connection has no current schema "
                                          f"(empty search_path); pass schema=NAME")
@@ -303,8 +326,8 @@ class PostgresStore(Store):
                                         (schema,)).fetchone():
                         conn.execute(f"CREATE SCHEMA {_quote_ident(schema)}")
                     names = _names(schema)
-                    present = {t for t in _TABLES if conn.execute(
-                        "SELECT to_regclass(%s)", (names[t],)).fetchone()[0] is not None}
+                    present = {t for t in _TABLES if _scalar(
+                        conn, "SELECT to_regclass(%s)", (names[t],)) is not None}
                     where = f"{self.url} (schema {schema!r})"
                     if not present:
                         for statement in _DDL.format(**names).split(";"):
@@ -319,7 +342,8 @@ class PostgresStore(Store):
                             f"{where} has tables named {TABLE_PREFIX}* but no "
                             f"{TABLE_PREFIX}meta, so it is not a flowstate store this version "
                             f"understands; use another schema (schema=NAME) or database")
-                    meta = dict(conn.execute(f"SELECT key, value FROM {names['meta']}"))
+                    meta: dict[str, str] = dict(
+                        conn.execute(f"SELECT key, value FROM {names['meta']}").fetchall())
                     found = self._check_meta(meta, where, present)
                     if found < SCHEMA_VERSION:
                         self._migrate(conn, names, found)
@@ -457,10 +481,15 @@ class PostgresStore(Store):
         }
 
     # -- connections and errors --------------------------------------------------------------
+    def _pool_or_closed(self) -> ConnectionPool:
+        if self._pool is None:  # (only while __init__ runs)
+            raise StoreError(f"store {self.url} is not open")
+        return self._pool
+
     def _getconn(self) -> psycopg.Connection:
         self._check_open()
         try:
-            return self._pool.getconn()
+            return self._pool_or_closed().getconn()
         except PoolTimeout as exc:
             raise StoreError(
                 f"no PostgreSQL connection to {self.url} within {self.pool_timeout:g} s: the "
@@ -472,11 +501,11 @@ class PostgresStore(Store):
 
     def _putconn(self, conn: psycopg.Connection) -> None:
         try:
-            self._pool.putconn(conn)
-        except Exception:  # the pool is closing; the connection goes with it
+            self._pool_or_closed().putconn(conn)
+        except Exception:  # noqa: BLE001 - the pool is closing; the connection goes with it
             try:
                 conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing what is already broken
                 pass
 
     @staticmethod
@@ -490,8 +519,8 @@ class PostgresStore(Store):
     def _recover_pool(self) -> None:
         """After a dropped connection, drop the pool's other dead connections too."""
         try:
-            self._pool.check()
-        except Exception:
+            self._pool_or_closed().check()
+        except Exception:  # noqa: BLE001 - a best effort: the next use reconnects anyway
             pass
 
     def _store_error(self, exc: BaseException) -> Exception:
@@ -520,7 +549,7 @@ class PostgresStore(Store):
         except psycopg.Error:
             pass
 
-    def _run_read(self, sql: str, params: Any) -> list[tuple]:
+    def _run_read(self, sql: str, params: Any) -> builtins.list[tuple]:
         """One statement, on this thread's open transaction if any, else on a pooled
         connection in autocommit; re-run on a fresh connection if the connection dropped."""
         self._check_open()
@@ -551,7 +580,7 @@ class PostgresStore(Store):
 
     def list(self, scope: str | None = None, scope_id: str | None = None, *,
              prefix: str = "", name: str | None = None,
-             include_deleted: bool = False) -> list[Record]:
+             include_deleted: bool = False) -> builtins.list[Record]:
         where, params = [], []
         for column, value in (("scope", scope), ("scope_id", scope_id), ("name", name)):
             if value is not None:
@@ -590,13 +619,14 @@ class PostgresStore(Store):
         return [_to_record(r) for r in self._run_read(query, params)]
 
     def history(self, scope: str, scope_id: str, name: str = "", *,
-                limit: int | None = None) -> list[HistoryEntry]:
+                limit: int | None = None) -> builtins.list[HistoryEntry]:
         rows = self._run_read(self._sql["history"], {"scope": scope, "scope_id": scope_id,
                                                      "name": name, "limit": limit})
         return [HistoryEntry(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), r[5])
                 for r in rows]
 
-    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+    def changes(self, after: int = 0, *,
+                limit: int | None = None) -> builtins.list[tuple[int, dict]]:
         rows = self._run_log(self._sql["changes"], (after, limit))
         return [(seq, json.loads(event)) for seq, event in rows]
 
@@ -610,14 +640,15 @@ class PostgresStore(Store):
             conn.execute(self._sql["place_lock"], (self._place_lock,))
             conn.execute(self._sql["place"])
 
-    def _read_log(self, conn: psycopg.Connection, sql: str, params: Any) -> list[tuple]:
+    def _read_log(self, conn: psycopg.Connection, sql: str,
+                  params: Any) -> builtins.list[tuple]:
         """Place the new change-log rows, then run ``sql``: one round trip."""
         with conn.pipeline():
             self._place(conn)
             cursor = conn.execute(sql, params)
         return cursor.fetchall()
 
-    def _run_log(self, sql: str, params: Any) -> list[tuple]:
+    def _run_log(self, sql: str, params: Any) -> builtins.list[tuple]:
         """A change-log read: like ``_run_read``, with the new rows placed first. Inside a
         write's function it reads on that transaction and places nothing (it would hold the
         readers' lock until that write ends): it sees the rows placed before."""
@@ -753,15 +784,15 @@ class PostgresStore(Store):
         pause = 0.05
         while True:
             try:  # a connection of its own: the pool may be busy reconnecting with back-off
-                with psycopg.connect(self._conninfo, autocommit=True) as conn:
-                    with conn.transaction():
-                        conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (tx.write_lock,))
-                        outcomes = [conn.execute(self._sql["outcome"], {
-                            "scope": key[0], "scope_id": key[1], "name": key[2],
-                            "version": version, "id": change_id,
-                            "write_id": tx.write_id}).fetchone()
-                            for key, version, change_id in tx.intents]
+                with psycopg.connect(self._conninfo, autocommit=True) as conn, \
+                        conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (tx.write_lock,))
+                    outcomes = [conn.execute(self._sql["outcome"], {
+                        "scope": key[0], "scope_id": key[1], "name": key[2],
+                        "version": version, "id": change_id,
+                        "write_id": tx.write_id}).fetchall()[0]
+                        for key, version, change_id in tx.intents]
                 break
             except psycopg.Error as error:
                 if time.monotonic() + pause > deadline:
@@ -986,7 +1017,7 @@ class PostgresStore(Store):
                 self._putconn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def restore(self, record: Record, history: list[HistoryEntry], *,
+    def restore(self, record: Record, history: builtins.list[HistoryEntry], *,
                 replace: bool = False) -> None:
         t = self._t
         key = {"scope": record.scope, "scope_id": record.scope_id, "name": record.name}
@@ -1043,7 +1074,7 @@ class PostgresStore(Store):
 
         def body(conn: psycopg.Connection) -> dict:
             def one(sql: str) -> Any:
-                return conn.execute(sql).fetchone()[0]
+                return _scalar(conn, sql)
             return {
                 "backend": "postgresql", "url": self.url, "schema": self.schema,
                 "server_version": one("SHOW server_version"),
@@ -1069,10 +1100,10 @@ class PostgresStore(Store):
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.stop()
-            if watcher.thread is not threading.current_thread():
+            if watcher.thread not in (None, threading.current_thread()):
                 watcher.thread.join(timeout=2)
         if self._pool is not None:
             self._pool.close(timeout=2)
 
 
-__all__ = ["PostgresStore", "SCHEMA_VERSION", "redact"]
+__all__ = ["SCHEMA_VERSION", "PostgresStore", "redact"]

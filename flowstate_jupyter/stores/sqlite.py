@@ -36,15 +36,31 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from ..errors import FlowStateWarning, StoreError, VersionConflictError
-from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, _recent_after,
-                   _recent_limit, _recent_where, _Watcher, bounded_event_text, default_event,
-                   dump_json, kept_history, prune_batch, record_where, refuse_existing)
+from .base import (
+    KEEP,
+    Change,
+    Expected,
+    HistoryEntry,
+    Record,
+    Store,
+    _recent_after,
+    _recent_limit,
+    _recent_where,
+    _Watcher,
+    bounded_event_text,
+    default_event,
+    dump_json,
+    kept_history,
+    prune_batch,
+    record_where,
+    refuse_existing,
+)
 
 APP_ID = "flowstate-jupyter"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
@@ -426,7 +442,8 @@ class SQLiteStore(Store):
             if mode.lower() != "wal":
                 raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r}); put the store "
                                  f"on a local disk")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
+            sync = "FULL" if self.durability == "full" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous = {sync}")
             # a WAL that grew past the checkpoint trigger is cut back when it next starts over
             conn.execute(f"PRAGMA journal_size_limit = {self.wal_limit_bytes // 4}")
         except sqlite3.DatabaseError as exc:
@@ -622,7 +639,7 @@ class SQLiteStore(Store):
 
     def list(self, scope: str | None = None, scope_id: str | None = None, *,
              prefix: str = "", name: str | None = None,
-             include_deleted: bool = False) -> list[Record]:
+             include_deleted: bool = False) -> builtins.list[Record]:
         where, params = [], []
         for column, value in (("scope", scope), ("scope_id", scope_id), ("name", name)):
             if value is not None:
@@ -667,14 +684,15 @@ class SQLiteStore(Store):
         return [_to_record(r) for r in self._query(query, tuple(params))]
 
     def history(self, scope: str, scope_id: str, name: str = "", *,
-                limit: int | None = None) -> list[HistoryEntry]:
+                limit: int | None = None) -> builtins.list[HistoryEntry]:
         rows = self._query(
             "SELECT version, ts, operation, state, deleted, request_id FROM history "
             "WHERE scope = ? AND scope_id = ? AND name = ? ORDER BY version DESC LIMIT ?",
             (scope, scope_id, name, -1 if limit is None else limit))
         return [HistoryEntry(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), r[5]) for r in rows]
 
-    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+    def changes(self, after: int = 0, *,
+                limit: int | None = None) -> builtins.list[tuple[int, dict]]:
         rows = self._query("SELECT seq, event, version, ts FROM changes WHERE seq > ? "
                            "ORDER BY seq LIMIT ?", (after, -1 if limit is None else limit))
         return [(row[0], _to_event(*row[1:])) for row in rows]
@@ -817,7 +835,7 @@ class SQLiteStore(Store):
         return record, event, params
 
     # -- maintenance ---------------------------------------------------------------------------
-    def restore(self, record: Record, history: list[HistoryEntry], *,
+    def restore(self, record: Record, history: builtins.list[HistoryEntry], *,
                 replace: bool = False) -> None:
         self._check_open()
         key = (record.scope, record.scope_id, record.name)
@@ -967,5 +985,5 @@ class SQLiteStore(Store):
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.stop()
-            if watcher.thread is not threading.current_thread():
+            if watcher.thread not in (None, threading.current_thread()):
                 watcher.thread.join(timeout=2)

@@ -284,7 +284,7 @@ def test_list_filters_by_scope_scope_id_and_exact_name(store):
     store.write(S, "s2", "plan", {})
     store.write("user", "u1", "plan", {})
     store.write("user", "u1", "", {})
-    keys = lambda records: [(r.scope, r.scope_id, r.name) for r in records]  # noqa: E731
+    keys = lambda records: [(r.scope, r.scope_id, r.name) for r in records]
     assert keys(store.list(name="plan")) == [(S, "s1", "plan"), (S, "s2", "plan"),
                                               ("user", "u1", "plan")]
     assert keys(store.list(S)) == [(S, "s1", "plan"), (S, "s1", "plans"), (S, "s2", "plan")]
@@ -366,7 +366,7 @@ def test_list_recent_matches_top_level_state_fields_exactly(store):
               "s7": {"user": "ann's", "flow": "chat"}}
     for i, (scope_id, state) in enumerate(states.items()):
         _put(store, scope_id, state, updated=10.0 + i)
-    ids = lambda **where: [r.scope_id for r in store.list_recent(S, "$meta", where=where)]  # noqa: E731
+    ids = lambda **where: [r.scope_id for r in store.list_recent(S, "$meta", where=where)]
     assert ids(flow="chat") == ["s7", "s6", "s4", "s2", "s1"]
     assert ids(user="ann") == ["s3", "s1"]
     assert ids(user="ann", flow="chat") == ["s1"]

@@ -381,5 +381,5 @@ def test_durability_full_forces_synchronous_commit(pg_backend, durability, expec
 
 def test_an_unknown_option_is_refused_naming_the_valid_ones():
     from flowstate_jupyter.stores.postgres import PostgresStore
-    with pytest.raises(StoreError, match="poolsize.*pool_size"):
+    with pytest.raises(StoreError, match=r"poolsize.*pool_size"):
         PostgresStore("postgresql://postgres@127.0.0.1:1/x", poolsize=3)
