@@ -9,10 +9,18 @@ PIP     = $(PY) -m pip --disable-pip-version-check -q
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# One stamp per set of extras: re-install when pyproject.toml changes.
+# One stamp per set of extras: re-install when pyproject.toml changes. A set is also satisfied
+# by a stamp newer than pyproject.toml whose set includes it, so `make lab` installs nothing
+# after `make test` (whose extras include lab's).
 $(VENV)/.stamp-%: pyproject.toml | $(PY)
-	$(PIP) install -e '.[$(subst +,$(comma),$*)]'
-	touch $@
+	@for stamp in $(VENV)/.stamp-*; do \
+	  [ -e "$$stamp" ] && [ "$$stamp" -nt pyproject.toml ] && $(PY) -c "$$SUBSET" '$*' \
+	    "$${stamp##*/.stamp-}" && echo "extras $* are installed ($${stamp##*/})" && \
+	    touch $@ && exit 0; \
+	done; \
+	$(PIP) install -e '.[$(subst +,$(comma),$*)]' && touch $@
+
+export SUBSET := import sys; a, b = (set(x.split("+")) for x in sys.argv[1:3]); sys.exit(not a <= b)
 
 comma := ,
 
@@ -28,7 +36,8 @@ lint: $(VENV)/.stamp-lint+postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-## make lab: open JupyterLab on the example notebooks (LAB_ARGS for more options).
+## make lab: open JupyterLab on the example notebooks; LAB_ARGS for more options, e.g.
+## make lab LAB_ARGS="--port 8899 --no-browser". Ctrl+C twice stops it.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(VENV)/.stamp-lab+postgres
 	cd notebooks && ../$(PY) -m jupyterlab $(ROOT_FLAG) $(LAB_ARGS)

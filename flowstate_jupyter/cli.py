@@ -8,19 +8,28 @@ Exit codes scripts can rely on:
   1  something was not found, or doctor found a problem
   2  the command line was wrong
   3  the store could not be opened or used (StoreError)
-  4  the data was refused (an import that would overwrite, a file that is not an export)
+  4  the data was refused (an import that would overwrite, a file that is not an export or
+     holds a record the store's rules refuse; the message names the line)
+  141  the reader of the output went away (``flowstate export - | head``): quietly, no message
+
+Every error is one line on stderr, ``flowstate: <what, where, what to do>``, never a traceback.
+An export is written owner-only (0600), through a temporary file renamed into place, so it is
+whole or absent; folders it creates are 0700. An import is checked whole before anything is
+written, then written in one transaction.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from .base.ids import SCOPES, check_id
-from .base.names import SESSION_META, is_reserved
+from .base.names import SESSION_META, check_record_name, is_reserved
 from .errors import (
     FlowStateError,
     InvalidIdError,
@@ -31,10 +40,11 @@ from .errors import (
 )
 from .model import html as h
 from .stores import is_store_file, open_store
-from .stores.base import Store
+from .stores.base import HistoryEntry, Store
 from .stores.transfer import export_store, import_store
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_STORE, EXIT_REFUSED = 0, 1, 2, 3, 4
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
 
 _EPILOG = """examples:
   flowstate ls                          scopes and how many instances each has
@@ -47,7 +57,8 @@ _EPILOG = """examples:
   flowstate prune --keep 20             keep 20 versions of history per record
   flowstate doctor                      integrity, schema version, journal mode, sizes
 
-exit codes: 0 ok, 1 not found / unhealthy, 2 usage, 3 store error, 4 refused data"""
+exit codes: 0 ok, 1 not found / unhealthy, 2 usage, 3 store error, 4 refused data,
+141 output pipe closed"""
 
 
 class _Out:
@@ -83,7 +94,7 @@ def _rows(rows: list[tuple], header: tuple[str, ...]) -> str:
 def cmd_ls(store: Store, args: argparse.Namespace, out: _Out) -> int:
     if not args.what:
         counts = {s: len({r.scope_id for r in store.list(s)}) for s in SCOPES}
-        out.emit(counts, _rows([(s, n) for s, n in counts.items()], ("scope", "instances")))
+        out.emit(counts, _rows(list(counts.items()), ("scope", "instances")))
         return EXIT_OK
     if "/" not in args.what:
         scope = args.what
@@ -113,7 +124,7 @@ def cmd_ls(store: Store, args: argparse.Namespace, out: _Out) -> int:
 
 def cmd_show(store: Store, args: argparse.Namespace, out: _Out) -> int:
     scope, scope_id = _target(args.target)
-    name = args.resource or ""
+    name = check_record_name(args.resource or "")
     record = store.read(scope, scope_id, name)
     if record is None:
         what = f"resource {name!r} of " if name else ""
@@ -138,7 +149,9 @@ def cmd_show(store: Store, args: argparse.Namespace, out: _Out) -> int:
 
 def cmd_history(store: Store, args: argparse.Namespace, out: _Out) -> int:
     scope, scope_id = _target(args.target)
-    entries = store.history(scope, scope_id, args.resource or "", limit=args.limit)
+    # cast: Store.history's annotation says ``list`` inside a class that has a ``list`` method
+    entries = cast("list[HistoryEntry]", store.history(
+        scope, scope_id, check_record_name(args.resource or ""), limit=args.limit))
     if not entries:
         raise ResourceNotFoundError(f"{args.target} has no history")
     items = [{"version": e.version, "ts": e.ts, "operation": e.operation, "state": e.state,
@@ -157,13 +170,42 @@ def _not_the_store(store: Store, name: str) -> None:
 def cmd_export(store: Store, args: argparse.Namespace, out: _Out) -> int:
     _not_the_store(store, args.file)
     if args.file == "-":
-        count = export_store(store, sys.stdout)
-    else:
-        with open(args.file, "w", encoding="utf-8") as fh:
-            count = export_store(store, fh)
-        out.emit({"records": count, "file": args.file},
-                 f"exported {count} records to {args.file}")
+        export_store(store, sys.stdout)
+        return EXIT_OK
+    count = _write_private(args.file, lambda fh: export_store(store, fh))
+    out.emit({"records": count, "file": args.file}, f"exported {count} records to {args.file}")
     return EXIT_OK
+
+
+def _write_private(path: str, write: Any) -> Any:
+    """Write a file only its owner may read (0600, whatever the umask), whole or not at all.
+
+    Missing folders on the way are created 0700. The text goes to a temporary file beside the
+    target, which is renamed over it once complete: a failed export leaves no partial file and
+    an existing file keeps its content until then.
+    """
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for new in reversed(missing):
+        os.mkdir(new, 0o700)
+        os.chmod(new, 0o700)  # mkdir's mode is cut by the umask
+    fd, temp = tempfile.mkstemp(prefix=".flowstate-export-", dir=os.path.dirname(target))
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            result = write(fh)
+        os.replace(temp, target)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    return result
 
 
 def cmd_import(store: Store, args: argparse.Namespace, out: _Out) -> int:
@@ -193,13 +235,31 @@ def cmd_doctor(store: Store, args: argparse.Namespace, out: _Out) -> int:
     return EXIT_NOT_FOUND if problems else EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (``flowstate: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"flowstate: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    """A ``--limit`` / ``--keep`` count: a whole number from 1 to 2**31 - 1."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+    if not 1 <= number < 2**31:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not between 1 and 2147483647")
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--store", default=argparse.SUPPRESS,
                         help="store URL (default: $FLOWSTATE_STORE or .flowstate/flowstate.db)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of text")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flowstate", parents=[common], epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Look at, move and look after a flowstate store.")
@@ -218,14 +278,15 @@ def _parser() -> argparse.ArgumentParser:
     p = add("history", cmd_history, "list the kept versions of SCOPE/ID (newest first)")
     p.add_argument("target", help="SCOPE/ID, e.g. user/alice")
     p.add_argument("--resource", help="a resource of that scope instead of its state")
-    p.add_argument("--limit", type=int, default=20, help="how many versions (default 20)")
+    p.add_argument("--limit", type=_count, default=20, help="how many versions (default 20)")
     p = add("export", cmd_export, "write every record, with versions and history, as JSON Lines")
     p.add_argument("file", help="output file, or - for stdout")
     p = add("import", cmd_import, "load an export (refuses records that already exist)")
     p.add_argument("file", help="input file, or - for stdin")
     p.add_argument("--replace", action="store_true", help="overwrite records that exist")
     p = add("prune", cmd_prune, "drop old history versions, keeping the newest N per record")
-    p.add_argument("--keep", type=int, required=True, help="versions to keep per record (>= 1)")
+    p.add_argument("--keep", type=_count, required=True,
+                   help="versions to keep per record (>= 1)")
     add("doctor", cmd_doctor, "check integrity, schema version, journal mode and sizes")
     return parser
 
@@ -235,8 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     out = _Out(getattr(args, "json", False))
-    if args.command == "prune" and args.keep < 1:
-        parser.error("--keep must be at least 1")
     try:
         store = open_store(getattr(args, "store", None))
     except StoreError as exc:
@@ -256,11 +315,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlowStateError as exc:
         print(f"flowstate: {exc}", file=sys.stderr)
         return EXIT_STORE
+    except BrokenPipeError:
+        return _pipe_closed()
+    except KeyboardInterrupt:
+        print("flowstate: interrupted", file=sys.stderr)
+        return 130
     except OSError as exc:
-        print(f"flowstate: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"flowstate: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
     finally:
         store.close()
+
+
+def _pipe_closed() -> int:
+    """The reader of stdout went away (``| head``): stop quietly. Python would otherwise
+    complain again when it flushes stdout at exit, so stdout now goes nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's StringIO)
+        pass
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +38,19 @@ def wait_for(predicate: Callable[[], object], timeout: float = 2.0,
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+def fingerprint(store: Any) -> dict:
+    """Everything a write could change: every record (version, state, content, tombstone),
+    each record's kept history (versions, times, operations, states) and the whole change log.
+
+    Values are compared as they are read back (every write through a store also bumps the
+    record's version and appends to the log, so a change is seen even where ``1 == True``).
+    """
+    records = sorted(store.list(include_deleted=True), key=lambda r: (r.scope, r.scope_id, r.name))
+    return {
+        "records": [(r.scope, r.scope_id, r.name, r.version, r.state, r.content, r.deleted)
+                    for r in records],
+        "history": [store.history(r.scope, r.scope_id, r.name) for r in records],
+        "changes": store.changes(),
+    }

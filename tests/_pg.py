@@ -155,9 +155,7 @@ class TempPostgres:
             self.started = True
             break
         else:
-            log = self.dir / "server.log"
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            raise ServerError(f"{last_error}\n{tail}")
+            raise ServerError(f"{last_error}\n{self.log_tail()}")
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, DATABASE)
         self.url = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
         return self.url
@@ -205,16 +203,21 @@ class TempPostgres:
 
     def restart(self) -> None:
         """Start the server again after :meth:`crash` (same folder and port)."""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # crash recovery is slow on a busy machine
         while True:  # a backend forked just before the kill may still hold shared memory
             try:
                 self._pg_ctl_start()
                 break
-            except ServerError:
+            except ServerError as exc:
                 if time.monotonic() > deadline:
-                    raise
+                    raise ServerError(f"{exc}\n{self.log_tail()}") from None
                 time.sleep(0.1)
         self.started = True
+
+    def log_tail(self, chars: int = 1500) -> str:
+        """The end of the server's log, to say why it would not start."""
+        log = (self.dir / "server.log") if self.dir is not None else None
+        return log.read_text(errors="replace")[-chars:] if log and log.exists() else ""
 
     def stop(self) -> None:
         if self.dir is None:

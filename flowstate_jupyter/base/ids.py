@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from ..errors import InvalidIdError
+from .text import short
 
 #: The four scopes, from the shortest-lived to the longest.
 SCOPES = ("request", "session", "user", "project")
@@ -20,8 +21,7 @@ _NOT_ID = re.compile(r"[^A-Za-z0-9._@:-]+")
 def check_id(value: Any, what: str = "id") -> str:
     """Return ``value`` if it is a valid scope id, else raise :class:`InvalidIdError`."""
     if not isinstance(value, str) or not _ID.fullmatch(value):
-        shown = repr(value) if not isinstance(value, str) or len(value) < 60 else \
-            repr(value[:57] + "...")
+        shown = short(value, 60)
         raise InvalidIdError(
             f"invalid {what} {shown}: use 1-128 characters of letters, digits and . _ @ : -")
     return value
@@ -37,7 +37,8 @@ def as_id(text: str, fallback: str) -> str:
 def check_scope(scope: Any) -> str:
     """Return ``scope`` if it is one of :data:`SCOPES`, else raise :class:`InvalidIdError`."""
     if scope not in SCOPES:
-        raise InvalidIdError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
+        raise InvalidIdError(f"unknown scope {short(scope, 60)}; scopes are "
+                             f"{', '.join(SCOPES)}")
     return scope
 
 

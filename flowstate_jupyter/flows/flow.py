@@ -401,9 +401,11 @@ def _resource_text(definition: ResourceDefinition | CollectionDefinition) -> str
 
 
 def _validate_input(model: type[BaseModel] | None, value: Any, where: str) -> Any:
-    """Validate an action's input before anything runs (``None`` counts as ``{}``)."""
+    """Validate an action's input before anything runs (``None`` counts as ``{}``); keys the
+    model has no field for are refused unless it allows extras (a typo must not pass)."""
     if model is None:
         return value
+    schema.check_input_keys(model, value, where=where)
     return schema.validate_value(model, {} if value is None else value, where=where)
 
 

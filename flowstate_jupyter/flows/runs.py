@@ -31,7 +31,7 @@ import json
 import threading
 import time
 import traceback as _traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -120,7 +120,7 @@ class RunResult:
 
 # ---------------------------------------------------------------------------- sync bridge
 
-def run_sync(make: Callable[[], Awaitable[T]]) -> T:
+def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run the coroutine ``make()`` returns to completion and return its result.
 
     Without a running loop in this thread: ``asyncio.run``. Inside one (Jupyter, or a block
@@ -151,7 +151,16 @@ _IDLE_LOOPS: list[_LoopThread] = []  # helper threads not running a flow now
 _IDLE_LOCK = threading.Lock()
 
 
-def _run_in_helper_thread(make: Callable[[], Awaitable[T]]) -> T:
+def _run_in_helper_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``make()`` on an idle helper loop while this thread waits (see :func:`run_sync`).
+
+    An interrupt (``KeyboardInterrupt``) may arrive at any instruction of this thread, also while
+    the run is being scheduled, for instance from the block itself an instant after it starts.
+    Everything from scheduling on is therefore inside one ``try``, and the cancel request goes
+    through the helper's loop, which runs callbacks in the order they were scheduled: it runs
+    after ``start`` if ``start`` was scheduled at all. So the run is either never started or
+    cancelled, and the interrupt propagates only after the run has recorded its outcome.
+    """
     with _IDLE_LOCK:
         helper = _IDLE_LOOPS.pop() if _IDLE_LOOPS else None
     if helper is None:  # the first run, or every helper is busy (a run started inside a run)
@@ -162,7 +171,7 @@ def _run_in_helper_thread(make: Callable[[], Awaitable[T]]) -> T:
 
     def start() -> None:  # on the helper's loop
         try:
-            task = context.run(lambda: helper.loop.create_task(make()))
+            task: asyncio.Task[T] = context.run(lambda: helper.loop.create_task(make()))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             box["error"] = exc
             finished.set()
@@ -179,12 +188,20 @@ def _run_in_helper_thread(make: Callable[[], Awaitable[T]]) -> T:
             box["result"] = task.result()
         finished.set()
 
-    helper.loop.call_soon_threadsafe(start)
+    def cancel() -> None:  # on the helper's loop, after start() if start() was scheduled
+        if "task" in box:
+            box["task"].cancel()  # done() sets `finished` once the run has recorded it
+        elif not finished.is_set():  # start() was never scheduled: nothing runs
+            finished.set()
+
     try:
+        helper.loop.call_soon_threadsafe(start)
         while not finished.wait(0.1):  # short waits: a pending interrupt is noticed quickly
             pass
     except KeyboardInterrupt:
-        helper.loop.call_soon_threadsafe(lambda: box["task"].cancel() if "task" in box else None)
+        # A second interrupt while waiting stops the wait; the run still ends (cancelled) on
+        # its own and records that.
+        helper.loop.call_soon_threadsafe(cancel)
         finished.wait()
         raise
     finally:
@@ -208,7 +225,7 @@ def for_record(value: Any) -> Any:
         data = to_jsonable_python(value, fallback=repr)
         text = json.dumps(data, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        data, text = repr(value), None
+        data = repr(value)
         text = json.dumps(data)
     if len(text) > RECORD_VALUE_LIMIT:
         return {"$truncated": True, "preview": text[:2000]}
@@ -249,12 +266,14 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
         _write_request(store, request_id, record)
         ctx = _root_context(flow, block, store, request_id, session_id, owner, project,
                             services)
-        output, error, interrupt = None, None, None
+        output: Any = None
+        error: BaseException | None = None
+        interrupt: BaseException | None = None
         try:
             output = await block.run(value, ctx)
         except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
             error = exc
-        except BaseException as exc:  # cancelled or interrupted: record it, then re-raise
+        except BaseException as exc:  # noqa: BLE001 - cancelled or interrupted: recorded, re-raised
             error = interrupt = exc
         duration = time.perf_counter() - clock
         services.close()  # every job has finished by now: this only releases the threads

@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ..base.jsonvalues import check_text
+from ..base.names import BAD_KEY_CHARS, RESOURCE_NAME
+from ..base.text import short
 from ..errors import (
     InvalidIdError,
     ReadOnlyResourceError,
@@ -31,9 +34,9 @@ from ..model import ops, schema
 from ..stores.base import Record, Store
 from .records import TypedRecord, to_json
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+_NAME = RESOURCE_NAME
 _PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")
-_BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_BAD_KEY_CHARS = BAD_KEY_CHARS  # control characters, backslashes, lone surrogates
 Eviction = Literal["none", "lru", "oldest"]
 
 
@@ -108,7 +111,8 @@ def define_resource(state: type[BaseModel] | None = None, *, writable: bool = Fa
                     metadata: Mapping[str, Any] | None = None) -> ResourceDefinition:
     """Describe a resource: typed ``state``, optional ``content`` (or ``content_file``) text.
 
-    ``render(state, content)`` turns the raw content into what ``read_content()`` returns;
+    ``render(state, content)`` turns the raw content into what ``read_content()`` returns
+    (it is not called when there is no content: ``read_content()`` is then ``None``);
     ``client_data(state)`` is what a client sees of it in ``snapshot()``. Read-only unless
     ``writable=True``.
     """
@@ -188,14 +192,15 @@ def _compile_pattern(pattern: Any) -> re.Pattern:
 def _check_key(definition: CollectionDefinition, key: Any, collection: str) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidIdError(f"collection {collection!r}: key must be a non-empty string, "
-                             f"not {key!r}")
+                             f"not {short(key, 60)}")
     segments = key.split("/")
     if any(s in ("", ".", "..") for s in segments) or _BAD_KEY_CHARS.search(key):
-        raise InvalidIdError(f"collection {collection!r}: invalid key {key!r} (no empty "
-                             f"segments, no '.' or '..', no control characters or backslashes)")
+        raise InvalidIdError(f"collection {collection!r}: invalid key {short(key, 80)} (no "
+                             f"empty segments, no '.' or '..', no control characters, "
+                             f"backslashes or lone surrogates)")
     if not definition.regex.fullmatch(key):
-        raise InvalidIdError(f"collection {collection!r}: key {key!r} does not match the "
-                             f"pattern {definition.pattern!r}")
+        raise InvalidIdError(f"collection {collection!r}: key {short(key, 80)} does not match "
+                             f"the pattern {definition.pattern!r}")
     return key
 
 
@@ -301,9 +306,13 @@ class ResourceHandle(TypedRecord):
         return None
 
     def read_content(self) -> str | None:
-        """The content as rendered by the definition's ``render(state, content)``, or raw."""
+        """The content as rendered by the definition's ``render(state, content)``, or raw.
+
+        ``None`` when there is no content (DESIGN §5: ``None`` is no content); ``render`` is
+        called only for content, and ``""`` is content.
+        """
         raw = self.read_content_raw()
-        if self.definition.render is None:
+        if raw is None or self.definition.render is None:
             return raw
         return self.definition.render(self.state, raw)
 
@@ -312,6 +321,8 @@ class ResourceHandle(TypedRecord):
         if text is not None and not isinstance(text, str):
             raise ValidationError(f"{self._where()}: content must be a str or None, not "
                                   f"{type(text).__name__}", where=self._where())
+        if text is not None:
+            check_text(text, where=self._where(), what="content")
         return self._commit("content", lambda s: s, content=text,
                             delta={"content_chars": None if text is None else len(text)})
 
@@ -467,6 +478,10 @@ class CollectionHandle:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys of the live instances, sorted, optionally only those starting with ``prefix``."""
+        if not isinstance(prefix, str) or _BAD_KEY_CHARS.search(prefix):
+            raise InvalidIdError(f"collection {self.name!r}: a key prefix is text without "
+                                 f"control characters, backslashes or lone surrogates, not "
+                                 f"{ascii(prefix)[:60]}")
         return [r.name.split(":", 1)[1] for r in self._records(prefix)]
 
     def delete(self, key: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..base.jsonvalues import check_json, copy_json, format_path, json_equal
+from ..base.jsonvalues import check_json, check_text, copy_json, format_path, json_equal
 from ..base.text import short
 from ..errors import ValidationError
 
@@ -54,11 +54,13 @@ def _need_dict(value: Any, *, where: str, what: str) -> None:
 
 
 def _need_field_name(field: Any, *, where: str) -> None:
-    """Refuse a field name that is not a str."""
+    """Refuse a field name that is not a str of valid Unicode text."""
     if type(field) is not str:
         raise ValidationError(
             f"{where}: field names must be str, got {short(field, 60)} ({type(field).__name__})",
             where=where, path=(field,), reason="field name is not a str")
+    if not field.isascii():
+        check_text(field, where=where, what=f"field name {short(field, 60)}")
 
 
 def _need_record_key(field: str, key: Any, *, where: str) -> None:
@@ -68,6 +70,8 @@ def _need_record_key(field: str, key: Any, *, where: str) -> None:
             f"{where}: record keys of field '{field}' must be str, "
             f"got {short(key, 60)} ({type(key).__name__})",
             where=where, path=(field,), reason="record key is not a str")
+    if not key.isascii():
+        check_text(key, where=where, what=f"record key {short(key, 60)} of field '{field}'")
 
 
 def _holds(value: Any) -> str:
@@ -118,7 +122,10 @@ def increment(state: dict, increments: dict, *, where: str) -> dict:
                 f"{where}: cannot increment field '{field}': it holds {_holds(current)}, "
                 f"not a number; set it to a number first",
                 where=where, path=(field,), reason="field is not a number")
-        result = current + by
+        try:
+            result = current + by
+        except OverflowError:  # a float plus an int too large for a float
+            result = math.inf
         if type(result) is float and not math.isfinite(result):
             raise ValidationError(
                 f"{where}: incrementing field '{field}' overflows to {result}",

@@ -32,6 +32,7 @@ from .ops import check_json, copy_json, format_path
 
 __all__ = [
     "check_fields",
+    "check_input_keys",
     "defaults",
     "encode_json",
     "field_summary",
@@ -601,6 +602,30 @@ def field_summary(model: _Model) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------- block input/output
 # (added for blocks and flows: validating values that are not scope state)
+
+def check_input_keys(model: _Model, value: Any, *, where: str) -> None:
+    """Refuse keys of an input object that ``model`` has no field (or alias) for, with a
+    did-you-mean hint, unless the model allows extras (``extra="allow"``). Input models need no
+    defaults, so this does not go through :func:`check_fields`."""
+    if model is None or not isinstance(value, dict) or model.model_config.get("extra") == "allow":
+        return
+    known: list[str] = []
+    for name, field in model.model_fields.items():
+        known.append(name)
+        known += [a for a in (field.alias, field.validation_alias) if isinstance(a, str)]
+    unknown = [k for k in value if k not in known]
+    if not unknown:
+        return
+    name = unknown[0]
+    message = f"{where}: unknown field {name!r}"
+    close = difflib.get_close_matches(str(name), list(model.model_fields), n=1)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    message += f" Fields: {', '.join(model.model_fields) or '(none)'}"
+    if len(unknown) > 1:
+        message += f" (also unknown: {', '.join(repr(n) for n in unknown[1:])})"
+    raise ValidationError(message, where=where, path=(name,), reason=f"unknown field {name!r}")
+
 
 def validate_value(model: _Model, value: Any, *, where: str) -> Any:
     """Validate a block's or an action's input or output against ``model``.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .kernel import KernelState
-from .widgets import ClientDataPreview, FlowRunner, History, Inspector
+from .widgets import ClientDataPreview, FlowRunner, History, Inspector, JsonView
 
 _loaded: dict[int, KernelState] = {}
 _remembered: dict[int, dict] = {}  # what an unloaded extension was looking at, per shell
@@ -61,6 +61,7 @@ __all__ = [
     "FlowRunner",
     "History",
     "Inspector",
+    "JsonView",
     "KernelState",
     "kernel_state",
     "load_ipython_extension",

@@ -2,7 +2,8 @@
 
 Store callbacks arrive in the writing thread (own writes) or the store's watcher thread (other
 processes). A flow run may write hundreds of times a second, so a view is refreshed at most once
-per ``interval`` seconds, after the burst, never inside the write itself.
+per ``interval`` seconds (0.05: a burst becomes one refresh, a single write shows at once), never
+inside the write itself.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ class Live:
     """Call ``refresh()`` soon after each change for which ``wants(event)`` is true."""
 
     def __init__(self, store: Store, wants: Callable[[dict], bool],
-                 refresh: Callable[[], None], interval: float = 0.15) -> None:
+                 refresh: Callable[[], None], interval: float = 0.05) -> None:
         self._wants = wants
         self._refresh = refresh
         self._interval = interval
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._store = store
         self._unsubscribe = store.subscribe(self._on_event)
 
     def _on_event(self, event: dict) -> None:
@@ -41,6 +43,9 @@ class Live:
         with self._lock:
             self._timer = None
         if self._closed:
+            return
+        if getattr(self._store, "_closed", False):  # the store was closed: the view is done
+            self.close()
             return
         try:
             self._refresh()

@@ -1,9 +1,14 @@
 """The ``%state``, ``%flow`` and ``%%flow`` magics (DESIGN §11).
 
 Mistakes are one clear ``UsageError`` line; add ``-t`` (``--traceback``) after the magic name to
-see the full traceback instead. Values are JSON (a bare word such as ``agent`` is taken as a
-string). The store is the source of truth: the magics keep only which flow and session you look
-at (``KernelState``).
+see the full traceback instead. The store is the source of truth: the magics keep only which
+flow and session you look at (``KernelState``).
+
+Magic lines are data (DESIGN §13): IPython's ``$name`` / ``{expr}`` expansion is off
+(``no_var_expand``), so ``%state set session.note "{1+1}"`` stores the text ``{1+1}`` and nothing
+in a line is ever evaluated. Values are JSON (a bare word such as ``agent`` is taken as a
+string). A ``#`` outside JSON strings and brackets, at the start of the line or after a space,
+starts a comment that is ignored, so lines copied with their comments work.
 """
 
 from __future__ import annotations
@@ -15,40 +20,65 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 from traitlets import Bool
 from traitlets.config import Configurable
 
 from ..base.ids import check_id
+from ..base.jsonvalues import NOT_JSON_SYNTAX, load_json
 from ..base.names import SESSION_META
-from ..errors import FlowStateError
+from ..base.text import short
+from ..errors import FlowStateError, ValidationError
 from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
-from ..model.display import event_label, history_rows, version_diff_text
-from ..model.schema import defaults
+from ..model.display import (
+    event_label,
+    flatten_client_view,
+    history_rows,
+    progress_html,
+    progress_text,
+    run_html,
+    runs_rows,
+    version_diff_text,
+)
+from ..model.schema import check_input_keys, defaults, validate_value
+from ._progress import Progress
 from .kernel import KernelState, _PlainSession
 from .paths import PathError, StatePath, parse_path
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
 _OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")
+_FLAG = re.compile(r"(?:^|\s)--(side|table)(?=\s|$)")
 
 
 class Table:
-    """A small table that shows as HTML in a notebook and as aligned text elsewhere."""
+    """A small table that shows as HTML in a notebook and as aligned text elsewhere.
 
-    def __init__(self, title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
+    Rows hold plain values: strings show as text, JSON values as trees (``html.table``);
+    ``nowrap`` names columns kept on one line (times, versions).
+    """
+
+    def __init__(self, title: str, header: tuple[str, ...], rows: list[tuple], *,
+                 subtitle: str = "", nowrap: tuple[int, ...] = ()) -> None:
         self.title, self.header, self.rows = title, header, rows
+        self.subtitle, self.nowrap = subtitle, nowrap
 
     def _repr_html_(self) -> str:
-        return h.card(self.title, h.table(self.rows, self.header))
+        body = h.table(self.rows, self.header, nowrap=self.nowrap) if self.rows else \
+            '<div class="fs-muted">(none)</div>'
+        return h.card(self.title, body, self.subtitle)
 
     def __repr__(self) -> str:
-        lines = [self.title, "  ".join(self.header)]
-        lines += ["  ".join(h.preview(c, 120) if not isinstance(c, str) else c for c in row)
-                  for row in self.rows]
+        cells = [[c if isinstance(c, str) else h.preview(c, 120) for c in row]
+                 for row in self.rows]
+        widths = [max([len(head), *(len(r[i]) for r in cells)])
+                  for i, head in enumerate(self.header)]
+        lines = [self.title, "  ".join(head.ljust(w) for head, w in zip(self.header, widths))
+                 .rstrip()]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
         return "\n".join(lines) if self.rows else f"{self.title}\n(none)"
 
 
@@ -76,6 +106,8 @@ def parse_value(text: str, where: str = "") -> Any:
     """JSON, or a bare word taken as a string; anything else is a UsageError.
 
     ``where`` (a path such as ``session.mode``) starts the message, so it names the field.
+    JSON by the stored-value rules (:func:`~flowstate_jupyter.base.jsonvalues.load_json`): no
+    NaN, no lone surrogates, no nesting too deep to handle.
     """
     text = text.strip()
     prefix = f"{where}: " if where else ""
@@ -83,12 +115,15 @@ def parse_value(text: str, where: str = "") -> Any:
         raise UsageError(f"{prefix}a value is needed (JSON, e.g. 3, \"text\", [1, 2], "
                          f"{{\"a\": 1}})")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return load_json(text, where=where or "value")
+    except ValidationError as exc:
+        if exc.reason != NOT_JSON_SYNTAX:
+            raise UsageError(_one_line(exc)) from None
         if _BARE.fullmatch(text) and text not in ("true", "false", "null"):
             return text
-        raise UsageError(f"{prefix}value {text!r} is not JSON ({exc.msg} at column "
-                         f"{exc.colno}); quote strings, e.g. '\"text\"'") from None
+        detail = str(exc).rpartition(" is not JSON ")[2]
+        raise UsageError(f"{prefix}value {short(text, 60)} is not JSON {detail}; quote "
+                         f"strings, e.g. '\"text\"'") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -116,11 +151,39 @@ def _outside_values(line: str) -> list[bool]:
     return mask
 
 
+def _strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment``: a ``#`` outside JSON strings and brackets, at
+    the start of the line or after whitespace (``"a # b"``, ``[1, "#"]`` and
+    ``files[docs/#1]`` keep theirs)."""
+    if "#" not in line:
+        return line
+    depth, in_string, escaped = 0, False, False
+    for i, char in enumerate(line):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "#" and depth == 0 and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
 def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
     """Pull ``--flow X``-style options and ``-t`` out of a raw line, keeping the rest raw.
 
-    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact.
+    Only options outside JSON values count: ``{"message": "see --user bob"}`` stays intact. A
+    trailing ``# comment`` is dropped first.
     """
+    line = _strip_comment(line)
     mask = _outside_values(line)
     options: dict[str, str] = {}
     kept, start = [], 0
@@ -140,6 +203,20 @@ def _take_options(line: str) -> tuple[str, dict[str, str], bool]:
     return rest.strip(), options, traceback
 
 
+def _take_flags(line: str) -> tuple[str, set[str]]:
+    """Pull the ``--side`` / ``--table`` flags out of a line (outside JSON values)."""
+    mask = _outside_values(line)
+    flags: set[str] = set()
+    kept, start = [], 0
+    for match in _FLAG.finditer(line):
+        if not mask[match.start(1) - 2]:
+            continue
+        flags.add(match.group(1))
+        kept.append(line[start:match.start()])
+        start = match.end()
+    return " ".join([*kept, line[start:]]).strip(), flags
+
+
 def _walk(value: Any, fields: tuple[str, ...], label: str) -> Any:
     for i, field in enumerate(fields):
         if isinstance(value, dict) and field in value:
@@ -151,7 +228,7 @@ def _walk(value: Any, fields: tuple[str, ...], label: str) -> Any:
             where = ".".join(fields[:i]) or "the state"
             known = ", ".join(value) if isinstance(value, dict) else ""
             hint = f"; it has {known}" if known else ""
-            raise UsageError(f"{label}: {where} has no {field!r}{hint}")
+            raise UsageError(f"{label}: {where} has no {short(field, 60)}{hint}")
     return value
 
 
@@ -161,15 +238,15 @@ def _deep_set(value: Any, fields: tuple[str, ...], new: Any, label: str) -> Any:
         return new
     head, rest = fields[0], fields[1:]
     if isinstance(value, dict):
-        copy = dict(value)
-        copy[head] = _deep_set(value.get(head, {}), rest, new, label)
-        return copy
+        copied = dict(value)
+        copied[head] = _deep_set(value.get(head, {}), rest, new, label)
+        return copied
     if isinstance(value, list) and head.lstrip("-").isdigit() and \
             -len(value) <= int(head) < len(value):
         items = list(value)
         items[int(head)] = _deep_set(value[int(head)], rest, new, label)
         return items
-    raise UsageError(f"{label}: cannot reach {head!r} inside {type(value).__name__}")
+    raise UsageError(f"{label}: cannot reach {short(head, 60)} inside {type(value).__name__}")
 
 
 _DELETE = object()
@@ -213,8 +290,8 @@ class FlowStateMagics(Magics, Configurable):
         resources = handle.resources
         if path.resource not in resources:
             known = ", ".join(resources) or "none"
-            raise UsageError(f"{path.label}: {path.scope} has no resource {path.resource!r}; "
-                             f"defined: {known}")
+            raise UsageError(f"{path.label}: {path.scope} has no resource "
+                             f"{short(path.resource, 60)}; defined: {known}")
         res = resources[path.resource]
         if isinstance(res, CollectionHandle):
             if path.key is None:
@@ -241,7 +318,12 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--project", help="with 'use': switch to this project id")
     @argument("--flow", help="with 'use': make this registered flow current")
     @argument("--limit", type=int, default=20, help="with 'history': how many versions")
+    @argument("--side", action="store_true",
+              help="with no verb or 'client': open the view in a JupyterLab side panel")
+    @argument("--table", action="store_true",
+              help="with 'history': a static table instead of the History widget")
     @line_magic
+    @no_var_expand
     def state(self, line: str = "") -> Any:
         """Inspect and change state of the current session, user and project.
 
@@ -251,13 +333,15 @@ class FlowStateMagics(Magics, Configurable):
         Examples::
 
             %state                                  # live Inspector widget
+            %state --side                           # the Inspector in a side panel
             x = %state get session.mode
             %state set session.mode "agent"
             %state patch session {"mode": "chat", "message_count": 0}
             %state inc session.message_count 2
             %state push session.resources.plan.steps "write tests"
             %state del session.notes.draft
-            %state history session --limit 5
+            %state history session                  # History widget: pages, diff, restore
+            %state history session --table --limit 5
             %state diff 3 5 session
             %state undo session
             %state reset session
@@ -265,22 +349,34 @@ class FlowStateMagics(Magics, Configurable):
             %state sessions                         # with the session each was forked from
             %state compare s1 s2                    # state, resources, client data side by side
             %state client                           # live client-data preview
+            %state client --side
             %state path                             # this notebook's Windmill state path
         """
         raw, options, show_tb = _take_options(line)
+        raw, flags = _take_flags(raw)
         verb, _, rest = raw.partition(" ")
         rest = rest.strip()
         if verb.startswith("-") and verb not in ("-t", "--traceback"):
             parse_argstring(self.state, line)  # argparse's own message for unknown flags
-        return self._guard(show_tb, lambda: self._state(verb, rest, options))
+        return self._guard(show_tb, lambda: self._state(verb, rest, options, flags))
 
-    def _state(self, verb: str, rest: str, options: dict[str, str]) -> Any:
-        if verb in ("", "inspect"):
-            from .widgets import Inspector
-            return Inspector(self.kernel.session())
-        if verb == "client":
-            from .widgets import ClientDataPreview
-            return ClientDataPreview(self.kernel.session(options.get("flow")))
+    def _state(self, verb: str, rest: str, options: dict[str, str],
+               flags: frozenset[str] | set[str] = frozenset()) -> Any:
+        if "side" in flags and verb not in ("", "inspect", "client"):
+            raise UsageError("--side opens a live view: %state --side or %state client --side")
+        if "table" in flags and verb != "history":
+            raise UsageError("--table goes with history: %state history session --table")
+        if verb in ("", "inspect", "client"):
+            from .widgets import ClientDataPreview, Inspector
+            view = Inspector(self.kernel.session()) if verb != "client" else \
+                ClientDataPreview(self.kernel.session(options.get("flow")))
+            if "side" not in flags:
+                return view
+            title = "flowstate · " + ("client data" if verb == "client" else "state")
+            view.show(side=True, title=title)
+            return None
+        if verb == "history":
+            return self._history(rest, options, table="table" in flags)
         if verb == "use":
             return self._use(options, rest)
         if verb == "sessions":
@@ -291,11 +387,12 @@ class FlowStateMagics(Magics, Configurable):
             from ..windmill import get_state_path
             return get_state_path()  # shown as the cell's value; `p = %state path` works
         handlers = {"get": self._get, "set": self._set, "patch": self._patch, "inc": self._inc,
-                    "push": self._push, "del": self._del, "history": self._history,
-                    "diff": self._diff, "undo": self._undo, "reset": self._reset}
+                    "push": self._push, "del": self._del, "diff": self._diff,
+                    "undo": self._undo, "reset": self._reset}
         if verb not in handlers:
-            raise UsageError(f"unknown %state verb {verb!r}; use one of "
-                             f"{', '.join(handlers)}, use, sessions, compare, client, path "
+            raise UsageError(f"unknown %state verb {short(verb, 40)}; use one of "
+                             f"{', '.join(handlers)}, history, use, sessions, compare, client, "
+                             f"path "
                              f"(see %state?)")
         return handlers[verb](rest, options)
 
@@ -358,7 +455,7 @@ class FlowStateMagics(Magics, Configurable):
         amount = parse_value(value_text, path.label) if value_text.strip() else 1
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
             raise UsageError(f"{path.label}: %state inc takes a number, not "
-                             f"{value_text.strip()!r}")
+                             f"{short(value_text.strip(), 60)}")
         target = self._target(path, options.get("flow"), create=True)
         if len(path.fields) != 1:
             raise UsageError("%state inc needs a top-level field, e.g. session.message_count")
@@ -387,7 +484,7 @@ class FlowStateMagics(Magics, Configurable):
             model_defaults = defaults(target.model if hasattr(target, "model")
                                       else target.definition.state)
             if fields[0] not in target.state_dict():
-                raise UsageError(f"{path.label}: no field {fields[0]!r}")
+                raise UsageError(f"{path.label}: no field {short(fields[0], 60)}")
             if fields[0] in model_defaults:
                 changed = target.patch_state({fields[0]: model_defaults[fields[0]]})
             else:
@@ -414,13 +511,17 @@ class FlowStateMagics(Magics, Configurable):
             raise UsageError(f"{path.label}: name one instance, {path.resource}[KEY]")
         return path, target
 
-    def _history(self, rest: str, options: dict) -> Table:
+    def _history(self, rest: str, options: dict, table: bool = False) -> Any:
+        """The History widget of a scope or resource; ``table``: a static table instead."""
         path, target = self._scope_target(rest, options)
+        if not table:
+            from .widgets import History
+            limit = int(options["limit"]) if "limit" in options else 500
+            return History(target, limit=limit)
         limit = int(options.get("limit", 20))
-        rows = [(f"v{v}", t, op, h.state_text(s, 300)) for v, t, op, s in
-                history_rows(target, limit)]
+        rows = [(f"v{v}", t, op, s) for v, t, op, s in history_rows(target, limit)]
         return Table(f"history of {path.label}", ("version", "time", "operation", "state"),
-                     rows)
+                     rows, nowrap=(0, 1))
 
     def _diff(self, rest: str, options: dict) -> None:
         parts = rest.split()
@@ -453,7 +554,7 @@ class FlowStateMagics(Magics, Configurable):
     def _use(self, options: dict, rest: str) -> None:
         if rest:
             raise UsageError(f"%state use takes only options (--session, --user, --project, "
-                             f"--flow), not {rest!r}")
+                             f"--flow), not {short(rest, 60)}")
         if not options:
             raise UsageError("%state use --session ID | --user ID | --project ID | --flow NAME")
         kernel = self.kernel
@@ -485,7 +586,8 @@ class FlowStateMagics(Magics, Configurable):
             rows = [(s["id"], s.get("user", ""), s.get("flow", ""), h.when(s.get("updated_at")),
                      _parent_text(s.get("parent")))
                     for s in self.kernel.flow().sessions(store=self.kernel.store)]
-        return Table("sessions", ("session", "user", "flow", "updated", "forked from"), rows)
+        return Table("sessions", ("session", "user", "flow", "updated", "forked from"), rows,
+                     nowrap=(3,))
 
     def _compare(self, rest: str, options: dict) -> Any:
         ids = rest.split()
@@ -510,6 +612,7 @@ class FlowStateMagics(Magics, Configurable):
     # -- %%flow and %flow ---------------------------------------------------------------------
     # IPython's stubs type these decorators' argument as Never: nothing would pass them.
     @cell_magic("flow")  # type: ignore[arg-type]
+    @no_var_expand
     def flow_cell(self, line: str, cell: str) -> Any:
         """Define a flow in Python and register it: ``%%flow NAME``.
 
@@ -554,6 +657,7 @@ class FlowStateMagics(Magics, Configurable):
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
     @line_magic("flow")  # type: ignore[arg-type]
+    @no_var_expand
     def flow_line(self, line: str = "") -> Any:
         """Run and inspect registered flows.
 
@@ -578,17 +682,17 @@ class FlowStateMagics(Magics, Configurable):
         if verb == "list":
             rows = [(("* " if n == kernel.current_flow else "  ") + n, f.kind,
                      ", ".join(f.actions)) for n, f in kernel.flows.items()]
-            return Table("flows", ("name", "kind", "actions"), rows)
+            return Table("flows", ("name", "kind", "actions"), rows,
+                         subtitle="* the current flow" if rows else "")
         if verb == "show":
             _show_flow(kernel.flow(rest or options.get("flow")))
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
             runs = session.runs(limit=int(options.get("limit", 20)))
-            run_rows = [(r.get("request_id", ""), r.get("action", ""), r.get("status", ""),
-                         h.when(r.get("started_at")), _short_outcome(r)) for r in runs]
             return Table(f"runs of session {session.id!r}",
-                         ("request", "action", "status", "started", "output / error"), run_rows)
+                         ("request", "action", "status", "started", "took", "output / error"),
+                         runs_rows(runs), nowrap=(0, 3, 4))
         if verb == "ui":
             from .widgets import FlowRunner
             name = rest or options.get("flow")
@@ -598,7 +702,8 @@ class FlowStateMagics(Magics, Configurable):
             return self._run(rest, options)
         if verb == "graph":
             return kernel.flow(rest or options.get("flow")).graph()
-        raise UsageError(f"unknown %flow verb {verb!r}; use run, list, show, runs, graph or ui")
+        raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs, "
+                         f"graph or ui")
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
@@ -608,17 +713,26 @@ class FlowStateMagics(Magics, Configurable):
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         payload = parse_value(input_text) if input_text.strip() else None
+        # Opening the session writes its record: refuse a wrong action or input first, as the
+        # run itself would (flow.run refuses an unknown action before it writes anything).
+        act = flow.actions.get(action)
+        if act is None:
+            flow.run(action, payload, store=kernel.store)  # raises UnknownActionError
+        check_input_keys(act.input_model, payload, where=f"action {action!r} input")
+        validate_value(act.input_model, payload, where=f"action {action!r} input")
         session_id = options.get("session", kernel.session_id)
         user = options.get("user", kernel.user)
         session = flow.session(session_id, user=user, project=kernel.project, store=kernel.store)
         before = _flat_client(session)
-        progress = _Progress()
-        result = session.run(action, payload, on_event=progress.on_event)
-        progress.close()
+        shown = _RunDisplay(action)
+        try:
+            result = session.run(action, payload, on_event=shown.progress.on_event)
+        finally:
+            shown.progress.stop()
         self._user_ns()["_"] = result
         after = _flat_client(session)
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
-        display(_RunSummary(result, changed))
+        shown.done(_RunSummary(result, changed))
         return None
 
 
@@ -643,53 +757,52 @@ def _jsonable_field(snapshot: Any, field: str) -> Any:
 
 
 def _flat_client(session: Any) -> dict:
-    from ..model.display import flatten_client_view
     try:
         return flatten_client_view(session.snapshot())
     except Exception:  # noqa: BLE001 - a broken client-data function shows in the preview
         return {}
 
 
-def _short_outcome(run: dict) -> str:
-    if run.get("error"):
-        error = run["error"]
-        return f"{error.get('type', 'Error')}: {error.get('message', '')}" \
-            if isinstance(error, dict) else str(error)
-    return h.preview(run.get("output"), 80)
+class _RunDisplay:
+    """What ``%flow run`` shows while the run runs and after: one output, updated in place.
 
+    In a kernel, a run that lasts longer than about a second shows its progress (elapsed time,
+    steps done, events, the block running now) in an output with a display id; the summary
+    replaces it when the run ends. Elsewhere (a terminal) only the summary is shown.
+    """
 
-class _Progress:
-    """A progress bar for long runs (widget in a front end, text lines elsewhere)."""
+    def __init__(self, action: str) -> None:
+        from ._show import in_kernel
+        self._handle: Any = None
+        self._kernel = in_kernel()
+        self.progress = Progress(action, self._show)
 
-    def __init__(self) -> None:
-        self._bar: Any = None  # an ipywidgets.IntProgress once the first progress event comes
-
-    def on_event(self, event: dict) -> None:
-        if event.get("type") != "progress":
+    def _show(self, progress: dict) -> None:
+        if not self._kernel:
             return
-        data = event.get("data") or {}
-        total, done = int(data.get("total") or 0), int(data.get("done") or 0)
-        if not total:
-            return
-        if self._bar is None:
-            import ipywidgets as W
-            self._bar = W.IntProgress(min=0, max=total, description=str(data.get("block", "")))
-            display(self._bar)
-        self._bar.max = total
-        self._bar.value = done
+        bundle = {"text/html": progress_html(progress), "text/plain": progress_text(progress)}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
 
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.bar_style = "success"
+    def done(self, summary: Any) -> None:
+        if self._handle is not None:
+            self._handle.update(summary)
+        else:
+            display(summary)
 
 
 class _RunSummary:
-    """What ``%flow run`` shows: output or error, events, and the client data that changed."""
+    """What ``%flow run`` shows: output or error, the client data that changed, and events."""
 
     def __init__(self, result: Any, changed: dict) -> None:
         self.result, self.changed = result, changed
 
-    def _parts(self) -> tuple[str, list[str], list[str]]:
+    def _repr_html_(self) -> str:
+        return run_html(self.result, self.changed)
+
+    def __repr__(self) -> str:
         r = self.result
         if r.error is not None:
             head = f"error: {type(r.error).__name__}: {r.error}"
@@ -698,18 +811,5 @@ class _RunSummary:
             head = f"output: {h.preview(out, 500)}"
         events = [event_label(e) for e in r.events[:50]]
         changed = [f"{k} = {h.preview(v, 200)}" for k, v in self.changed.items()]
-        return head, events, changed
-
-    def _repr_html_(self) -> str:
-        head, events, changed = self._parts()
-        cls = "fs-error" if self.result.error is not None else ""
-        body = f'<div class="{cls}">{h.esc(head)}</div>'
-        body += f"<b>events</b> ({len(self.result.events)})<pre>{h.esc(chr(10).join(events))}</pre>"
-        body += "<b>client data changed</b><pre>" + h.esc("\n".join(changed) or "(none)") + "</pre>"
-        return h.card(f"run {self.result.request_id}", body,
-                      f"{self.result.duration_s * 1000:.0f} ms")
-
-    def __repr__(self) -> str:
-        head, events, changed = self._parts()
-        return "\n".join([head, f"events ({len(self.result.events)}):", *events,
+        return "\n".join([head, f"events ({len(r.events)}):", *events,
                           "client data changed:", *(changed or ["(none)"])])

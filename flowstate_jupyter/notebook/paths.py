@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base.ids import SCOPES
+from ..base.text import short
 
 
 class PathError(ValueError):
@@ -33,7 +34,9 @@ class StatePath:
 
     @property
     def label(self) -> str:
-        return self.text or self.scope
+        """The path as written (cut to 80 characters), for messages."""
+        text = self.text or self.scope
+        return text if len(text) <= 80 else text[:77] + "..."
 
 
 _HELP = ("use SCOPE.FIELD (session.mode), SCOPE.resources.NAME.FIELD "
@@ -50,17 +53,17 @@ def _split(text: str) -> list[str]:
         elif char == "]":
             depth -= 1
             if depth < 0:
-                raise PathError(f"unbalanced ']' in {text!r}; {_HELP}")
+                raise PathError(f"unbalanced ']' in {short(text, 80)}; {_HELP}")
         if char == "." and depth == 0:
             parts.append(current)
             current = ""
         else:
             current += char
     if depth:
-        raise PathError(f"unclosed '[' in {text!r}; {_HELP}")
+        raise PathError(f"unclosed '[' in {short(text, 80)}; {_HELP}")
     parts.append(current)
     if any(p == "" for p in parts):
-        raise PathError(f"empty segment in {text!r}; {_HELP}")
+        raise PathError(f"empty segment in {short(text, 80)}; {_HELP}")
     return parts
 
 
@@ -76,14 +79,15 @@ def parse_path(text: str) -> StatePath:
         scope, rest = "session", parts
     if rest and rest[0] == "resources":
         if len(rest) < 2:
-            raise PathError(f"{text!r} names no resource; {_HELP}")
+            raise PathError(f"{short(text, 80)} names no resource; {_HELP}")
         name, key = rest[1], None
         if "[" in name:
             if not name.endswith("]"):
-                raise PathError(f"{text!r}: write a collection key as NAME[KEY]; {_HELP}")
+                raise PathError(f"{short(text, 80)}: write a collection key as NAME[KEY]; "
+                                f"{_HELP}")
             name, key = name[:-1].split("[", 1)
             if not key:
-                raise PathError(f"{text!r}: empty collection key; {_HELP}")
+                raise PathError(f"{short(text, 80)}: empty collection key; {_HELP}")
         fields = tuple(rest[2:])
         _check_plain(fields, text)
         return StatePath(scope, name, key, fields, text)
@@ -94,4 +98,4 @@ def parse_path(text: str) -> StatePath:
 def _check_plain(fields: tuple[str, ...], text: str) -> None:
     for field in fields:
         if "[" in field or "]" in field:
-            raise PathError(f"{text!r}: brackets are only for collection keys; {_HELP}")
+            raise PathError(f"{short(text, 80)}: brackets are only for collection keys; {_HELP}")

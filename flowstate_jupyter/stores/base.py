@@ -548,6 +548,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,
+                     replace: bool = False) -> int:
+        """:meth:`restore` every ``(record, history)`` in one transaction: all or nothing.
+
+        For imports. If any is refused (a record that exists, unless ``replace``; a state that is
+        not JSON), nothing is written. Returns how many records were written.
+        """
+
+    @abc.abstractmethod
     def prune_history(self, keep: int) -> int:
         """Drop all but the newest ``keep`` history versions of every record; returns how many."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from ..errors import VersionConflictError
@@ -209,6 +210,23 @@ class MemoryStore(Store):
             self._records[key] = (stored, text)
             self._history[key] = collections.deque(rows)
             self._history_bytes[key] = sum(utf8_size(row[3]) for row in rows)
+
+    def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,
+                     replace: bool = False) -> int:
+        self._check_open()
+        pairs = [(record, list(history)) for record, history in items]
+        for record, history in pairs:  # what can fail, before anything is written
+            where = record_where(record.scope, record.scope_id, record.name)
+            for state in (record.state, *(e.state for e in history)):
+                dump_json(state, where)
+        with self._lock:
+            if not replace:
+                for record, _ in pairs:
+                    if (record.scope, record.scope_id, record.name) in self._records:
+                        refuse_existing(record)
+            for record, history in pairs:
+                self.restore(record, history, replace=True)
+        return len(pairs)
 
     def prune_history(self, keep: int) -> int:
         self._check_open()

@@ -61,7 +61,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 try:
@@ -1019,6 +1019,28 @@ class PostgresStore(Store):
 
     def restore(self, record: Record, history: builtins.list[HistoryEntry], *,
                 replace: bool = False) -> None:
+        where = record_where(record.scope, record.scope_id, record.name)
+        self._maintain(lambda conn: self._restore_rows(conn, record, history, replace),
+                       writing=f"the restore of {where}",
+                       advice=f"Read {where} to see whether it was restored, and restore it "
+                              f"again if it was not.")
+
+    def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,
+                     replace: bool = False) -> int:
+        pairs = [(record, list(history)) for record, history in items]
+
+        def body(conn: psycopg.Connection) -> None:
+            for record, history in pairs:
+                self._restore_rows(conn, record, history, replace)
+
+        self._maintain(body, writing=f"an import of {len(pairs)} records",
+                       advice="Read a record of the file to see whether the import was stored, "
+                              "and import the file again (with --replace) if it was not.")
+        return len(pairs)
+
+    def _restore_rows(self, conn: psycopg.Connection, record: Record,
+                      history: builtins.list[HistoryEntry], replace: bool) -> None:
+        """One record and its kept history, inside the caller's transaction."""
         t = self._t
         key = {"scope": record.scope, "scope_id": record.scope_id, "name": record.name}
         where = record_where(record.scope, record.scope_id, record.name)
@@ -1026,32 +1048,26 @@ class PostgresStore(Store):
         texts = [dump_json(e.state, where) for e in history]
         kept = kept_history(history, texts, self.history_limit, self.history_limit_bytes)
         match = "scope = %(scope)s AND scope_id = %(scope_id)s AND name = %(name)s"
-
-        def body(conn: psycopg.Connection) -> None:
-            if conn.execute(f"SELECT 1 FROM {t['records']} WHERE {match} FOR UPDATE",
-                            key).fetchone():
-                if not replace:
-                    refuse_existing(record)
-                conn.execute(f"DELETE FROM {t['records']} WHERE {match}", key)
-                conn.execute(f"DELETE FROM {t['history']} WHERE {match}", key)
-            conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
-                         f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                         (record.scope, record.scope_id, record.name, record.version, text,
-                          record.content, record.deleted, record.created_at,
-                          record.updated_at, record.accessed_at,
-                          sum(utf8_size(texts[i]) for i in kept)))
-            with conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "
-                    f"operation, state, deleted, request_id) "
-                    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(record.scope, record.scope_id, record.name, history[i].version,
-                      history[i].ts, history[i].operation, texts[i], history[i].deleted,
-                      history[i].request_id) for i in kept])
-
-        self._maintain(body, writing=f"the restore of {where}",
-                       advice=f"Read {where} to see whether it was restored, and restore it "
-                              f"again if it was not.")
+        if conn.execute(f"SELECT 1 FROM {t['records']} WHERE {match} FOR UPDATE",
+                        key).fetchone():
+            if not replace:
+                refuse_existing(record)
+            conn.execute(f"DELETE FROM {t['records']} WHERE {match}", key)
+            conn.execute(f"DELETE FROM {t['history']} WHERE {match}", key)
+        conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
+                     f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                     (record.scope, record.scope_id, record.name, record.version, text,
+                      record.content, record.deleted, record.created_at,
+                      record.updated_at, record.accessed_at,
+                      sum(utf8_size(texts[i]) for i in kept)))
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "
+                f"operation, state, deleted, request_id) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(record.scope, record.scope_id, record.name, history[i].version,
+                  history[i].ts, history[i].operation, texts[i], history[i].deleted,
+                  history[i].request_id) for i in kept])
 
     def prune_history(self, keep: int) -> int:
         t = self._t

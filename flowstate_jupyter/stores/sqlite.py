@@ -36,7 +36,7 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -865,6 +865,18 @@ class SQLiteStore(Store):
                              rows)
 
         self._transaction(body)
+
+    def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,
+                     replace: bool = False) -> int:
+        self._check_open()
+        pairs = [(record, list(history)) for record, history in items]
+
+        def body(conn: sqlite3.Connection) -> None:
+            for record, history in pairs:  # each one a savepoint inside this transaction
+                self.restore(record, history, replace=replace)
+
+        self._transaction(body)
+        return len(pairs)
 
     def prune_history(self, keep: int) -> int:
         self._check_open()

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import AccessDeniedError, InvalidIdError
 from ._where import _context, _ctx_attr, _env_user, _user_of, current_user
 
-#: What DESIGN §10 puts in place of an empty script name (a script path ending in ``/``).
+#: What DESIGN §10 puts in place of a script path ending in ``/``: the whole path becomes this.
 EMPTY_SCRIPT_NAME = "noname"
 
 #: The script name a notebook gets when its own file cannot be found.
@@ -26,7 +26,7 @@ DEFAULT_NOTEBOOK_NAME = "notebook"
 
 _MAX_PATH = 255
 
-_BAD_PATH_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f]")
+_BAD_PATH_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f\ud800-\udfff]")  # and lone surrogates
 
 _UNSAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -93,21 +93,30 @@ def state_path(*, username: str, script_path: str | None = None, flow_path: str 
 
     The trigger is ``username`` for a scheduled run (``schedule_path`` given) and ``"user"``
     otherwise. In a flow step: ``{flow_path}/{step_id or "nostep"}_{trigger}``; in a script or
-    notebook: ``{script_path}/{trigger}``, where a script path ending in ``/`` gets the name
-    ``noname``; with neither: ``u/{username}/tmp_state``. (Windmill's own ``variables.rs``
-    appends ``state`` there instead; this follows DESIGN §10, see ``EMPTY_SCRIPT_NAME``.)
+    notebook: ``{script_path}/{trigger}``, where a script path ending in ``/`` *becomes*
+    ``noname`` (it is replaced, not appended to: ``u/alice/`` gives ``noname/user``); with
+    neither: ``u/{username}/tmp_state``. (Windmill's own ``variables.rs`` uses ``state`` there
+    instead; this follows DESIGN §10, see ``EMPTY_SCRIPT_NAME``.)
 
     >>> state_path(username="alice", flow_path="f/flows/etl", step_id="a")
     'f/flows/etl/a_user'
     >>> state_path(username="alice", script_path="u/alice/watch", schedule_path="f/s/hourly")
     'u/alice/watch/alice'
+    >>> state_path(username="alice", script_path="u/alice/")
+    'noname/user'
     """
+    for label, value in (("username", username), ("script_path", script_path),
+                         ("flow_path", flow_path), ("step_id", step_id),
+                         ("schedule_path", schedule_path)):
+        if not isinstance(value, str) and (value is not None or label == "username"):
+            raise InvalidIdError(f"state_path: {label} must be a string, not "
+                                 f"{type(value).__name__}")
     trigger = username if schedule_path is not None else "user"
     if flow_path:
         return f"{flow_path}/{step_id or 'nostep'}_{trigger}"
     if script_path:
         if script_path.endswith("/"):
-            script_path += EMPTY_SCRIPT_NAME
+            script_path = EMPTY_SCRIPT_NAME
         return f"{script_path}/{trigger}"
     return f"u/{username}/tmp_state"
 
@@ -190,7 +199,7 @@ def _ipython() -> Any:
     get = getattr(module, "get_ipython", None)
     try:
         return get() if get is not None else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - a half-set-up IPython only means "not in a notebook"
         return None
 
 

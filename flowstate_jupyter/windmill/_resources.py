@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..base.jsonvalues import dump_json
 from ..base.names import WM_RESOURCE_PREFIX, WM_STATE_PREFIX
+from ..base.text import short
 from ..errors import FlowStateError, InvalidIdError, ResourceNotFoundError, ValidationError
 from ..handles.records import drive, to_json
 from ..model import ops
@@ -37,6 +39,7 @@ def set_resource(path: str, value: Any, resource_type: str = "any") -> None:
     where = f"Windmill resource {path!r}"
     _check_write(path, env.user, "resource")
     new_value = ops.copy_json(to_json(value), where=where)
+    dump_json(new_value, where, "value")  # valid Unicode too, before the schema looks at it
     name = WM_RESOURCE_PREFIX + path
     for _attempt in range(5):
         record = env.store.read(SCOPE, env.project, name)
@@ -138,8 +141,8 @@ def _interpolate(env: _Env, value: Any, chain: tuple[str, ...], at: tuple) -> An
     return value
 
 
-def list_resources(resource_type: str = None, page: int = None,
-                   per_page: int = None) -> list[dict]:
+def list_resources(resource_type: str | None = None, page: int | None = None,
+                   per_page: int | None = None) -> list[dict]:
     """Resources of the project sorted by path, states included (as type ``"state"``).
 
     ``resource_type`` keeps one type, or several separated by commas. Each item:
@@ -147,6 +150,15 @@ def list_resources(resource_type: str = None, page: int = None,
     "updated_at"}``. ``page`` (from 1) and ``per_page`` (default 100 when ``page`` is given)
     paginate; with neither, everything is returned.
     """
+    if resource_type is not None and not isinstance(resource_type, str):
+        raise InvalidIdError(f"list_resources: resource_type must be a string such as "
+                             f"'postgresql,state', not {type(resource_type).__name__}")
+    for label, number in (("page", page), ("per_page", per_page)):
+        if number is not None and (not isinstance(number, int) or isinstance(number, bool)
+                                   or number < 1):
+            raise ValidationError(f"list_resources: {label} must be an int >= 1, not "
+                                  f"{short(number, 40)}", where="list_resources",
+                                  reason=f"bad {label}")
     env = _env()
     wanted = None if resource_type is None else {t.strip() for t in resource_type.split(",")}
     items: list[dict] = []
@@ -166,11 +178,6 @@ def list_resources(resource_type: str = None, page: int = None,
     items.sort(key=lambda item: item["path"])
     if page is None and per_page is None:
         return items
-    for label, number in (("page", page), ("per_page", per_page)):
-        if number is not None and (not isinstance(number, int) or isinstance(number, bool)
-                                   or number < 1):
-            raise ValidationError(f"list_resources: {label} must be an int >= 1, not {number!r}",
-                                  where="list_resources", reason=f"bad {label}")
     page, per_page = page or 1, per_page or 100
     return items[(page - 1) * per_page: page * per_page]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..base.env import current_project as _env_project
 from ..base.env import current_user as _env_user
@@ -50,7 +50,8 @@ def _project_of(ctx: Any) -> str:
 
 
 def current_user() -> str:
-    """Who is writing: the run's user inside a flow run, else ``FLOWSTATE_USER``, else the OS user."""
+    """Who is writing: the run's user inside a flow run, else ``FLOWSTATE_USER``, else the OS
+    user."""
     return _user_of(_context())
 
 
@@ -122,7 +123,7 @@ def _env(store: Store | None = None) -> _Env:
     return _Env(store, _project_of(ctx), _user_of(ctx), request_id, ctx)
 
 
-def _live(record: Record | None) -> bool:
+def _live(record: Record | None) -> TypeGuard[Record]:
     return record is not None and not record.deleted
 
 

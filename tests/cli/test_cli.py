@@ -149,3 +149,85 @@ def test_a_sqlite_export_moves_to_postgresql_through_the_command(url, tmp_path, 
     assert records_equal(fs.open_store(url), pg_backend.open()) == []
     shown = json.loads(flowstate("show", "session/s1", "--json", store=pg_backend.url).stdout)
     assert shown["version"] == 2
+
+
+# -- import: all or nothing -------------------------------------------------------------------
+
+def test_a_refused_import_exits_four_names_the_line_and_writes_nothing(url, tmp_path):
+    dump = tmp_path / "dump.jsonl"
+    flowstate("export", str(dump), store=url)
+    lines = dump.read_text().splitlines()
+    bad = json.loads(lines[2])
+    bad["version"] = 2**80
+    dump.write_text("\n".join([*lines[:2], json.dumps(bad), *lines[3:]]) + "\n")
+    copy = f"sqlite:///{tmp_path}/copy.db"
+    result = flowstate("import", str(dump), store=copy)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("flowstate: line 3 of the export") and "version" in \
+        result.stderr
+    assert fs.open_store(copy).list(include_deleted=True) == []
+
+
+def test_importing_a_binary_file_exits_four(url, tmp_path):
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff" * 20)
+    result = flowstate("import", str(junk), store=url)
+    assert result.returncode == 4 and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+# -- export: owner-only ------------------------------------------------------------------------
+
+def _umask_022(code: str) -> str:
+    return f"import os, sys\nos.umask(0o022)\n{code}"
+
+
+def test_an_export_is_created_owner_only_under_umask_022_and_so_are_its_folders(url, tmp_path):
+    target = tmp_path / "backups" / "daily" / "dump.jsonl"
+    code = _umask_022(f"from flowstate_jupyter.cli import main\n"
+                      f"sys.exit(main(['--store', {url!r}, 'export', {str(target)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "backups").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "backups" / "daily").stat().st_mode & 0o777 == 0o700
+    assert [p.name for p in target.parent.iterdir()] == ["dump.jsonl"]  # no temporary left
+
+
+def test_an_export_over_a_readable_file_makes_it_owner_only(url, tmp_path):
+    target = tmp_path / "dump.jsonl"
+    target.write_text("old")
+    target.chmod(0o644)
+    assert flowstate("export", str(target), store=url).returncode == 0
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert target.read_text().startswith('{"format": "flowstate-export"')
+
+
+def test_export_piped_into_head_stops_quietly(url, tmp_path):
+    store = fs.open_store(url)
+    for i in range(300):  # more than a pipe buffer of output
+        fs.ScopeHandle(store, "user", f"u{i}").patch_state(note="x" * 200)
+    store.close()
+    command = f"{sys.executable} -m flowstate_jupyter.cli --store {url} export - | head -c 10"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], env=python_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout == '{"format":'
+    assert result.stderr == ""
+    assert result.returncode == 141  # 128 + SIGPIPE, as documented
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (("history", "user/alice", "--limit", "0"), 2, "between 1 and"),
+    (("history", "user/alice", "--limit", "99999999999999999999999"), 2, "between 1 and"),
+    (("prune", "--keep", "x"), 2, "not a whole number"),
+    (("show", "session/s1", "--resource", "../x"), 2, "'../x'"),
+    (("--store", "sqlite:///x.db?timeout=nan", "ls"), 3, "timeout"),
+    (("--store", "memory://?history_limit=-1", "ls"), 3, "history_limit"),
+])
+def test_bad_arguments_are_one_line_with_the_documented_code(url, args, code, message):
+    result = flowstate(*args, store=None if args[0] == "--store" else url)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

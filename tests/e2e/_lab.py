@@ -605,3 +605,13 @@ def execute_in_kernel(page: Page, code: str, timeout_ms: int = 30_000) -> dict:
         out.status = reply.content.status;
         return out;
     }""", [code, timeout_ms])
+
+
+def wait_for_text(page: Page, selector: str, text: str, timeout_ms: int = 2000) -> None:
+    """Wait until an element matching ``selector`` contains ``text``, checking on every
+    animation frame (Playwright's ``expect`` backs off to 0.25-1 s between checks, too coarse
+    to time an update with)."""
+    page.wait_for_function(
+        """([selector, text]) => Array.from(document.querySelectorAll(selector))
+               .some(e => e.textContent.includes(text))""",
+        arg=[selector, text], polling="raf", timeout=timeout_ms)

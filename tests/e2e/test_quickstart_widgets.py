@@ -23,7 +23,16 @@ from pathlib import Path
 
 import pytest
 from _helpers import python_env  # tests/ is on sys.path (tests/conftest.py)
-from _lab import REPO, execute_in_kernel, open_notebook, restart_kernel, run_all, visible_panel
+from _lab import (
+    REPO,
+    VISIBLE_PANEL,
+    execute_in_kernel,
+    open_notebook,
+    restart_kernel,
+    run_all,
+    visible_panel,
+    wait_for_text,
+)
 
 NOTEBOOK = REPO / "notebooks" / "01_quickstart.ipynb"
 SESSION = "e2e-quickstart"
@@ -59,19 +68,17 @@ def _session_record(store_path: Path) -> tuple[int, dict]:
 
 def _inspector(page):
     """The Inspector's session pane (the first tab, which is showing)."""
-    return visible_panel(page).locator(".fs-inspector .widget-html-content").first
+    return visible_panel(page).locator('.fs-inspector .fs-pane[data-pane="session"]').first
 
 
 def _field_value(pane, field: str):
-    """The value cell of ``field``'s row in a scope pane's state table."""
-    row = pane.locator("tr").filter(
-        has=pane.page.locator("td:first-child", has_text=re.compile(rf"^{re.escape(field)}$")))
-    return row.locator("td").nth(1)
+    """The value of ``field``'s row in a scope pane's state tree."""
+    return pane.locator(f'.fs-state .fs-row[data-path="{field}"] .fs-value')
 
 
 def _version_line(pane):
     """The pane's subtitle: ``'<id>' · v<version> · updated HH:MM:SS``."""
-    return pane.locator(".fs-card > .fs-muted").first
+    return pane.locator(".fs-scope-line")
 
 
 def _expect_session_pane(page, count: int, version: int) -> None:
@@ -79,16 +86,17 @@ def _expect_session_pane(page, count: int, version: int) -> None:
 
     pane = _inspector(page)
     expect(pane).to_be_visible()
-    expect(pane.locator(".fs-card > b").first).to_have_text("session")
+    expect(visible_panel(page).locator(".fs-inspector .fs-tab.fs-active")).to_have_text(
+        re.compile(r"^session"))
     expect(_version_line(pane)).to_contain_text(
         re.compile(rf"'{re.escape(SESSION)}' · v{version} ·"))
     expect(_field_value(pane, "message_count")).to_have_text(str(count))
 
 
 def _client_row(page, key: str):
+    """The row of ``key`` (``session.messages``) in the client-data preview's tree."""
     preview = visible_panel(page).locator(".fs-client-data")
-    return preview.locator("tr").filter(
-        has=page.locator("td:first-child", has_text=re.compile(rf"^{re.escape(key)}$")))
+    return preview.locator(f'.fs-row[data-path="{key}"]')
 
 
 def _patch_in_subprocess(store_path: Path, **fields) -> float:
@@ -121,7 +129,7 @@ def test_run_button_updates_inspector_and_client_data(page, lab, lab_dir: Path) 
     count_before = state_before["message_count"]
     # The open views show the store as run-all left it.
     _expect_session_pane(page, count_before, version_before)
-    expect(_client_row(page, "session.messages").locator("td").nth(1)).to_have_text(
+    expect(_client_row(page, "session.messages").locator(".fs-value")).to_have_text(
         str(count_before))
 
     # Fill the FlowRunner's form as a user would and press Run.
@@ -130,7 +138,7 @@ def test_run_button_updates_inspector_and_client_data(page, lab, lab_dir: Path) 
     message = runner.locator(".widget-text input").first
     message.fill("hello from the browser")
     runner.locator("button.jupyter-button", has_text="Run").click()
-    expect(runner.locator(".fs-card").first).to_contain_text("hello from the browser")
+    expect(runner.locator(".fs-json-view")).to_contain_text("hello from the browser")
 
     version_after, state_after = _session_record(store)
     count_after = state_after["message_count"]
@@ -141,7 +149,7 @@ def test_run_button_updates_inspector_and_client_data(page, lab, lab_dir: Path) 
     _expect_session_pane(page, count_after, version_after)
     changed = _client_row(page, "session.messages")
     expect(changed).to_have_class(re.compile(r"\bfs-changed\b"))
-    expect(changed.locator("td").nth(1)).to_have_text(str(count_after))
+    expect(changed.locator(".fs-value")).to_have_text(str(count_after))
     # Only changed keys are marked: the mode did not change in this run.
     expect(_client_row(page, "session.mode")).not_to_have_class(re.compile(r"\bfs-changed\b"))
 
@@ -156,7 +164,8 @@ def test_other_process_write_shows_in_open_inspector(page, lab, lab_dir: Path,
     _expect_session_pane(page, state_before["message_count"], version_before)
 
     done = _patch_in_subprocess(store, message_count=4242)
-    expect(_field_value(_inspector(page), "message_count")).to_contain_text("4242", timeout=2000)
+    wait_for_text(page, f'{VISIBLE_PANEL} .fs-inspector .fs-pane[data-pane="session"] '
+                        f'.fs-row[data-path="message_count"] .fs-value', "4242")
     latency = time.monotonic() - done
     record_property("inspector_latency_ms", round(latency * 1000))
     with capsys.disabled():  # shown in every run's output, not only on failure
@@ -169,7 +178,7 @@ def test_other_process_write_shows_in_open_inspector(page, lab, lab_dir: Path,
     _expect_session_pane(page, 4242, version_after)
     # The client-data preview follows the same write.
     row = _client_row(page, "session.messages")
-    expect(row.locator("td").nth(1)).to_have_text("4242")
+    expect(row.locator(".fs-value")).to_have_text("4242")
     expect(row).to_have_class(re.compile(r"\bfs-changed\b"))
 
 

@@ -281,3 +281,29 @@ def test_interrupting_a_run_inside_an_event_loop_cancels_it_and_records_the_erro
     (record,) = _requests(mem)
     assert record["status"] == "error" and record["error"]["type"] == "CancelledError"
     assert flow.session("s", store=mem).state.count == 1
+
+
+def test_an_interrupt_never_leaves_a_run_running_wherever_it_lands_in_the_waiting_cell(mem):
+    """The block interrupts at once, so the interrupt lands anywhere in the waiting thread,
+    often while the run is still being scheduled; each time the record says "error" first."""
+    import _thread
+
+    @fs.handler(session_state=Counter)
+    async def quick(input, ctx):
+        _thread.interrupt_main()
+        await asyncio.sleep(30)
+
+    flow = fs.define_flow("quick", {"go": quick})
+
+    async def cell(session):
+        return flow.run("go", None, user="u", session=session, store=mem)
+
+    for attempt in range(25):
+        loop = asyncio.new_event_loop()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                loop.run_until_complete(cell(f"s{attempt}"))
+        finally:
+            loop.close()
+        statuses = [r["status"] for r in _requests(mem) if r["session"] == f"s{attempt}"]
+        assert statuses == ["error"], f"attempt {attempt}: {statuses}"

@@ -108,6 +108,24 @@ def test_content_defaults_come_from_content_or_content_file_and_render_applies(s
     assert res.c.read_content_raw() == "body"
 
 
+def test_read_content_is_none_without_content_and_render_sees_only_content(store):
+    seen = []
+
+    def render(state, text):
+        seen.append(text)
+        return f"{state.goal}: {text}"
+
+    plan = _scope(store, plan=fs.define_resource(Plan, writable=True, default={"goal": "g"},
+                                                 render=render)).resources.plan
+    assert plan.read_content() is None  # DESIGN §5: None is no content; render is not asked
+    assert seen == []
+    plan.write_content("")
+    assert plan.read_content() == "g: "  # "" is content, so it is rendered
+    plan.write_content(None)
+    assert plan.read_content() is None
+    assert seen == [""]
+
+
 def test_delete_leaves_a_tombstone_and_versions_are_never_reused(store):
     res = _scope(store, plan=fs.define_resource(Plan, writable=True)).resources
     res.plan.patch_state(goal="a")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _helpers import fingerprint
+
+__all__ = ["GUIDE_CELL", "TESTS_DIR", "fingerprint", "wait_for"]
 
 #: The folder of ``guide_flow.py``, for kernels and child processes that import it.
 TESTS_DIR = Path(__file__).resolve().parent.parent
@@ -18,20 +21,6 @@ from guide_flow import make_flow
 make_flow()
 """
 """The body of a ``%%flow`` cell that defines the guide flow."""
-
-
-def fingerprint(store: Any) -> dict:
-    """Everything a write could change: every record (version, state, content, tombstone),
-    the length of each record's history and the length of the change log."""
-    records = store.list(include_deleted=True)
-    return {
-        "records": sorted((r.scope, r.scope_id, r.name, r.version, json.dumps(r.state,
-                           sort_keys=True), r.content, r.deleted) for r in records),
-        "history": sorted((r.scope, r.scope_id, r.name,
-                           len(store.history(r.scope, r.scope_id, r.name)))
-                          for r in records),
-        "changes": len(store.changes()),
-    }
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 2.0, interval: float = 0.02) -> Any:

@@ -36,7 +36,16 @@ assert (mode, count) == ("agent", 1), (mode, count)""",
 theme = %state get user.resources.preferences.theme
 assert titles == ["Kernel notes"] and theme == "dark", (titles, theme)""",
     "%state set session.mode robot",  # tagged raises-exception below
-    "%state",
+    "inspector = %state\ninspector",
+    # a write after the Inspector was shown: its snapshot output follows (within ~1 s)
+    """import time
+sent = inspector.snapshots.sent
+%state set session.message_count 77
+deadline = time.monotonic() + 20
+while inspector.snapshots.sent == sent and time.monotonic() < deadline:
+    time.sleep(0.05)
+assert inspector.snapshots.sent > sent, "the snapshot was not updated"
+""",
     """%unload_ext flowstate_jupyter
 %load_ext flowstate_jupyter""",
     """again = %state get session.mode
@@ -88,29 +97,31 @@ def test_the_extension_works_in_a_real_kernel(python3_kernel, tmp_path, monkeypa
     assert "mode" in refused and "Literal['chat', 'agent']" in refused
     assert "Traceback" not in refused
 
+    # the Inspector: its snapshot (HTML a static viewer shows) and then the live view
     inspector = nb.cells[10].outputs
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for o in inspector), inspector
-    assert any("Inspector" in o.get("data", {}).get("text/plain", "") for o in inspector)
+    assert [o.output_type for o in inspector] == ["display_data", "display_data"], inspector
+    snapshot, view = inspector
+    assert "fs-snapshot" in snapshot.data["text/html"]
+    assert snapshot.data["text/plain"].startswith("Inspector")
+    assert "application/vnd.jupyter.widget-view+json" in view.data
+    # the saved snapshot is the last one: it shows the write of the last cell
+    assert "77" in snapshot.data["text/html"] and "message_count=77" in snapshot.data["text/plain"]
     widget_state = nb.metadata.get("widgets", {})
     assert widget_state, "store_widget_state kept no widget state"
     assert len(json.dumps(widget_state)) < 100_000  # the saved notebook stays small
     assert len(nbformat.writes(nb)) < 200_000
 
-    # a for_each run shows a progress bar in its own cell, at its total
-    progress = nb.cells[14].outputs
-    bars = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for o in progress
-            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert len(bars) == 1, progress
-    models = widget_state["application/vnd.jupyter.widget-state+json"]["state"]
-    bar = models[bars[0]]["state"]
-    assert bar["_model_name"] == "IntProgressModel" and (bar["value"], bar["max"]) == (8, 8)
+    # a fast run shows its summary only (no progress output); the output is its run card
+    batch = nb.cells[15].outputs
+    assert len(batch) == 1 and "fs-card" in batch[0]["data"]["text/html"], batch
+    assert "[2, 4, 6" in batch[0]["data"]["text/plain"] or \
+        "2, 4, 6" in batch[0]["data"]["text/html"]
 
     # the kernel wrote through to the store file the test can read
     store = fs.open_store(f"sqlite:///{db}")
     try:
         record = store.read("session", "nbk")
-        assert record.state == {"mode": "agent", "message_count": 1}
+        assert record.state == {"mode": "agent", "message_count": 77}
         assert store.read("user", "kim", "preferences").state["theme"] == "dark"
     finally:
         store.close()

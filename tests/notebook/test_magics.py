@@ -13,7 +13,13 @@ from IPython.utils.capture import capture_output
 
 import flowstate_jupyter as fs
 from flowstate_jupyter.errors import StoreError
-from flowstate_jupyter.notebook import ClientDataPreview, FlowRunner, Inspector, kernel_state
+from flowstate_jupyter.notebook import (
+    ClientDataPreview,
+    FlowRunner,
+    History,
+    Inspector,
+    kernel_state,
+)
 from flowstate_jupyter.notebook.magics import FlowStateMagics
 
 
@@ -33,7 +39,7 @@ def shown(captured) -> str:
     return "\n".join(parts)
 
 
-# -- loading --------------------------------------------------------------------------------------
+# -- loading -------------------------------------------------------------------------------------
 
 def test_load_ext_opens_the_configured_store_as_the_configured_user_and_session(ip, db_path):
     ip.run_line_magic("load_ext", "flowstate_jupyter")
@@ -75,7 +81,7 @@ def test_without_a_flow_state_shows_plain_scopes_and_flow_asks_for_one(ip):
     assert flow(ip, "runs").rows == []
 
 
-# -- %%flow ---------------------------------------------------------------------------------------
+# -- %%flow --------------------------------------------------------------------------------------
 
 def test_flow_cell_registers_the_last_expression_binds_it_and_shows_its_summary(ip):
     ip.run_line_magic("load_ext", "flowstate_jupyter")
@@ -121,7 +127,7 @@ def test_flow_cell_without_a_flow_is_a_usage_error(ip):
     assert kernel_state(ip).flows == {}
 
 
-# -- %state: reading --------------------------------------------------------------------------------
+# -- %state: reading -------------------------------------------------------------------------------
 
 def test_state_get_reads_fields_scopes_resources_and_list_items(nb):
     assert state(nb, "get session.mode") == "chat"
@@ -146,7 +152,8 @@ def test_bare_state_returns_a_live_inspector_of_the_current_session(nb):
     inspector = state(nb, "")
     assert isinstance(inspector, Inspector)
     assert "message_count=7" in repr(inspector)
-    assert "nb1" in inspector.tabs.children[0].value
+    assert inspector.scopes[0]["id"] == "nb1"
+    assert inspector.scopes[0]["state"]["message_count"] == 7
 
 
 def test_state_client_returns_a_client_data_preview(nb):
@@ -164,7 +171,7 @@ def test_state_path_returns_this_notebooks_windmill_state_path(nb):
     assert "alice" in path
 
 
-# -- %state: writing --------------------------------------------------------------------------------
+# -- %state: writing -------------------------------------------------------------------------------
 
 def test_state_set_writes_fields_resource_fields_and_whole_scopes(nb):
     with capture_output() as captured:
@@ -210,15 +217,48 @@ def test_state_del_resets_a_field_to_its_default_and_deletes_a_resource(nb):
     assert state(nb, "get user.resources.preferences.theme") == "light"
 
 
-def test_state_history_lists_versions_newest_first(nb):
+def test_state_history_opens_the_history_widget_and_table_lists_versions(nb):
     state(nb, "set session.mode agent")
     state(nb, "inc session.message_count")
-    table = state(nb, "history session")
+    history = state(nb, "history session")
+    assert isinstance(history, History)
+    assert [row[0] for row in history.rows] == [2, 1]
+    assert isinstance(state(nb, "history user.resources.preferences"), History)
+    table = state(nb, "history session --table")
     assert [row[0] for row in table.rows] == ["v2", "v1"]
     assert [row[2] for row in table.rows] == ["increment", "patch"]
-    assert "message_count=1" in table.rows[0][3]
-    assert len(state(nb, "history session --limit 1").rows) == 1
-    assert "v2" in repr(table) and "<table>" in table._repr_html_()
+    assert table.rows[0][3] == {"mode": "agent", "message_count": 1}
+    assert len(state(nb, "history session --table --limit 1").rows) == 1
+    html = table._repr_html_()
+    assert "v2" in repr(table) and '<table class="fs-table">' in html
+    # values as JSON, plain strings unquoted
+    assert "<td>increment</td>" in html and "&quot;increment&quot;" not in html
+    assert "&quot;mode&quot;: &quot;agent&quot;" in html
+    with pytest.raises(UsageError, match="--table goes with history"):
+        state(nb, "sessions --table")
+
+
+def test_tables_read_as_tables_strings_unquoted_values_not_double_encoded(nb):
+    with capture_output():
+        flow(nb, 'run save {"title": "plan"}')
+    runs = flow(nb, "runs")
+    html = runs._repr_html_()
+    assert "<td>save</td>" in html and "<td>ok</td>" in html
+    assert "&quot;saved&quot;: &quot;plan&quot;" in html
+    assert "\\&quot;" not in html and '\\"' not in html  # the output is not JSON of JSON
+    assert runs.rows[0][5] == {"saved": "plan"}
+    text = repr(runs)
+    assert '{"saved": "plan"}' in text and '\\"' not in text
+    sessions = state(nb, "sessions")._repr_html_()
+    assert "<td>nb1</td>" in sessions and "<td>alice</td>" in sessions
+    listing = flow(nb, "list")._repr_html_()
+    assert "<td>assistant</td>" in listing and "the current flow" in listing
+    with capture_output() as captured:
+        flow(nb, "show")
+    summary = shown(captured)
+    assert "path f/flows/assistant" in summary and "f/flows/assistantactions" not in summary
+    assert '<table class="fs-table">' in summary
+
 
 
 def test_state_diff_shows_a_field_level_diff(nb):
@@ -272,7 +312,7 @@ def test_values_that_look_like_options_stay_inside_json(nb):
     assert state(nb, "get session.resources.artifacts.last_saved") == "a --flow b"
 
 
-# -- refusals ---------------------------------------------------------------------------------------
+# -- refusals --------------------------------------------------------------------------------------
 
 REFUSALS = [
     # (line, words the one-line message must contain)
@@ -404,7 +444,7 @@ def test_traceback_flag_raises_the_real_exception_instead_of_a_usage_error(nb):
     assert fingerprint(store) == before
 
 
-# -- %flow ------------------------------------------------------------------------------------------
+# -- %flow -----------------------------------------------------------------------------------------
 
 def test_flow_run_shows_output_events_and_changed_client_data_and_sets_underscore(nb):
     with capture_output() as captured:
@@ -469,26 +509,67 @@ def test_flow_list_show_runs_and_ui(nb):
         flow(nb, "show other")
 
 
-def test_flow_run_of_a_long_for_each_shows_a_progress_bar_at_its_total(nb):
+def test_flow_run_refuses_unknown_input_keys_unless_the_model_allows_extras(nb):
+    state(nb, "get session")  # the session exists before the refused run
+    store = kernel_state(nb).store
+    before = fingerprint(store)
+    with pytest.raises(UsageError, match="unknown field 'titel'; did you mean 'title'"):
+        flow(nb, 'run save {"titel": "typo"}')
+    assert fingerprint(store) == before
     cell = GUIDE_CELL.replace("\nmake_flow()", """
 import flowstate_jupyter as fs
+from pydantic import BaseModel, ConfigDict
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    title: str
 @fs.handler
-def double(x, ctx):
-    return x * 2
-fs.define_flow(kind="batch", actions={"go": fs.sequencer("go").for_each(double)})
+def keep(input, ctx):
+    return input.model_dump()
+fs.define_flow(kind="loose", actions={"keep": fs.action(keep, input=Loose)})
 """)
     with capture_output():
-        nb.run_cell_magic("flow", "batch", cell)
-    state(nb, "use --session b1")
+        nb.run_cell_magic("flow", "loose", cell)
+    state(nb, "use --session l1")
+    with capture_output():
+        flow(nb, 'run keep {"title": "x", "extra": 1}')
+    assert nb.user_ns["_"].output == {"title": "x", "extra": 1}
+
+
+def test_flow_run_of_a_long_run_shows_its_progress_then_the_summary(nb, monkeypatch):
+    from flowstate_jupyter.notebook import _show
+    monkeypatch.setattr(_show, "in_kernel", lambda: True)  # show progress as in a notebook
+    cell = GUIDE_CELL.replace("\nmake_flow()", """
+import flowstate_jupyter as fs
+from _nbtools import wait_for
+shown = []
+@fs.handler
+def crunch(x, ctx):
+    ctx.emit("message", {"step": x})
+    # the run lasts until its progress has shown (or 20 s: then the test fails below)
+    wait_for(lambda: shown, timeout=20.0, interval=0.05)
+    return x * 2
+fs.define_flow(kind="crunching", actions={"go": fs.sequencer("go").for_each(crunch)})
+""")
+    with capture_output():
+        nb.run_cell_magic("flow", "crunching", cell)
+    state(nb, "use --session c1")
+    from flowstate_jupyter.notebook import magics
+    original = magics._RunDisplay._show
+
+    def spy(self, progress):
+        original(self, progress)
+        nb.user_ns["shown"].append(progress)
+    monkeypatch.setattr(magics._RunDisplay, "_show", spy)
     with capture_output() as captured:
-        flow(nb, "run go [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]")
-    assert nb.user_ns["_"].output == [2 * i for i in range(1, 13)]
-    bars = [o for o in captured.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
-    assert bars, "no progress bar was displayed"
-    import ipywidgets as W
-    model_id = bars[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]
-    bar = W.widgets.widget._instances[model_id]
-    assert (bar.value, bar.max) == (12, 12)
+        flow(nb, "run go [1, 2, 3]")
+    assert nb.user_ns["_"].output == [2, 4, 6]
+    progress = nb.user_ns["shown"][0]
+    assert progress["action"] == "go" and progress["elapsed"] > 0
+    assert progress["block"] == "crunch" and progress["events"] >= 1
+    texts = [o.data.get("text/plain", "") for o in captured.outputs]
+    assert any("running go" in t and "now: crunch" in t for t in texts), texts
+    # the summary replaced the progress in the same output (a display update)
+    assert "output: [2, 4, 6]" in texts[-1]
 
 
 def test_flow_run_shows_a_block_error_and_keeps_the_result(nb):
@@ -510,7 +591,7 @@ fs.define_flow(kind="failing", actions={"fail": fail})
     assert 'class="fs-error"' in text
 
 
-# -- unload / load ----------------------------------------------------------------------------------
+# -- unload / load ---------------------------------------------------------------------------------
 
 def test_unload_closes_the_store_and_load_finds_the_same_state_and_flows(nb):
     state(nb, "set session.mode agent")
@@ -528,7 +609,7 @@ def test_unload_closes_the_store_and_load_finds_the_same_state_and_flows(nb):
     assert flow(nb, "list").rows[0][0] == "* assistant"
 
 
-# -- help -------------------------------------------------------------------------------------------
+# -- help ------------------------------------------------------------------------------------------
 
 def test_magic_help_shows_usage_and_every_verb():
     doc = FlowStateMagics.state.__doc__
@@ -547,3 +628,28 @@ def test_pinfo_on_the_magic_prints_its_usage(nb):
     with capture_output() as captured:
         nb.run_line_magic("pinfo", "%state")
     assert "%state [-t]" in captured.stdout
+
+
+def test_side_opens_the_view_in_a_side_panel_and_keeps_a_folded_snapshot(nb, monkeypatch):
+    from sidecar import Sidecar
+
+    from flowstate_jupyter.notebook import _show
+    monkeypatch.setattr(_show, "in_kernel", lambda: True)
+    with capture_output() as captured:
+        assert state(nb, "--side") is None
+    panel = _show._PANELS["flowstate · state"]
+    assert isinstance(panel, Sidecar) and panel.anchor == "split-right"
+    html = [o.data.get("text/html", "") for o in captured.outputs]
+    assert any("fs-side-snapshot" in h and "open in the side panel" in h for h in html), html
+    with capture_output():
+        state(nb, "--side")  # again: the old panel is closed, a new one opens
+    assert _show._PANELS["flowstate · state"] is not panel
+    assert panel.comm is None  # closed
+    with capture_output():
+        state(nb, "client --side")
+    assert "flowstate · client data" in _show._PANELS
+    with pytest.raises(UsageError, match="--side opens a live view"):
+        state(nb, "get session --side")
+    for open_panel in list(_show._PANELS.values()):
+        open_panel.close()
+    _show._PANELS.clear()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,12 +22,14 @@ import flowstate_jupyter as fs
 from flowstate_jupyter.notebook import ClientDataPreview, FlowRunner, History, Inspector
 
 
-def session_pane(inspector: Inspector) -> str:
-    return inspector.tabs.children[0].value
+def tree_state(inspector: Inspector, scope: str = "session") -> dict:
+    """The state the Inspector's tab of ``scope`` shows (the data its front end draws)."""
+    return next(v for v in inspector.scopes if v["scope"] == scope)["state"]
 
 
-def user_pane(inspector: Inspector) -> str:
-    return inspector.tabs.children[1].value
+def resources(inspector: Inspector, scope: str = "session") -> dict:
+    view = next(v for v in inspector.scopes if v["scope"] == scope)
+    return {r["name"]: r for r in view["resources"]}
 
 
 # -- Inspector ------------------------------------------------------------------------------------
@@ -34,30 +37,41 @@ def user_pane(inspector: Inspector) -> str:
 def test_inspector_shows_state_version_and_resources_per_scope(session):
     session.patch_state(mode="agent")
     session.resources["artifacts"].push_state("titles", "Report")
+    session.resources["artifacts"].write_content("# Report\n\nbody")
     session.user.resources["preferences"].patch_state(theme="dark")
     inspector = Inspector(session)
-    titles = [inspector.tabs.get_title(i) for i in range(len(inspector.tabs.children))]
-    assert titles[:3] == ["session", "user", "project"]
-    html = session_pane(inspector)
+    assert [v["scope"] for v in inspector.scopes] == ["session", "user", "project"]
+    assert inspector.scopes[0]["id"] == "s1" and inspector.scopes[0]["version"] == 1
+    assert tree_state(inspector) == {"mode": "agent", "message_count": 0}
+    artifacts = resources(inspector)["artifacts"]
+    assert (artifacts["version"], artifacts["state"]["titles"]) == (2, ["Report"])
+    assert artifacts["content"] == "# Report\n\nbody"
+    assert resources(inspector, "user")["preferences"]["state"]["theme"] == "dark"
+    assert inspector.windmill == []
+    assert inspector.live and inspector.changed_at > 0
+    # the snapshot a saved notebook keeps: the same facts as HTML, strings as tree leaves
+    html = inspector.snapshot_html()
     assert "&#x27;s1&#x27; · v1" in html
-    assert "<td>mode</td><td>&quot;agent&quot;</td>" in html
-    assert "<td>artifacts</td><td>v1</td>" in html and "Report" in html
-    assert "<td>preferences</td><td>v1</td>" in user_pane(inspector)
-    assert "dark" in user_pane(inspector)
+    assert '<span class="fs-key">mode</span>: <span class="fs-str">&quot;agent&quot;</span>' \
+        in html
+    assert "Report" in html and "preferences" in html and "Windmill states" in html
     text = repr(inspector)
     assert text.startswith("Inspector\n")
     assert "session 's1' v1: mode=\"agent\", message_count=0" in text
-    assert "resource artifacts v1" in text and "Report" in text
+    assert "resource artifacts v2" in text and "Report" in text
     assert "resource preferences v1" in text
 
 
 def test_inspector_follows_a_write_in_this_process_without_refresh(session):
     inspector = Inspector(session)
-    assert "&quot;agent&quot;" not in session_pane(inspector)
+    first = inspector.changed_at
+    assert tree_state(inspector)["mode"] == "chat"
     session.patch_state(mode="agent")
-    assert wait_for(lambda: "&quot;agent&quot;" in session_pane(inspector), timeout=2.0)
+    assert wait_for(lambda: tree_state(inspector)["mode"] == "agent", timeout=2.0)
+    assert inspector.changed_at >= first
     session.user.resources["preferences"].patch_state(language="de")
-    assert wait_for(lambda: "de&quot;" in user_pane(inspector), timeout=2.0)
+    assert wait_for(lambda: resources(inspector, "user")["preferences"]["state"]["language"]
+                    == "de", timeout=2.0)
 
 
 WRITER = """
@@ -73,15 +87,16 @@ store.close()
 
 def test_inspector_follows_a_write_by_another_process_within_two_seconds(session, db_path):
     inspector = Inspector(session)
-    assert "4242" not in session_pane(inspector)
+    assert tree_state(inspector)["message_count"] == 0
     code = WRITER.format(flows=str(TESTS_DIR), url=f"sqlite:///{db_path}")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     written = time.monotonic()
-    assert wait_for(lambda: "4242" in session_pane(inspector), timeout=2.0), \
+    assert wait_for(lambda: tree_state(inspector)["message_count"] == 4242, timeout=2.0), \
         "the Inspector did not show the other process's write within 2 s"
     assert time.monotonic() - written < 2.0
     assert "message_count=4242" in repr(inspector)
+    assert '<span class="fs-numv">4242</span>' in inspector.snapshot_html()
 
 
 def test_inspector_of_a_large_state_stays_small(session):
@@ -90,21 +105,28 @@ def test_inspector_of_a_large_state_stays_small(session):
     session.user.set_state({"notes": "y" * 200_000})
     assert len(json.dumps(session.resources["artifacts"].state_dict())) > 200_000
     inspector = Inspector(session)
-    for pane in inspector.tabs.children:
-        assert len(pane.value) < 10_000, len(pane.value)
-        assert len(json.dumps(pane.get_state())) < 10_000
-    assert "more characters" in session_pane(inspector)
+    data = json.dumps([inspector.scopes, inspector.windmill])
+    assert len(data) < 30_000, len(data)
+    state = {k: v for k, v in inspector.get_state().items() if k not in ("_esm", "_css")}
+    assert len(json.dumps(state, default=str)) < 30_000
+    titles = resources(inspector)["artifacts"]["state"]["titles"]
+    assert titles[-1] == {"$more": 2000 - (len(titles) - 1)}  # what was left out, counted
+    assert "more characters" in tree_state(inspector, "user")["notes"]
+    from flowstate_jupyter.notebook._show import SNAPSHOT_CHARS
+    assert len(inspector.snapshot_html()) < SNAPSHOT_CHARS
+    assert "more characters" in inspector.snapshot_html()
     assert len(repr(inspector)) < 10_000
+    # the front-end code is shipped once per view, and stays small too
+    assert len(inspector._esm) + len(inspector._css) < 60_000
 
 
 def test_closed_inspector_stops_following_the_store(session):
     inspector = Inspector(session)
-    pane = inspector.tabs.children[0]
-    before = pane.value
+    before = list(inspector.scopes)
     inspector.close()
     session.patch_state(mode="agent")
     time.sleep(0.4)
-    assert pane.value == before
+    assert inspector.scopes == before
 
 
 # -- ClientDataPreview -----------------------------------------------------------------------------
@@ -112,15 +134,17 @@ def test_closed_inspector_stops_following_the_store(session):
 def test_client_data_preview_marks_what_changed_since_the_last_update(session):
     preview = ClientDataPreview(session)
     assert preview.changed == set()
-    assert 'class="fs-changed"' not in preview._pane.value
+    assert 'class="fs-changed"' not in preview.snapshot_html()
     assert preview.snapshot["client_data"]["session"]["message_count"] == 0
+    assert preview.data["session"]["message_count"] == 0
     session.run("chat", {"message": "hello"})
     assert wait_for(lambda: preview.changed == {"session.message_count"}, timeout=2.0), \
         preview.changed
-    html = preview._pane.value
-    assert '<tr class="fs-changed"><td>session.message_count</td><td>1</td>' in html
-    assert '<tr><td>session.mode</td>' in html  # unchanged rows are not marked
-    assert "1 changed since the last update" in html
+    assert preview.data["session"]["message_count"] == 1
+    html = preview.snapshot_html()
+    assert '<span class="fs-changed"><span class="fs-key">message_count</span>' in html
+    assert html.count('class="fs-changed"') == 1  # unchanged keys are not marked
+    assert "1 changed in the last update" in html
     text = repr(preview)
     assert "* session.message_count = 1" in text and "  session.mode = \"chat\"" in text
 
@@ -131,8 +155,9 @@ def test_client_data_preview_shows_resource_client_data(session):
     assert wait_for(lambda: preview.snapshot["client_data"]["user"] == {"theme": "dark"} and
                     preview.snapshot["client_data"]["session"]["artifact_count"] == 1,
                     timeout=2.0)
-    assert "session.resources.artifacts" in preview._pane.value
-    assert "Plan" in preview._pane.value
+    assert preview.data["session"]["resources"]["artifacts"] == {"count": 1, "titles": ["Plan"]}
+    assert "session.resources.artifacts" in preview.changed
+    assert "Plan" in preview.snapshot_html()
 
 
 # -- FlowRunner -----------------------------------------------------------------------------------
@@ -142,8 +167,13 @@ class Color(enum.Enum):
     BLUE = "blue"
 
 
+class Step(BaseModel):
+    title: str
+    done: bool = False
+
+
 class FormInput(BaseModel):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="who asks")
     level: Literal["low", "high"] = "high"
     color: Color = Color.BLUE
     urgent: bool = False
@@ -153,6 +183,10 @@ class FormInput(BaseModel):
     size: Literal["s", "m"] | None = None
     note: str | None = None
     limit: int | None = None
+    body: str = Field("", json_schema_extra={"format": "markdown"})
+    summary: str = Field("", max_length=5000)
+    steps: list[Step] = Field(default_factory=list)
+    budget: int
 
 
 class ManyInput(BaseModel):
@@ -197,40 +231,54 @@ def test_flow_runner_builds_a_form_from_the_input_model(form_runner):
     runner, _ = form_runner
     assert list(runner.action.options) == ["form", "boom", "many"]
     controls = {name: control for name, (control, _) in runner._controls.items()}
-    assert type(controls["name"]) is W.Text
+    assert type(controls["name"]) is W.Text and controls["name"].value == ""
     assert type(controls["level"]) is W.Dropdown
-    assert list(controls["level"].options) == ["low", "high"]
+    assert [v for _, v in controls["level"].options] == ["low", "high"]
     assert controls["level"].value == "high"
     assert type(controls["color"]) is W.Dropdown and controls["color"].value == "blue"
     assert type(controls["urgent"]) is W.Checkbox
     assert type(controls["count"]) is W.IntText and controls["count"].value == 3
     assert type(controls["ratio"]) is W.FloatText and controls["ratio"].value == 0.5
     assert type(controls["tags"]) is W.Textarea and controls["tags"].value == "[]"
-    # optional fields can stay unset: a "(none)" choice, empty text, empty JSON
+    # optional fields can stay unset: a "(none)" choice, empty text
     assert type(controls["size"]) is W.Dropdown
     assert controls["size"].label == "(none)" and controls["size"].value is None
     assert type(controls["note"]) is W.Text and controls["note"].value == ""
-    assert type(controls["limit"]) is W.Textarea and controls["limit"].value == ""
-    assert list(runner.form.children) == list(controls.values())
+    assert type(controls["limit"]) is W.Text and controls["limit"].value == ""
+    # long or Markdown strings get several lines; nested models are JSON
+    assert type(controls["body"]) is W.Textarea and type(controls["summary"]) is W.Textarea
+    assert type(controls["steps"]) is W.Textarea
+    # a required number has no invented value: an empty box
+    assert type(controls["budget"]) is W.Text and controls["budget"].value == ""
+    fields = runner.fields
+    assert [n for n, f in fields.items() if f.required] == ["name", "budget"]
+    assert "fs-required-field" in fields["name"].row._dom_classes
+    assert "who asks" in fields["name"].help.value
+    assert list(runner.form.children)[:len(fields)] == [f.row for f in fields.values()]
     runner.action.value = "many"
     assert list(runner._controls) == ["n"] and type(runner._controls["n"][0]) is W.IntText
 
 
-def test_flow_runner_run_button_shows_output_and_events(form_runner):
+def test_flow_runner_run_button_shows_output_events_and_the_last_runs(form_runner):
     runner, session = form_runner
+    body = "# Plan\n\n* first line\n* second line"
     runner.set_input(name="Ada", level="low", color="red", urgent=True, count=7, ratio=1.5,
-                     tags=["a", "b"])
+                     tags=["a", "b"], body=body, budget=12,
+                     steps=[{"title": "write"}, {"title": "test", "done": True}])
     runner.run_button.click()
     assert runner.result is not None and runner.result.ok
-    assert runner.result.output == {"name": "Ada", "level": "low", "color": "red",
-                                    "urgent": True, "count": 7, "ratio": 1.5,
-                                    "tags": ["a", "b"], "size": None, "note": None,
-                                    "limit": None}
-    assert "Ada" in runner.output.value and 'class="fs-error"' not in runner.output.value
+    output = runner.result.output
+    assert output["body"] == body  # newlines kept
+    assert output["budget"] == 12 and output["steps"][1] == {"title": "test", "done": True}
+    assert (output["name"], output["level"], output["color"], output["tags"]) == \
+        ("Ada", "low", "red", ["a", "b"])
+    assert (output["size"], output["note"], output["limit"]) == (None, None, None)
+    assert runner.output.value == output and runner.output.layout.display != "none"
     assert "session.increment v1" in runner.events.value
     assert "request form ok" in runner.events.value
     assert session.state.runs == 1
     assert runner.run_button.disabled is False
+    assert "last runs" in runner.runs.value and "form" in runner.runs.value
     assert "last output" in repr(runner) and "Ada" in repr(runner)
     runner.set_input(size="m", note="hi", limit=5)
     output = runner.run().output
@@ -238,6 +286,9 @@ def test_flow_runner_run_button_shows_output_and_events(form_runner):
     runner.set_input(size=None, note=None, limit=None)
     output = runner.run().output
     assert (output["size"], output["note"], output["limit"]) == (None, None, None)
+    assert runner.runs.value.count("<tr>") == 1 + 3  # header and the three runs
+    snapshot = runner.snapshot_html()
+    assert "last output" in snapshot and "last runs" in snapshot
 
 
 def test_flow_runner_leaves_an_optional_choice_unset_by_default(store):
@@ -262,26 +313,68 @@ def test_flow_runner_shows_an_error_in_a_block_inline(form_runner):
     runner.action.value = "boom"
     result = runner.run()
     assert result is not None and result.error is not None
-    assert 'class="fs-error"' in runner.output.value
-    assert "RuntimeError" in runner.output.value and "the block broke" in runner.output.value
+    assert 'class="fs-error"' in runner.message.value
+    assert "RuntimeError" in runner.message.value and "the block broke" in runner.message.value
     assert "request boom error" in runner.events.value
+    assert runner.output.layout.display == "none"
 
 
-@pytest.mark.parametrize("bad", [dict(name=""), dict(name="Ada", tags="not json")],
-                         ids=["refused-by-the-model", "not-json"])
-def test_flow_runner_shows_invalid_input_inline_and_runs_nothing(form_runner, store, bad):
+def test_flow_runner_refuses_a_missing_required_field_as_flow_run_does(form_runner, store):
     runner, session = form_runner
-    if bad.get("tags") == "not json":
-        runner.set_input(name="Ada")
-        runner._controls["tags"][0].value = "[not json"
-    else:
-        runner.set_input(**bad)
+    runner.set_input(budget=5)  # name left empty: not sent, so the model refuses it
     before = fingerprint(store)
     assert runner.run() is None
-    assert 'class="fs-error"' in runner.output.value
-    assert ("name" if "name" in bad and not bad["name"] else "tags") in runner.output.value
+    name = runner.fields["name"]
+    assert "Field required" in name.error.value and "fs-invalid" in name.row._dom_classes
+    assert runner.fields["budget"].error.value == ""
+    assert "field &#x27;name&#x27;: Field required" in runner.message.value
     assert fingerprint(store) == before
     assert session.runs() == [] and runner.result is None
+    # the same refusal as %flow run: the library's own message
+    with pytest.raises(fs.errors.ValidationError, match="field 'name': Field required"):
+        session.run("form", {"budget": 5})
+    # filled in, it runs, and the inline error goes
+    runner.set_input(name="Ada")
+    assert runner.run().ok and name.error.value == ""
+
+
+@pytest.mark.parametrize("field, text, expected", [
+    ("tags", "[not json", "Invalid JSON"),
+    ("tags", '["a", 3]', "1: Input should be a valid string"),
+    ("steps", '[{"done": true}]', "0.title: Field required"),
+    ("budget", "many", "unable to parse string as an integer"),
+], ids=["not-json", "wrong-item-type", "nested-model-missing-field", "not-a-number"])
+def test_flow_runner_shows_pydantic_messages_next_to_the_field_and_runs_nothing(
+        form_runner, store, field, text, expected):
+    runner, session = form_runner
+    runner.set_input(name="Ada", budget=1)
+    runner.fields[field].control.value = text
+    before = fingerprint(store)
+    assert runner.run() is None
+    error = runner.fields[field].error.value
+    assert expected in error, error
+    assert "Expecting value" not in error  # not the json module's message
+    assert all(f.error.value == "" for n, f in runner.fields.items() if n != field)
+    assert fingerprint(store) == before and session.runs() == []
+
+
+def test_flow_runner_checks_a_json_field_as_it_is_left(form_runner):
+    runner, _ = form_runner
+    runner.fields["steps"].control.value = '[{"title": 1}]'
+    assert "0.title: Input should be a valid string" in runner.fields["steps"].error.value
+    runner.fields["steps"].control.value = '[{"title": "ok"}]'
+    assert runner.fields["steps"].error.value == ""
+
+
+def test_a_new_refusal_clears_the_previous_runs_events_and_output(form_runner):
+    runner, _ = form_runner
+    runner.set_input(name="Ada", budget=1)
+    assert runner.run().ok
+    assert runner.events.value and runner.output.layout.display != "none"
+    runner.set_input(name="")
+    assert runner.run() is None
+    assert runner.events.value == "" and runner.output.layout.display == "none"
+    assert "Field required" in runner.message.value
 
 
 def test_flow_runner_progress_bar_reaches_the_total_of_a_long_for_each(form_runner):
@@ -297,6 +390,25 @@ def test_flow_runner_progress_bar_reaches_the_total_of_a_long_for_each(form_runn
     assert len(seen) > 10 and seen == sorted(seen)  # it moved, forward
 
 
+def test_a_long_run_shows_the_block_running_now_while_it_runs(store):
+    seen: list[str] = []
+
+    @fs.handler
+    def slow(input, ctx):
+        ctx.emit("message", {"text": "thinking"})
+        # the run only ends once the runner has said what is running (or after 20 s: fail)
+        wait_for(lambda: "now: slow" in runner.status.value, timeout=20.0, interval=0.05)
+        seen.append(runner.status.value)
+        return "done"
+
+    flow = fs.define_flow(kind="slowpoke", actions={"go": slow})
+    runner = FlowRunner(flow, flow.session("p1", user="alice", store=store))
+    result = runner.run()
+    assert result.ok and seen and "now: slow" in seen[0], seen
+    assert "running go" in seen[0] and re.search(r"\b[1-9]\d* events\b", seen[0])
+    assert "ok ·" in runner.status.value  # replaced by the outcome when the run ended
+
+
 # -- History --------------------------------------------------------------------------------------
 
 def test_history_lists_versions_diffs_two_and_restores_an_old_state(session):
@@ -304,11 +416,14 @@ def test_history_lists_versions_diffs_two_and_restores_an_old_state(session):
     session.inc_state(message_count=2)
     session.inc_state(message_count=3)
     history = History(session)
-    assert list(history.newer.options) == [3, 2, 1]
+    assert [v for _, v in history.newer.options] == [3, 2, 1]
+    labels = [label for label, _ in history.newer.options]
+    assert re.fullmatch(r"v3 · \d\d:\d\d:\d\d · increment", labels[0]), labels
+    assert labels[2].endswith("· patch")
     assert (history.older.value, history.newer.value) == (2, 3)
     table = history._table.value
     for version in ("v3", "v2", "v1"):
-        assert f"<td>{version}</td>" in table
+        assert f'<td class="fs-nowrap">{version}</td>' in table
     assert "~ message_count: 2 -&gt; 5" in history._diff.value
     history.older.value = 1
     assert "~ message_count: 0 -&gt; 5" in history._diff.value
@@ -318,10 +433,36 @@ def test_history_lists_versions_diffs_two_and_restores_an_old_state(session):
     assert session.version == 4
     assert session.state_dict() == {"mode": "agent", "message_count": 0}
     assert session.history(limit=1)[0].operation == "set"
-    assert "restored v1" in history._message.value
-    assert wait_for(lambda: list(history.newer.options) == [4, 3, 2, 1], timeout=2.0)
+    assert "restored v1 as v4" in history._message.value
+    assert [v for _, v in history.newer.options] == [4, 3, 2, 1]
+    # what was selected stays selected; 'to' follows the newest version
+    assert (history.older.value, history.newer.value) == (1, 4)
     assert history.restore(4) is False  # already that state: no new version
     assert session.version == 4
+
+
+def test_history_shows_versions_page_by_page(session):
+    for _ in range(23):
+        session.inc_state(message_count=1)
+    history = History(session, page_size=10)
+    assert history.pages == 3 and history.page == 0
+    assert history.prev_button.disabled and not history.next_button.disabled
+    first = re.findall(r'<td class="fs-nowrap">v(\d+)</td>', history._table.value)
+    assert first == [str(v) for v in range(23, 13, -1)]
+    assert "page 1 of 3" in history._page_label.value
+    history.next_button.click()
+    second = re.findall(r'<td class="fs-nowrap">v(\d+)</td>', history._table.value)
+    assert second == [str(v) for v in range(13, 3, -1)]
+    history.next_button.click()
+    assert re.findall(r'<td class="fs-nowrap">v(\d+)</td>', history._table.value) == \
+        ["3", "2", "1"]
+    assert history.next_button.disabled and "page 3 of 3" in history._page_label.value
+    # a restore keeps the page, the selection and shows the new version
+    history.older.value = 2
+    history.restore_button.click()
+    assert session.version == 24 and session.state.message_count == 2
+    assert history.page == 2 and history.older.value == 2
+    assert history.rows[0][0] == 24 and len(history.rows) == 24
 
 
 def test_history_restore_button_restores_the_from_version(session):
@@ -338,14 +479,14 @@ def test_history_of_a_resource_and_an_empty_history(session):
     assert list(empty.newer.options) == []
     assert repr(empty).startswith("History")
     assert "no versions" in repr(empty)
+    assert "no versions yet" in empty._table.value
     session.resources["artifacts"].push_state("titles", "a")
     session.resources["artifacts"].push_state("titles", "b")
-    assert wait_for(lambda: list(empty.newer.options) == [2, 1], timeout=2.0)
-    assert '~ titles: ["a"] -&gt; ["a","b"]' in empty._diff.value or \
-        "titles" in empty._diff.value
+    assert wait_for(lambda: [v for _, v in empty.newer.options] == [2, 1], timeout=2.0)
+    assert "titles" in empty._diff.value
 
 
-# -- text forms ------------------------------------------------------------------------------------
+# -- text forms and snapshots -------------------------------------------------------------------
 
 def test_every_widget_has_a_readable_text_form(session, guide_flow):
     session.patch_state(mode="agent")
@@ -360,3 +501,18 @@ def test_every_widget_has_a_readable_text_form(session, guide_flow):
     assert "agent" in repr(widgets[0]) and "agent" in repr(widgets[1])
     assert "chat, save" in repr(widgets[2])
     assert "v1" in repr(widgets[3])
+
+
+def test_every_view_has_a_bounded_snapshot_that_says_what_it_is(session, guide_flow):
+    from flowstate_jupyter.notebook._show import SNAPSHOT_CHARS
+    session.patch_state(mode="agent")
+    for view in (Inspector(session), ClientDataPreview(session), History(session),
+                 FlowRunner(guide_flow, session)):
+        bundle = view.snapshots.bundle()
+        html = bundle["text/html"]
+        assert html.count("<style>") == 1, "the style sheet goes in once"
+        assert 'class="fs-snapshot"' in html and "snapshot of the live" in html
+        assert len(html) < SNAPSHOT_CHARS + 10_000
+        assert bundle["text/plain"] == repr(view)
+        side = view.snapshots.bundle(side=True, where="'panel'")["text/html"]
+        assert "fs-side-snapshot" in side and "open in the side panel" in side

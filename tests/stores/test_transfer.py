@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
+from _helpers import fingerprint
 
 import flowstate_jupyter as fs
-from flowstate_jupyter.stores.transfer import export_store, import_store, records_equal
+from flowstate_jupyter.stores.transfer import (
+    check_line,
+    export_store,
+    import_store,
+    records_equal,
+)
 
 
 def _fill(store) -> None:
     session = fs.ScopeHandle(store, "session", "s1", resources={
         "plan": fs.define_resource(writable=True)})
-    for i in range(5):
+    for _ in range(5):
         session.inc_state(count=1)
     session.resources.plan.patch_state(goal="ship")
     session.resources.plan.write_content("# plan")
@@ -91,3 +98,128 @@ def test_doctor_reports_a_healthy_store_with_counts(store):
     assert report["problems"] == []
     assert report["records"] == 3
     assert report["history_rows"] == 5 + 3 + 1
+
+
+# ---------------------------------------------------------------------------- all or nothing
+
+def _line(**changes) -> str:
+    """One valid record line of an export, with ``changes`` applied (None removes a field)."""
+    line = {"scope": "session", "scope_id": "s9", "name": "", "version": 2,
+            "state": {"count": 2}, "content": None, "deleted": False, "created_at": 1.0,
+            "updated_at": 2.0, "accessed_at": 2.0,
+            "history": [{"version": 1, "ts": 1.0, "operation": "patch", "state": {"count": 1},
+                         "deleted": False, "request_id": None},
+                        {"version": 2, "ts": 2.0, "operation": "increment",
+                         "state": {"count": 2}, "deleted": False, "request_id": "r-1"}]}
+    for key, value in changes.items():
+        if value is None:
+            line.pop(key)
+        else:
+            line[key] = value
+    return json.dumps(line)
+
+
+HEADER = json.dumps({"format": "flowstate-export", "version": 1})
+ONE_HISTORY = [{"version": 1, "ts": 1.0, "operation": "set", "state": {}}]
+
+BAD_RECORDS = [
+    # (what, the record line, words the message must hold)
+    ("version text", _line(version="abc"), ["version", "'abc'"]),
+    ("version negative", _line(version=-5), ["version", "-5"]),
+    ("version zero", _line(version=0), ["version"]),
+    ("version past int64", _line(version=2**80), ["version", "9223372036854775807"]),
+    ("version float", _line(version=2.5), ["version"]),
+    ("version bool", _line(version=True), ["version"]),
+    ("scope unknown", _line(scope="evil"), ["'evil'", "scopes"]),
+    ("id traversal", _line(scope_id="../../etc"), ["'../../etc'"]),
+    ("id empty", _line(scope_id=""), ["session id"]),
+    ("id not text", _line(scope_id=5), ["session id"]),
+    ("name traversal", _line(name="../../etc"), ["'../../etc'"]),
+    ("name unknown reserved", _line(name="$evil"), ["'$evil'", "reserved"]),
+    ("name key traversal", _line(name="files:a/../b"), ["'..'"]),
+    ("name control character", _line(name="plan\n"), ["plan"]),
+    ("deleted text", _line(deleted="yes"), ["deleted", "'yes'"]),
+    ("content number", _line(content=5), ["content", "int"]),
+    ("time text", _line(created_at="yesterday"), ["created_at"]),
+    ("time negative", _line(updated_at=-1), ["updated_at"]),
+    ("time infinite", '{"scope": "session", "scope_id": "s9", "name": "", "version": 1, '
+                      '"state": {}, "updated_at": 1e400}', ["updated_at", "infinity"]),
+    ("state NaN", '{"scope": "session", "scope_id": "s9", "name": "", "version": 1, '
+                  '"state": NaN}', ["NaN"]),
+    ("state surrogate", '{"scope": "session", "scope_id": "s9", "name": "", "version": 1, '
+                        '"state": {"a": "\\ud800"}}', ["surrogate"]),
+    ("missing field", _line(state=None), ["'state'", "missing"]),
+    ("unknown field", _line(owner="mallory"), ["'owner'"]),
+    ("not an object", "[1, 2]", ["list"]),
+    ("not JSON", "{oops", ["not JSON"]),
+    ("history newer than record", _line(version=1, history=[
+        *ONE_HISTORY, {"version": 2, "ts": 1.0, "operation": "set", "state": {}}]),
+     ["history[1]", "version"]),
+    ("history twice", _line(history=ONE_HISTORY * 2), ["history[1]", "twice"]),
+    ("history time", _line(history=[{**ONE_HISTORY[0], "ts": "x"}]), ["history[0]", "ts"]),
+    ("history deleted", _line(history=[{**ONE_HISTORY[0], "deleted": 1}]), ["deleted"]),
+    ("history operation", _line(history=[{**ONE_HISTORY[0], "operation": 7}]), ["operation"]),
+    ("history not a list", _line(history={"version": 1}), ["history", "dict"]),
+    ("history request id", _line(history=[{**ONE_HISTORY[0], "request_id": 5}]),
+     ["request_id"]),
+]
+
+
+@pytest.mark.parametrize("what,bad,words", BAD_RECORDS, ids=[b[0] for b in BAD_RECORDS])
+def test_an_invalid_record_refuses_the_whole_file_naming_its_line(store, what, bad, words):
+    fs.ScopeHandle(store, "user", "alice").patch_state(theme="dark")
+    before = fingerprint(store)
+    lines = [HEADER, _line(scope_id="first"), _line(scope_id="second"), bad,
+             _line(scope_id="last")]
+    with pytest.raises(fs.ValidationError) as info:
+        import_store(store, lines)
+    message = str(info.value)
+    assert message.startswith("line 4 of the export"), message
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    assert fingerprint(store) == before
+
+
+def test_a_record_twice_in_one_file_is_refused(store):
+    with pytest.raises(fs.ValidationError, match=r"line 3 .* also on line 2"):
+        import_store(store, [HEADER, _line(), _line()])
+    assert store.list(include_deleted=True) == []
+
+
+def test_a_state_over_the_target_limit_is_refused(backend):
+    store = backend.open(max_state_bytes=100)
+    with pytest.raises(fs.ValidationError, match="over the target store's limit"):
+        import_store(store, [HEADER, _line(state={"text": "x" * 200})])
+    assert store.list(include_deleted=True) == []
+
+
+def test_valid_records_of_every_kind_import(store):
+    lines = [HEADER, _line(), _line(name="plan", content="# text"),
+             _line(name="files:docs/a.md", deleted=True), _line(name="$meta"),
+             _line(scope="project", scope_id="default", name="$wm/state/u/alice/job"),
+             _line(scope="request", scope_id="r-1", name="$sequencer:seq#1", history=[])]
+    assert import_store(store, lines) == 6
+    assert store.read("session", "s9", "files:docs/a.md").deleted
+    assert [h.version for h in store.history("session", "s9")] == [2, 1]
+
+
+def test_restore_many_is_one_transaction_on_every_backend(backend):
+    """A refusal half-way (the second record exists) writes nothing, not even the first."""
+    store = backend.open()
+    fs.ScopeHandle(store, "user", "alice").patch_state(theme="dark")
+    before = fingerprint(store)
+    first = check_line(_line(scope_id="new"), 2)
+    taken = check_line(_line(scope="user", scope_id="alice"), 3)
+    with pytest.raises(fs.ResourceAlreadyExistsError):
+        store.restore_many([first, taken])
+    assert fingerprint(store) == before
+    assert store.restore_many([first, taken], replace=True) == 2
+    assert store.read("user", "alice").state == {"count": 2}
+
+
+def test_a_file_that_is_not_utf8_is_refused(store, tmp_path):
+    path = tmp_path / "binary.jsonl"
+    path.write_bytes(HEADER.encode() + b"\n" + b"\xff\xfe\x00garbage\n")
+    with open(path, encoding="utf-8") as fh, pytest.raises(fs.ValidationError, match="UTF-8"):
+        import_store(store, fh)
+    assert store.list(include_deleted=True) == []

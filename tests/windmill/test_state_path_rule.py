@@ -31,9 +31,10 @@ PATH_TABLE = [
     ("script, manual", dict(script_path="u/alice/watch"), "u/alice/watch/user"),
     ("script, scheduled", dict(script_path="u/alice/watch", schedule_path=SCHEDULE),
      "u/alice/watch/alice"),
-    ("script path ending in /", dict(script_path="u/alice/"), "u/alice/noname/user"),
+    # DESIGN §10: "a path ending in / becomes noname" -- the path is replaced, not appended to
+    ("script path ending in /", dict(script_path="u/alice/"), "noname/user"),
     ("script path ending in /, scheduled", dict(script_path="f/team/", schedule_path=SCHEDULE),
-     "f/team/noname/alice"),
+     "noname/alice"),
     ("neither", dict(), "u/alice/tmp_state"),
     ("neither, scheduled", dict(schedule_path=SCHEDULE), "u/alice/tmp_state"),
 ]
