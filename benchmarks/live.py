@@ -31,8 +31,8 @@ def run(quick: bool) -> list[dict]:
         store = fs.open_store(url)
         try:
             store.write("session", "live", "", {"i": -1})  # the file exists for the writer
-            result = measure(store, url, events=15 if quick else 100,
-                             idle_s=2.0 if quick else 10.0)
+            result = measure(store, url, events=10 if quick else 100,
+                             idle_s=1.5 if quick else 10.0)
         finally:
             store.close()
     return rows("SQLite", result, group="live updates from another process (SQLite)")

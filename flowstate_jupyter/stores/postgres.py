@@ -5,19 +5,22 @@ server's transactions doing the compare-and-swap. Needs the ``postgres`` extra (
 psycopg-pool).
 
 How a write runs (:meth:`PostgresStore.update`), all in one server transaction on one pooled
-connection:
+connection, without any lock that other writers take:
 
-1. ``SELECT ... FOR UPDATE`` of the record (no row yet: nothing to lock; a concurrent create is
-   caught by the primary key below);
+1. ``BEGIN``; ``SELECT ... FOR UPDATE`` of the record (no row yet: nothing to lock; a concurrent
+   create is caught by the primary key below);
 2. ``fn(record)`` is called;
 3. one statement writes the record — ``INSERT ... ON CONFLICT DO NOTHING`` for a new record, one
-   conditional ``UPDATE ... WHERE version = %s`` otherwise — and, only if that wrote a row, the
-   history row and the history pruning;
-4. one statement appends the change-log row and prunes the log. It first takes a
-   transaction-level advisory lock, so change-log sequence numbers are handed out in commit
-   order and a reader asking for ``seq > n`` never misses a change that commits late. The same
-   statement sends ``NOTIFY``, which the server delivers only if the transaction commits;
-5. ``COMMIT``; then this store's subscribers get the events, in the writing thread.
+   conditional ``UPDATE ... WHERE version = %s`` otherwise — and, only if that wrote a row, its
+   change-log row, its history row, the pruning of both (a batch now and then), ``NOTIFY`` (which
+   the server delivers only if the transaction commits) and the write's own advisory lock;
+4. ``COMMIT``; then this store's subscribers get the events, in the writing thread.
+
+The change log is ordered by its readers (schema 2; see docs/decisions.md). A change-log row gets
+a row number (``id``) when it is inserted, which is not commit order; a reader first gives every
+committed row that has none its place (``seq``), in row-number order, under a lock that only
+readers take and in a transaction of its own, then reads ``seq > after``. A row committed later
+is placed later, so a reader that has seen place n never misses a change.
 
 Losing a create race to another connection (the ``INSERT`` finds the row another transaction just
 committed) re-runs the whole write, so ``fn`` sees the winner's record, exactly as if SQLite had
@@ -43,8 +46,9 @@ write blindly. Lock waits longer than ``timeout`` seconds, unreachable servers a
 pool raise :class:`StoreError`.
 
 Other processes' and machines' changes reach :meth:`subscribe` callbacks through ``LISTEN`` on a
-dedicated connection in a watcher thread, which reads the new change-log rows by sequence number
-(and reconnects, catching up from the last sequence it saw, if its connection drops).
+dedicated connection in a watcher thread, which places and reads the new change-log rows (and
+reconnects, catching up from the last place it saw, if its connection drops). It runs only while
+the store object has subscribers, and sleeps in ``select`` until a notification or its stop.
 
 Tables live in one schema (``schema=`` option; default: the connection's current schema) and are
 prefixed ``flowstate_``. Text columns use the ``"C"`` collation, so ordering and prefix lookups
