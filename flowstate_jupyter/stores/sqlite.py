@@ -313,12 +313,12 @@ class SQLiteStore(Store):
     Options beyond the shared ones (:class:`~flowstate_jupyter.stores.base.Store`):
     ``durability`` (``"normal"`` or ``"full"``), ``timeout`` (seconds to wait for another
     writer, default 5), ``poll_interval`` (how often the watcher looks for other processes'
-    changes, default 0.2 s) and ``wal_limit_bytes`` (the WAL's bound, default 64 MiB: once it
+    changes, default 0.04 s) and ``wal_limit_bytes`` (the WAL's bound, default 64 MiB: once it
     passes a quarter of that, the next write that notices checkpoints it back to empty).
     """
 
     def __init__(self, path: str | os.PathLike, *, durability: str = "normal",
-                 timeout: float = 5.0, poll_interval: float = 0.025,
+                 timeout: float = 5.0, poll_interval: float = 0.04,
                  wal_limit_bytes: int = DEFAULT_WAL_LIMIT_BYTES, **options: Any) -> None:
         super().__init__(**options)
         if durability not in ("normal", "full"):
