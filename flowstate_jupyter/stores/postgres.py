@@ -230,6 +230,24 @@ def _command(conn: psycopg.Connection, command: bytes) -> None:
         raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
 
 
+class _LifoPool(ConnectionPool):
+    """A pool that hands out the connection returned last (psycopg_pool's the one idle longest).
+
+    One writer at a time then keeps using one connection, and so one server process whose
+    caches are warm, instead of going round every connection the pool ever opened (after a
+    burst of eight writers, one writer going round nine connections was 7–45% slower here). The
+    pool's own shrinking (connections idle past ``max_idle``) closes the least recently used.
+    """
+
+    def _get_ready_connection(self, timeout: float | None) -> Any:
+        # (called under the pool's lock; ``_pool`` is its deque of idle connections, oldest on
+        # the left, where it takes from: the newest goes there first)
+        ready = getattr(self, "_pool", None)
+        if ready:
+            ready.rotate(1)
+        return super()._get_ready_connection(timeout)
+
+
 class _CreateRace(Exception):
     """Another connection created the record between our read and our INSERT: run again."""
 
@@ -292,7 +310,7 @@ class PostgresStore(Store):
         self._place_lock = _key64(f"flowstate changes {self.schema}")  # readers numbering rows
         self._serial_lock = _key64(f"flowstate serialize {self.schema}")
         self._sql = self._statements()
-        self._pool = ConnectionPool(
+        self._pool = _LifoPool(
             self._conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
             configure=self._configure, timeout=self.pool_timeout, open=True,
             name=f"flowstate-{self.origin[:8]}")
