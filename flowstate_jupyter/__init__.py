@@ -38,9 +38,12 @@ from .flows.blocks import Block, Handler, Router, Sequencer, handler, router, se
 from .flows.client_data import ClientDataContext
 from .flows.compare import compare
 from .flows.context import Context, current_context
+from .flows.durable import Suspension
 from .flows.flow import Action, Flow, ScopeConfig, action, define_flow, scope
+from .flows.replay import ReplayResult
 from .flows.runs import RunResult
 from .flows.sessions import Session
+from .flows.trace import Span, Trace
 from .handles.resources import (
     CollectionHandle,
     ResourceHandle,
@@ -74,6 +77,7 @@ __all__ = [
     "LoopLimitError",
     "NotInFlowRunError",
     "ReadOnlyResourceError",
+    "ReplayResult",
     "ResourceAlreadyExistsError",
     "ResourceConflictError",
     "ResourceDeletedError",
@@ -88,8 +92,11 @@ __all__ = [
     "ScopeHandle",
     "Sequencer",
     "Session",
+    "Span",
     "StateSchemaConflictError",
     "StoreError",
+    "Suspension",
+    "Trace",
     "UnknownActionError",
     "ValidationError",
     "VersionConflictError",

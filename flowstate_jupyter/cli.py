@@ -5,7 +5,7 @@ Every command takes ``--store URL`` (default: ``FLOWSTATE_STORE``, else
 
 Exit codes scripts can rely on:
   0  done (doctor: healthy)
-  1  something was not found, or doctor found a problem
+  1  something was not found, doctor found a problem, or a resumed run ended in error
   2  the command line was wrong
   3  the store could not be opened or used (StoreError)
   4  the data was refused (an import that would overwrite, a file that is not an export or
@@ -21,6 +21,7 @@ written, then written in one transaction.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -35,9 +36,11 @@ from .errors import (
     InvalidIdError,
     ResourceAlreadyExistsError,
     ResourceNotFoundError,
+    RunStateError,
     StoreError,
     ValidationError,
 )
+from .flows import durable
 from .model import html as h
 from .stores import is_store_file, open_store
 from .stores.base import HistoryEntry, Store
@@ -54,8 +57,12 @@ _EPILOG = """examples:
   flowstate history user/alice --limit 5
   flowstate export backup.jsonl         every record with versions and history
   flowstate --store postgresql://localhost/team import backup.jsonl
-  flowstate prune --keep 20             keep 20 versions of history per record
+  flowstate runs --status suspended     runs waiting for a person (any flow)
+  flowstate resume r-1a2b '{"ok": true}'  continue a suspended (or interrupted) run
+  flowstate prune                       apply retention: old runs, traces, tombstones
+  flowstate prune --keep 20             ... and keep 20 versions of history per record
   flowstate doctor                      integrity, schema version, journal mode, sizes
+  flowstate serve app:flow --port 8000  serve a flow over HTTP (needs the serve extra)
 
 exit codes: 0 ok, 1 not found / unhealthy, 2 usage, 3 store error, 4 refused data,
 141 output pipe closed"""
@@ -220,10 +227,93 @@ def cmd_import(store: Store, args: argparse.Namespace, out: _Out) -> int:
 
 
 def cmd_prune(store: Store, args: argparse.Namespace, out: _Out) -> int:
-    removed = store.prune_history(args.keep)
-    out.emit({"removed": removed, "keep": args.keep},
-             f"removed {removed} history versions (kept the newest {args.keep} per record)")
+    report = durable.prune_store(store, trace_limit=args.trace_limit,
+                                 tombstone_limit=args.tombstone_limit)
+    text = (f"purged {report['runs']} runs ({report['stale_runs']} stale; kept the newest "
+            f"{report['trace_limit']} per session) and {report['tombstones']} tombstones (kept "
+            f"the newest {report['tombstone_limit']} per collection)")
+    if args.keep is not None:
+        report["removed"] = store.prune_history(args.keep)
+        report["keep"] = args.keep
+        text += (f"; removed {report['removed']} history versions (kept the newest {args.keep} "
+                 f"per record)")
+    out.emit(report, text)
     return EXIT_OK
+
+
+def cmd_runs(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    runs = durable.list_runs(store, args.session, args.limit, status=args.status,
+                             flow_kind=args.flow)
+    for run in runs:
+        run.pop("input", None)
+    out.emit(runs, _rows([(r["request_id"], r.get("flow") or "", r.get("action") or "",
+                           r["status"], h.when(r.get("started_at")), r.get("session") or "",
+                           r.get("user") or "", _waits_for(r)) for r in runs],
+                         ("request", "flow", "action", "status", "started", "session", "user",
+                          "waiting for")))
+    return EXIT_OK
+
+
+def _waits_for(run: dict) -> str:
+    suspension = run.get("suspension") if run.get("status") == "suspended" else None
+    return (suspension.get("message") or suspension.get("title") or "input") \
+        if isinstance(suspension, dict) else ""
+
+
+def cmd_resume(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    from .flows.flow import Flow  # the command line imports the flow's code only here
+    record = durable.read_run(store, check_id(args.request_id, "request id"))
+    value = None
+    if args.value is not None:
+        try:
+            value = json.loads(args.value)
+        except ValueError as exc:
+            raise ValidationError(f"VALUE_JSON is not JSON ({exc}); give e.g. "
+                                  f"'{{\"approved\": true}}'") from None
+    flow = _find_flow(Flow, args.flow or record.state.get("flow_module"),
+                      record.state.get("flow"), args.request_id)
+    result = flow.resume(args.request_id, value, store=store, force=args.force)
+    data = {"request_id": result.request_id, "status": result.status,
+            "output": result.output if result.error is None else None,
+            "error": None if result.error is None else
+            {"type": type(result.error).__name__, "message": str(result.error)},
+            "suspension": None if result.suspension is None else
+            {"message": result.suspension.message, "schema": result.suspension.schema,
+             "expires_at": result.suspension.expires_at}}
+    text = f"run {result.request_id}: {result.status}"
+    if result.error is not None:
+        text += f" ({type(result.error).__name__}: {result.error})"
+    elif result.suspension is not None:
+        text += f", waiting again: {result.suspension.message or result.suspension.path}"
+    else:
+        text += f", output {json.dumps(h.preview(result.output, 200), default=str)}"
+    out.emit(data, text)
+    return EXIT_OK if result.status in ("ok", "suspended") else EXIT_NOT_FOUND
+
+
+def _find_flow(flow_class: type, where: str | None, kind: Any, request_id: str) -> Any:
+    """The flow a run belongs to, imported from ``MODULE`` or ``MODULE:NAME``."""
+    import importlib
+    import os
+    if not where or where == "__main__" or where.startswith("__main__:"):
+        raise InvalidIdError(f"run {request_id} was started from a notebook or script, so its "
+                             f"flow cannot be imported here; pass --flow MODULE:NAME (or resume "
+                             f"it where it ran, e.g. %flow resume {request_id})")
+    module_name, _, name = where.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidIdError(f"cannot import {module_name!r} to resume run {request_id}: "
+                             f"{exc}; pass --flow MODULE:NAME") from None
+    candidates: list[Any] = [getattr(module, name, None)] if name else list(vars(module).values())
+    found = [f for f in candidates
+             if isinstance(f, flow_class) and (name or getattr(f, "kind", None) == kind)]
+    if len(found) != 1:
+        raise InvalidIdError(f"{where} holds {len(found)} flows of kind {kind!r}; pass "
+                             f"--flow MODULE:NAME")
+    return found[0]
 
 
 def cmd_doctor(store: Store, args: argparse.Namespace, out: _Out) -> int:
@@ -233,6 +323,45 @@ def cmd_doctor(store: Store, args: argparse.Namespace, out: _Out) -> int:
                      ([f"PROBLEM: {p}" for p in problems] or ["healthy"]))
     out.emit(report, text)
     return EXIT_NOT_FOUND if problems else EXIT_OK
+
+
+def _load_flow(target: str) -> Any:
+    """The flow ``MODULE:NAME`` names (the module found from the current folder first)."""
+    module_name, sep, name = target.partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"{target!r}: give MODULE:FLOW, e.g. app:flow for the flow bound to "
+                         f"`flow` in app.py")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"module {module_name!r} has no {name!r}")
+        obj = getattr(obj, part)
+    from .flows.flow import Flow  # here: the other commands need not load flows
+    if not isinstance(obj, Flow):
+        raise ValueError(f"{target} is a {type(obj).__name__}, not a flow: bind the result of "
+                         f"fs.define_flow(...) to a name and give that name")
+    return obj
+
+
+def cmd_serve(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    try:
+        flow = _load_flow(args.target)
+        from .serve import serve  # the serve extra: needed by this command only
+        serve(flow, store=store, host=args.host, port=args.port, tokens=args.tokens)
+    except (ValueError, ImportError) as exc:
+        print(f"flowstate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"flowstate: cannot listen on {args.host}:{args.port}: "
+              f"{exc.strerror or exc} (is another server using it? pick another --port)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 class _Parser(argparse.ArgumentParser):
@@ -284,10 +413,34 @@ def _parser() -> argparse.ArgumentParser:
     p = add("import", cmd_import, "load an export (refuses records that already exist)")
     p.add_argument("file", help="input file, or - for stdin")
     p.add_argument("--replace", action="store_true", help="overwrite records that exist")
-    p = add("prune", cmd_prune, "drop old history versions, keeping the newest N per record")
-    p.add_argument("--keep", type=_count, required=True,
-                   help="versions to keep per record (>= 1)")
+    p = add("prune", cmd_prune, "apply retention (old runs and traces, tombstones); with "
+                                "--keep also drop old history versions")
+    p.add_argument("--keep", type=_count, help="history versions to keep per record (>= 1)")
+    p.add_argument("--trace-limit", type=_count, help="ended runs to keep per session "
+                                                      "(default: the store's, 100)")
+    p.add_argument("--tombstone-limit", type=_count, help="tombstones to keep per collection "
+                                                          "(default: the store's, 100)")
+    p = add("runs", cmd_runs, "list runs (newest first), e.g. those waiting: --status suspended")
+    p.add_argument("--status", choices=("running", "ok", "error", "suspended", "interrupted"))
+    p.add_argument("--session", help="only this session's runs")
+    p.add_argument("--flow", help="only runs of this flow kind")
+    p.add_argument("--limit", type=_count, default=50, help="how many (default 50)")
+    p = add("resume", cmd_resume, "continue a suspended or interrupted run (imports its flow)")
+    p.add_argument("request_id", help="the run's request id (flowstate runs lists them)")
+    p.add_argument("value", nargs="?", help="for a suspended run: the value, as JSON")
+    p.add_argument("--flow", help="MODULE:NAME of the flow (default: the module that defined "
+                                  "it, as the run recorded)")
+    p.add_argument("--force", action="store_true",
+                   help="resume an interrupted run even if its writes cannot all be checked")
     add("doctor", cmd_doctor, "check integrity, schema version, journal mode and sizes")
+    p = add("serve", cmd_serve, "serve a flow over HTTP: its routes, live client data and a page")
+    p.add_argument("target", help="MODULE:FLOW, e.g. app:flow (the module is found from here)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; another needs --tokens)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument("--tokens", metavar="FILE",
+                   help="bearer tokens, one 'TOKEN USER' a line or a JSON object "
+                        "(default: the file $FLOWSTATE_TOKENS names; none: one local user)")
     return parser
 
 
@@ -309,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ResourceNotFoundError, InvalidIdError) as exc:
         print(f"flowstate: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND if isinstance(exc, ResourceNotFoundError) else EXIT_USAGE
-    except (ResourceAlreadyExistsError, ValidationError) as exc:
+    except (ResourceAlreadyExistsError, ValidationError, RunStateError) as exc:
         print(f"flowstate: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except FlowStateError as exc:

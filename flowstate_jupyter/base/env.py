@@ -11,6 +11,8 @@ Every layer asks this module, so one rule holds everywhere:
   session), else ``"notebook"``.
 * **store URL** — ``FLOWSTATE_STORE``, else :data:`DEFAULT_STORE_URL` (a file under the current
   folder).
+* **run lease** — ``FLOWSTATE_LEASE_S`` (seconds, > 0), else :data:`DEFAULT_LEASE_S`: how long a
+  running run's claim on its request record lasts without renewal (renewed every third of it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .ids import DEFAULT_PROJECT, as_id, check_id
 
 #: The store used when ``FLOWSTATE_STORE`` is not set: ``.flowstate/flowstate.db`` here.
 DEFAULT_STORE_URL = "sqlite:///.flowstate/flowstate.db"
+#: Seconds a run's lease lasts when ``FLOWSTATE_LEASE_S`` is not set.
+DEFAULT_LEASE_S = 10.0
 #: The user name when neither ``FLOWSTATE_USER`` nor the OS names one.
 UNKNOWN_USER = "local"
 
@@ -73,3 +77,17 @@ def notebook_session_id() -> str:
 def store_url() -> str:
     """``FLOWSTATE_STORE``, else :data:`DEFAULT_STORE_URL`."""
     return os.environ.get("FLOWSTATE_STORE") or DEFAULT_STORE_URL
+
+
+def lease_seconds() -> float:
+    """``FLOWSTATE_LEASE_S`` (a positive number of seconds), else :data:`DEFAULT_LEASE_S`."""
+    text = os.environ.get("FLOWSTATE_LEASE_S")
+    if not text:
+        return DEFAULT_LEASE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"FLOWSTATE_LEASE_S must be a positive number of seconds, not {text!r}")
+    return value

@@ -15,13 +15,21 @@ from ..errors import InvalidIdError
 #: Every reserved name starts with this.
 RESERVED_PREFIX = "$"
 
-#: ``session/<id>/$meta``: the session's user, flow kind and creation time.
+#: ``session/<id>/$meta``: the session's user, flow kind and creation time; its content lists
+#: the session's latest ended runs (newest last), which is how old runs are pruned.
 SESSION_META = "$meta"
-#: ``request/<id>/$request``: one run (action, input, output or error, status, times).
+#: ``request/<id>/$request``: one run (action, input, output or error, status, times, lease,
+#: suspension); its content holds the run's trace and step log (``flows/trace.py``).
 REQUEST = "$request"
+#: ``session/<id>/$action:<action>``: which run of that action is in flight on the session, and
+#: who waits (``fs.action(..., concurrency="reject" | "queue")``).
+ACTION_SLOT_PREFIX = "$action:"
+#: ``<scope>/<id>/$tombstones:<collection>``: the highest version a purged tombstone of that
+#: collection had, so that a re-created instance never reuses a version.
+TOMBSTONE_MARK_PREFIX = "$tombstones:"
 #: ``session/<id>/$journal``: notes left on a session.
 JOURNAL = "$journal"
-#: ``request/<id>/$sequencer:<name>#<n>``: instance state of a sequencer in one run.
+#: ``request/<id>/$sequencer:<span path>``: instance state of a sequencer in one run.
 SEQUENCER_PREFIX = "$sequencer:"
 
 #: Windmill-compatible records (project scope unless said otherwise).

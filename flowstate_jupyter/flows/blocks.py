@@ -6,6 +6,10 @@ bubble up into the flow (see ``bubbling.py``). A block runs only through
 ``await block.run(input, ctx)``, which validates the input, makes ``ctx`` point at this block,
 runs it and validates the output. Flows (``flows.py``) and sessions call it for you.
 
+In a run that keeps spans (``trace`` or ``durable``, the defaults), ``block.run`` also records
+the block's span in the run's log (in memory; see ``trace.py``), and a block that an earlier
+attempt of a resumed run completed is not run again: its logged output is returned.
+
 * :func:`handler` wraps one function ``fn(input, ctx)`` (``def`` or ``async def``).
 * :func:`router` picks one of its ``routes`` with ``route(input, ctx)`` and runs it.
 * :func:`sequencer` chains steps: ``then``, ``then_if``, ``map``, ``tap``, ``tap_if``,
@@ -25,16 +29,18 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
 from ..errors import LoopLimitError
 from ..handles.resources import CollectionDefinition, ResourceDefinition
-from ..model import schema
+from ..model import ops, schema
 from .bubbling import Declarations, merge_state_model
-from .context import Context, SequencerState, active, current_context
+from .context import _CURRENT, Context, SequencerState, current_context
+from .trace import LiveSpan, MapStep, RunLog, Suspended, resolve_type
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
@@ -109,6 +115,17 @@ class _Fn:
         return out
 
 
+def _segments(names: Iterable[str]) -> list[str]:
+    """Path segments of sibling blocks (routes, cases): the name, ``name#i`` for a repeat (``i``
+    its position), as in the flow picture (``graph.py``)."""
+    seen: set[str] = set()
+    out = []
+    for index, name in enumerate(names):
+        out.append(name if name not in seen else f"{name}#{index}")
+        seen.add(name)
+    return out
+
+
 # ---------------------------------------------------------------------------- blocks
 
 class Block:
@@ -172,15 +189,69 @@ class Block:
             yield block
             stack.extend(reversed(block.children()))
 
-    async def run(self, input: Any, ctx: Context) -> Any:
-        """Run this block: validate ``input``, point ``ctx`` here, execute, validate the output."""
-        if self.input is not None:
-            input = schema.validate_value(self.input, input, where=f"{self.source} input")
-        with active(ctx._derive(step_id=self.name)) as ctx:
-            out = await self._execute(input, ctx)
-        if self.output is not None:
-            out = schema.validate_value(self.output, out, where=f"{self.source} output")
+    async def run(self, input: Any, ctx: Context, _at: str | None = None) -> Any:
+        """Run this block: validate ``input``, point ``ctx`` here, execute, validate the output.
+
+        ``_at`` is the path segment the enclosing block gives it (see ``trace.py``); a block a
+        handler runs itself is named after the block.
+        """
+        log = ctx._frame.log
+        if log is None:  # neither traced nor durable: nothing to record
+            if self.input is not None:
+                input = schema.validate_value(self.input, input, where=f"{self.source} input")
+            token = _CURRENT.set(inner := ctx._enter(self.name, None))
+            try:
+                out = await self._execute(input, inner)
+            finally:
+                _CURRENT.reset(token)
+            if self.output is not None:
+                out = schema.validate_value(self.output, out, where=f"{self.source} output")
+            return out
+        parent = ctx._span
+        if _at is None:
+            path = log.path(parent, self.name, False)
+        else:
+            path = _at if parent is None else f"{parent.path}/{_at}"
+        done = log.done
+        if done and path in done:  # completed by an earlier attempt of this run (or reusable)
+            entry = log.replayed(path, self, input)
+            if entry is not None:
+                return self._replay(entry)
+        clock = time.perf_counter
+        span = LiveSpan(path, self, parent, input, clock())
+        log.spans.append(span)
+        inner = ctx._enter(self.name, span)
+        token = _CURRENT.set(inner)
+        try:
+            if self.input is not None:
+                input = span.input = schema.validate_value(self.input, input,
+                                                           where=f"{self.source} input")
+            out = await self._execute(input, inner)
+            if self.output is not None:
+                out = schema.validate_value(self.output, out, where=f"{self.source} output")
+        except Suspended:
+            span.status, span.duration = "suspended", clock() - span.t0
+            raise
+        except BaseException as exc:
+            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            raise
+        finally:
+            _CURRENT.reset(token)
+        span.output, span.status, span.duration = out, "ok", clock() - span.t0
         return out
+
+    def _replay(self, entry: list) -> Any:
+        """A logged output as this block returned it: validated, or as its recorded class."""
+        data = ops.copy_json(entry[0], where=f"{self.source} logged output")
+        if self.output is not None:
+            return schema.validate_value(self.output, data, where=f"{self.source} output")
+        cls = resolve_type(entry[1])
+        if cls is not None and issubclass(cls, BaseModel):
+            try:
+                return cls.model_validate(data)
+            except Exception:  # noqa: BLE001 - the class changed since: its JSON will do
+                return data
+        return data
 
     async def _execute(self, value: Any, ctx: Context) -> Any:
         raise NotImplementedError
@@ -283,6 +354,7 @@ class Router(Block):
             raise ValueError(f"{self.source} needs at least one route")
         for block in self.routes:
             self._absorb(block)
+        self._segments = _segments(b.name for b in self.routes)  # path segments of the routes
         self._route = _Fn(route, f"{self.source}: route")
 
     def children(self) -> list[Block]:
@@ -291,7 +363,7 @@ class Router(Block):
     async def _execute(self, value: Any, ctx: Context) -> Any:
         chosen = await self._route(value, ctx)
         block = self._pick(chosen)
-        return await block.run(value, ctx)
+        return await block.run(value, ctx, self._segments[self.routes.index(block)])
 
     def _pick(self, chosen: Any) -> Block:
         for block in self.routes:
@@ -340,9 +412,19 @@ def router(name: str | None = None, routes: Sequence[Block] | None = None,
 # ---------------------------------------------------------------------------- sequencer steps
 
 class _Step:
-    """One step of a sequencer. ``run`` turns the current value into the next one."""
+    """One step of a sequencer. ``run`` turns the current value into the next one.
+
+    ``kind`` and the step's index (set when the sequencer adds it) make the path segment of the
+    blocks it runs: ``then[2]/<block name>``.
+    """
 
     label = "step"
+    kind = "step"
+    prefix = "step[0]/"
+
+    def bind(self, index: int) -> None:
+        """Learn the step's index in its sequencer."""
+        self.prefix = f"{self.kind}[{index}]/"
 
     def blocks(self) -> list[Block]:
         return []
@@ -357,9 +439,15 @@ class _Step:
 
 
 class _Then(_Step):
+    kind = "then"
+
     def __init__(self, block: Block, connector: _Fn | None) -> None:
         self.block, self.connector = block, connector
         self.label = "then" if connector is None else f"then (via {connector.name})"
+
+    def bind(self, index: int) -> None:
+        super().bind(index)
+        self.at = self.prefix + self.block.name
 
     def blocks(self) -> list[Block]:
         return [self.block]
@@ -367,7 +455,7 @@ class _Then(_Step):
     async def run(self, value: Any, ctx: Context) -> Any:
         if self.connector is not None:
             value = await self.connector(value, ctx)
-        return await self.block.run(value, ctx)
+        return await self.block.run(value, ctx, self.at)
 
 
 class _If(_Step):
@@ -377,6 +465,11 @@ class _If(_Step):
         self.cond, self.block, self.keep_value = cond, block, keep_value
         name = "tap" if keep_value else "then"
         self.label = name if cond is None else f"{name}_if {cond.name}"
+        self.kind = name if cond is None else f"{name}_if"
+
+    def bind(self, index: int) -> None:
+        super().bind(index)
+        self.at = self.prefix + self.block.name
 
     def blocks(self) -> list[Block]:
         return [self.block]
@@ -384,17 +477,46 @@ class _If(_Step):
     async def run(self, value: Any, ctx: Context) -> Any:
         if self.cond is not None and not await self.cond(value, ctx):
             return value
-        out = await self.block.run(value, ctx)
+        out = await self.block.run(value, ctx, self.at)
         return value if self.keep_value else out
 
 
 class _Map(_Step):
+    kind = "map"
+
     def __init__(self, fn: _Fn) -> None:
         self.fn = fn
         self.label = f"map {fn.name}"
 
+    def bind(self, index: int) -> None:
+        self.at = f"map[{index}]"
+
     async def run(self, value: Any, ctx: Context) -> Any:
-        return await self.fn(value, ctx)
+        log = ctx._frame.log
+        if log is None:
+            return await self.fn(value, ctx)
+        return await _traced_map(log, self.at, self.fn, value, ctx)
+
+
+async def _traced_map(log: RunLog, at: str, fn: _Fn, value: Any, ctx: Context) -> Any:
+    """A ``map`` step as a span of its own (writes in it count as the sequencer's)."""
+    path = log.path(ctx._span, at, True)
+    entry = log.done.get(path) if log.done else None
+    if entry is not None:
+        data = ops.copy_json(entry[0], where=f"map {fn.name} logged output")
+        cls = resolve_type(entry[1])
+        return cls.model_validate(data) if cls is not None and issubclass(cls, BaseModel) \
+            else data
+    clock = time.perf_counter
+    span = LiveSpan(path, MapStep(fn.name), ctx._span, value, clock())
+    log.spans.append(span)
+    try:
+        out = await fn(value, ctx)
+    except BaseException as exc:
+        span.status, span.error, span.duration = "error", exc, clock() - span.t0
+        raise
+    span.output, span.status, span.duration = out, "ok", clock() - span.t0
+    return out
 
 
 async def _run_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int | None,
@@ -442,6 +564,8 @@ def _check_limit(max_concurrency: int | None, what: str) -> int | None:
 
 
 class _Parallel(_Step):
+    kind = "parallel"
+
     def __init__(self, branches: Mapping[str, Block], limit: int | None) -> None:
         self.branches, self.limit = dict(branches), limit
         self.label = f"parallel {', '.join(map(repr, self.branches))}" + (
@@ -457,9 +581,11 @@ class _Parallel(_Step):
         inner = ctx._derive(concurrent=concurrent) if concurrent != ctx._concurrent else ctx
         finished: list[str] = []
 
+        prefix = self.prefix
+
         def job(name: str) -> Callable[[], Awaitable[Any]]:
             async def go() -> Any:
-                out = await self.branches[name].run(value, inner)
+                out = await self.branches[name].run(value, inner, prefix + name)
                 finished.append(name)
                 return out
             return go
@@ -473,6 +599,8 @@ class _Parallel(_Step):
 
 
 class _ForEach(_Step):
+    kind = "for_each"
+
     def __init__(self, block: Block, limit: int | None) -> None:
         self.block, self.limit = block, limit
         self.label = "for_each" + (f" (max {limit} at a time)" if limit else "")
@@ -494,11 +622,15 @@ class _ForEach(_Step):
         def progress(done: int) -> None:
             ctx.emit("progress", {"done": done, "total": total, "block": block.name})
 
-        jobs = [functools.partial(block.run, item, inner) for item in items]
+        at = f"{self.prefix}{block.name}"
+        jobs = [functools.partial(block.run, item, inner, f"{at}[{k}]")
+                for k, item in enumerate(items)]
         return await _run_limited(jobs, self.limit, progress)
 
 
 class _Branch(_Step):
+    kind = "branch"
+
     def __init__(self, cases: list[tuple[_Fn | None, Block]]) -> None:
         self.cases = cases
         self.label = "branch"
@@ -506,14 +638,20 @@ class _Branch(_Step):
     def blocks(self) -> list[Block]:
         return [b for _, b in self.cases]
 
+    def bind(self, index: int) -> None:
+        super().bind(index)
+        self.ats = [self.prefix + seg for seg in _segments(b.name for _, b in self.cases)]
+
     async def run(self, value: Any, ctx: Context) -> Any:
-        for cond, block in self.cases:
+        for (cond, block), at in zip(self.cases, self.ats):
             if cond is None or await cond(value, ctx):
-                return await block.run(value, ctx)
+                return await block.run(value, ctx, at)
         return value
 
 
 class _Rescue(_Step):
+    kind = "rescue"
+
     def __init__(self, cases: list[tuple[Any, Block]]) -> None:
         self.cases = cases
         self.label = "rescue " + ", ".join(_exc_names(c) for c, _ in cases)
@@ -521,10 +659,15 @@ class _Rescue(_Step):
     def blocks(self) -> list[Block]:
         return [b for _, b in self.cases]
 
-    def match(self, exc: BaseException) -> Block | None:
-        for classes, block in self.cases:
+    def bind(self, index: int) -> None:
+        super().bind(index)
+        self.ats = [self.prefix + seg for seg in _segments(b.name for _, b in self.cases)]
+
+    def match(self, exc: BaseException) -> tuple[Block, str] | None:
+        """The block of the first case ``exc`` matches, with its path segment."""
+        for (classes, block), at in zip(self.cases, self.ats):
             if isinstance(exc, classes):
-                return block
+                return block, at
         return None
 
 
@@ -539,14 +682,16 @@ class _Loop(_Step):
 
     def __init__(self, cond: _Fn, block: Block, until: bool, limit: int) -> None:
         self.cond, self.block, self.until, self.limit = cond, block, until, limit
-        self.label = f"{'do_until' if until else 'do_while'} {cond.name} (at most {limit})"
+        self.kind = "do_until" if until else "do_while"
+        self.label = f"{self.kind} {cond.name} (at most {limit})"
 
     def blocks(self) -> list[Block]:
         return [self.block]
 
     async def run(self, value: Any, ctx: Context) -> Any:
-        for _ in range(self.limit):
-            value = await self.block.run(value, ctx)
+        at = self.prefix + self.block.name
+        for k in range(self.limit):
+            value = await self.block.run(value, ctx, f"{at}[{k}]")
             if bool(await self.cond(value, ctx)) == self.until:
                 return value
         kind = "do_until" if self.until else "do_while"
@@ -592,6 +737,7 @@ class Sequencer(Block):
                 f"define_flow (re-run the cell that builds it, then define the flow again)")
         for block in step.blocks():
             self._absorb(block)
+        step.bind(len(self._steps))
         self._steps.append(step)
         self._instance_model = _KEEP
         return self
@@ -752,19 +898,21 @@ class Sequencer(Block):
     # -- running ---------------------------------------------------------------------------
     async def _execute(self, value: Any, ctx: Context) -> Any:
         if self._instance is not None:
+            span = ctx._span  # this sequencer's own span: its path names the instance stably
             instance = SequencerState(ctx.store, ctx.run_id, self.name,
-                                      ctx._services.next_instance(), self.instance_model)
+                                      span.path if span is not None
+                                      else ctx._services.next_instance(), self.instance_model)
             ctx = ctx._derive(sequencer=instance)
         steps = self._steps
         pending: Exception | None = None  # an error waiting for a matching rescue
         for step in steps:
             if isinstance(step, _Rescue):
-                block = step.match(pending) if pending is not None else None
-                if block is None:
+                found = step.match(pending) if pending is not None else None
+                if found is None:
                     continue
                 caught, pending = pending, None
                 try:
-                    value = await block.run(caught, ctx)
+                    value = await found[0].run(caught, ctx, found[1])
                 except Exception as exc:  # noqa: BLE001 - may be rescued further on
                     pending = exc
                 continue

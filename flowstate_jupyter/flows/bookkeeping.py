@@ -104,10 +104,34 @@ def list_sessions(store: Store, flow_kind: str, user: str | None = None, *,
     return out
 
 
-def list_runs(store: Store, session_id: str, limit: int | None = 20) -> list[dict]:
-    """Request records of one session's runs, newest first, each with its ``request_id``."""
-    records = [{"request_id": r.scope_id, **r.state}
-               for r in store.list(scope="request", name=REQUEST)
-               if isinstance(r.state, dict) and r.state.get("session") == session_id]
+def effective_status(state: dict, now: float | None = None) -> str:
+    """A run's status as readers see it: ``"interrupted"`` for a running run whose lease passed
+    (its process died or stopped renewing it; see ``durable.py``)."""
+    status = state.get("status")
+    if status == "running":
+        lease = state.get("lease_until")
+        if isinstance(lease, (int, float)) and lease < (time.time() if now is None else now):
+            return "interrupted"
+    return str(status)
+
+
+def list_runs(store: Store, session_id: str | None = None, limit: int | None = 20, *,
+              status: str | None = None, flow_kind: str | None = None) -> list[dict]:
+    """Request records of runs (one session's, one flow kind's, or all), newest first.
+
+    Each is the record's state plus its ``request_id``, with ``status`` as readers see it
+    (:func:`effective_status`); ``status`` filters on that.
+    """
+    now = time.time()
+    records = []
+    for r in store.list(scope="request", name=REQUEST):
+        state = r.state
+        if not isinstance(state, dict) or (session_id is not None
+                                           and state.get("session") != session_id) \
+                or (flow_kind is not None and state.get("flow") != flow_kind):
+            continue
+        item = {"request_id": r.scope_id, **state, "status": effective_status(state, now)}
+        if status is None or item["status"] == status:
+            records.append(item)
     records.sort(key=lambda s: s.get("started_at") or 0, reverse=True)
     return records if limit is None else records[:limit]

@@ -1,11 +1,13 @@
 """The run context: what a block sees as ``ctx`` while it runs, and the run's shared services.
 
 ``Context`` carries the scope handles (``ctx.request``, ``ctx.session``, ``ctx.user``,
-``ctx.project``), the nearest stateful sequencer's instance state (``ctx.sequencer``), the run id
-and ``emit``. ``RunServices`` is what one run shares between its blocks: the ordered event list,
-the ``on_event`` callback and a thread pool for concurrent steps. ``current_context()`` gives the
-context of the block running in this task or thread (the Windmill layer uses it to find the
-flow-step state path and the run's flow user state).
+``ctx.project``), the nearest stateful sequencer's instance state (``ctx.sequencer``), the run id,
+``emit``, and what durable runs add (DESIGN §15): ``suspend``, ``run_once`` and
+``idempotency_key``. ``RunServices`` is what one run shares between its blocks: the ordered
+event list, the ``on_event`` callback and a thread pool for concurrent steps.
+``current_context()`` gives the context of the block running in this task or thread (the
+Windmill layer uses it to find the flow-step state path and the run's flow user state; the write
+hook below uses it to tag a run's writes with the span that makes them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
+import inspect
 import itertools
 import threading
 import time
@@ -23,9 +26,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..base.names import SEQUENCER_PREFIX
-from ..handles.records import TypedRecord
-from ..model import ops
+from ..errors import RunStateError
+from ..handles.records import TypedRecord, install_write_hook
+from ..model import ops, schema
 from ..stores.base import Store
+from .trace import LiveSpan, RunLog, Suspended
 
 __all__ = [
     "RESERVED_EVENT_TYPES",
@@ -56,6 +61,22 @@ def current_context() -> Context | None:
     stack) find the running flow, step and scopes.
     """
     return _CURRENT.get()
+
+
+def _tag_write(request_id: str, scope: str, scope_id: str, name: str, operation: str) -> Any:
+    """The write hook (``handles/records.py``): tag a run's write with the span making it."""
+    ctx = _CURRENT.get()
+    if ctx is None:
+        return None
+    frame = ctx._frame
+    log = frame.log
+    span = ctx._span
+    if log is None or span is None or frame.run_id != request_id:
+        return None
+    return log.tag(span, f"{scope}/{scope_id}/{name}:{operation}")
+
+
+install_write_hook(_tag_write)
 
 
 @contextlib.contextmanager
@@ -120,6 +141,7 @@ class _RunFrame:
     __slots__ = (
         "flow",
         "flow_path",
+        "log",
         "project",
         "request",
         "run_id",
@@ -130,10 +152,12 @@ class _RunFrame:
     )
 
     def __init__(self, request: Any, session: Any, user: Any, project: Any, run_id: str,
-                 store: Store, flow: Any, flow_path: str, services: RunServices) -> None:
+                 store: Store, flow: Any, flow_path: str, services: RunServices,
+                 log: RunLog | None = None) -> None:
         self.request, self.session, self.user, self.project = request, session, user, project
         self.run_id, self.store, self.flow, self.flow_path = run_id, store, flow, flow_path
         self.services = services
+        self.log = log
 
 
 class Context:
@@ -145,21 +169,22 @@ class Context:
     Also ``store``, ``flow``, ``flow_path`` (Windmill-style, ``f/flows/<kind>``) and ``step_id``
     (the name of the block running now).
 
-    Each block gets its own small ``Context`` (its ``step_id`` differs); what is the same for
-    the whole run is shared, so making one per step stays cheap.
+    Each block gets its own small ``Context`` (its ``step_id`` and span differ); what is the
+    same for the whole run is shared, so making one per step stays cheap.
     """
 
-    __slots__ = ("_concurrent", "_frame", "sequencer", "step_id")
+    __slots__ = ("_concurrent", "_frame", "_span", "sequencer", "step_id")
 
     def __init__(self, *, request: Any, session: Any, user: Any, project: Any,
                  run_id: str, store: Store, flow: Any, flow_path: str,
                  services: RunServices, sequencer: Any = None, step_id: str | None = None,
-                 concurrent: bool = False) -> None:
+                 concurrent: bool = False, log: RunLog | None = None) -> None:
         self._frame = _RunFrame(request, session, user, project, run_id, store, flow,
-                                flow_path, services)
+                                flow_path, services, log)
         self.step_id = step_id
         self.sequencer = sequencer
         self._concurrent = concurrent
+        self._span: LiveSpan | None = None
 
     request = property(lambda self: self._frame.request, doc="The request scope handle.")
     session = property(lambda self: self._frame.session, doc="The session scope handle.")
@@ -180,6 +205,17 @@ class Context:
         new.step_id = self.step_id if step_id is _KEEP else step_id
         new.sequencer = self.sequencer if sequencer is _KEEP else sequencer
         new._concurrent = self._concurrent if concurrent is _KEEP else concurrent
+        new._span = self._span
+        return new
+
+    def _enter(self, step_id: str, span: LiveSpan | None) -> Context:
+        """The context of a block starting here: its step id and span (the hot path)."""
+        new = object.__new__(Context)
+        new._frame = self._frame
+        new.step_id = step_id
+        new.sequencer = self.sequencer
+        new._concurrent = self._concurrent
+        new._span = span
         return new
 
     def emit(self, kind: str, data: Any = None) -> None:
@@ -202,6 +238,109 @@ class Context:
         """The events of this run so far (a copy)."""
         return list(self._services.events)
 
+    # -- durable runs (DESIGN §15) --------------------------------------------------------------
+    @property
+    def span_path(self) -> str | None:
+        """The stable path of the block running now (``None`` in an untraced, non-durable
+        run)."""
+        span = self._span
+        return span.path if span is not None else None
+
+    @property
+    def idempotency_key(self) -> str:
+        """``f"{request_id}:{span path}"``: the same for this block in every attempt of this run
+        (resumes included), different for every other block and run. Hand it to an outside
+        service that deduplicates requests (payments, email)."""
+        span = self._span
+        return f"{self.run_id}:{span.path if span is not None else self.step_id}"
+
+    def suspend(self, model: type[BaseModel], *, message: str | None = None,
+                timeout_s: float | None = None) -> Any:
+        """Pause the run until a person (or program) resumes it with a value for ``model``.
+
+        The run ends for now with ``status == "suspended"`` and ``result.suspension``
+        (``message``, ``schema`` — the model's JSON Schema — and ``expires_at``, ``timeout_s``
+        from now, or ``None``). ``flow.resume(request_id, value)`` validates ``value`` against
+        ``model`` and continues the same run: completed blocks are not run again, this block
+        runs again from its start (its earlier writes are not repeated) and this call returns
+        the validated model instance. A block may suspend more than once; each call is its own
+        question. Needs a durable run (the default).
+        """
+        log = self._frame.log
+        span = self._span
+        if log is None or not log.durable or span is None:
+            raise RunStateError("ctx.suspend needs a durable run (flow.run(..., durable=True), "
+                                "the default), whose step log lets it be resumed")
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"ctx.suspend needs a pydantic model class, not {model!r}")
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"ctx.suspend message must be a str or None, not "
+                            f"{type(message).__name__}")
+        if timeout_s is not None and (isinstance(timeout_s, bool)
+                                      or not isinstance(timeout_s, (int, float))
+                                      or not 0 < timeout_s < float("inf")):
+            raise ValueError(f"ctx.suspend timeout_s must be a positive number of seconds or "
+                             f"None, not {timeout_s!r}")
+        key = f"{span.path}#{span.suspends}"
+        span.suspends += 1
+        if key in log.resumed:
+            return schema.validate_value(model, log.resumed[key],
+                                         where=f"resume value for {span.path}")
+        raise Suspended(key, span.path, model, message, timeout_s)
+
+    def run_once(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Call ``fn()`` once per run and return its result as JSON; on resume, the recorded
+        result is returned and ``fn`` is not called.
+
+        ``key`` names the call within the run (give each distinct side effect its own key, e.g.
+        ``f"email:{user}"`` inside a ``for_each``). The result must be JSON (a model is dumped);
+        it is written to the run's step log before this returns, so a crash after ``fn``
+        returned and before the log was written is the only case in which ``fn`` runs again.
+        Outside a durable run ``fn`` is simply called.
+        """
+        log = self._check_once(key)
+        if log is None:
+            return fn()
+        if key in log.once:
+            return ops.copy_json(log.once[key], where=f"ctx.run_once({key!r})")
+        result = fn()
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            raise TypeError(f"ctx.run_once({key!r}): fn returned an awaitable; in an async "
+                            f"block use `await ctx.arun_once(key, fn)`")
+        return self._record_once(log, key, result)
+
+    async def arun_once(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Async twin of :meth:`run_once`: ``fn()`` may return an awaitable."""
+        log = self._check_once(key)
+        if log is None:
+            result = fn()
+            return await result if inspect.isawaitable(result) else result
+        if key in log.once:
+            return ops.copy_json(log.once[key], where=f"ctx.run_once({key!r})")
+        result = fn()
+        if inspect.isawaitable(result):
+            result = await result
+        return self._record_once(log, key, result)
+
+    def _check_once(self, key: Any) -> RunLog | None:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"ctx.run_once needs a non-empty string key, not {key!r}")
+        log = self._frame.log
+        return log if log is not None and log.durable else None
+
+    @staticmethod
+    def _record_once(log: RunLog, key: str, result: Any) -> Any:
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
+        data = ops.copy_json(result, where=f"ctx.run_once({key!r}) result")
+        log.once[key] = data
+        if log.flush is not None:
+            log.flush()
+        return ops.copy_json(data, where=f"ctx.run_once({key!r})")
+
     def __repr__(self) -> str:
         return f"<Context run {self.run_id} step {self.step_id!r} session {self.session.id!r}>"
 
@@ -210,11 +349,13 @@ class SequencerState(TypedRecord):
     """Instance state of one execution of a sequencer that declares ``state=`` (``ctx.sequencer``).
 
     It lives for one run, kept as a bookkeeping record of the request
-    (``request/<run id>/$sequencer:<name>#<n>``) with the usual operations, versions and events
-    (``scope`` is ``"sequencer"`` in its events).
+    (``request/<run id>/$sequencer:<name>#<instance>``) with the usual operations, versions and
+    events (``scope`` is ``"sequencer"`` in its events). ``instance`` is the sequencer's span path
+    when the run keeps spans (stable across a resume, so a re-run sequencer finds its state),
+    else a number counted in the run.
     """
 
-    def __init__(self, store: Store, request_id: str, sequencer_name: str, instance: int,
+    def __init__(self, store: Store, request_id: str, sequencer_name: str, instance: int | str,
                  model: type[BaseModel] | None) -> None:
         super().__init__(store, "request", request_id,
                          f"{SEQUENCER_PREFIX}{sequencer_name}#{instance}", model,

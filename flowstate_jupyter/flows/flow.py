@@ -39,6 +39,7 @@ inside ``for_each``/``parallel``): keep it quick, e.g. update a progress bar wid
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..base.ids import DEFAULT_PROJECT, SCOPES, check_id, new_id
-from ..errors import InvalidIdError, UnknownActionError
+from ..errors import InvalidIdError, RunStateError, UnknownActionError
 from ..handles.resources import CollectionDefinition, ResourceDefinition, check_resource_name
 from ..model import schema
 from ..model.graph import FlowGraph
@@ -56,9 +57,12 @@ from .blocks import Block, Sequencer
 from .bookkeeping import DEFAULT_PAGE, list_sessions
 from .bubbling import Declarations, merge_resources, merge_state_model
 from .client_data import ClientDataContext
+from .durable import claim_resume, list_runs, read_run
 from .graph import flow_graph
-from .runs import RunResult, execute, run_sync
+from .replay import ReplayResult, recorded_input, replay_run
+from .runs import Resumption, RunResult, execute, run_sync
 from .sessions import Session
+from .trace import Trace, read_content, trace_from
 
 __all__ = ["Action", "Flow", "ScopeConfig", "action", "define_flow", "scope"]
 
@@ -101,12 +105,18 @@ def scope(state: type[BaseModel] | None = None, resources: _Definitions | None =
     return ScopeConfig(state, resources, client_data)
 
 
+CONCURRENCY = ("allow", "queue", "reject")
+
+
 @dataclass(frozen=True)
 class Action:
-    """An action of a flow: a block and the input model its runs are validated against."""
+    """An action of a flow: a block, the input model its runs are validated against, and how
+    runs of it on one session may overlap (``concurrency``, DESIGN §15)."""
 
     block: Block
     input: type[BaseModel] | None = None
+    concurrency: str = "allow"
+    queue_timeout_s: float = 30.0
 
     @property
     def input_model(self) -> type[BaseModel] | None:
@@ -114,13 +124,28 @@ class Action:
         return self.input or self.block.input
 
 
-def action(block: Block, input: type[BaseModel] | None = None) -> Action:
-    """Wrap ``block`` as an action, optionally with its own ``input`` model."""
+def action(block: Block, input: type[BaseModel] | None = None, *,
+           concurrency: str = "allow", queue_timeout_s: float = 30) -> Action:
+    """Wrap ``block`` as an action, optionally with its own ``input`` model.
+
+    ``concurrency`` says what happens when a run of this action starts on a session where
+    another run of it is in flight (in any process sharing the store): ``"allow"`` (the default)
+    runs both; ``"reject"`` raises :class:`RunConflictError` naming the run in flight;
+    ``"queue"`` waits its turn, in arrival order, for up to ``queue_timeout_s`` seconds, then
+    raises :class:`RunConflictError`. A suspended run is not in flight.
+    """
     if not isinstance(block, Block):
         raise TypeError(f"fs.action needs a block, not {type(block).__name__}")
     if input is not None and not (isinstance(input, type) and issubclass(input, BaseModel)):
         raise TypeError(f"fs.action input must be a pydantic model class, not {input!r}")
-    return Action(block, input)
+    if concurrency not in CONCURRENCY:
+        raise ValueError(f"fs.action concurrency must be one of {', '.join(CONCURRENCY)}, not "
+                         f"{concurrency!r}")
+    if isinstance(queue_timeout_s, bool) or not isinstance(queue_timeout_s, (int, float)) \
+            or not 0 <= queue_timeout_s < float("inf"):
+        raise ValueError(f"fs.action queue_timeout_s must be a number of seconds >= 0, not "
+                         f"{queue_timeout_s!r}")
+    return Action(block, input, concurrency, float(queue_timeout_s))
 
 
 def _camel(text: str) -> str:
@@ -133,6 +158,7 @@ class Flow:
 
     def __init__(self, kind: str, actions: dict[str, Action], scopes: dict[str, ScopeConfig],
                  path: str) -> None:
+        self._module: str | None = None
         self.kind = kind
         self.path = path
         self.actions = actions
@@ -217,48 +243,167 @@ class Flow:
 
     def run(self, action: str, input: Any = None, *, user: str | None = None,
             session: str | None = None, project: str = DEFAULT_PROJECT,
-            store: Store | None = None,
-            on_event: Callable[[dict], None] | None = None) -> RunResult:
+            store: Store | None = None, on_event: Callable[[dict], None] | None = None,
+            trace: bool = True, durable: bool = True) -> RunResult:
         """Run ``action`` on ``input`` and return a :class:`RunResult`.
 
         ``session=None`` starts a new session; ``user=None`` means the session's owner (for a
         new session: ``FLOWSTATE_USER``, else the OS user); ``store=None`` the process's default
         store (``open_store()``). Works inside a running event loop (Jupyter). See the module
-        docstring for what raises and what ends in ``result.error``.
+        docstring for what raises and what ends in ``result.error``. ``trace=False`` keeps no
+        trace; ``durable=False`` keeps no step log (the run can then neither suspend nor be
+        resumed).
         """
         return run_sync(lambda: self.arun(action, input, user=user, session=session,
-                                          project=project, store=store, on_event=on_event))
+                                          project=project, store=store, on_event=on_event,
+                                          trace=trace, durable=durable))
 
     async def arun(self, action: str, input: Any = None, *, user: str | None = None,
                    session: str | None = None, project: str = DEFAULT_PROJECT,
-                   store: Store | None = None,
-                   on_event: Callable[[dict], None] | None = None) -> RunResult:
+                   store: Store | None = None, on_event: Callable[[dict], None] | None = None,
+                   trace: bool = True, durable: bool = True) -> RunResult:
         """The async twin of :meth:`run`."""
         act = self._action(action)
         value = _validate_input(act.input_model, input, f"action {action!r} input")
         return await self._execute(act.block, value, action=action, input=input, user=user,
                                    session=session, project=project, store=store,
-                                   on_event=on_event)
+                                   on_event=on_event, trace=trace, durable=durable,
+                                   concurrency=act.concurrency,
+                                   queue_timeout_s=act.queue_timeout_s)
 
     def run_block(self, block: Block, input: Any = None, *, user: str | None = None,
                   session: str | None = None, project: str = DEFAULT_PROJECT,
-                  store: Store | None = None,
-                  on_event: Callable[[dict], None] | None = None) -> RunResult:
+                  store: Store | None = None, on_event: Callable[[dict], None] | None = None,
+                  trace: bool = True, durable: bool = True) -> RunResult:
         """Run one block of this flow (any block, not only an action) as a request."""
         return run_sync(lambda: self.arun_block(block, input, user=user, session=session,
                                                 project=project, store=store,
-                                                on_event=on_event))
+                                                on_event=on_event, trace=trace,
+                                                durable=durable))
 
     async def arun_block(self, block: Block, input: Any = None, *, user: str | None = None,
                          session: str | None = None, project: str = DEFAULT_PROJECT,
                          store: Store | None = None,
-                         on_event: Callable[[dict], None] | None = None) -> RunResult:
+                         on_event: Callable[[dict], None] | None = None,
+                         trace: bool = True, durable: bool = True) -> RunResult:
         """The async twin of :meth:`run_block`."""
         self._check_block(block)
         value = _validate_input(block.input, input, f"{block.source} input")
         return await self._execute(block, value, action=None, input=input, user=user,
                                    session=session, project=project, store=store,
-                                   on_event=on_event)
+                                   on_event=on_event, trace=trace, durable=durable)
+
+    # -- durable runs (DESIGN §15) and traces (DESIGN §14) -------------------------------------
+    def resume(self, request_id: str, value: Any = None, *, store: Store | None = None,
+               on_event: Callable[[dict], None] | None = None,
+               force: bool = False) -> RunResult:
+        """Continue the suspended or interrupted run ``request_id``; returns its new outcome.
+
+        A suspended run: ``value`` is validated against the model its block gave
+        ``ctx.suspend`` (``None`` counts as ``{}``); a refused value raises
+        :class:`ValidationError` and leaves the run suspended, nothing written. An interrupted
+        run (its process died; its lease passed) takes no value. Either way the same request
+        continues: completed blocks are not run again (their outputs come from the step log),
+        the unfinished ones run again from their start without repeating the writes they had
+        committed. :class:`RunStateError` when the run is not suspended or interrupted, its
+        suspension expired, another process resumed it first, or (interrupted runs) the
+        change log no longer reaches back to its last recorded step — ``force=True`` then
+        resumes anyway, accepting that the unfinished blocks' writes since may repeat.
+        """
+        return run_sync(lambda: self.aresume(request_id, value, store=store, on_event=on_event,
+                                             force=force))
+
+    async def aresume(self, request_id: str, value: Any = None, *, store: Store | None = None,
+                      on_event: Callable[[dict], None] | None = None,
+                      force: bool = False) -> RunResult:
+        """The async twin of :meth:`resume`."""
+        store = store or default_store()
+        record, state, logged, data = claim_resume(store, request_id, self.kind, value,
+                                                   force=force)
+        name = state.get("action")
+        concurrency, timeout = "allow", 30.0
+        if name is not None:
+            act = self._action(name)
+            block, model = act.block, act.input_model
+            concurrency, timeout = act.concurrency, act.queue_timeout_s
+        else:
+            block = self._block_named(state.get("block"), request_id)
+            model = block.input
+        if logged.get("input") is None and model is not None:
+            raise RunStateError(f"run {request_id}'s input was not JSON, so it was not logged "
+                                f"and the run cannot be resumed")
+        value_in = _validate_input(model, logged.get("input"), f"run {request_id} input")
+        suspension = state.get("suspension") or {}
+        if data is not None or state.get("status") == "suspended":
+            logged = {**logged, "resumed": {**(logged.get("resumed") or {}),
+                                            suspension.get("key", ""): data}}
+        return await execute(self, block, value_in, action=name, session_id=state["session"],
+                             user=state.get("user"), project=state.get("project", "default"),
+                             store=store, request_id=request_id, on_event=on_event,
+                             concurrency=concurrency, queue_timeout_s=timeout,
+                             resumption=Resumption(record, state, logged, data))
+
+    def _block_named(self, name: Any, request_id: str) -> Block:
+        found = [b for b in self._blocks.values() if b.name == name]
+        if len(found) != 1:
+            raise RunStateError(f"run {request_id} ran block {name!r}, which flow "
+                                f"{self.kind!r} has {len(found)} of; it cannot be resumed or "
+                                f"replayed here")
+        return found[0]
+
+    def replay(self, request_id: str, *, store: Store | None = None,
+               reuse: bool = True) -> ReplayResult:
+        """Run run ``request_id``'s action and input again with this flow's current code, on an
+        in-memory copy of its scopes as they were just before it started; compare the two.
+
+        Returns a :class:`ReplayResult`: ``.original`` and ``.result`` (``RunResult``s),
+        ``.reused`` (paths of steps whose recorded output was returned: their block and input
+        are unchanged and they wrote nothing; ``reuse=False`` runs every step), ``.diff``
+        (output, state, resources and client data, original vs replay) and ``.notes``. The
+        store is only read. ``ctx.run_once`` returns what the original recorded and never calls
+        ``fn``. Raises :class:`HistoryNotKeptError` when a record's state before the run is no
+        longer in history, :class:`RunStateError` for a run that is running or interrupted (or
+        whose input was kept only in part), and :class:`ValidationError` when the action's
+        input model now refuses the recorded input. See ``flows/replay.py``.
+        """
+        return run_sync(lambda: self.areplay(request_id, store=store, reuse=reuse))
+
+    async def areplay(self, request_id: str, *, store: Store | None = None,
+                      reuse: bool = True) -> ReplayResult:
+        """The async twin of :meth:`replay`."""
+        store = store or default_store()
+        record = read_run(store, request_id)
+        state = record.state
+        if state.get("flow") != self.kind:
+            raise RunStateError(f"run {request_id} belongs to flow {state.get('flow')!r}, not "
+                                f"{self.kind!r}; replay it with that flow")
+        name = state.get("action")
+        if name is not None:
+            act = self._action(name)
+            block, model = act.block, act.input_model
+        else:
+            block = self._block_named(state.get("block"), request_id)
+            model = block.input
+        value = _validate_input(model, recorded_input(record), f"run {request_id} input")
+        return await replay_run(self, block, value, record, store, reuse=reuse)
+
+    def runs(self, status: str | None = None, *, session: str | None = None,
+             store: Store | None = None, limit: int | None = None) -> list[dict]:
+        """Runs of this flow, newest first: dicts with ``request_id``, ``action``, ``status``
+        (``"running"``, ``"ok"``, ``"error"``, ``"suspended"`` or ``"interrupted"``),
+        ``started_at``, ``session``, ``user`` and the rest of the request record (a suspended
+        run's ``suspension`` among it). ``status`` / ``session`` filter."""
+        return list_runs(store or default_store(), session, limit, status=status,
+                         flow_kind=self.kind)
+
+    def trace(self, request_id: str, *, store: Store | None = None) -> Trace:
+        """The :class:`Trace` of run ``request_id``, read from the store (any process)."""
+        store = store or default_store()
+        record = read_run(store, request_id)
+        if record.state.get("flow") != self.kind:
+            raise RunStateError(f"run {request_id} belongs to flow {record.state.get('flow')!r}, "
+                                f"not {self.kind!r}")
+        return trace_from(request_id, read_content(record.content).get("trace"))
 
     def _check_block(self, block: Any) -> None:
         """Refuse a block whose declarations the flow's merged models do not cover.
@@ -293,8 +438,9 @@ class Flow:
 
     async def _execute(self, block: Block, value: Any, *, action: str | None, input: Any,
                        user: str | None, session: str | None, project: str,
-                       store: Store | None, on_event: Callable[[dict], None] | None
-                       ) -> RunResult:
+                       store: Store | None, on_event: Callable[[dict], None] | None,
+                       trace: bool = True, durable: bool = True, concurrency: str = "allow",
+                       queue_timeout_s: float = 30.0) -> RunResult:
         if user is not None:
             check_id(user, "user id")
         check_id(project, "project id")
@@ -302,7 +448,9 @@ class Flow:
         return await execute(self, block, value, action=action, session_id=session_id,
                              user=user, project=project, store=store or default_store(),
                              request_id=new_id("r"), on_event=on_event,
-                             input_for_record=value if value is not None else input)
+                             input_for_record=value if value is not None else input,
+                             trace=bool(trace), durable=bool(durable),
+                             concurrency=concurrency, queue_timeout_s=queue_timeout_s)
 
     # -- sessions --------------------------------------------------------------------------------
     def session(self, id: str | None = None, *, user: str | None = None,
@@ -325,6 +473,16 @@ class Flow:
         """
         return list_sessions(store or default_store(), self.kind, user, limit=limit,
                              after=after)
+
+    def asgi_app(self, *, store: Store | None = None, tokens: Any = None) -> Any:
+        """This flow as an ASGI application (Starlette) for HTTP clients (DESIGN §16).
+
+        ``tokens``: a file of bearer tokens or a ``{token: user}`` mapping (default: the file
+        named by ``FLOWSTATE_TOKENS``, else one local user). Needs the ``serve`` extra; see
+        ``flowstate_jupyter.serve``.
+        """
+        from ..serve import asgi_app  # the one upward import: serving is optional and above
+        return asgi_app(self, store=store, tokens=tokens)
 
     # -- reading -------------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -455,4 +613,7 @@ def define_flow(kind: str, actions: Mapping[str, Block | Action], *,
     elif not isinstance(path, str) or not path.strip("/"):
         raise ValueError(f"path must be a non-empty string such as 'f/flows/{kind}', not "
                          f"{path!r}")
-    return Flow(kind, prepared, scopes, path)
+    flow = Flow(kind, prepared, scopes, path)
+    # where it was defined, so `flowstate resume` can find it again (runs record it)
+    flow._module = sys._getframe(1).f_globals.get("__name__")
+    return flow

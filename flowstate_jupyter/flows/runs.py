@@ -6,11 +6,19 @@ then call :func:`execute`, which
 1. checks (or creates) the session's ``$meta`` record: the session's user and flow kind;
 2. subscribes to the store and keeps, in order, every change event carrying this run's request
    id, plus what blocks ``ctx.emit``; each event also goes to ``on_event`` as it happens;
-3. writes the request record ``request/<request id>/$request`` with status ``"running"``;
+3. writes the request record ``request/<request id>/$request`` with status ``"running"`` and a
+   lease (``durable.py``) — for an action with ``concurrency="reject"`` or ``"queue"``, in one
+   transaction with taking the action's slot on the session;
 4. builds ``ctx`` (request, session, user and project handles typed by the flow's merged models)
-   and awaits ``block.run(input, ctx)``;
+   and awaits ``block.run(input, ctx)``, keeping spans and the step log in memory
+   (``trace.py``);
 5. rewrites the request record with status ``"ok"`` and the output, or ``"error"`` and the error's
-   type and message, and returns a :class:`RunResult`.
+   type and message, with the trace as its content, in one transaction with noting the run on its
+   session (for retention), and returns a :class:`RunResult`. A block that called
+   ``ctx.suspend`` ends the run as ``"suspended"`` instead, its step log kept for the resume.
+
+:func:`execute` also continues a run that ``flow.resume`` claimed (``resumption``): same request
+id, the block run again from the top, completed blocks answered from the log.
 
 An exception inside a block does not propagate: the run ends with ``status="error"``, the
 exception is ``result.error`` (``result.raise_for_error()`` re-raises it), and every state write
@@ -37,18 +45,32 @@ from typing import Any, TypeVar
 
 from pydantic_core import to_jsonable_python
 
-from ..base.names import REQUEST, SESSION_META
+from ..base.env import lease_seconds
+from ..base.names import SESSION_META
 from ..base.text import short
+from ..errors import RunStateError
 from ..handles.scopes import ScopeHandle
 from ..model.graph import FlowGraph
-from ..stores.base import Store
+from ..stores.base import Record, Store
 from .blocks import Block
 from .bookkeeping import ensure_session
 from .context import Context, RunServices, SequencerState
+from .durable import (
+    RENEWER,
+    Lease,
+    Suspension,
+    acquire_slot,
+    note_ended_run,
+    owner_token,
+    purge_runs,
+    release_slot,
+    suspension_record,
+)
 from .graph import result_graph
 from .spec import FlowSpec
+from .trace import RunLog, Suspended, Trace, read_content, trace_rows
 
-__all__ = ["RunResult", "execute", "run_sync"]
+__all__ = ["Resumption", "RunResult", "execute", "run_sync"]
 
 #: Inputs and outputs larger than this (as JSON) are kept in the request record as a preview.
 RECORD_VALUE_LIMIT = 64 * 1024
@@ -60,9 +82,12 @@ T = TypeVar("T")
 class RunResult:
     """The outcome of one run (DESIGN §6).
 
-    ``status`` is ``"ok"`` or ``"error"``; ``output`` is the block's output (``None`` on error);
-    ``error`` the exception a block raised (``None`` when ok); ``events`` every event of the run
-    in order (state and resource changes, ``request`` start/end, ``ctx.emit`` messages).
+    ``status`` is ``"ok"``, ``"error"`` or ``"suspended"``; ``output`` is the block's output
+    (``None`` otherwise); ``error`` the exception a block raised (``None`` when ok); ``events``
+    every event of the run (of this attempt, for a resumed run) in order (state and resource
+    changes, ``request`` start/end, ``ctx.emit`` messages); ``trace`` the run's :class:`Trace`
+    (``None`` when tracing was off); ``suspension`` what a suspended run waits for
+    (:class:`Suspension`; resume with ``flow.resume(result.request_id, value)``).
     """
 
     output: Any
@@ -75,6 +100,8 @@ class RunResult:
     action: str | None = None
     user: str | None = None
     project: str | None = None
+    trace: Trace | None = None
+    suspension: Suspension | None = None
     #: The flow that ran (for :meth:`graph`); ``None`` for a result built by hand.
     flow: Any = field(default=None, compare=False)
 
@@ -111,6 +138,8 @@ class RunResult:
     def __repr__(self) -> str:
         what = f"output={short(self.output)}" if self.error is None else \
             f"error={type(self.error).__name__}({short(str(self.error))})"
+        if self.suspension is not None:
+            what = f"suspension={short(self.suspension.message or self.suspension.path)}"
         return (f"RunResult(status={self.status!r}, {what}, session_id={self.session_id!r}, "
                 f"request_id={self.request_id!r}, events={len(self.events)}, "
                 f"duration_s={self.duration_s:.4f})")
@@ -232,78 +261,218 @@ def for_record(value: Any) -> Any:
     return data
 
 
+def _logged_input(value: Any) -> Any:
+    """The run's input as JSON for its step log (``None`` if it is not JSON)."""
+    try:
+        data = to_jsonable_python(value)
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return data
+
+
 def _error_summary(exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc)}
+
+
+@dataclass
+class Resumption:
+    """A run ``flow.resume`` is continuing: its record as read, its step log, the value."""
+
+    record: Record
+    state: dict
+    logged: dict
+    value: Any
+
+
+def _request_event(request_id: str, record: dict, **extra: Any) -> dict:
+    return {"type": "request", "scope": "request", "scope_id": request_id,
+            "status": record["status"], "action": record["action"], "block": record["block"],
+            "flow": record["flow"], "session": record["session"], "user": record["user"],
+            "error": record["error"], "request_id": request_id, **extra}
 
 
 async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | None,
                   session_id: str, user: str | None, project: str, store: Store,
                   request_id: str, on_event: Callable[[dict], None] | None = None,
-                  input_for_record: Any = None) -> RunResult:
+                  input_for_record: Any = None, trace: bool = True, durable: bool = True,
+                  concurrency: str = "allow", queue_timeout_s: float = 30.0,
+                  resumption: Resumption | None = None,
+                  run_log: RunLog | None = None) -> RunResult:
     """Run ``block`` on ``value`` as request ``request_id`` of ``session_id`` (see module doc).
 
     ``value`` has been validated by the caller. Raises only for problems found before the block
-    starts (a session of another user or flow kind, an unreachable store).
+    starts (a session of another user or flow kind, an unreachable store, a run of the action
+    in flight with ``concurrency="reject"``, a resume another process won). ``run_log``: the
+    log to keep instead of a new one (a replay's, ``flows/replay.py``, which starts from what
+    the original run recorded).
     """
     services = RunServices(request_id, on_event)
+    wall0, clock0 = time.time(), time.perf_counter()
+    seconds = lease_seconds()
+    if resumption is not None:
+        trace = bool(resumption.state.get("trace", True))
+        durable = True
+        rows = trace_rows(read_content(resumption.record.content).get("trace"))
+        attempt = int(resumption.state.get("attempt") or 1) + 1
+        log: RunLog | None = RunLog(request_id, trace=trace, durable=True, wall0=wall0,
+                                    clock0=clock0, attempt=attempt, logged=resumption.logged,
+                                    previous=rows)
+    elif run_log is not None:
+        log = run_log
+        log.wall0, log.clock0 = wall0, clock0
+    elif trace or durable:
+        log = RunLog(request_id, trace=trace, durable=durable, wall0=wall0, clock0=clock0)
+    else:
+        log = None
 
     def keep(event: dict) -> None:
         if event.get("request_id") == request_id:
             services.record(event)
+            if log is not None:
+                log.observe(event)
 
     unsubscribe = store.subscribe(keep)
+    lease: Lease | None = None
     try:
-        owner = ensure_session(store, session_id, user=user, flow_kind=flow.kind,
-                               request_id=request_id)
-        started = time.time()
-        clock = time.perf_counter()
-        record = {"action": action, "block": block.name, "flow": flow.kind,
-                  "session": session_id, "user": owner, "project": project,
-                  "input": for_record(input_for_record if input_for_record is not None
-                                      else value),
-                  "output": None, "error": None, "status": "running",
-                  "started_at": started, "ended_at": None, "duration_s": None}
-        _write_request(store, request_id, record)
+        if resumption is None:
+            owner = ensure_session(store, session_id, user=user, flow_kind=flow.kind,
+                                   request_id=request_id)
+            shown = input_for_record if input_for_record is not None else value
+            logged_input = _logged_input(value)
+            if logged_input is not None and shown is value and \
+                    len(json.dumps(logged_input)) <= RECORD_VALUE_LIMIT:
+                shown_json, in_record = logged_input, True  # the record keeps it whole
+            else:
+                shown_json, in_record = for_record(shown), False
+            if log is not None and durable:
+                log.input_json = logged_input
+            record = {"action": action, "block": block.name, "flow": flow.kind,
+                      "session": session_id, "user": owner, "project": project,
+                      "input": shown_json, "output": None, "error": None,
+                      "status": "running", "started_at": wall0, "ended_at": None,
+                      "duration_s": None, "lease_until": wall0 + seconds, "attempt": 1,
+                      "owner": owner_token(), "trace": trace, "durable": durable,
+                      "suspension": None, "flow_module": getattr(flow, "_module", None)}
+            previous_duration = 0.0
+            event = _request_event(request_id, record)
+            # the first write needs a step log only when the record cannot hold the whole input
+            # (a resume after a crash before the first lease renewal reads the input there)
+            content = log.content(final=False) if log is not None and durable \
+                and not in_record else None
+        else:
+            state = resumption.state
+            owner, project = str(state.get("user")), state.get("project") or project
+            record = {**state, "status": "running", "lease_until": wall0 + seconds,
+                      "attempt": log.attempt if log is not None else 1, "owner": owner_token(),
+                      "suspension": None, "ended_at": None, "error": None, "output": None}
+            previous_duration = float(state.get("duration_s") or 0.0)
+            event = _request_event(request_id, record, resumed=True)
+        lease = Lease(store, request_id, seconds, record)
+        if resumption is not None:
+            lease.version = resumption.record.version
+            content = log.content(final=False) if log is not None else None
+        claim = lambda: lease.write(record, content=content, event=event,
+                                    adopt=False)
+        try:
+            if concurrency == "allow" or action is None:
+                written = claim()
+            else:
+                written = acquire_slot(store, session_id, action, request_id, concurrency,
+                                       queue_timeout_s, seconds, claim)
+        except RunStateError:
+            if resumption is None:
+                raise
+            raise RunStateError(f"run {request_id} was resumed by another process first; "
+                                f"this resume did nothing") from None
+        lease.adopt(written)
+        lease.state = record
+        if log is not None:
+            lease.on_lost = lambda why: setattr(log, "lost", why)
+        if log is not None and durable:
+            lease.content = lambda: log.content(final=False)
+            log.flush = lambda: lease.write(
+                {**lease.state, "lease_until": time.time() + seconds},
+                content=log.content(final=False),
+                event={"type": "request", "scope": "request", "scope_id": request_id,
+                       "status": "running", "logged": True, "request_id": None},
+                own_event=False)
+        RENEWER.add(lease)
         ctx = _root_context(flow, block, store, request_id, session_id, owner, project,
-                            services)
+                            services, log)
+        root = action if action is not None else block.name
         output: Any = None
         error: BaseException | None = None
         interrupt: BaseException | None = None
+        suspended: Suspended | None = None
         try:
-            output = await block.run(value, ctx)
+            output = await block.run(value, ctx, root)
+        except Suspended as signal:
+            suspended = signal
         except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
             error = exc
         except BaseException as exc:  # noqa: BLE001 - cancelled or interrupted: recorded, re-raised
             error = interrupt = exc
-        duration = time.perf_counter() - clock
+        duration = time.perf_counter() - clock0
         services.close()  # every job has finished by now: this only releases the threads
-        record.update(status="ok" if error is None else "error", ended_at=time.time(),
-                      duration_s=duration,
-                      output=for_record(output) if error is None else None,
-                      error=None if error is None else _error_summary(error))
-        _write_request(store, request_id, record)
-        store.touch("session", session_id, SESSION_META)
+        RENEWER.remove(lease)
+        suspension = None
+        dropped: list[str] = []
+        slot = concurrency != "allow" and action is not None
+
+        def also() -> None:
+            if slot:
+                release_slot(store, session_id, str(action), request_id)
+            if suspended is None:
+                dropped[:] = note_ended_run(store, session_id, request_id)
+
+        if suspended is not None:
+            try:
+                suspension = suspension_record(suspended.key, suspended.path, suspended.model,
+                                               suspended.message, suspended.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - a model without a JSON Schema: an error
+                error, suspended = exc, None
+        if suspended is not None:
+            record = {**record}  # a new dict: a lease renewal may still be reading the old one
+            record.update(status="suspended", lease_until=None, suspension=suspension,
+                          duration_s=previous_duration + duration)
+            content = log.content(final=False) if log is not None else None
+        else:
+            record = {**record}  # a new dict: a lease renewal may still be reading the old one
+            record.update(status="ok" if error is None else "error", ended_at=time.time(),
+                          duration_s=previous_duration + duration, lease_until=None,
+                          output=for_record(output) if error is None else None,
+                          error=None if error is None else _error_summary(error))
+            content = log.content(final=True) if log is not None else None
+        try:
+            lease.write(record, content=content, event=_request_event(request_id, record),
+                        also=also)
+        except RunStateError as lost:  # taken over meanwhile: the other process owns it now
+            if interrupt is None:
+                error, suspended, output = lost, None, None
+                record.update(status="error", error=_error_summary(lost), output=None)
+        if dropped:
+            purge_runs(store, dropped, session_id)
+        if suspended is not None:
+            store.touch("session", session_id, SESSION_META)
     finally:
+        if lease is not None:
+            RENEWER.remove(lease)
         unsubscribe()
     if interrupt is not None:
         raise interrupt
-    return RunResult(output=output, error=error, session_id=session_id, request_id=request_id,
+    return RunResult(output=output if record["status"] == "ok" else None, error=error,
+                     session_id=session_id, request_id=request_id,
                      events=list(services.events), duration_s=duration,
                      status=record["status"], action=action, user=owner, project=project,
-                     flow=flow)
-
-
-def _write_request(store: Store, request_id: str, record: dict) -> None:
-    event = {"type": "request", "scope": "request", "scope_id": request_id,
-             "status": record["status"], "action": record["action"],
-             "block": record["block"], "flow": record["flow"], "session": record["session"],
-             "user": record["user"], "error": record["error"], "request_id": request_id}
-    store.write("request", request_id, REQUEST, dict(record), operation="set",
-                event=event, request_id=request_id)
+                     trace=log.result_trace() if log is not None else None,
+                     suspension=None if suspension is None
+                     else Suspension.from_record(request_id, suspension), flow=flow)
 
 
 def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, session_id: str,
-                  user: str, project: str, services: RunServices) -> Context:
+                  user: str, project: str, services: RunServices,
+                  log: RunLog | None = None) -> Context:
     """The ``ctx`` the top block of a run receives."""
     def handle(scope: str, scope_id: str) -> ScopeHandle:
         return ScopeHandle(store, scope, scope_id, state=flow.state_model(scope),
@@ -312,9 +481,9 @@ def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, s
     sequencer = None
     model, needed = flow.root_sequencer_model(block)
     if needed:  # blocks declare sequencer_state with no stateful sequencer above them
-        sequencer = SequencerState(store, request_id, block.name, services.next_instance(),
-                                   model)
+        sequencer = SequencerState(store, request_id, block.name,
+                                   0 if log is not None else services.next_instance(), model)
     return Context(request=handle("request", request_id), session=handle("session", session_id),
                    user=handle("user", user), project=handle("project", project),
                    run_id=request_id, store=store, flow=flow, flow_path=flow.path,
-                   services=services, sequencer=sequencer)
+                   services=services, sequencer=sequencer, log=log)

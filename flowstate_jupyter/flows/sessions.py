@@ -18,15 +18,18 @@ from typing import Any
 
 from ..base.ids import check_id
 from ..base.names import SESSION_META
+from ..errors import RunStateError
 from ..handles.journal import Journal
 from ..handles.scopes import ScopeHandle
 from ..stores.base import HistoryEntry, Store
 from .blocks import Block
 from .bookkeeping import ensure_session, list_runs
 from .client_data import resource_client_data, scope_client_data
+from .durable import read_run
 from .forking import fork_session, parent_of
 from .runs import RunResult
 from .spec import FlowSpec
+from .trace import Trace, read_content, trace_from
 
 __all__ = ["Session"]
 
@@ -141,9 +144,17 @@ class Session(ScopeHandle):
         return self.flow.run_block(block, input, session=self.id, user=self.user.id,
                                    project=self.project.id, store=self._store, **options)
 
-    def runs(self, limit: int | None = 20) -> list[dict]:
-        """The request records of this session's runs, newest first."""
-        return list_runs(self._store, self.id, limit)
+    def runs(self, limit: int | None = 20, *, status: str | None = None) -> list[dict]:
+        """The request records of this session's runs, newest first (``status`` filters;
+        ``"interrupted"`` is a running run whose lease passed)."""
+        return list_runs(self._store, self.id, limit, status=status)
+
+    def trace(self, request_id: str) -> Trace:
+        """The :class:`Trace` of one of this session's runs (read from the store)."""
+        record = read_run(self._store, request_id)
+        if record.state.get("session") != self.id:
+            raise RunStateError(f"run {request_id} is not a run of session {self.id!r}")
+        return trace_from(request_id, read_content(record.content).get("trace"))
 
     # -- branching -----------------------------------------------------------------------------
     def fork(self, new_id: str | None = None, *, at_version: int | None = None) -> Session:

@@ -11,6 +11,13 @@ wrote since (built-in operations only: a function the caller passes, as to ``ato
 always runs under the lock, once per attempt). Otherwise the ordinary path above runs. If the
 record changed under us anyway (the conditional UPDATE matched nothing) the driver retries: 3
 more attempts with 10 ms doubling backoff, then :class:`ConcurrentModificationError`.
+
+Writes inside a run. A handle made for a run (with a ``request_id``) asks the run machinery,
+through the hook installed with :func:`install_write_hook` (``flows/`` sits above this layer),
+before each write: the hook returns ``None`` (write as usual), :data:`SKIP` (this same write was
+committed by an earlier attempt of the run: write nothing and report ``True``), or a tag — the
+block's span path and the write's identity within it — that the write's event carries into the
+change log, atomically with the write (see ``flows/trace.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,28 @@ from ..stores.base import KEEP, Change, HistoryEntry, Record, Store
 
 RETRIES = 3
 BACKOFF_S = 0.010
+
+#: What the write hook returns for a write that an earlier attempt of the run committed.
+SKIP = object()
+
+#: ``hook(request_id, scope, scope_id, name, operation)`` -> ``None``, :data:`SKIP` or
+#: ``(span path, write id)``; set by the run machinery.
+_write_hook: Callable[[str, str, str, str, str], Any] | None = None
+
+
+def install_write_hook(hook: Callable[[str, str, str, str, str], Any] | None) -> None:
+    """Set the function asked before every write a run's handle makes (see the module doc)."""
+    global _write_hook
+    _write_hook = hook
+
+
+def run_write_tag(request_id: str | None, scope: str, scope_id: str, name: str,
+                  operation: str) -> Any:
+    """The hook's answer for one write (``None`` outside runs or without a hook)."""
+    hook = _write_hook
+    if request_id is None or hook is None:
+        return None
+    return hook(request_id, scope, scope_id, name, operation)
 
 
 def drive(store: Store, scope: str, scope_id: str, name: str,
@@ -99,6 +128,7 @@ class TypedRecord:
         self._model = model
         self._validate = schema.validator(model)
         self._request_id = request_id
+        self._first_version: int | None = None  # set by _guard when a create must start higher
         self._version = 0
         # The record this handle last wrote, its state the validated dict: a write right after
         # it needs no re-validation of the stored state (another writer would have bumped the
@@ -190,10 +220,16 @@ class TypedRecord:
         this handle remembers (which may be stale): it runs once per attempt, under the lock.
         """
         self._check_writable()
+        tag = None
+        if self._request_id is not None and _write_hook is not None:
+            tag = _write_hook(self._request_id, self._scope, self._scope_id, self._name,
+                              operation)
+            if tag is SKIP:
+                return True
         where = self._where()
         known = self._cache
         if known is not None and guard is None and not user_code and self._commit_known(
-                known, operation, compute, delta, path, content, changed, where):
+                known, operation, compute, delta, path, content, changed, where, tag):
             return True
         outcome: list[Any] = []  # (before, after, created) of the committed attempt
         check = guard or self._guard
@@ -213,7 +249,7 @@ class TypedRecord:
             if unchanged and (existed or (record is None and not force)):
                 return None  # the no-op guard
             outcome[:] = (current, new, not existed)
-            return self._change(operation, new, delta, path, content, existed, where)
+            return self._change(operation, new, delta, path, content, existed, where, tag)
 
         record = drive(self._store, self._scope, self._scope_id, self._name, fn, where=where)
         if record is None:
@@ -223,7 +259,8 @@ class TypedRecord:
 
     def _commit_known(self, known: Record, operation: str, compute: Callable[[dict], dict],
                       delta: Any, path: str | None, content: Any,
-                      changed: Iterable[str] | schema.AllFields | None, where: str) -> bool:
+                      changed: Iterable[str] | schema.AllFields | None, where: str,
+                      tag: Any = None) -> bool:
         """The fast path: compute from the record this handle last wrote, without reading, and
         commit only if it is still the stored one (``Store.commit_next``).
 
@@ -237,7 +274,7 @@ class TypedRecord:
             new = self._validate(compute(current), where, changed)
             if ops.json_equal(new, current) and (content is KEEP or content == known.content):
                 return False
-            change = self._change(operation, new, delta, path, content, True, where)
+            change = self._change(operation, new, delta, path, content, True, where, tag)
         except Exception:  # noqa: BLE001 - the ordinary path decides, on the stored record
             return False
         record = self._store.commit_next(known, change)
@@ -247,13 +284,16 @@ class TypedRecord:
         return True
 
     def _change(self, operation: str, new: dict, delta: Any, path: str | None, content: Any,
-                existed: bool, where: str) -> Change:
+                existed: bool, where: str, tag: Any = None) -> Change:
         """The store's change for a validated new state, with its state and event encoded."""
         event = self._event(operation, delta, path, existed)
+        if tag is not None:  # a run's write: its span and identity travel with its event
+            event["span"], event["write"] = tag
         # (positional: a third cheaper than keywords, on every write)
         return Change(new, operation, content, False, event, self._request_id,
                       schema.encode_json(new, where=where),
-                      schema.encode_json(event, where=where, what="event"))
+                      schema.encode_json(event, where=where, what="event"),
+                      None if existed else self._first_version)
 
     def _committed(self, record: Record, before: dict, after: dict, created: bool) -> None:
         self._seen(record)

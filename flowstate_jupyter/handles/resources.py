@@ -7,11 +7,22 @@
 Resource versions start at 1 and are never reused; a delete leaves a tombstone. A handle that has
 seen a resource alive and then finds it deleted by another writer raises
 :class:`ResourceDeletedError` instead of silently re-creating it.
+
+Tombstones of a collection are bounded: every batch of evictions (a quarter of the store's
+``tombstone_limit``, default 100, at most 32) a process makes in one collection, the collection's
+tombstones beyond ``tombstone_limit`` are purged, oldest first (:func:`bound_tombstones`, also
+run by ``flowstate prune``), so a collection keeps at most ``tombstone_limit`` plus a batch per
+process evicting in it. The highest version a purged tombstone had is kept in one
+record per collection (``$tombstones:<collection>``), and an instance created where no record is
+left starts above it, so versions are still never reused; a handle that saw a purged instance
+alive still raises :class:`ResourceDeletedError`.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ..base.jsonvalues import check_text
-from ..base.names import BAD_KEY_CHARS, RESOURCE_NAME
+from ..base.names import BAD_KEY_CHARS, RESOURCE_NAME, TOMBSTONE_MARK_PREFIX
 from ..base.text import short
 from ..errors import (
     InvalidIdError,
@@ -31,8 +42,8 @@ from ..errors import (
     ValidationError,
 )
 from ..model import ops, schema
-from ..stores.base import Record, Store
-from .records import TypedRecord, to_json
+from ..stores.base import Change, Record, Store
+from .records import SKIP, TypedRecord, run_write_tag, to_json
 
 _NAME = RESOURCE_NAME
 _PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")
@@ -211,7 +222,7 @@ class ResourceHandle(TypedRecord):
                  definition: ResourceDefinition | CollectionDefinition, *,
                  request_id: str | None = None, collection: str | None = None,
                  key: str | None = None,
-                 prepare_create: Callable[[], None] | None = None) -> None:
+                 prepare_create: Callable[[Record | None], int | None] | None = None) -> None:
         storage = name if collection is None else f"{collection}:{key}"
         super().__init__(store, scope, scope_id, storage, definition.state,
                          request_id=request_id)
@@ -221,7 +232,8 @@ class ResourceHandle(TypedRecord):
         self._key = key
         self._live_seen = False  # saw it alive: a later tombstone means someone deleted it
         # Runs inside the write transaction before a write creates the record (a collection
-        # makes room there), so a refused write rolls it back with everything else.
+        # makes room there), so a refused write rolls it back with everything else. It returns
+        # the version a record created from nothing starts at (None: 1).
         self._prepare_create = prepare_create
 
     @property
@@ -257,13 +269,14 @@ class ResourceHandle(TypedRecord):
                                         f"define_resource(..., writable=True) to write it")
 
     def _guard(self, record: Record | None) -> None:
-        if record is not None and record.deleted and self._live_seen:
+        if self._live_seen and (record is None or record.deleted):
             self._live_seen = False  # the next write, if the caller insists, re-creates it
+            now = "its tombstone was purged since" if record is None else \
+                f"now version {record.version}"
             raise ResourceDeletedError(f"{self._where()} was deleted by another writer "
-                                       f"(now version {record.version}); write again to "
-                                       f"re-create it")
+                                       f"({now}); write again to re-create it")
         if self._prepare_create is not None and (record is None or record.deleted):
-            self._prepare_create()
+            self._first_version = self._prepare_create(record)
 
     def _after_commit(self, before: dict, after: dict, created: bool) -> None:
         key, d = self._key, self.definition
@@ -329,8 +342,18 @@ class ResourceHandle(TypedRecord):
     def delete(self) -> bool:
         """Delete this resource (a tombstone; its version is never reused)."""
         self._check_writable()
+        tag = run_write_tag(self._request_id, self._scope, self._scope_id, self._name, "delete")
+        if tag is SKIP:  # an earlier attempt of this run deleted it
+            self._live_seen = False
+            return True
+        return self._delete(tag)
+
+    def _delete(self, tag: Any = None) -> bool:
+        event = self._delete_event()
+        if tag is not None:
+            event["span"], event["write"] = tag
         record = self._store.delete(self._scope, self._scope_id, self._name,
-                                    event=self._delete_event(), request_id=self._request_id)
+                                    event=event, request_id=self._request_id)
         self._live_seen = False
         if record is None:
             return False
@@ -375,7 +398,7 @@ class CollectionHandle:
         return ResourceHandle(self._store, self._scope, self._scope_id, self.name,
                               self.definition, request_id=self._request_id,
                               collection=self.name, key=key,
-                              prepare_create=lambda: self._make_room(key))
+                              prepare_create=lambda record: self._prepare(key, record))
 
     def instance(self, key: str) -> ResourceHandle:
         """A handle on ``key`` whether or not it exists yet: its first write creates it.
@@ -387,8 +410,9 @@ class CollectionHandle:
         self._check_writable()
         return self._handle(key)
 
-    def _records(self, prefix: str = "") -> list[Record]:
-        return self._store.list(self._scope, self._scope_id, prefix=f"{self.name}:{prefix}")
+    def _records(self, prefix: str = "", include_deleted: bool = False) -> list[Record]:
+        return self._store.list(self._scope, self._scope_id, prefix=f"{self.name}:{prefix}",
+                                include_deleted=include_deleted)
 
     def create(self, key: str, init: Any = None, replace: bool = False) -> ResourceHandle:
         """Create the instance ``key`` (state = defaults + ``init``).
@@ -420,6 +444,17 @@ class CollectionHandle:
         if not self.definition.writable:
             raise ReadOnlyResourceError(f"Resource '{self.name}' is read-only")
 
+    def _prepare(self, key: str, record: Record | None) -> int | None:
+        """Before ``key`` is created (inside its write): make room; return its first version."""
+        first = None
+        if record is None:  # never written, or its tombstone was purged: start above the mark
+            mark = self._store.read(self._scope, self._scope_id,
+                                    TOMBSTONE_MARK_PREFIX + self.name)
+            if mark is not None and isinstance(mark.state, dict):
+                first = int(mark.state.get("version", 0)) + 1
+        self._make_room(key)
+        return first
+
     def _make_room(self, key: str) -> None:
         cap = self.definition.max_instances
         if cap is None:
@@ -437,7 +472,11 @@ class CollectionHandle:
         order = (lambda r: r.accessed_at) if self.definition.eviction == "lru" \
             else (lambda r: r.created_at)
         for victim in sorted(records, key=order)[:excess]:
-            self._handle(victim.name.split(":", 1)[1]).delete()
+            self._handle(victim.name.split(":", 1)[1])._delete()
+        limit = self._store.tombstone_limit
+        if _count_evictions(self._store, (self._scope, self._scope_id, self.name), excess) \
+                >= tombstone_batch(limit):
+            bound_tombstones(self._store, self._scope, self._scope_id, self.name, limit)
 
     def get(self, key: str) -> ResourceHandle:
         """The live instance ``key``; :class:`ResourceNotFoundError` if there is none."""
@@ -505,6 +544,62 @@ class CollectionHandle:
     def __repr__(self) -> str:
         return f"<CollectionHandle {self._scope} {self._scope_id!r} {self.name!r} " \
                f"({self.definition.pattern}), {self.count()} instances>"
+
+
+# Evictions per (store, scope, scope id, collection) since this process last bounded its
+# tombstones: counting here spares every create reading the tombstones back.
+_EVICTIONS: weakref.WeakKeyDictionary[Store, dict[tuple[str, str, str], int]] = \
+    weakref.WeakKeyDictionary()
+_EVICTIONS_LOCK = threading.Lock()
+
+
+def _count_evictions(store: Store, key: tuple[str, str, str], added: int) -> int:
+    """Add ``added`` evictions; returns the count so far, and restarts it once it reaches a
+    batch (the caller then bounds the tombstones)."""
+    with _EVICTIONS_LOCK:
+        counts = _EVICTIONS.setdefault(store, {})
+        count = counts.get(key, 0) + added
+        counts[key] = 0 if count >= tombstone_batch(store.tombstone_limit) else count
+        if len(counts) > 10_000:  # many scope instances: forget the idle ones
+            counts.clear()
+    return count
+
+
+def tombstone_batch(limit: int) -> int:
+    """How many tombstones beyond ``limit`` wait before a purge (a quarter, 1 to 32)."""
+    return min(32, max(1, limit // 4))
+
+
+def bound_tombstones(store: Store, scope: str, scope_id: str, collection: str,
+                     limit: int) -> int:
+    """Purge all but the newest ``limit`` tombstones of one collection; returns how many went.
+
+    One write: the collection's mark record (``$tombstones:<collection>``) is raised to the
+    highest version purged, in the same transaction as the purge, so a later create of a purged
+    key starts above every version the key ever had. Inside another write it joins that write.
+    """
+    purged = 0
+
+    def fn(record: Record | None) -> Change | None:
+        nonlocal purged
+        store.serialize_writes()  # no create of these keys in between
+        dead = [r for r in store.list(scope, scope_id, prefix=f"{collection}:",
+                                      include_deleted=True) if r.deleted]
+        if len(dead) <= limit:
+            return None
+        dead.sort(key=lambda r: (r.updated_at, r.name), reverse=True)
+        old = dead[limit:]
+        mark = record.state.get("version", 0) if record is not None and \
+            isinstance(record.state, dict) else 0
+        top = max([int(mark)] + [r.version for r in old])
+        purged = store.purge(scope, [scope_id], names=[r.name for r in old], only_deleted=True)
+        return Change(state={"version": top}, operation="set",
+                      event={"type": "maintenance", "scope": scope, "scope_id": scope_id,
+                             "collection": collection, "purged_tombstones": purged,
+                             "request_id": None})
+
+    store.update(scope, scope_id, TOMBSTONE_MARK_PREFIX + collection, fn)
+    return purged
 
 
 class Resources(Mapping[str, Any]):

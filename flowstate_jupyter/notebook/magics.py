@@ -31,6 +31,7 @@ from ..base.jsonvalues import NOT_JSON_SYNTAX, load_json
 from ..base.names import SESSION_META
 from ..base.text import short
 from ..errors import FlowStateError, ValidationError
+from ..flows.bookkeeping import list_runs
 from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
@@ -50,7 +51,7 @@ from .kernel import KernelState, _PlainSession
 from .paths import PathError, StatePath, parse_path
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-@:/ ]*")
-_OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit)(?:=|\s+)(\S+)")
+_OPTION = re.compile(r"(?:^|\s)--(flow|session|user|project|limit|status)(?:=|\s+)(\S+)")
 _FLAG = re.compile(r"(?:^|\s)--(side|table)(?=\s|$)")
 
 
@@ -651,8 +652,10 @@ class FlowStateMagics(Magics, Configurable):
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|graph|ui")
-    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]")
+    @argument("verb", help="run|list|show|runs|resume|replay|graph|ui|serve")
+    @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]; "
+                                      "resume: [REQUEST_ID] [VALUE_JSON]; replay: [REQUEST_ID]")
+    @argument("--status", help="with 'runs': only runs with this status (e.g. suspended)")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
     @argument("--user", help="run as this user (default: FLOWSTATE_USER or the OS user)")
@@ -668,13 +671,20 @@ class FlowStateMagics(Magics, Configurable):
             %flow list
             %flow show assistant
             %flow runs
+            %flow runs --status suspended
+            %flow resume {"approved": true}       # the latest suspended run of this session
+            %flow resume r-1a2b3c {"approved": true}
+            %flow replay                # the last run again with the current code: the diff
+            %flow replay r-1a2b3c
             %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
             %flow ui                    # a FlowRunner widget: form, Run, output, events
+            %flow serve --port 8000     # serve the flow over HTTP from this kernel (--stop)
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|graph|ui (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|resume|replay|graph|ui|serve "
+                             "(see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -689,7 +699,12 @@ class FlowStateMagics(Magics, Configurable):
             return None
         if verb == "runs":
             session = kernel.session(options.get("flow"))
-            runs = session.runs(limit=int(options.get("limit", 20)))
+            status = options.get("status")
+            if status is not None and status not in _RUN_STATUSES:
+                raise UsageError(f"%flow runs --status takes one of {', '.join(_RUN_STATUSES)}, "
+                                 f"not {status!r}")
+            runs = list_runs(kernel.store, session.id, int(options.get("limit", 20)),
+                             status=status)
             return Table(f"runs of session {session.id!r}",
                          ("request", "action", "status", "started", "took", "output / error"),
                          runs_rows(runs), nowrap=(0, 3, 4))
@@ -700,10 +715,68 @@ class FlowStateMagics(Magics, Configurable):
             return FlowRunner(flow, kernel.session(name))
         if verb == "run":
             return self._run(rest, options)
+        if verb == "resume":
+            return self._resume(rest, options)
+        if verb == "replay":
+            return self._replay(rest, options)
         if verb == "graph":
             return kernel.flow(rest or options.get("flow")).graph()
+        if verb == "serve":
+            from .serving import serve_command
+            return serve_command(kernel, rest, options)
         raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs, "
-                         f"graph or ui")
+                         f"resume, replay, graph, ui or serve")
+
+    def _replay(self, rest: str, options: dict) -> Any:
+        """``%flow replay [REQUEST_ID]``: default, the latest ended (or waiting) run of this
+        session; returns the :class:`ReplayResult`, which shows the diff."""
+        kernel = self.kernel
+        flow = kernel.flow(options.get("flow"))
+        given = rest.split()
+        if len(given) > 1:
+            raise UsageError("%flow replay [REQUEST_ID]: one request id at most, e.g. "
+                             "%flow replay r-1a2b3c (see %flow runs)")
+        if given:
+            request_id = check_id(given[0], "request id")
+        else:
+            session = check_id(options.get("session", kernel.session_id), "session id")
+            ended = [r for r in list_runs(kernel.store, session, None, flow_kind=flow.kind)
+                     if r.get("status") in ("ok", "error", "suspended")]
+            if not ended:
+                raise UsageError(f"session {session!r} has no ended run of flow {flow.kind!r} "
+                                 f"to replay; name one: %flow replay REQUEST_ID (see %flow runs)")
+            request_id = ended[0]["request_id"]
+        return flow.replay(request_id, store=kernel.store)
+
+    def _resume(self, rest: str, options: dict) -> None:
+        """``%flow resume [REQUEST_ID] [VALUE_JSON]``: default, this session's latest waiting
+        run."""
+        kernel = self.kernel
+        flow = kernel.flow(options.get("flow"))
+        first, _, more = rest.partition(" ")
+        if first.startswith("r-"):
+            request_id, value_text = check_id(first, "request id"), more
+        else:
+            request_id, value_text = None, rest
+        if request_id is None:
+            session = check_id(options.get("session", kernel.session_id), "session id")
+            waiting = [r for r in list_runs(kernel.store, session, None)
+                       if r.get("status") in ("suspended", "interrupted")
+                       and r.get("flow") == flow.kind]
+            if not waiting:
+                raise UsageError(f"session {session!r} has no suspended or interrupted run of "
+                                 f"flow {flow.kind!r}; name one: %flow resume REQUEST_ID "
+                                 f"[VALUE_JSON] (see %flow runs)")
+            request_id = waiting[0]["request_id"]
+        value = parse_value(value_text) if value_text.strip() else None
+        runs = flow.runs(store=kernel.store)
+        owner = next((r.get("session") for r in runs if r["request_id"] == request_id), None)
+        before = _flat_client(flow.session(owner, store=kernel.store)) if owner else {}
+        result = flow.resume(request_id, value, store=kernel.store)
+        self._user_ns()["_"] = result
+        after = _flat_client(flow.session(result.session_id, store=kernel.store))
+        changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
+        display(_RunSummary(result, changed))
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
@@ -763,6 +836,9 @@ def _flat_client(session: Any) -> dict:
         return {}
 
 
+_RUN_STATUSES = ("running", "ok", "error", "suspended", "interrupted")
+
+
 class _RunDisplay:
     """What ``%flow run`` shows while the run runs and after: one output, updated in place.
 
@@ -804,8 +880,13 @@ class _RunSummary:
 
     def __repr__(self) -> str:
         r = self.result
+        suspension = getattr(r, "suspension", None)
         if r.error is not None:
             head = f"error: {type(r.error).__name__}: {r.error}"
+        elif suspension is not None:
+            head = (f"suspended: {suspension.message or suspension.path}; resume with "
+                    f"%flow resume {r.request_id} VALUE_JSON (fields: "
+                    f"{', '.join(suspension.schema.get('properties', {})) or 'none'})")
         else:
             out = r.output.model_dump(mode="json") if hasattr(r.output, "model_dump") else r.output
             head = f"output: {h.preview(out, 500)}"

@@ -113,8 +113,9 @@ def open_store(url: str | None = None, **options: Any) -> Store:
     bytes: ``max_state_bytes`` (1 MiB), ``history_limit`` (100 versions per record),
     ``history_limit_bytes`` (8 MiB of state JSON per record; the newest version is always kept),
     ``changelog_limit`` (10,000 items), ``changelog_item_bytes`` (4 KiB: a larger change-log
-    item keeps its delta out); SQLite adds ``durability`` ("normal"/"full"), ``timeout``,
-    ``poll_interval`` and ``wal_limit_bytes`` (64 MiB).
+    item keeps its delta out), ``trace_limit`` (100 ended runs kept per session) and
+    ``tombstone_limit`` (100 tombstones kept per collection); SQLite adds ``durability``
+    ("normal"/"full"), ``timeout``, ``poll_interval`` and ``wal_limit_bytes`` (64 MiB).
     """
     url = url or store_url()
     if not isinstance(url, str):

@@ -45,6 +45,10 @@ DEFAULT_MAX_STATE_BYTES = 1024 * 1024
 DEFAULT_HISTORY_LIMIT = 100
 DEFAULT_HISTORY_LIMIT_BYTES = 8 * 1024 * 1024
 DEFAULT_CHANGELOG_LIMIT = 10_000
+#: Runs (request records with their traces) kept per session (flows' retention).
+DEFAULT_TRACE_LIMIT = 100
+#: Tombstones of deleted collection instances kept per collection (handles' retention).
+DEFAULT_TOMBSTONE_LIMIT = 100
 DEFAULT_CHANGELOG_ITEM_BYTES = 4096
 MIN_CHANGELOG_ITEM_BYTES = 2048  # room for a summarized item (see ``summarized_event``)
 
@@ -80,6 +84,9 @@ class Change:
     is ``None``, writes a generic one. ``delete=True`` writes a tombstone. ``text`` and
     ``event_text``, if given, must be the JSON of ``state`` and ``event``: they save the store
     encoding them again. The field order is kept: the hot write path passes them by position.
+    ``first_version`` (default 1) is the version a record that does not exist at all is created
+    at; a collection whose old tombstones were purged starts its instances above every version
+    it used before, so no version is ever reused.
     """
 
     state: Any = None
@@ -90,6 +97,7 @@ class Change:
     request_id: str | None = None
     text: str | None = None  # ``state`` as JSON text, when the caller has already encoded it
     event_text: str | None = None  # ``event`` likewise (without the version and ts)
+    first_version: int | None = None  # the version of a record created from nothing (None: 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +378,10 @@ class Store(abc.ABC):
       larger one is kept summarized (see :func:`summarized_event`), so the change log holds at
       most ``changelog_limit`` x ``changelog_item_bytes`` of event JSON (about 40 MiB by
       default). Subscribers in the writing store object still get the whole event.
+
+    Two retention options are kept here for the layers above, which apply them as they write:
+    ``trace_limit`` (ended runs, with their traces, kept per session, default 100) and
+    ``tombstone_limit`` (tombstones of deleted instances kept per collection, default 100).
     """
 
     url: str = ""
@@ -378,11 +390,15 @@ class Store(abc.ABC):
                  history_limit: int = DEFAULT_HISTORY_LIMIT,
                  history_limit_bytes: int = DEFAULT_HISTORY_LIMIT_BYTES,
                  changelog_limit: int = DEFAULT_CHANGELOG_LIMIT,
-                 changelog_item_bytes: int = DEFAULT_CHANGELOG_ITEM_BYTES) -> None:
+                 changelog_item_bytes: int = DEFAULT_CHANGELOG_ITEM_BYTES,
+                 trace_limit: int = DEFAULT_TRACE_LIMIT,
+                 tombstone_limit: int = DEFAULT_TOMBSTONE_LIMIT) -> None:
         for name, value in (("max_state_bytes", max_state_bytes),
                             ("history_limit", history_limit),
                             ("history_limit_bytes", history_limit_bytes),
-                            ("changelog_limit", changelog_limit)):
+                            ("changelog_limit", changelog_limit),
+                            ("trace_limit", trace_limit),
+                            ("tombstone_limit", tombstone_limit)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
         if not isinstance(changelog_item_bytes, int) or isinstance(changelog_item_bytes, bool) \
@@ -394,6 +410,8 @@ class Store(abc.ABC):
         self.history_limit_bytes = history_limit_bytes
         self.changelog_limit = changelog_limit
         self.changelog_item_bytes = changelog_item_bytes
+        self.trace_limit = trace_limit
+        self.tombstone_limit = tombstone_limit
         self.origin = uuid.uuid4().hex  # tells this store's own changes from other processes'
         self._subs = _Subscribers()
         self._closed = False
@@ -546,6 +564,19 @@ class Store(abc.ABC):
         For imports: no compare-and-swap, no event. An existing record is refused with
         :class:`ResourceAlreadyExistsError` unless ``replace``.
         """
+
+    def purge(self, scope: str, scope_ids: Iterable[str], *,
+              names: Iterable[str] | None = None, only_deleted: bool = False) -> int:
+        """Remove records for good, with their history: no tombstone, no event, no change-log row.
+
+        Every record of each scope instance in ``scope_ids`` (or only those named in ``names``;
+        with ``only_deleted``, only tombstones) is removed. Returns how many records went. For
+        retention (old runs, old tombstones): a purged record's versions may be handed out again,
+        so callers purge only what no one can write again at the same key, or keep a high-water
+        mark (``Change.first_version``). Called inside an ``update`` function it is part of that
+        write's transaction.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot purge records")
 
     @abc.abstractmethod
     def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,

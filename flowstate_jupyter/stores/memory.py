@@ -139,7 +139,7 @@ class MemoryStore(Store):
         existed = old is not None and not old.deleted
         event = dict(change.event) if change.event is not None else default_event(
             scope, scope_id, name, change, existed=existed)
-        version = 1 if old is None else old.version + 1
+        version = (change.first_version or 1) if old is None else old.version + 1
         event["version"] = version
         event["ts"] = now
         event_text = event_json(change, event, where, self.changelog_item_bytes)
@@ -211,6 +211,24 @@ class MemoryStore(Store):
             self._history[key] = collections.deque(rows)
             self._history_bytes[key] = sum(utf8_size(row[3]) for row in rows)
 
+    def purge(self, scope: str, scope_ids: Iterable[str], *,
+              names: Iterable[str] | None = None, only_deleted: bool = False) -> int:
+        self._check_open()
+        ids = set(scope_ids)
+        wanted = None if names is None else set(names)
+        with self._lock:
+            keys = [k for k, (r, _) in self._records.items()
+                    if k[0] == scope and k[1] in ids and (wanted is None or k[2] in wanted)
+                    and (r.deleted or not only_deleted)]
+            removed = [(k, self._records.pop(k), self._history.pop(k, None)) for k in keys]
+            if self._depth:  # inside a write: undone with it if it fails
+                def undo() -> None:
+                    for key, entry, history in removed:
+                        self._records[key] = entry
+                        if history is not None:
+                            self._history[key] = history
+                self._undo.append(undo)
+        return len(removed)
     def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,
                      replace: bool = False) -> int:
         self._check_open()

@@ -160,7 +160,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATE_FROM_1,)
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
 _STORE_OPTIONS = ("max_state_bytes", "history_limit", "history_limit_bytes", "changelog_limit",
-                  "changelog_item_bytes")
+                  "changelog_item_bytes", "trace_limit", "tombstone_limit")
 
 
 def _to_record(row: tuple) -> Record:
@@ -442,8 +442,8 @@ class PostgresStore(Store):
             "version": f"SELECT version, deleted FROM {t['records']} WHERE {key}",
             "create": (
                 f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
-                f"(%(scope)s, %(scope_id)s, %(name)s, 1, %(state)s, %(content)s, %(deleted)s, "
-                f"%(now)s, %(now)s, %(now)s, %(state_bytes)s) ON CONFLICT DO NOTHING "
+                f"(%(scope)s, %(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, "
+                f"%(deleted)s, %(now)s, %(now)s, %(now)s, %(state_bytes)s) ON CONFLICT DO NOTHING "
                 f"RETURNING version, history_bytes), " + tail),
             # History is pruned like SQLite's (see ``prune_cutoff``): most writes delete nothing
             # (``prune`` is 0); every ``batch`` versions the oldest batch goes. The byte bound is
@@ -485,8 +485,9 @@ class PostgresStore(Store):
                 # another row has its number (numbers are never given to two committed rows)
                 f"EXISTS (SELECT 1 FROM {t['changes']} WHERE id = %(id)s "
                 f"AND write_id IS DISTINCT FROM %(write_id)s) "
-                # the record was never written (records are never removed, only tombstoned)
-                f"OR NOT EXISTS (SELECT 1 FROM {t['records']} WHERE {key}) "
+                # no row has a higher number: a prune that removed its row would have been done by
+                # a write with a higher number, and the highest-numbered row is never pruned
+                f"OR NOT EXISTS (SELECT 1 FROM {t['changes']} WHERE id > %(id)s) "
                 # the change-log row of the record's previous write is still there: the log is
                 # pruned lowest numbers first, and that row's number is lower than this one's
                 f"OR EXISTS (SELECT 1 FROM {t['changes']} WHERE id = (SELECT change_id "
@@ -791,11 +792,12 @@ class PostgresStore(Store):
         one way or the other (on this server, or on one that crashed meanwhile); then the
         ``outcome`` statement for each record it wrote. Its change-log or history row, tagged
         with this attempt's write id, is there: committed. Not there, and proof that it would
-        be there had the write committed — another row holds its change-log number, the record
-        was never written, or the change-log row of the record's previous write is still there
-        (the log is pruned lowest numbers first, and the previous write's number is lower) —
-        not committed. Otherwise (the log was pruned past it, the server stayed unreachable,
-        the lock stayed taken) :class:`StoreError`: the outcome is unknown. The transaction id
+        be there had the write committed — another row holds its change-log number, no row has a
+        higher number (only a write with a higher number prunes, and never its own row), or the
+        change-log row of the record's previous write is still there (the log is pruned lowest
+        numbers first, and the previous write's number is lower) — not committed. Otherwise
+        (the log was pruned past it, the server stayed unreachable, the lock stayed taken)
+        :class:`StoreError`: the outcome is unknown. The transaction id
         is not asked about: after a crash its commit record may never have reached the disk,
         and the restarted server hands the same id to the next writer.
         """
@@ -900,7 +902,7 @@ class PostgresStore(Store):
             raise ValidationError(f"{where}: content contains a NUL character, which PostgreSQL "
                                   f"cannot store in text", where=where, reason="NUL in content")
         now = self._now()
-        version = 1 if before is None else before.version + 1
+        version = (change.first_version or 1) if before is None else before.version + 1
         event = dict(change.event) if change.event is not None else default_event(
             scope, scope_id, name, change, existed=before is not None and not before.deleted)
         event["version"] = version
@@ -1090,6 +1092,39 @@ class PostgresStore(Store):
                 [(record.scope, record.scope_id, record.name, history[i].version,
                   history[i].ts, history[i].operation, texts[i], history[i].deleted,
                   history[i].request_id) for i in kept])
+
+    def purge(self, scope: str, scope_ids: Iterable[str], *,
+              names: Iterable[str] | None = None, only_deleted: bool = False) -> int:
+        t = self._t
+        ids = list(scope_ids)
+        wanted = None if names is None else list(names)
+        only = " AND deleted" if only_deleted else ""
+
+        def body(conn: psycopg.Connection) -> int:
+            removed = 0
+            for scope_id in ids:
+                params: dict[str, Any] = {"scope": scope, "scope_id": scope_id}
+                if wanted is None:
+                    gone = conn.execute(
+                        f"DELETE FROM {t['records']} WHERE scope = %(scope)s AND "
+                        f"scope_id = %(scope_id)s{only} RETURNING name", params).fetchall()
+                else:
+                    gone = conn.execute(
+                        f"DELETE FROM {t['records']} WHERE scope = %(scope)s AND "
+                        f"scope_id = %(scope_id)s AND name = ANY(%(names)s){only} RETURNING name",
+                        {**params, "names": wanted}).fetchall()
+                if gone:
+                    conn.execute(f"DELETE FROM {t['history']} WHERE scope = %(scope)s AND "
+                                 f"scope_id = %(scope_id)s AND name = ANY(%(names)s)",
+                                 {**params, "names": [row[0] for row in gone]})
+                removed += len(gone)
+            return removed
+
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:  # inside a write's fn: part of its transaction
+            return body(conn)
+        return self._maintain(body, writing=f"the purge of {scope} records",
+                              advice="Run the purge again: it removes whatever is left.")
 
     def prune_history(self, keep: int) -> int:
         t = self._t

@@ -815,7 +815,7 @@ class SQLiteStore(Store):
         now = self._now()
         content = (before.content if before else None) if change.content is KEEP \
             else change.content
-        version = before.version + 1 if before is not None else 1
+        version = before.version + 1 if before is not None else change.first_version or 1
         event = change.event
         event_text = change.event_text
         if event is None:
@@ -866,6 +866,35 @@ class SQLiteStore(Store):
 
         self._transaction(body)
 
+    def purge(self, scope: str, scope_ids: Iterable[str], *,
+              names: Iterable[str] | None = None, only_deleted: bool = False) -> int:
+        self._check_open()
+        ids = list(scope_ids)
+        wanted = None if names is None else list(names)
+        only = " AND deleted = 1" if only_deleted else ""
+
+        def body(conn: sqlite3.Connection) -> int:
+            removed = 0
+            for scope_id in ids:
+                if wanted is None and not only_deleted:  # the whole scope instance
+                    removed += conn.execute("DELETE FROM records WHERE scope = ? AND "
+                                            "scope_id = ?", (scope, scope_id)).rowcount
+                    conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ?",
+                                 (scope, scope_id))
+                    continue
+                targets = wanted if wanted is not None else [r[0] for r in conn.execute(
+                    "SELECT name FROM records WHERE scope = ? AND scope_id = ? AND deleted = 1",
+                    (scope, scope_id))]
+                for name in targets:
+                    key = (scope, scope_id, name)
+                    if conn.execute("DELETE FROM records WHERE scope = ? AND scope_id = ? AND "
+                                    "name = ?" + only, key).rowcount:
+                        removed += 1
+                        conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ? AND "
+                                     "name = ?", key)
+            return removed
+
+        return self._transaction(body)
     def restore_many(self, items: Iterable[tuple[Record, Iterable[HistoryEntry]]], *,
                      replace: bool = False) -> int:
         self._check_open()

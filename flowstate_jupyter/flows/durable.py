@@ -1,0 +1,571 @@
+"""Durable runs: leases, suspension and resume, concurrency per action, listing, retention.
+
+Everything here is kept in the records the run machinery already has (DESIGN §15):
+
+* **The lease.** A running run's request record (``request/<id>/$request``) carries
+  ``lease_until``; while the run executes, one thread per process renews the leases of its runs
+  every third of the lease (``FLOWSTATE_LEASE_S``, default 10 s) with a compare-and-swap on the
+  record's version, writing the run's step log with it. A run whose process died reads as
+  ``"interrupted"`` once its lease has passed (:func:`effective_status`). Every write of the record
+  by its run is a compare-and-swap on the version the run last wrote (:class:`Lease`), so a run
+  whose lease was taken over (another process resumed it) finds out at its next write and stops.
+* **Suspension and resume.** A suspended run's record says ``status: "suspended"`` and keeps
+  ``suspension`` (message, JSON Schema, expiry, the model's import path); its content keeps the
+  whole step log. :func:`claim_resume` validates the value, then claims the run with one
+  compare-and-swap, so of several processes resuming at once exactly one continues.
+* **Concurrency per action.** ``session/<id>/$action:<action>`` holds the run of that action in
+  flight and the queue of runs waiting (:func:`acquire_slot`, :func:`release_slot`); a run's
+  claim on the slot and its first write of its request record are one transaction.
+* **Retention.** A session's ``$meta`` record lists its latest ended runs in its content; when a
+  run ends the list grows in the run's final transaction, and runs beyond the store's
+  ``trace_limit`` are purged (request record, trace, step log, request-scope state).
+  :func:`prune_store` (``flowstate prune``) applies the same bounds to a whole store, plus
+  collection tombstones and stale runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..base.names import ACTION_SLOT_PREFIX, REQUEST, SESSION_META, is_reserved
+from ..errors import RunConflictError, RunStateError, ValidationError, VersionConflictError
+from ..handles.resources import bound_tombstones
+from ..model import ops, schema
+from ..stores.base import KEEP, Change, Record, Store
+from .bookkeeping import effective_status, list_runs
+from .trace import read_content, resolve_type
+
+__all__ = [
+    "Lease",
+    "Suspension",
+    "acquire_slot",
+    "claim_resume",
+    "effective_status",
+    "list_runs",
+    "prune_store",
+    "release_slot",
+]
+
+#: Seconds between a queued run's looks at its action's slot.
+QUEUE_POLL_S = 0.02
+#: Interrupted runs and expired suspensions older than this are purged by ``flowstate prune``.
+STALE_AFTER_S = 7 * 24 * 3600.0
+
+_OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_token() -> str:
+    """Which process runs a run: ``host:pid:random`` (shown in the request record)."""
+    return _OWNER
+
+
+# ---------------------------------------------------------------------------- suspensions
+
+@dataclass(frozen=True)
+class Suspension:
+    """Why a run is waiting: ``RunResult.suspension`` and ``flow.runs()`` items (DESIGN §15).
+
+    ``schema`` is the JSON Schema of the model ``ctx.suspend`` was given (build a form from it);
+    ``expires_at`` is a Unix time or ``None``; ``path`` is the span that asked; ``request_id`` is
+    what ``flow.resume(request_id, value)`` takes.
+    """
+
+    request_id: str
+    message: str | None
+    schema: dict
+    expires_at: float | None
+    path: str
+    model: str | None = None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at < time.time()
+
+    @classmethod
+    def from_record(cls, request_id: str, data: dict) -> Suspension:
+        return cls(request_id, data.get("message"), data.get("schema") or {},
+                   data.get("expires_at"), data.get("path", ""), data.get("model"))
+
+
+def suspension_record(key: str, path: str, model: type[BaseModel], message: str | None,
+                      timeout_s: float | None) -> dict:
+    """What a suspended run's request record keeps about its suspension."""
+    qualname = model.__qualname__
+    ref = None if "<locals>" in qualname else f"{model.__module__}:{qualname}"
+    return {"key": key, "path": path, "message": message, "schema": model.model_json_schema(),
+            "expires_at": None if timeout_s is None else time.time() + timeout_s,
+            "model": ref, "title": model.__name__}
+
+
+def validate_resume_value(request_id: str, suspension: dict, value: Any) -> Any:
+    """``value`` checked against the suspension's model; returns it as JSON (``None`` = ``{}``).
+
+    The model class is imported from where it was defined when that works (pydantic validation,
+    custom validators included); otherwise the recorded JSON Schema decides.
+    """
+    where = f"resume value for run {request_id} ({suspension.get('path')})"
+    value = {} if value is None else value
+    model = resolve_type(suspension.get("model"))
+    if model is not None and issubclass(model, BaseModel):
+        instance = schema.validate_value(model, value, where=where)
+        return instance.model_dump(mode="json")
+    data = ops.copy_json(value.model_dump(mode="json") if isinstance(value, BaseModel)
+                         else value, where=where)
+    from jsonschema.exceptions import best_match
+    from jsonschema.validators import Draft202012Validator
+    error = best_match(Draft202012Validator(suspension.get("schema") or {}).iter_errors(data))
+    if error is not None:
+        at = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.path)
+        raise ValidationError(f"{where}: {('$' + at) if at else 'the value'}: {error.message}",
+                              where=where, reason=error.message)
+    return data
+
+
+# ---------------------------------------------------------------------------- leases
+
+class Lease:
+    """A run's claim on its request record. Every write of that record by the run goes here.
+
+    Each write is a compare-and-swap on the version this run last wrote; a conflict means
+    another process took the run over (it resumed it after this run's lease passed), and from
+    then on the run may not write (``lost``). ``renew`` extends ``lease_until`` and writes the
+    run's step log (``content``), from the renewing thread.
+    """
+
+    def __init__(self, store: Store, request_id: str, seconds: float, state: dict) -> None:
+        self.store = store
+        self.request_id = request_id
+        self.seconds = seconds
+        self.state = state
+        self.version = 0
+        self.lost: str | None = None
+        self.content: Callable[[], str | None] | None = None
+        self.on_lost: Callable[[str], None] | None = None
+        self.lock = threading.RLock()
+        self.last = time.monotonic()
+
+    def change(self, state: dict, content: Any, event: dict, request_id: str | None) -> Change:
+        return Change(state=state, operation="set", content=content, event=event,
+                      request_id=request_id)
+
+    def write(self, state: dict, *, content: Any = KEEP, event: dict,
+              also: Callable[[], None] | None = None, own_event: bool = True,
+              adopt: bool = True) -> Record:
+        """Write the record (compare-and-swap); ``also()`` runs inside the same transaction.
+
+        ``adopt=False``: the write is nested in another one that may still roll back; the caller
+        adopts the record once that committed.
+        """
+        with self.lock:
+            if self.lost is not None:
+                raise RunStateError(self.lost)
+            expected = self.version
+
+            def fn(current: Record | None) -> Change:
+                found = 0 if current is None else current.version
+                if found != expected:
+                    raise VersionConflictError(f"run {self.request_id}: its request record is "
+                                               f"at version {found}, not {expected}",
+                                               current=found)
+                if also is not None:
+                    also()
+                return self.change(state, content, event,
+                                   self.request_id if own_event else None)
+
+            try:
+                record = self.store.update("request", self.request_id, REQUEST, fn)
+            except VersionConflictError:
+                self.lost = (f"run {self.request_id} was taken over by another process (its "
+                             f"lease passed and it was resumed there); this process stopped "
+                             f"writing for it")
+                if self.on_lost is not None:
+                    self.on_lost(self.lost)
+                raise RunStateError(self.lost) from None
+            assert record is not None
+            if adopt:
+                self.adopt(record)
+                self.state = state
+            return record
+
+    def adopt(self, record: Record) -> None:
+        """This run wrote ``record`` (possibly nested in another write that committed)."""
+        self.version = record.version
+        self.last = time.monotonic()
+
+    def renew(self) -> None:
+        """Extend the lease and write the step log so far (from the renewing thread)."""
+        with self.lock:
+            if self.lost is not None:
+                return
+            state = {**self.state, "lease_until": time.time() + self.seconds}
+            content = self.content() if self.content is not None else KEEP
+            event = {"type": "request", "scope": "request", "scope_id": self.request_id,
+                     "status": "running", "renewal": True, "request_id": None}
+            try:
+                self.write(state, content=content, event=event, own_event=False)
+            except RunStateError:
+                pass  # lost: the run notices at its next write
+
+
+class _Renewer:
+    """One daemon thread per process renewing the leases of the runs it executes.
+
+    It runs while some run does, and for :data:`IDLE_S` after the last one ended (so a series of
+    short runs does not start a thread each); it wakes every 50 ms at most.
+    """
+
+    IDLE_S = 2.0
+
+    def __init__(self) -> None:
+        self.leases: set[Lease] = set()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self.lock:
+            self.leases.add(lease)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="flowstate-leases",
+                                               daemon=True)
+                self.thread.start()
+
+    def remove(self, lease: Lease) -> None:
+        with self.lock:
+            self.leases.discard(lease)
+
+    def _run(self) -> None:
+        idle_since = None
+        while True:
+            with self.lock:
+                leases = list(self.leases)
+                if not leases:
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > self.IDLE_S:
+                        self.thread = None
+                        return
+                else:
+                    idle_since = None
+            now = time.monotonic()
+            wait = 0.05
+            for lease in leases:
+                due = lease.last + lease.seconds / 3 - now
+                if due <= 0:
+                    try:
+                        lease.renew()
+                    except Exception as exc:  # noqa: BLE001 - try again at the next tick
+                        if getattr(lease.store, "_closed", False):
+                            self.remove(lease)  # its store is gone: so is the run
+                            continue
+                        lease.last = time.monotonic()  # retry a third of a lease later
+                        warnings.warn(f"flowstate could not renew the lease of run "
+                                      f"{lease.request_id}: {exc}", RuntimeWarning,
+                                      stacklevel=1)
+                else:
+                    wait = min(wait, due)
+            time.sleep(max(wait, 0.005))
+
+
+RENEWER = _Renewer()
+
+
+# ---------------------------------------------------------------------------- resume
+
+def read_run(store: Store, request_id: str) -> Record:
+    """The request record of ``request_id``; :class:`RunStateError` if there is none."""
+    record = store.read("request", request_id, REQUEST)
+    if record is None or record.deleted or not isinstance(record.state, dict):
+        raise RunStateError(f"there is no run {request_id!r} in store {store.url} (it may have "
+                            f"been pruned); list runs with flow.runs()")
+    return record
+
+
+def claim_resume(store: Store, request_id: str, flow_kind: str, value: Any, *,
+                 force: bool = False) -> tuple[Record, dict, dict, Any]:
+    """Check that ``request_id`` may be resumed with ``value`` and read what it logged.
+
+    Returns ``(record, state, logged, value_json)``; nothing is written. Raises
+    :class:`RunStateError` (not resumable, expired, not covered) or :class:`ValidationError`
+    (a refused value).
+    """
+    record = read_run(store, request_id)
+    state = record.state
+    if state.get("flow") != flow_kind:
+        raise RunStateError(f"run {request_id} belongs to flow {state.get('flow')!r}, not "
+                            f"{flow_kind!r}; resume it with that flow")
+    status = effective_status(state)
+    content = read_content(record.content)
+    logged = content.get("log") if isinstance(content.get("log"), dict) else None
+    if status == "suspended":
+        suspension = state.get("suspension") or {}
+        expires = suspension.get("expires_at")
+        if expires is not None and expires < time.time():
+            raise RunStateError(f"run {request_id}'s suspension expired at "
+                                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(expires))}"
+                                f"; it can no longer be resumed (start a new run)")
+        data = validate_resume_value(request_id, suspension, value)
+    elif status == "interrupted":
+        if value is not None:
+            raise RunStateError(f"run {request_id} was interrupted, not suspended: it takes no "
+                                f"value; resume it with flow.resume({request_id!r})")
+        data = None
+    elif status == "running":
+        left = (state.get("lease_until") or 0) - time.time()
+        raise RunStateError(f"run {request_id} is running (in {state.get('owner')}); it can be "
+                            f"resumed only if it stops, {left:.1f} s after its last sign of "
+                            f"life at the earliest")
+    else:
+        raise RunStateError(f"run {request_id} is {status}, not suspended or interrupted: there "
+                            f"is nothing to resume")
+    if not state.get("durable", True):
+        raise RunStateError(f"run {request_id} kept no step log (durable=False), so it cannot "
+                            f"be resumed")
+    if logged is None:  # it died before it wrote a log: its record holds the whole input
+        given = state.get("input")
+        if isinstance(given, dict) and given.get("$truncated"):
+            raise RunStateError(f"run {request_id} died before it logged its input, which its "
+                                f"request record keeps only in part; it cannot be resumed")
+        logged = {"input": given}
+    if status == "interrupted":
+        gap = _writes_since(store, request_id, record.version)
+        if gap is None and not force:
+            raise RunStateError(
+                f"run {request_id} was interrupted, and the store's change log no longer goes "
+                f"back to its last recorded step (it keeps the newest {store.changelog_limit} "
+                f"changes), so the writes its unfinished blocks made since cannot be told apart "
+                f"from those they did not make; resuming could repeat them. To resume anyway, "
+                f"accepting that: flow.resume({request_id!r}, force=True)")
+        writes = {p: set(w) for p, w in (logged.get("writes") or {}).items()}
+        for path, ids in (gap or {}).items():
+            writes.setdefault(path, set()).update(ids)
+        logged = {**logged, "writes": {p: sorted(w) for p, w in writes.items()}}
+    return record, state, logged, data
+
+
+def _writes_since(store: Store, request_id: str, version: int) -> dict[str, set[str]] | None:
+    """Write identities of ``request_id`` in the change log, if the log reaches back to the run's
+    last write of its request record (version ``version``); else ``None``."""
+    covered = False
+    writes: dict[str, set[str]] = {}
+    items: Any = store.changes()  # (Store.list shadows the builtin in its annotations)
+    for _, event in items:
+        if event.get("scope_id") == request_id and event.get("version") == version and (
+                event.get("type") == "request" or event.get("resource") == REQUEST):
+            covered = True  # the request record's last write: everything since is here
+        if event.get("request_id") == request_id and "write" in event and "span" in event:
+            writes.setdefault(event["span"], set()).add(event["write"])
+    return writes if covered else None
+
+
+# ---------------------------------------------------------------------------- concurrency
+
+def _alive(store: Store, request_id: str | None) -> bool:
+    if not request_id:
+        return False
+    record = store.read("request", request_id, REQUEST)
+    return record is not None and isinstance(record.state, dict) and \
+        effective_status(record.state) == "running"
+
+
+def _slot_state(record: Record | None) -> dict:
+    if record is None or record.deleted or not isinstance(record.state, dict):
+        return {"active": None, "queue": []}
+    return {"active": record.state.get("active"), "queue": list(record.state.get("queue") or [])}
+
+
+def _slot_change(session_id: str, action: str, state: dict) -> Change:
+    return Change(state=state, operation="set",
+                  event={"type": "action_slot", "scope": "session", "scope_id": session_id,
+                         "action": action, "active": state["active"],
+                         "waiting": len(state["queue"]), "request_id": None})
+
+
+def acquire_slot(store: Store, session_id: str, action: str, request_id: str, mode: str,
+                 timeout_s: float, lease_s: float, claim: Callable[[], Record]) -> Record:
+    """Make ``request_id`` the run of ``action`` in flight on the session, then ``claim()``
+    (the run's write of its request record) in the same transaction; returns what ``claim``
+    wrote.
+
+    ``"reject"``: :class:`RunConflictError` naming the run in flight, if there is one.
+    ``"queue"``: wait in arrival order (a queue in the slot record; a waiter renews its place
+    every third of a lease, and a place not renewed for three leases lapses, so a dead waiter
+    does not block the queue), up to ``timeout_s``, then :class:`RunConflictError`.
+    """
+    name = ACTION_SLOT_PREFIX + action
+    claimed: list[Record] = []
+    place_s = 3 * lease_s  # a waiter's place lapses this long after its last sign of life
+
+    def live(queue: list[dict], now: float) -> list[dict]:
+        return [w for w in queue if w.get("until", 0) >= now or w.get("id") == request_id]
+
+    def busy(active: str | None) -> bool:
+        return bool(active) and active != request_id and _alive(store, active)
+
+    def take(record: Record | None) -> Change | None:
+        state = _slot_state(record)
+        now = time.time()
+        queue = live(state["queue"], now)
+        active = state["active"]
+        if busy(active) and mode == "reject":
+            raise RunConflictError(
+                f"action {action!r} already has a run in flight on session {session_id!r}: "
+                f"{active} (concurrency='reject'); wait for it to end, or look at it with "
+                f"flow.trace({active!r})", request_id=active)
+        if busy(active) or (queue and queue[0].get("id") != request_id):
+            for waiter in queue:  # wait: keep (or take) a place in the queue
+                if waiter.get("id") == request_id:
+                    waiter["until"] = now + place_s
+                    break
+            else:
+                queue.append({"id": request_id, "until": now + place_s, "since": now})
+            return _slot_change(session_id, action, {"active": active, "queue": queue})
+        claimed.append(claim())
+        return _slot_change(session_id, action, {
+            "active": request_id, "queue": [w for w in queue if w.get("id") != request_id]})
+
+    store.update("session", session_id, name, take)
+    if claimed:
+        return claimed[-1]
+    deadline = time.monotonic() + timeout_s
+    refreshed = time.monotonic()
+    try:
+        while True:
+            time.sleep(QUEUE_POLL_S)
+            state = _slot_state(store.read("session", session_id, name))
+            queue = [w for w in state["queue"] if w.get("until", 0) >= time.time()]
+            turn = not queue or queue[0].get("id") == request_id
+            if (turn and not busy(state["active"])) or \
+                    time.monotonic() - refreshed > lease_s / 3:  # my turn, or keep my place
+                refreshed = time.monotonic()
+                store.update("session", session_id, name, take)
+                if claimed:
+                    return claimed[-1]
+            if time.monotonic() > deadline:
+                raise RunConflictError(
+                    f"action {action!r} on session {session_id!r}: still waiting for its turn "
+                    f"after {timeout_s:g} s (concurrency='queue'); the run in flight is "
+                    f"{state['active']}", request_id=state["active"])
+    except BaseException:
+        def leave(record: Record | None) -> Change | None:
+            state = _slot_state(record)
+            queue = [w for w in state["queue"] if w.get("id") != request_id]
+            if len(queue) == len(state["queue"]):
+                return None
+            return _slot_change(session_id, action, {"active": state["active"], "queue": queue})
+        store.update("session", session_id, name, leave)
+        raise
+
+
+def release_slot(store: Store, session_id: str, action: str, request_id: str) -> None:
+    """``request_id`` is no longer in flight (call inside the run's final write)."""
+    def fn(record: Record | None) -> Change | None:
+        state = _slot_state(record)
+        if state["active"] != request_id:
+            return None
+        return _slot_change(session_id, action, {"active": None, "queue": state["queue"]})
+    store.update("session", session_id, ACTION_SLOT_PREFIX + action, fn)
+
+
+# ---------------------------------------------------------------------------- retention
+
+def retention_batch(limit: int) -> int:
+    """Ended runs beyond ``limit`` a session keeps before they are purged at once."""
+    return min(32, max(1, limit // 4))
+
+
+def note_ended_run(store: Store, session_id: str, request_id: str) -> list[str]:
+    """Add an ended run to its session's list (inside the run's final write); returns the runs
+    that fell off the end, to purge once that write has committed."""
+    dropped: list[str] = []
+    limit = store.trace_limit
+
+    def fn(record: Record | None) -> Change | None:
+        if record is None or record.deleted:
+            return None
+        try:
+            runs = json.loads(record.content) if record.content else []
+        except ValueError:
+            runs = []
+        if not isinstance(runs, list):
+            runs = []
+        runs.append(request_id)
+        dropped.clear()
+        if len(runs) > limit + retention_batch(limit):
+            dropped.extend(runs[:len(runs) - limit])
+            runs = runs[len(runs) - limit:]
+        return Change(state=record.state, operation="set", content=json.dumps(runs),
+                      event={"type": "session", "scope": "session", "scope_id": session_id,
+                             "change_type": "run_ended", "run": request_id,
+                             "request_id": None})
+
+    store.update("session", session_id, SESSION_META, fn)
+    return dropped
+
+
+def purge_runs(store: Store, request_ids: list[str], session_id: str | None = None) -> int:
+    """Purge ended runs (request record, trace, request-scope records), checking each first."""
+    gone = []
+    for rid in request_ids:
+        record = store.read("request", rid, REQUEST)
+        if record is None:
+            continue
+        state = record.state if isinstance(record.state, dict) else {}
+        if session_id is not None and state.get("session") != session_id:
+            continue
+        if state.get("status") in ("running", "suspended") and \
+                effective_status(state) == state.get("status"):
+            continue  # live: never purged here
+        gone.append(rid)
+    return store.purge("request", gone) if gone else 0
+
+
+def prune_store(store: Store, *, trace_limit: int | None = None,
+                tombstone_limit: int | None = None,
+                stale_after_s: float = STALE_AFTER_S) -> dict:
+    """Apply every retention bound to a whole store (``flowstate prune``); returns counts.
+
+    Keeps the newest ``trace_limit`` ended runs per session (default: the store's), purges
+    interrupted runs and expired suspensions older than ``stale_after_s``, and keeps the newest
+    ``tombstone_limit`` tombstones per collection (raising each collection's mark).
+    """
+    runs_limit = store.trace_limit if trace_limit is None else trace_limit
+    tombs_limit = store.tombstone_limit if tombstone_limit is None else tombstone_limit
+    if runs_limit < 1 or tombs_limit < 1:
+        raise ValueError("limits must be at least 1")
+    now = time.time()
+    by_session: dict[str, list[tuple[float, str]]] = {}
+    stale: list[str] = []
+    for r in store.list(scope="request", name=REQUEST):
+        state = r.state if isinstance(r.state, dict) else {}
+        status = effective_status(state, now)
+        if status in ("ok", "error"):
+            by_session.setdefault(str(state.get("session")), []).append(
+                (state.get("ended_at") or state.get("started_at") or 0, r.scope_id))
+        elif status == "interrupted" and (state.get("lease_until") or 0) < now - stale_after_s:
+            stale.append(r.scope_id)
+        elif status == "suspended":
+            expires = (state.get("suspension") or {}).get("expires_at")
+            if expires is not None and expires < now - stale_after_s:
+                stale.append(r.scope_id)
+    old: list[str] = []
+    for runs in by_session.values():
+        runs.sort(reverse=True)
+        old.extend(rid for _, rid in runs[runs_limit:])
+    purged_runs = store.purge("request", old + stale) if old or stale else 0
+    collections: set[tuple[str, str, str]] = set()
+    for r in store.list(include_deleted=True):
+        if r.deleted and ":" in r.name and not is_reserved(r.name):
+            collections.add((r.scope, r.scope_id, r.name.split(":", 1)[0]))
+    purged_tombs = sum(bound_tombstones(store, *key, tombs_limit) for key in sorted(collections))
+    return {"runs": purged_runs, "stale_runs": len(stale), "tombstones": purged_tombs,
+            "trace_limit": runs_limit, "tombstone_limit": tombs_limit}
