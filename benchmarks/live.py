@@ -32,7 +32,7 @@ def run(quick: bool) -> list[dict]:
         try:
             store.write("session", "live", "", {"i": -1})  # the file exists for the writer
             result = measure(store, url, events=10 if quick else 100,
-                             idle_s=1.5 if quick else 10.0)
+                             idle_s=1.0 if quick else 10.0)
         finally:
             store.close()
     return rows("SQLite", result, group="live updates from another process (SQLite)")

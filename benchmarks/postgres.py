@@ -227,7 +227,7 @@ class _Bench:
 
 
 def measure_writes(url: str, quick: bool) -> list[dict]:
-    seconds = 0.15 if quick else 0.6
+    seconds = 0.1 if quick else 0.6
     rounds = 1 if quick else ROUNDS
     bench = _Bench(url)
     rows = []
@@ -235,7 +235,7 @@ def measure_writes(url: str, quick: bool) -> list[dict]:
         bench.setup()
         bench.start_processes()
         for kind in ("ours", "raw"):  # warm up: connections, caches, prepared statements
-            bench.run(kind, "threads", max(WRITERS), 0.1 if quick else 0.3)
+            bench.run(kind, "threads", max(WRITERS), 0.05 if quick else 0.3)
         for mode in MODES:
             for writers in WRITERS:
                 results = []
@@ -268,7 +268,7 @@ def measure_live(url: str, quick: bool) -> list[dict]:
     try:
         store.write("session", "live", "", {"i": -1})
         result = measure(store, store_url, events=10 if quick else 100,
-                         idle_s=1.5 if quick else 20.0)
+                         idle_s=1.0 if quick else 20.0)
     finally:
         store.close()
     return live_rows("PostgreSQL", result, group="live updates from another process "

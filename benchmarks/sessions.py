@@ -90,7 +90,7 @@ def run(quick: bool) -> list[dict]:
     flow = fs.define_flow(kind=KIND, actions={"noop": fs.handler(_noop, name="noop")},
                           session=SessionState)
     group = f"flow.sessions() with {SESSIONS:,} sessions (SQLite)"
-    calls = 50 if quick else 400
+    calls = 30 if quick else 400
     with tempfile.TemporaryDirectory(prefix="flowstate-bench-sessions-") as tmp:
         path = Path(tmp) / "sessions.db"
         store = fs.open_store(f"sqlite:///{path}")
