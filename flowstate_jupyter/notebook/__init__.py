@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from .kernel import KernelState
+from .resume import ResumeForm
+from .traceview import TraceView
 from .widgets import ClientDataPreview, FlowRunner, History, Inspector, JsonView
 
 _loaded: dict[int, KernelState] = {}
@@ -63,6 +65,8 @@ __all__ = [
     "Inspector",
     "JsonView",
     "KernelState",
+    "ResumeForm",
+    "TraceView",
     "kernel_state",
     "load_ipython_extension",
     "unload_ipython_extension",
