@@ -331,8 +331,8 @@ def run_html(result: Any, changed: dict | None = None, *, hint: str = "") -> str
     output."""
     suspension = getattr(result, "suspension", None)
     if result.status == "suspended" and suspension is not None:
-        body = h.section("waiting for") + \
-            f'<div class="fs-wait-for">{h.esc(waiting_text(suspension_dict(suspension)))}</div>'
+        waits = waiting_text(suspension_dict(suspension)).removeprefix("waiting: ")
+        body = h.section("waiting for") + f'<div class="fs-wait-for">{h.esc(waits)}</div>'
     else:
         body = h.section("output") + output_html(result)
     body += hint
@@ -446,7 +446,7 @@ def suspension_dict(suspension: Any) -> dict:
     if isinstance(suspension, dict):
         return suspension
     return {name: getattr(suspension, name, None)
-            for name in ("message", "schema", "expires_at", "path", "request_id")}
+            for name in ("message", "schema", "expires_at", "path", "request_id", "model")}
 
 
 def waiting_text(suspension: dict | None) -> str:

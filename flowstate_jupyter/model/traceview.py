@@ -33,6 +33,8 @@ TRACE_HTML_CHARS = 30_000
 TRACE_TEXT_LINES = 300
 """Lines of a trace's text form."""
 
+_SAID_BY_LABEL = frozenset({"type", "scope", "operation", "change_type", "resource", "version",
+                            "ts"})  # event_label says these (the time shows as "at")
 _GAP_SHARE = 0.1  # an idle gap is drawn at most this share of the time spent running
 
 STATUS_MARKS = {"ok": "ok", "error": "error", "suspended": "waiting", "running": "running"}
@@ -125,9 +127,10 @@ def _tail(text: str) -> str:
 def _change(event: dict) -> dict:
     if "$more" in event and len(event) == 1:
         return {"label": f"... {event['$more']} more changes", "change": None}
-    return {"label": event_label(event),
-            "change": bounded({k: v for k, v in event.items() if k != "type"},
-                              SPAN_VALUE_BUDGET)}
+    kept = {k: v for k, v in event.items() if k not in _SAID_BY_LABEL and v is not None}
+    if event.get("ts"):
+        kept["at"] = h.when(event["ts"])
+    return {"label": event_label(event), "change": bounded(kept, SPAN_VALUE_BUDGET)}
 
 
 def _depths(spans: list[dict]) -> list[int]:
@@ -216,13 +219,15 @@ def _span_body(span: dict, budget: int) -> str:
     return f'<div class="fs-span-body">{"".join(parts)}</div>'
 
 
-def _span_line(depth: int, span: dict) -> str:
+def _span_line(depth: int, span: dict, attempts: bool = False) -> str:
     left, width = span["bar"]
     status = span["status"]
     mark = h.esc(STATUS_MARKS.get(status, status))
     word = "" if status == "ok" else f'<span class="fs-span-status fs-{mark}">{mark}</span>'
     kind = span["kind"] + ("" if span["block"] == span["name"].rsplit("/", 1)[-1]
                            else f" · {span['block']}")
+    if attempts:
+        kind += f" · attempt {span['attempt']}"
     return (f'<span class="fs-span-line" style="padding-left:{depth * 1.1:.1f}em">'
             f'<span class="fs-span-dot fs-st-{h.esc(status)}" title="{h.esc(status)}"></span>'
             f'<span class="fs-span-name">{h.esc(span["name"])}</span>'
@@ -241,7 +246,7 @@ def trace_html(view: dict, *, title: str | None = None) -> str:
     ordered = tree_order(view["spans"])
     rows, used = [], 0
     for index, (depth, span) in enumerate(ordered):
-        line = _span_line(depth, span)
+        line = _span_line(depth, span, (view.get("attempt") or 1) > 1)
         body = _span_body(span, 600) if used < TRACE_HTML_CHARS * 0.8 else ""
         opened = " open" if (span["origin"] or span["status"] == "suspended") and body else ""
         row = (f'<details class="fs-span" data-span="{h.esc(span["path"])}"{opened}>'

@@ -203,6 +203,8 @@ class ResumeForm(W.VBox):
 
     def __init__(self, flow: Any, request_id: str, *, store: Any,
                  suspension: Any = None) -> None:
+        # ``suspension``: what the caller knows of it (a result's ``Suspension``); the run's
+        # record, read here, says more (the model to import, the suspension's key)
         self.flow = flow
         self.request_id = request_id
         self.store = store
@@ -230,10 +232,12 @@ class ResumeForm(W.VBox):
             self.message, self.output])
         for name in ("fs-resume-form", "fs-view", "fs-box", "fs-card"):
             self.add_class(name)
-        self.snapshots = Snapshots("resume form", self.snapshot_html, self.__repr__)
+        self.snapshots = Snapshots("resume form", self.snapshot_html, self.__repr__,
+                                   again=f"%flow resume {request_id} draws it again")
         record = read_run(store, request_id)
-        if suspension is None and effective_status(record.state) == "suspended":
-            suspension = record.state.get("suspension")
+        if effective_status(record.state) == "suspended":
+            # the record's own (key, model and all), rather than a result's summary of it
+            suspension = record.state.get("suspension") or suspension
         if suspension is None:
             self._close(f"run {request_id} is {effective_status(record.state)}, not "
                         f"suspended: there is nothing to resume")
@@ -365,7 +369,8 @@ class ResumeForm(W.VBox):
             self.message.value = ('<div class="fs-card fs-ok">resumed; the run asks again '
                                   '(below)</div>')
             self.status.value = ""
-            self._build(suspension_dict(result.suspension))
+            record = read_run(self.store, self.request_id)
+            self._build(record.state.get("suspension") or suspension_dict(result.suspension))
             return
         with self._lock:
             self.state = "done"

@@ -44,7 +44,8 @@ class TraceView(_View):
         self.request_id = request_id
         view = self._read()  # a run that is not there raises here, before anything shows
         super().__init__(title=f"trace of run {request_id}")
-        self.snapshots = Snapshots("trace view", self.snapshot_html, self.__repr__)
+        self.snapshots = Snapshots("trace view", self.snapshot_html, self.__repr__,
+                                   again=f"%flow trace {request_id} shows it live again")
         self._set(view)
         origin = next((s["path"] for s in view["spans"] if s["origin"]), "")
         self.selected = origin

@@ -384,6 +384,11 @@ def test_flow_runner_shows_the_form_of_a_suspended_run_and_opens_a_trace(planner
     assert result.status == "suspended"
     (form,) = runner.pending.children
     assert isinstance(form, ResumeForm) and form.request_id == result.request_id
+    # the record's suspension, not only the result's summary of it: the key it waits on and
+    # the model to import (so pydantic checks the value before the run is touched)
+    assert form.suspension["key"] and form.suspension["model"] == "planner_flow:Approval"
+    form.refresh()  # a change of the record that did not resume it
+    assert form.state == "waiting" and "asks again" not in form.message.value
     assert runner.output.layout.display == "none"
     assert "waiting for you" in runner.snapshot_html()
     form.set_value(approved=True)

@@ -48,8 +48,10 @@ function valueBlock(label, value) {
     const tree = new Tree({ expandDepth: 2 });
     tree.set(value);
     part.append(tree.element);
+  } else if (typeof value === "string" && value.includes("\n")) {
+    part.append(el("pre", "fs-pre", value));  // text on several lines reads best as it is
   } else {
-    part.append(el("pre", "fs-json", typeof value === "string" ? value : JSON.stringify(value)));
+    part.append(el("pre", "fs-json", JSON.stringify(value)));
   }
   return part;
 }
@@ -72,7 +74,12 @@ function details(span) {
       el("div", "fs-error", `${span.error.type}: ${span.error.message}`));
     const tb = el("details", "fs-traceback");
     tb.open = !!span.origin;
-    tb.append(el("summary", "fs-sub", "traceback"), el("pre", "fs-pre", span.error.traceback));
+    const text = el("pre", "fs-pre fs-traceback-text", span.error.traceback);
+    tb.append(el("summary", "fs-sub", "traceback"), text);
+    // its end says the most (the block's own line): show that first
+    const toEnd = () => { text.scrollTop = text.scrollHeight; };
+    tb.addEventListener("toggle", toEnd);
+    requestAnimationFrame(toEnd);
     part.append(tb);
     box.append(part);
   }
@@ -134,8 +141,10 @@ function render({ model, el: host }) {
       dot.setAttribute("aria-hidden", "true");
       line.append(dot, el("span", "fs-span-name", span.name));
       const last = span.name.split("/").pop();
+      const attempts = ((model.get("trace") || {}).attempt || 1) > 1;
       line.append(el("span", "fs-sub fs-span-kind",
-        span.kind + (span.block !== last ? ` \u00b7 ${span.block}` : "")));
+        span.kind + (span.block !== last ? ` \u00b7 ${span.block}` : "")
+        + (attempts ? ` \u00b7 attempt ${span.attempt}` : "")));
       if (span.status !== "ok") {
         const mark = MARKS[span.status] || span.status;
         line.append(el("span", `fs-span-status fs-${mark}`, mark));
