@@ -21,6 +21,7 @@ written, then written in one transaction.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -61,6 +62,7 @@ _EPILOG = """examples:
   flowstate prune                       apply retention: old runs, traces, tombstones
   flowstate prune --keep 20             ... and keep 20 versions of history per record
   flowstate doctor                      integrity, schema version, journal mode, sizes
+  flowstate serve app:flow --port 8000  serve a flow over HTTP (needs the serve extra)
 
 exit codes: 0 ok, 1 not found / unhealthy, 2 usage, 3 store error, 4 refused data,
 141 output pipe closed"""
@@ -323,6 +325,45 @@ def cmd_doctor(store: Store, args: argparse.Namespace, out: _Out) -> int:
     return EXIT_NOT_FOUND if problems else EXIT_OK
 
 
+def _load_flow(target: str) -> Any:
+    """The flow ``MODULE:NAME`` names (the module found from the current folder first)."""
+    module_name, sep, name = target.partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"{target!r}: give MODULE:FLOW, e.g. app:flow for the flow bound to "
+                         f"`flow` in app.py")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"module {module_name!r} has no {name!r}")
+        obj = getattr(obj, part)
+    from .flows.flow import Flow  # here: the other commands need not load flows
+    if not isinstance(obj, Flow):
+        raise ValueError(f"{target} is a {type(obj).__name__}, not a flow: bind the result of "
+                         f"fs.define_flow(...) to a name and give that name")
+    return obj
+
+
+def cmd_serve(store: Store, args: argparse.Namespace, out: _Out) -> int:
+    try:
+        flow = _load_flow(args.target)
+        from .serve import serve  # the serve extra: needed by this command only
+        serve(flow, store=store, host=args.host, port=args.port, tokens=args.tokens)
+    except (ValueError, ImportError) as exc:
+        print(f"flowstate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"flowstate: cannot listen on {args.host}:{args.port}: "
+              f"{exc.strerror or exc} (is another server using it? pick another --port)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line (``flowstate: ...``) and exit code 2."""
 
@@ -392,6 +433,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="resume an interrupted run even if its writes cannot all be checked")
     add("doctor", cmd_doctor, "check integrity, schema version, journal mode and sizes")
+    p = add("serve", cmd_serve, "serve a flow over HTTP: its routes, live client data and a page")
+    p.add_argument("target", help="MODULE:FLOW, e.g. app:flow (the module is found from here)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; another needs --tokens)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument("--tokens", metavar="FILE",
+                   help="bearer tokens, one 'TOKEN USER' a line or a JSON object "
+                        "(default: the file $FLOWSTATE_TOKENS names; none: one local user)")
     return parser
 
 

@@ -7,12 +7,16 @@ per resource. Nothing else reaches a client: the session snapshot is the client 
 
 A function that raises, or returns something that is not JSON, does not break the rest: its value
 is replaced by ``{"error": "<name>: <ExceptionType>: <message>"}``, for example
-``{"error": "mode: KeyError: 'x'"}``.
+``{"error": "mode: KeyError: 'x'"}``. Inside ``with errors_redacted():`` (what a server does before
+anything leaves it) the entry names only the key and the exception's type, ``{"error": "mode:
+KeyError"}``: an exception's message may quote the state it failed on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -21,7 +25,10 @@ from ..handles.resources import CollectionHandle, Resources
 from ..handles.scopes import ScopeHandle
 from ..model import ops
 
-__all__ = ["ClientDataContext", "error_entry", "resource_client_data", "scope_client_data"]
+__all__ = ["ClientDataContext", "error_entry", "errors_redacted", "resource_client_data",
+           "scope_client_data"]
+
+_REDACTED: ContextVar[bool] = ContextVar("flowstate_client_errors_redacted", default=False)
 
 
 class ClientDataContext:
@@ -49,7 +56,20 @@ class ClientDataContext:
 
 def error_entry(name: str, exc: BaseException) -> dict:
     """How a failing client-data function is reported in place of its value."""
+    if _REDACTED.get():
+        return {"error": f"{name}: {type(exc).__name__}"}
     return {"error": f"{name}: {type(exc).__name__}: {exc}"}
+
+
+@contextmanager
+def errors_redacted() -> Iterator[None]:
+    """Within this block (this thread or task), failing client-data functions are reported
+    without their exception's message."""
+    token = _REDACTED.set(True)
+    try:
+        yield
+    finally:
+        _REDACTED.reset(token)
 
 
 def _json(name: str, value: Any) -> Any:

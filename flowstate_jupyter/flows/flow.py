@@ -432,6 +432,16 @@ class Flow:
         """
         return list_sessions(store or default_store(), self.kind, user)
 
+    def asgi_app(self, *, store: Store | None = None, tokens: Any = None) -> Any:
+        """This flow as an ASGI application (Starlette) for HTTP clients (DESIGN §16).
+
+        ``tokens``: a file of bearer tokens or a ``{token: user}`` mapping (default: the file
+        named by ``FLOWSTATE_TOKENS``, else one local user). Needs the ``serve`` extra; see
+        ``flowstate_jupyter.serve``.
+        """
+        from ..serve import asgi_app  # the one upward import: serving is optional and above
+        return asgi_app(self, store=store, tokens=tokens)
+
     # -- reading -------------------------------------------------------------------------------
     def summary(self) -> dict:
         """The flow as data: actions, merged scope fields, resources, client-data keys."""

@@ -45,6 +45,7 @@ class KernelState:
         self.session_id = notebook_session_id()
         self.flows: dict[str, Any] = {}
         self.current_flow: str | None = None
+        self.server: Any = None  # what %flow serve started (notebook/serving.py)
 
     # -- flows --------------------------------------------------------------------------------
     def register(self, name: str, flow: Any) -> None:
@@ -81,4 +82,7 @@ class KernelState:
                           f"user or project")
 
     def close(self) -> None:
+        if self.server is not None:  # it serves from this store: stop it first
+            self.server.stop()
+            self.server = None
         self.store.close()

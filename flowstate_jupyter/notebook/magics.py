@@ -653,7 +653,7 @@ class FlowStateMagics(Magics, Configurable):
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|resume|trace|graph|ui")
+    @argument("verb", help="run|list|show|runs|resume|trace|graph|ui|serve")
     @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]; "
                                       "resume: [REQUEST_ID] [VALUE_JSON]; trace: [REQUEST_ID]")
     @argument("--status", help="with 'runs': only runs with this status (e.g. suspended)")
@@ -680,11 +680,12 @@ class FlowStateMagics(Magics, Configurable):
             %flow trace r-1a2b3c
             %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
             %flow ui                    # a FlowRunner widget: form, Run, output, events
+            %flow serve --port 8000     # serve the flow over HTTP from this kernel (--stop)
         """
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|resume|trace|graph|ui (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|resume|trace|graph|ui|serve (see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -721,8 +722,11 @@ class FlowStateMagics(Magics, Configurable):
             return self._trace(rest, options)
         if verb == "graph":
             return kernel.flow(rest or options.get("flow")).graph()
+        if verb == "serve":
+            from .serving import serve_command
+            return serve_command(kernel, rest, options)
         raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs, "
-                         f"resume, trace, graph or ui")
+                         f"resume, trace, graph, ui or serve")
 
     def _resume(self, rest: str, options: dict) -> Any:
         """``%flow resume [REQUEST_ID] [VALUE_JSON]``: default, this session's latest waiting
