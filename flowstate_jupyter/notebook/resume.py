@@ -165,11 +165,24 @@ class SchemaField(FormField):
             raise FieldError(message)
 
 
+def _schema_errors(schema: dict, data: Any) -> list[Any]:
+    """What is wrong with ``data`` by ``schema``: references only inside it, patterns run in
+    linear time (DESIGN §13; a schema that breaks those rules checks nothing here, and the
+    run's own check decides)."""
+    import re2
+    from referencing.exceptions import Unresolvable
+
+    from ..windmill._schemas import linear_validator
+    try:
+        return list(linear_validator(schema).iter_errors(data))
+    except (Unresolvable, re2.error, RecursionError):
+        return []
+
+
 def _schema_error(schema: dict, data: Any) -> str | None:
-    """The first thing wrong with ``data`` by ``schema`` (local references only), or None."""
+    """The first thing wrong with ``data`` by ``schema``, or None."""
     from jsonschema.exceptions import best_match
-    from jsonschema.validators import Draft202012Validator
-    error = best_match(Draft202012Validator(schema).iter_errors(data))
+    error = best_match(_schema_errors(schema, data))
     if error is None:
         return None
     at = ".".join(str(p) for p in error.absolute_path)
@@ -332,9 +345,7 @@ class ResumeForm(W.VBox):
         schema first, so that a refusal lands next to its field."""
         if resolve_type(self.suspension.get("model")) is not None:
             return  # pydantic speaks, through flow.resume
-        schema = self.suspension.get("schema") or {}
-        from jsonschema.validators import Draft202012Validator
-        errors = list(Draft202012Validator(schema).iter_errors(value))
+        errors = _schema_errors(self.suspension.get("schema") or {}, value)
         placed = False
         for error in errors:
             path = list(error.absolute_path)

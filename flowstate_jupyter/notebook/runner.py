@@ -265,7 +265,7 @@ class FlowRunner(W.VBox):
         self.events = W.HTML()
         self.runs = W.HTML()
         self.pending = W.VBox()  # a suspended run's resume form
-        self.trace_button = W.Button(description="open trace", icon="stream",
+        self.trace_button = W.Button(description="open trace", icon="align-left",
                                      tooltip="the last run's trace: each block's input, output, "
                                              "changes and error",
                                      layout=W.Layout(display="none"))

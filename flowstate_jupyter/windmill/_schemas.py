@@ -37,6 +37,7 @@ __all__ = [
     "check_schema",
     "check_type_name",
     "json_path",
+    "linear_validator",
     "validate_value",
 ]
 
@@ -301,6 +302,18 @@ def json_path(path: Any) -> str:
     return out
 
 
+def linear_validator(schema: Any) -> Any:
+    """A jsonschema validator of ``schema`` (its draft, default 2020-12) whose references
+    resolve only inside it and whose regular expressions run on RE2 (see the module doc). Its
+    ``iter_errors`` raises ``referencing.exceptions.Unresolvable`` or ``re2.error`` for a schema
+    that breaks those rules."""
+    from jsonschema.validators import Draft202012Validator, validator_for
+
+    cls = _linear(validator_for(schema, default=Draft202012Validator))
+    return cls(schema, registry=_local_registry(),
+               format_checker=cls.FORMAT_CHECKER)  # type: ignore[attr-defined]
+
+
 def validate_value(path: str, type_name: str, schema: Any, value: Any) -> None:
     """Raise :class:`ValidationError` (naming the JSON path) unless ``value`` fits ``schema``.
 
@@ -312,13 +325,10 @@ def validate_value(path: str, type_name: str, schema: Any, value: Any) -> None:
         return  # accepts anything ("any", "state"); spares importing jsonschema, which is slow
     import re2
     from jsonschema.exceptions import best_match
-    from jsonschema.validators import Draft202012Validator, validator_for
     from referencing.exceptions import Unresolvable
 
     where = f"Windmill resource {path!r}"
-    cls = _linear(validator_for(schema, default=Draft202012Validator))
-    validator = cls(schema, registry=_local_registry(),
-                    format_checker=cls.FORMAT_CHECKER)  # type: ignore[attr-defined]
+    validator = linear_validator(schema)
     try:
         errors = list(validator.iter_errors(value))
     except (Unresolvable, re2.error) as exc:

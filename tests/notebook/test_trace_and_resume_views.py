@@ -135,6 +135,14 @@ def test_a_large_trace_keeps_its_snapshot_and_text_bounded(store):
     assert len(bundle["text/html"]) < SNAPSHOT_CHARS + 10_000
 
 
+def test_a_run_that_kept_no_trace_says_so(planner, store):
+    result = planner.run("plan", "", store=store, trace=False)
+    view = TraceView(store, result.request_id)
+    assert view.spans == [] and view.selected == ""
+    assert "the run kept no trace" in view.snapshot_html()
+    assert repr(view).startswith(f"trace of run {result.request_id}: plan · error · ")
+
+
 # -- %flow trace ----------------------------------------------------------------------------------
 
 PLANNER_CELL = f"""
