@@ -8,7 +8,7 @@ process or before a kernel restart:
 * booleans are two toggle buttons, ``yes`` / ``no`` (approve / reject), and enums of a few
   short values are toggle buttons too (more: a dropdown); a required one starts unchosen, so a
   person has to decide;
-* the other fields are as in FlowRunner (``runner.py``): text (several lines for Markdown or
+* the other fields are as in FlowRunner (``_form.py``): text (several lines for Markdown or
   long text), numbers, and JSON checked as you leave the box; ``*`` marks the required ones and
   the field's description shows under it.
 
@@ -36,11 +36,11 @@ from ..flows.durable import read_run
 from ..flows.trace import resolve_type
 from ..model import html as h
 from ..model.display import command_hint, expires_text, jsonable, schema_fields, suspension_dict
+from ._form import _MULTILINE_FORMATS, FieldError, FormField
 from ._live import Live
 from ._progress import Progress
 from ._show import Snapshots, show
 from .jsonview import JsonView, StyleSheet
-from .runner import _MULTILINE_FORMATS, FieldError, FormField
 
 _TOGGLE_MAX = 4  # enums of at most this many short values are toggle buttons
 _TYPE_NAMES = {"boolean": "bool", "string": "str", "integer": "int", "number": "float",

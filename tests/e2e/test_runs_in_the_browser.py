@@ -61,6 +61,11 @@ def _contrast(page, selectors: list[str], label: str, record_property) -> float:
     assert not low, f"{label}: text below {MIN_CONTRAST}:1: " + json.dumps(low[:8], indent=1)
     worst = min(found, key=lambda f: f["ratio"])
     record_property(f"contrast_min_{label}", round(worst["ratio"], 2))
+    for selector in selectors:  # each view's own lowest, for the record
+        mine = measure(page, VIEWS + selector)
+        if mine:
+            print(f"\n[e2e] {label} {selector}: lowest "
+                  f"{min(f['ratio'] for f in mine):.2f}:1 over {len(mine)} text elements")
     print(f"\n[e2e] {label}: {len(found)} text elements, lowest contrast {worst['ratio']:.2f}:1 "
           f"({worst['text']!r}, {worst['color']} on {worst['background']})")
     return worst["ratio"]
