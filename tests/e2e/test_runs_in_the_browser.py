@@ -54,9 +54,9 @@ def _shoot(page, index: int, name: str) -> None:
     cell(page, index).screenshot(path=str(SHOTS / f"{name}.png"), animations="disabled")
 
 
-def _contrast(page, selectors: list[str], label: str, record_property) -> float:
+def _contrast(page, selectors: list[str], label: str, record_property, least: int = 15) -> float:
     found = measure(page, ", ".join(VIEWS + s for s in selectors))
-    assert len(found) > 15, f"{label}: too little text measured ({len(found)})"
+    assert len(found) > least, f"{label}: too little text measured ({len(found)})"
     low = [f for f in found if f["ratio"] < MIN_CONTRAST]
     assert not low, f"{label}: text below {MIN_CONTRAST}:1: " + json.dumps(low[:8], indent=1)
     worst = min(found, key=lambda f: f["ratio"])
@@ -146,6 +146,17 @@ def test_the_resume_form_refuses_then_completes_a_run_that_waited_across_a_resta
     note.press("Enter")
     note.type("**this week**.")
     _shoot(page, 4, "resume-form-filled-light")
+    # the filled form, a choice made and an error shown before, reads well in both themes
+    try:
+        with capsys.disabled():
+            filled = {"light": _contrast(page, [".fs-resume-form"], "form-filled-light",
+                                         record_property, least=10)}
+            set_theme(page, "JupyterLab Dark")
+            _shoot(page, 4, "resume-form-filled-dark")
+            filled["dark"] = _contrast(page, [".fs-resume-form"], "form-filled-dark",
+                                       record_property, least=10)
+    finally:
+        set_theme(page, "JupyterLab Light")
     form.locator("button.jupyter-button", has_text="Resume").click()
     expect(form).to_contain_text("resumed here: ok")
     expect(form.locator(".fs-json-view .fs-row[data-path='applied'] .fs-value")).to_have_text(
