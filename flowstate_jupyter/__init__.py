@@ -40,6 +40,7 @@ from .flows.compare import compare
 from .flows.context import Context, current_context
 from .flows.durable import Suspension
 from .flows.flow import Action, Flow, ScopeConfig, action, define_flow, scope
+from .flows.replay import ReplayResult
 from .flows.runs import RunResult
 from .flows.sessions import Session
 from .flows.trace import Span, Trace
@@ -76,6 +77,7 @@ __all__ = [
     "LoopLimitError",
     "NotInFlowRunError",
     "ReadOnlyResourceError",
+    "ReplayResult",
     "ResourceAlreadyExistsError",
     "ResourceConflictError",
     "ResourceDeletedError",

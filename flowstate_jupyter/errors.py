@@ -22,7 +22,7 @@ class lets ordinary ``except ValueError`` / ``KeyError`` / ``PermissionError`` c
     ├── RunStateError                         resume of a run that is not suspended, ...
     ├── RunConflictError                      another run of the action is in flight
     ├── NotInFlowRunError (RuntimeError)      flow user state used outside a run
-    ├── HistoryNotKeptError (LookupError)     a version a fork needs was pruned from history
+    ├── HistoryNotKeptError (LookupError)     a version a fork or replay needs was pruned
     └── StoreError                            unreachable, locked, corrupt, unknown outcome
 
     FlowStateWarning (UserWarning)            something read leniently
@@ -142,8 +142,9 @@ class NotInFlowRunError(FlowStateError, RuntimeError):
 
 
 class HistoryNotKeptError(FlowStateError, LookupError):
-    """A version that is needed (to fork a session as of a past version) is no longer in the
-    bounded history; the message names the record and what to do instead."""
+    """A version that is needed (to fork a session as of a past version, or to replay a run
+    from the state it started in) is no longer in the bounded history; the message names the
+    record and what to do instead."""
 
 
 class StoreError(FlowStateError):

@@ -213,8 +213,10 @@ class Block:
         else:
             path = _at if parent is None else f"{parent.path}/{_at}"
         done = log.done
-        if done and path in done:  # completed by an earlier attempt of this run
-            return self._replay(done[path])
+        if done and path in done:  # completed by an earlier attempt of this run (or reusable)
+            entry = log.replayed(path, self, input)
+            if entry is not None:
+                return self._replay(entry)
         clock = time.perf_counter
         span = LiveSpan(path, self, parent, input, clock())
         log.spans.append(span)

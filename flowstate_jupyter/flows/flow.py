@@ -59,6 +59,7 @@ from .bubbling import Declarations, merge_resources, merge_state_model
 from .client_data import ClientDataContext
 from .durable import claim_resume, list_runs, read_run
 from .graph import flow_graph
+from .replay import ReplayResult, recorded_input, replay_run
 from .runs import Resumption, RunResult, execute, run_sync
 from .sessions import Session
 from .trace import Trace, read_content, trace_from
@@ -346,8 +347,45 @@ class Flow:
         found = [b for b in self._blocks.values() if b.name == name]
         if len(found) != 1:
             raise RunStateError(f"run {request_id} ran block {name!r}, which flow "
-                                f"{self.kind!r} has {len(found)} of; it cannot be resumed here")
+                                f"{self.kind!r} has {len(found)} of; it cannot be resumed or "
+                                f"replayed here")
         return found[0]
+
+    def replay(self, request_id: str, *, store: Store | None = None,
+               reuse: bool = True) -> ReplayResult:
+        """Run run ``request_id``'s action and input again with this flow's current code, on an
+        in-memory copy of its scopes as they were just before it started; compare the two.
+
+        Returns a :class:`ReplayResult`: ``.original`` and ``.result`` (``RunResult``s),
+        ``.reused`` (paths of steps whose recorded output was returned: their block and input
+        are unchanged and they wrote nothing; ``reuse=False`` runs every step), ``.diff``
+        (output, state, resources and client data, original vs replay) and ``.notes``. The
+        store is only read. ``ctx.run_once`` returns what the original recorded and never calls
+        ``fn``. Raises :class:`HistoryNotKeptError` when a record's state before the run is no
+        longer in history, :class:`RunStateError` for a run that is running or interrupted (or
+        whose input was kept only in part), and :class:`ValidationError` when the action's
+        input model now refuses the recorded input. See ``flows/replay.py``.
+        """
+        return run_sync(lambda: self.areplay(request_id, store=store, reuse=reuse))
+
+    async def areplay(self, request_id: str, *, store: Store | None = None,
+                      reuse: bool = True) -> ReplayResult:
+        """The async twin of :meth:`replay`."""
+        store = store or default_store()
+        record = read_run(store, request_id)
+        state = record.state
+        if state.get("flow") != self.kind:
+            raise RunStateError(f"run {request_id} belongs to flow {state.get('flow')!r}, not "
+                                f"{self.kind!r}; replay it with that flow")
+        name = state.get("action")
+        if name is not None:
+            act = self._action(name)
+            block, model = act.block, act.input_model
+        else:
+            block = self._block_named(state.get("block"), request_id)
+            model = block.input
+        value = _validate_input(model, recorded_input(record), f"run {request_id} input")
+        return await replay_run(self, block, value, record, store, reuse=reuse)
 
     def runs(self, status: str | None = None, *, session: str | None = None,
              store: Store | None = None, limit: int | None = None) -> list[dict]:

@@ -297,12 +297,15 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
                   request_id: str, on_event: Callable[[dict], None] | None = None,
                   input_for_record: Any = None, trace: bool = True, durable: bool = True,
                   concurrency: str = "allow", queue_timeout_s: float = 30.0,
-                  resumption: Resumption | None = None) -> RunResult:
+                  resumption: Resumption | None = None,
+                  run_log: RunLog | None = None) -> RunResult:
     """Run ``block`` on ``value`` as request ``request_id`` of ``session_id`` (see module doc).
 
     ``value`` has been validated by the caller. Raises only for problems found before the block
     starts (a session of another user or flow kind, an unreachable store, a run of the action
-    in flight with ``concurrency="reject"``, a resume another process won).
+    in flight with ``concurrency="reject"``, a resume another process won). ``run_log``: the
+    log to keep instead of a new one (a replay's, ``flows/replay.py``, which starts from what
+    the original run recorded).
     """
     services = RunServices(request_id, on_event)
     wall0, clock0 = time.time(), time.perf_counter()
@@ -315,6 +318,9 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
         log: RunLog | None = RunLog(request_id, trace=trace, durable=True, wall0=wall0,
                                     clock0=clock0, attempt=attempt, logged=resumption.logged,
                                     previous=rows)
+    elif run_log is not None:
+        log = run_log
+        log.wall0, log.clock0 = wall0, clock0
     elif trace or durable:
         log = RunLog(request_id, trace=trace, durable=durable, wall0=wall0, clock0=clock0)
     else:

@@ -17,6 +17,11 @@ iteration of ``do_while`` / ``do_until``. A block a handler runs itself
 (``await other.run(value, ctx)``) is ``<handler path>/<name>``, with ``#2``, ``#3`` ... when it
 runs again in the same handler. Example: ``chat/then[2]/mode-router/agent``.
 
+**Replays** compare spans by path: each span keeps ``code``, the fingerprint of the block that
+ran (``flows/fingerprint.py``: its code and declarations, its subtree's included), and
+``output_type``, the class of an output that was not plain JSON (``module:Qualname``), so a
+replay knows whether the JSON preview can stand for the output.
+
 **The step log** (durable runs) is what a resume needs: the run's full input, the output of
 every completed block whose parent had not completed (the outermost completed blocks), the
 results of ``ctx.run_once``, the values given to suspensions, and the identity of every write
@@ -55,6 +60,7 @@ from pydantic_core import PydanticSerializationError, to_json, to_jsonable_pytho
 from ..base.text import short
 from ..errors import RunStateError
 from ..handles.records import SKIP
+from .fingerprint import fingerprint
 
 __all__ = [
     "CHANGES_PER_SPAN",
@@ -92,7 +98,7 @@ LOG_MAX_BYTES = 4 * 1024 * 1024
 
 #: The columns of a stored trace row, in order.
 COLUMNS = ("path", "block", "kind", "parent", "input", "output", "started_at", "duration_s",
-           "status", "error", "changes", "attempt")
+           "status", "error", "changes", "attempt", "code", "output_type")
 _FORMAT = 1
 _MISSING = object()
 
@@ -107,7 +113,10 @@ class Span:
     or ``None``; ``changes`` are the change events the block itself committed (with ``version``
     and ``ts``); ``status`` is ``"ok"``, ``"error"``, ``"suspended"`` or ``"running"`` (a span
     that was still running when an interrupted run last recorded its log); ``attempt`` counts
-    from 1 and grows with each resume.
+    from 1 and grows with each resume. ``code`` is the fingerprint of the block's code and
+    declarations when it ran (``None`` for a ``map`` step); ``output_type`` the class of an
+    output that was not plain JSON (``"module:Qualname"``; ``None`` for JSON, or when the block
+    validates its output with an ``output`` model).
     """
 
     path: str
@@ -122,6 +131,8 @@ class Span:
     error: dict | None = None
     changes: list[dict] = field(default_factory=list)
     attempt: int = 1
+    code: str | None = None
+    output_type: str | None = None
 
 
 class Trace:
@@ -381,12 +392,11 @@ class RunLog:
                 path = f"{path}#{seen}"
         return path
 
-    def replayed(self, path: str) -> Any:
-        """The logged output of a block completed by an earlier attempt, else ``_MISSING``."""
-        entry = self.done.get(path)
-        if entry is None:
-            return _MISSING
-        return entry
+    def replayed(self, path: str, block: Any, input: Any) -> list | None:
+        """The logged entry to return instead of running ``block`` at ``path`` on ``input``
+        (``None``: run it). Asked only for paths in :attr:`done`: a resumed run returns what an
+        earlier attempt completed; a replay's log (``flows/replay.py``) checks more first."""
+        return self.done.get(path)
 
 
     # -- writes -----------------------------------------------------------------------------
@@ -440,8 +450,12 @@ class RunLog:
 
         rows = []
         attempt = self.attempt
+        codes: dict[int, str | None] = {}
         for span in _kept(self.spans):
             block = span.block
+            code = codes.get(id(block), _MISSING)
+            if code is _MISSING:
+                code = codes[id(block)] = fingerprint(block)
             changes: Any = span.changes
             if changes:
                 if with_changes:
@@ -460,7 +474,8 @@ class RunLog:
                          int((span.t0 - clock0) * 1e6),
                          None if duration is None else int(duration * 1e6 + 0.5), status,
                          None if span.error is None else _error_info(span.error, error_chars),
-                         changes, attempt])
+                         changes, attempt, code,
+                         _output_type(span.output, block) if status == "ok" else None])
         return rows
 
     def trace_text(self) -> str:
@@ -487,9 +502,12 @@ class RunLog:
         return text
 
     def log_data(self, *, final: bool) -> dict | None:
-        """The step log as stored; ``final``: only what outlives the run (``run_once``)."""
+        """The step log as stored; ``final``: only what outlives the run (``run_once`` results
+        and resume values, which a replay returns)."""
         if final:
-            return {"once": self.once} if self.once else None
+            kept = {key: value for key, value in (("once", self.once),
+                                                  ("resumed", self.resumed)) if value}
+            return kept or None
         writes = {p: sorted(w) for p, w in list(self.earlier.items())}
         for p, w in list(self.committed.items()):
             writes[p] = sorted(set(writes.get(p, ())) | set(w))
@@ -537,6 +555,40 @@ class RunLog:
         if not self.trace or self.last_trace is None:
             return None
         return Trace(self.request_id, text=self.last_trace)
+
+
+_SCALARS = (str, int, bool, type(None))
+_NODES = 200  # values of an output looked at to tell plain JSON
+
+
+def _output_type(value: Any, block: Any) -> str | None:
+    """``None`` when ``value``'s JSON stands for it (plain JSON, or the block validates its
+    output with a model); else its class as ``module:Qualname`` (see :class:`Span`)."""
+    kind = type(value)
+    if kind in _SCALARS or (kind is float and math.isfinite(value)) \
+            or getattr(block, "output", None) is not None:
+        return None
+    if (kind is dict or kind is list) and _plain(value, [_NODES]):
+        return None
+    return f"{kind.__module__}:{kind.__qualname__}"
+
+
+def _plain(value: Any, budget: list[int]) -> bool:
+    """Whether ``value`` is plain JSON (dicts with string keys, lists, scalars), looking at
+    :data:`_NODES` values at most (a larger one counts as not known to be plain)."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        return all(type(k) is str and _plain(v, budget) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v, budget) for v in value)
+    return False
 
 
 def _dump(data: Any) -> str:

@@ -58,8 +58,9 @@ def _value_text(value: Any, limit: int) -> str:
 
 
 def side_by_side_html(title: str, left: str, right: str, sections: Sequence[Section],
-                      subtitle: str = "") -> str:
-    """An HTML card: per section a table ``key | left | right``, differing rows marked."""
+                      subtitle: str = "", footer: str = "") -> str:
+    """An HTML card: per section a table ``key | left | right``, differing rows marked;
+    ``footer`` (HTML, escaped by the caller) closes it."""
     parts = [_STYLE, '<div class="fs-cmp">', f"<b>{h.esc(title)}</b>"]
     if subtitle:
         parts.append(f' <span class="fs-cmp-muted">{h.esc(subtitle)}</span>')
@@ -78,6 +79,7 @@ def side_by_side_html(title: str, left: str, right: str, sections: Sequence[Sect
                          f"<td><pre>{h.esc(_value_text(row.left, 300))}</pre></td>"
                          f"<td><pre>{h.esc(_value_text(row.right, 300))}</pre></td></tr>")
         parts.append("</table>")
+    parts.append(footer)
     parts.append("</div>")
     return "".join(parts)
 

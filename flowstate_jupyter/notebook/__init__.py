@@ -4,13 +4,16 @@
 ``.flowstate/flowstate.db`` under the notebook's folder), sets the user (``FLOWSTATE_USER`` or the
 OS user), this notebook's session and project ``default``, and registers ``%state``, ``%flow``
 and ``%%flow``. ``%unload_ext flowstate_jupyter`` closes the store; loading again finds the same
-state, because the store is the source of truth.
+state, because the store is the source of truth. Every cell the kernel runs may redefine code,
+so each starts a new fingerprint generation (``flows/fingerprint.py``): the next run records its
+blocks' fingerprints afresh, which is what a replay compares.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..flows.fingerprint import new_generation
 from .kernel import KernelState
 from .resume import ResumeForm
 from .traceview import TraceView
@@ -30,10 +33,20 @@ def load_ipython_extension(ipython: Any) -> None:
     kernel.__dict__.update(_remembered.pop(id(ipython), {}))
     _loaded[id(ipython)] = kernel
     ipython.register_magics(FlowStateMagics(ipython, kernel))
+    ipython.events.register("pre_run_cell", _code_may_change)
+
+
+def _code_may_change(info: Any = None) -> None:
+    """Before each cell: blocks' code may change in it, so their fingerprints are recomputed."""
+    new_generation()
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     kernel = _loaded.pop(id(ipython), None)
+    try:
+        ipython.events.unregister("pre_run_cell", _code_may_change)
+    except ValueError:  # not registered (the extension was not loaded in this shell)
+        pass
     if kernel is not None:
         _remembered[id(ipython)] = {k: getattr(kernel, k) for k in
                                     ("flows", "current_flow", "session_id", "user", "project")}

@@ -653,9 +653,10 @@ class FlowStateMagics(Magics, Configurable):
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|resume|trace|graph|ui|serve")
+    @argument("verb", help="run|list|show|runs|resume|trace|replay|graph|ui|serve")
     @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]; "
-                                      "resume: [REQUEST_ID] [VALUE_JSON]; trace: [REQUEST_ID]")
+                                      "resume: [REQUEST_ID] [VALUE_JSON]; trace, replay: "
+                                      "[REQUEST_ID]")
     @argument("--status", help="with 'runs': only runs with this status (e.g. suspended)")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
@@ -678,6 +679,8 @@ class FlowStateMagics(Magics, Configurable):
             %flow resume r-1a2b3c                 # its form: fill it in, press Resume
             %flow trace                 # the last run's trace: spans, durations, details
             %flow trace r-1a2b3c
+            %flow replay                # the last run again with the current code: the diff
+            %flow replay r-1a2b3c
             %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
             %flow ui                    # a FlowRunner widget: form, Run, output, events
             %flow serve --port 8000     # serve the flow over HTTP from this kernel (--stop)
@@ -685,7 +688,8 @@ class FlowStateMagics(Magics, Configurable):
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|resume|trace|graph|ui|serve (see %flow?)")
+            raise UsageError("%flow run|list|show|runs|resume|trace|replay|graph|ui|serve "
+                             "(see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
     def _flow(self, verb: str, rest: str, options: dict) -> Any:
@@ -720,13 +724,36 @@ class FlowStateMagics(Magics, Configurable):
             return self._resume(rest, options)
         if verb == "trace":
             return self._trace(rest, options)
+        if verb == "replay":
+            return self._replay(rest, options)
         if verb == "graph":
             return kernel.flow(rest or options.get("flow")).graph()
         if verb == "serve":
             from .serving import serve_command
             return serve_command(kernel, rest, options)
         raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs, "
-                         f"resume, trace, graph, ui or serve")
+                         f"resume, trace, replay, graph, ui or serve")
+
+    def _replay(self, rest: str, options: dict) -> Any:
+        """``%flow replay [REQUEST_ID]``: default, the latest ended (or waiting) run of this
+        session; returns the :class:`ReplayResult`, which shows the diff."""
+        kernel = self.kernel
+        flow = kernel.flow(options.get("flow"))
+        given = rest.split()
+        if len(given) > 1:
+            raise UsageError("%flow replay [REQUEST_ID]: one request id at most, e.g. "
+                             "%flow replay r-1a2b3c (see %flow runs)")
+        if given:
+            request_id = check_id(given[0], "request id")
+        else:
+            session = check_id(options.get("session", kernel.session_id), "session id")
+            ended = [r for r in list_runs(kernel.store, session, None, flow_kind=flow.kind)
+                     if r.get("status") in ("ok", "error", "suspended")]
+            if not ended:
+                raise UsageError(f"session {session!r} has no ended run of flow {flow.kind!r} "
+                                 f"to replay; name one: %flow replay REQUEST_ID (see %flow runs)")
+            request_id = ended[0]["request_id"]
+        return flow.replay(request_id, store=kernel.store)
 
     def _resume(self, rest: str, options: dict) -> Any:
         """``%flow resume [REQUEST_ID] [VALUE_JSON]``: default, this session's latest waiting
