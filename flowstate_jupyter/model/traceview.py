@@ -82,7 +82,8 @@ def trace_view(trace: Any, run: dict | None = None) -> dict:
     ``session``, ``duration_s``, ``started_at``), ``dropped`` / ``truncated`` and ``spans``
     (``path``, ``name``, ``parent``, ``block``, ``kind``, ``status``, ``attempt``,
     ``started_ms`` from the first span, ``duration_ms``, ``bar`` ``[left, width]`` in percent,
-    ``input``, ``output``, ``changes`` ``[{"label", "change"}]``, ``error``, and ``origin``:
+    ``input``, ``output`` (and ``output_type``, the class of an output that was not plain JSON),
+    ``changes`` ``[{"label", "change"}]``, ``error``, and ``origin``:
     true for a failed span none of whose children failed, where the error came from)."""
     run = run or {}
     spans = list(trace.spans)
@@ -107,6 +108,7 @@ def trace_view(trace: Any, run: dict | None = None) -> dict:
                     round(max(100 * (end - start) / length, 0.0), 2)],
             "input": bounded(span.input, SPAN_VALUE_BUDGET),
             "output": bounded(span.output, SPAN_VALUE_BUDGET),
+            "output_type": getattr(span, "output_type", None),
             "changes": [_change(c) for c in span.changes],
             "error": error,
         })
@@ -209,7 +211,9 @@ def _span_body(span: dict, budget: int) -> str:
                        f'{h.esc(err["traceback"])}</pre></details></div>')
     parts.append(_value_block("input", span["input"], budget))
     if span["status"] == "ok":
-        parts.append(_value_block("output", span["output"], budget))
+        kind = span.get("output_type")
+        parts.append(_value_block(f"output ({kind})" if kind else "output", span["output"],
+                                  budget))
     changes = span["changes"]
     if changes:
         items = "".join(f'<li><span class="fs-code">{h.esc(c["label"])}</span></li>'

@@ -135,6 +135,23 @@ def test_a_large_trace_keeps_its_snapshot_and_text_bounded(store):
     assert len(bundle["text/html"]) < SNAPSHOT_CHARS + 10_000
 
 
+class Reply(BaseModel):
+    text: str
+
+
+def test_an_output_that_is_not_plain_json_names_its_class(store):
+    @fs.handler
+    def answer(x, ctx):
+        return Reply(text=f"hi {x}")
+
+    flow = fs.define_flow(kind="replies", actions={"go": fs.sequencer("go").then(answer)})
+    view = TraceView(store, flow.run("go", "ada", store=store).request_id)
+    span = view.span("go/then[0]/answer")
+    assert span["output"] == {"text": "hi ada"}
+    assert span["output_type"] == f"{__name__}:Reply"
+    assert f"output ({__name__}:Reply)" in view.snapshot_html()
+
+
 def test_a_run_that_kept_no_trace_says_so(planner, store):
     result = planner.run("plan", "", store=store, trace=False)
     view = TraceView(store, result.request_id)

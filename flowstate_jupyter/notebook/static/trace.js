@@ -40,9 +40,9 @@ const spanAdapter = {
   equal(a, b) { return JSON.stringify(a) === JSON.stringify(b); },
 };
 
-function valueBlock(label, value) {
+function valueBlock(name, value, label = name) {
   const part = el("div", "fs-span-part");
-  part.dataset.part = label;
+  part.dataset.part = name;
   part.append(el("div", "fs-section", label));
   if (value !== null && typeof value === "object" && Object.keys(value).length) {
     const tree = new Tree({ expandDepth: 2 });
@@ -84,7 +84,10 @@ function details(span) {
     box.append(part);
   }
   box.append(valueBlock("input", span.input));
-  if (span.status === "ok") box.append(valueBlock("output", span.output));
+  if (span.status === "ok") {
+    box.append(valueBlock("output", span.output,
+      span.output_type ? `output (${span.output_type})` : "output"));
+  }
   const changes = el("div", "fs-span-part");
   changes.dataset.part = "changes";
   changes.append(el("div", "fs-section", `changes (${span.changes.length})`));
