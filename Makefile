@@ -24,9 +24,11 @@ export SUBSET := import sys; a, b = (set(x.split("+")) for x in sys.argv[1:3]); 
 
 comma := ,
 
-## make test: install everything the tests need, then run them all (PostgreSQL and browser
-## tests included; they skip locally with a hint when the server or browser is missing).
-test: $(VENV)/.stamp-test+postgres+e2e+lab
+## make test: install everything the tests need, run `make lint` (a finding fails the run), then
+## every test (PostgreSQL and browser tests included; they skip locally with a hint when the
+## server or browser is missing, and fail under CI=true).
+test: $(VENV)/.stamp-test+postgres+e2e+lab+lint
+	@$(MAKE) --no-print-directory lint
 	$(PY) tests/run_tests.py $(ARGS)
 
 ## make lint: ruff (style and likely bugs) over the repository, then mypy over the package;

@@ -2,7 +2,8 @@
 
 Every benchmark module exposes ``run(quick: bool) -> list[dict]``; each row is a dict with
 ``name``, ``ours``, ``baseline``, ``unit`` and ``ratio`` (ours / baseline, lower is better for
-latencies), and optionally ``target`` (the largest acceptable ratio; :func:`row` adds ``ok``),
+latencies), and optionally ``target`` (the largest acceptable ratio; :func:`row` adds ``ok``;
+for a throughput, ``better="higher"`` makes it the smallest acceptable ratio),
 ``group`` (a heading for the table) and ``note``. A measurement without a baseline may give
 ``value`` instead of ``ours`` and ``baseline``. A measurement checked against an absolute bound
 rather than a ratio (lost updates must be 0) carries ``limit`` instead of ``target``
@@ -93,14 +94,23 @@ def interleaved(contenders: dict[str, Callable[[int], object]], *, warmup: int, 
 
 
 def row(name: str, ours: float, baseline: float, unit: str, *, target: float | None = None,
-        group: str | None = None, note: str | None = None, **extra: object) -> dict:
-    """One result row; ``ratio`` is ours / baseline (``nan`` when the baseline is 0)."""
+        better: str = "lower", group: str | None = None, note: str | None = None,
+        **extra: object) -> dict:
+    """One result row; ``ratio`` is ours / baseline (``nan`` when the baseline is 0).
+
+    ``target`` is the largest ratio accepted, or with ``better="higher"`` (throughputs) the
+    smallest.
+    """
+    if better not in ("lower", "higher"):
+        raise ValueError(f"better must be 'lower' or 'higher', not {better!r}")
     ratio = ours / baseline if baseline else math.nan
     out: dict = {"name": name, "ours": round(ours, 3), "baseline": round(baseline, 3),
                  "unit": unit, "ratio": round(ratio, 3)}
     if target is not None:
         out["target"] = target
-        out["ok"] = bool(ratio <= target)
+        out["ok"] = bool(ratio >= target if better == "higher" else ratio <= target)
+        if better == "higher":
+            out["better"] = "higher"
     return _labelled(out, group, note, extra)
 
 
@@ -147,9 +157,11 @@ def standalone(run: Callable[[bool], list[dict]], argv: Sequence[str],
 
 
 def verdict(r: dict, *, ok: str = "ok", missed: str = "MISSED", le: str = "<=") -> str:
-    """The target column of a row: ``<= 2 ok`` (ratio target) or ``value <= 0 ok`` (limit)."""
+    """The target column of a row: ``<= 2 ok`` (ratio target; ``>= 0.7 ok`` for a throughput)
+    or ``value <= 0 ok`` (limit)."""
     if r.get("target") is not None:
-        return f"{le} {r['target']:g} " + (ok if r.get("ok") else missed)
+        sign = ({"<=": ">=", "≤": "≥"}.get(le, ">=")) if r.get("better") == "higher" else le
+        return f"{sign} {r['target']:g} " + (ok if r.get("ok") else missed)
     if r.get("limit") is not None:
         return f"value {le} {r['limit']:g} " + (ok if r.get("ok") else missed)
     return ""

@@ -20,7 +20,8 @@ state record, with ``store.write`` in a loop (running the flow once per session 
 longer and store the same records). With 10, then 10,000, then 100,000 sessions (quick: 10,
 1,000, 10,000) in the store this times
 
-* ``flow.sessions()`` — every session of the flow kind, newest first — against the same query
+* ``flow.sessions(limit=None)`` — every session of the flow kind, newest first (the first page
+  alone is ``sessions.py``'s row) — against the same query
   done by hand with ``sqlite3`` on the same file (select the ``$meta`` rows, ``json.loads``,
   filter by flow kind, sort by update time);
 * reading one session's state, ``flow.session(id, user=...).state`` (which checks the
@@ -179,7 +180,7 @@ def _raw_sessions(conn: sqlite3.Connection) -> list[dict]:
         out.append({"id": scope_id, "user": meta.get("user"), "flow": KIND,
                     "created_at": meta.get("created_at", created),
                     "updated_at": max(updated, accessed)})
-    out.sort(key=lambda item: item["updated_at"], reverse=True)
+    out.sort(key=lambda item: (item["updated_at"], item["id"]), reverse=True)
     return out
 
 
@@ -211,14 +212,14 @@ def measure_sessions(quick: bool, folder: Path) -> list[dict]:
             _add_sessions(store, have, n)
             build_s, added, have = time.perf_counter() - started, n - have, n
             ids = [f"g-{rng.randrange(n):06d}" for _ in range(4096)]
-            listing = {"ours": lambda i: flow.sessions(store=store),
+            listing = {"ours": lambda i: flow.sessions(limit=None, store=store),
                        "raw": lambda i: _raw_sessions(conn)}
             repeats = 3 if n >= 10_000 else 10
             if not quick:
                 repeats = 5 if n >= 100_000 else 20
             lst = {k: summary_us(v) for k, v in
                    interleaved(listing, warmup=1, calls=repeats, chunk=1).items()}
-            got = flow.sessions(store=store)
+            got = flow.sessions(limit=None, store=store)
             if len(got) != n or [s["id"] for s in got] != [s["id"] for s in _raw_sessions(conn)]:
                 raise AssertionError(f"flow.sessions() listed {len(got)} sessions, not {n}, "
                                      f"or not in the hand-rolled order")
@@ -234,7 +235,7 @@ def measure_sessions(quick: bool, folder: Path) -> list[dict]:
             read_p50[n] = rd["ours"]["p50"]
             group = "number of sessions (WAL, synchronous=NORMAL)"
             rows.append(row(
-                f"flow.sessions(), {n:,} sessions", lst["ours"]["p50"] / 1000,
+                f"flow.sessions(limit=None), {n:,} sessions", lst["ours"]["p50"] / 1000,
                 lst["raw"]["p50"] / 1000, "ms", group=group, sessions=n, stat="p50",
                 note=f"{lst['ours']['p50'] / n:,.2f} µs per session listed (raw "
                      f"{lst['raw']['p50'] / n:,.2f}); baseline: the same query by hand on the "

@@ -27,7 +27,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from .base.ids import SCOPES, check_id
 from .base.names import SESSION_META, check_record_name, is_reserved
@@ -43,7 +43,7 @@ from .errors import (
 from .flows import durable
 from .model import html as h
 from .stores import is_store_file, open_store
-from .stores.base import HistoryEntry, Store
+from .stores.base import Store
 from .stores.transfer import export_store, import_store
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_STORE, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -157,7 +157,7 @@ def cmd_show(store: Store, args: argparse.Namespace, out: _Out) -> int:
 def cmd_history(store: Store, args: argparse.Namespace, out: _Out) -> int:
     scope, scope_id = _target(args.target)
     # cast: Store.history's annotation says ``list`` inside a class that has a ``list`` method
-    entries = cast("list[HistoryEntry]", store.history(
+    entries = (store.history(
         scope, scope_id, check_record_name(args.resource or ""), limit=args.limit))
     if not entries:
         raise ResourceNotFoundError(f"{args.target} has no history")

@@ -10,6 +10,8 @@ system user when that is missing).
 ``TempPostgres(bindir, durable=True)`` keeps fsync, ``synchronous_commit`` and
 ``full_page_writes`` on, so a crash loses nothing the server acknowledged: the server the crash
 tests kill (its folder is in ``/dev/shm`` when there is one, so its fsyncs are cheap).
+``settings={"autovacuum": "on"}`` passes more server settings (``-c name=value``); the
+benchmarks use it to run a server configured as in production.
 ``crash()`` kills it with SIGKILL (the postmaster alone, or every server process at once) and
 waits until all its processes are gone; ``restart()`` starts it again on the same port, running
 crash recovery.
@@ -101,9 +103,11 @@ def _gone(pid: int) -> bool:
 
 
 class TempPostgres:
-    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False,
+                 settings: dict[str, str] | None = None) -> None:
         self.bindir = Path(bindir)
         self.durable = durable
+        self.settings = dict(settings or {})
         self.user = _server_user()
         self.dir: Path | None = None
         self.port: int | None = None
@@ -162,6 +166,7 @@ class TempPostgres:
                    f"-c fsync={durability} -c synchronous_commit={durability} "
                    f"-c full_page_writes={durability} -c autovacuum=off "
                    f"-c max_connections=200")
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"),
                   "-w", "-t", "30", "-o", options, "start")
 

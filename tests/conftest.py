@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 import _pg
+import pytest
 
 from flowstate_jupyter.stores.base import Store
 from flowstate_jupyter.stores.memory import MemoryStore
@@ -43,7 +43,7 @@ def _unavailable(message: str) -> None:
 def postgres_url() -> Iterator[str]:
     """URL of a PostgreSQL database the tests may create schemas in."""
     try:
-        import psycopg  # noqa: F401
+        import psycopg
         import psycopg_pool  # noqa: F401
     except ImportError:
         _unavailable("psycopg 3 is not installed; pip install -e '.[postgres]' (make test does)")

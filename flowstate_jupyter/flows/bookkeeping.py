@@ -5,7 +5,8 @@ A session belongs to one user and one flow kind. That is kept in a bookkeeping r
 session is used (by a run or by ``flow.session``). Using the id with another user or another flow
 kind raises :class:`AccessDeniedError`. The record's access time is touched at the end of every
 run and by every write to the session's scope state made through a ``Session``, so
-``flow.sessions()`` lists sessions with their update times from that one record per session.
+``flow.sessions()`` lists sessions with their update times from that one record per session,
+a page at a time, filtered, ordered and paged by the store.
 Each run keeps a request record ``request/<id>/$request`` (see ``runs.py``).
 """
 
@@ -71,23 +72,35 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
     return owner
 
 
-def list_sessions(store: Store, flow_kind: str, user: str | None = None) -> list[dict]:
+DEFAULT_PAGE = 100  # sessions per page of ``flow.sessions()``
+
+
+def list_sessions(store: Store, flow_kind: str, user: str | None = None, *,
+                  limit: int | None = DEFAULT_PAGE, after: dict | None = None) -> list[dict]:
     """Sessions of one flow kind (optionally of one user), most recently updated first.
 
     Each item: ``{"id", "user", "flow", "created_at", "updated_at", "parent"}`` (times are Unix
-    seconds; ``parent`` is ``(session id, version)`` for a fork, else ``None``).
-    Reads only the ``$meta`` records: one ``store.list`` call.
+    seconds; ``parent`` is ``(session id, version)`` for a fork, else ``None``). One page of at
+    most ``limit`` items (``None``: all); ``after`` is the last item of the previous page.
+    The store filters, orders and pages the ``$meta`` records (``Store.list_recent``).
     """
+    where: dict[str, str] = {"flow": flow_kind}
+    if user is not None:
+        where["user"] = user
+    cursor = None
+    if after is not None:
+        if not isinstance(after, dict) or "updated_at" not in after or "id" not in after:
+            raise ValueError(f"after must be an item of the previous page of sessions (a dict "
+                             f"with 'updated_at' and 'id'), not {after!r}")
+        cursor = (after["updated_at"], after["id"])
     out = []
-    for record in store.list(scope="session", name=SESSION_META):
-        meta = record.state if isinstance(record.state, dict) else {}
-        if meta.get("flow") != flow_kind or (user is not None and meta.get("user") != user):
-            continue
+    for record in store.list_recent("session", SESSION_META, where=where, limit=limit,
+                                    after=cursor):
+        meta = record.state
         out.append({"id": record.scope_id, "user": meta.get("user"), "flow": flow_kind,
                     "created_at": meta.get("created_at", record.created_at),
                     "updated_at": max(record.updated_at, record.accessed_at),
                     "parent": meta_parent(meta)})
-    out.sort(key=lambda item: item["updated_at"], reverse=True)
     return out
 
 

@@ -54,7 +54,7 @@ from ..model.graph import FlowGraph
 from ..stores.base import Store
 from ..stores.default import default_store
 from .blocks import Block, Sequencer
-from .bookkeeping import list_sessions
+from .bookkeeping import DEFAULT_PAGE, list_sessions
 from .bubbling import Declarations, merge_resources, merge_state_model
 from .client_data import ClientDataContext
 from .durable import claim_resume, list_runs, read_run
@@ -462,13 +462,17 @@ class Flow:
         session_id = check_id(id, "session id") if id is not None else new_id("s")
         return Session(self, store or default_store(), session_id, user=user, project=project)
 
-    def sessions(self, user: str | None = None, *, store: Store | None = None) -> list[dict]:
+    def sessions(self, user: str | None = None, *, limit: int | None = DEFAULT_PAGE,
+                 after: dict | None = None, store: Store | None = None) -> list[dict]:
         """Sessions of this flow kind (optionally one user's), most recently updated first.
 
         Items: ``{"id", "user", "flow", "created_at", "updated_at", "parent"}`` (Unix seconds;
         ``parent`` is ``(session id, version)`` for a fork, else ``None``: the branch tree).
+        A page: the newest ``limit`` (100; ``None`` for all); the next page is
+        ``flow.sessions(after=page[-1])``.
         """
-        return list_sessions(store or default_store(), self.kind, user)
+        return list_sessions(store or default_store(), self.kind, user, limit=limit,
+                             after=after)
 
     def asgi_app(self, *, store: Store | None = None, tokens: Any = None) -> Any:
         """This flow as an ASGI application (Starlette) for HTTP clients (DESIGN §16).

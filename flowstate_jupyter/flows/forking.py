@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from ..base.ids import check_id, new_id
 from ..base.names import SESSION_META, is_reserved
@@ -47,7 +47,7 @@ def _history(store: Store, session_id: str, name: str = "") -> list[HistoryEntry
     """The kept versions of one of the session's records, newest first."""
     # cast: stores/base.py annotates ``history`` inside a class that has a ``list`` method,
     # which mypy reads as that method; the value is a plain list of HistoryEntry.
-    return cast("list[HistoryEntry]", store.history("session", session_id, name))
+    return (store.history("session", session_id, name))
 
 
 def _kept_range(history: list[HistoryEntry]) -> str:

@@ -45,7 +45,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
@@ -188,7 +188,7 @@ def _read_record(store: Store, record: Record, start: float, request_id: str) ->
                                                  record.updated_at)
         return _Copy(record, same, same)
     # cast: Store.history's annotation says ``list`` in a class that has a ``list`` method
-    history = cast("list[HistoryEntry]", store.history(record.scope, record.scope_id,
+    history = (store.history(record.scope, record.scope_id,
                                                       record.name))
     mine = [e for e in history if e.request_id == request_id]
     first_mine = min((e.version for e in mine), default=None)

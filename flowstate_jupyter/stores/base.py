@@ -18,19 +18,23 @@ UPDATE still guards against anything that slipped in (for example a re-entrant w
 from __future__ import annotations
 
 import abc
+import builtins
+import os
+import re
+import select
 import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, NamedTuple, Union
+from typing import Any, Literal, NamedTuple
 
 from ..base.jsonvalues import dump_json
 from ..base.names import record_where
-from ..errors import (ResourceAlreadyExistsError, StoreError, ValidationError,
-                      VersionConflictError)
+from ..errors import ResourceAlreadyExistsError, StoreError, ValidationError, VersionConflictError
 
-Expected = Union[int, Literal["any", "absent"]]
+Expected = int | Literal["any", "absent"]
 """What a writer expects to find: ``"any"``; ``"absent"`` (no record at all, not even a
 tombstone); ``0`` (no live record: never written or deleted); ``n > 0`` (live, at version n)."""
 
@@ -112,10 +116,94 @@ class _Stale(Exception):
     """``commit_next``'s signal: the stored record is no longer the one the change was made from."""
 
 
+class _Watcher:
+    """One watcher thread of a store object and how to stop it.
+
+    A store object runs a watcher only while it has subscribers: the last unsubscribe stops it
+    (``stop``), the next subscribe starts a new one. ``wait(fd, timeout)`` sleeps until ``fd``
+    is readable, the watcher is stopped, or ``timeout`` passes; ``stop`` wakes it at once
+    through a pipe, so a watcher that waits on a socket needs no periodic wake-up.
+    """
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.stopped = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with self._lock:
+            if not self._closed:
+                os.write(self._wake_w, b"x")
+
+    def wait(self, fd: int | None, timeout: float) -> None:
+        """Until ``fd`` is readable (``None``: no file), a stop, or ``timeout`` seconds."""
+        wanted = [self._wake_r] if fd is None else [fd, self._wake_r]
+        select.select(wanted, [], [], timeout)
+
+    def close(self) -> None:
+        """Release the pipe (by the watcher thread, when it ends)."""
+        with self._lock:
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+
 @dataclass(slots=True)
 class _Subscribers:
     callbacks: list[Callable[[dict], None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def recent_key(record: Record) -> tuple[float, str]:
+    """Where ``record`` stands in :meth:`Store.list_recent`'s order (newest first): the time
+    of its last write or touch, then its scope id. Pass the last record's key as ``after``."""
+    return max(record.updated_at, record.accessed_at), record.scope_id
+
+
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _recent_where(where: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """``list_recent``'s ``where``, checked: (field, value) pairs."""
+    if where is None:
+        return []
+    if not isinstance(where, Mapping):
+        raise ValueError(f"where must be a mapping of state fields to values, not {where!r}")
+    checks = []
+    for field_name, value in where.items():
+        if not isinstance(field_name, str) or not _FIELD.match(field_name):
+            raise ValueError(f"list_recent: where field {field_name!r} is not a plain field "
+                             f"name (letters, digits and _)")
+        if value is not None and not isinstance(value, (str, int)):
+            raise ValueError(f"list_recent: where[{field_name!r}] = {value!r}: values are "
+                             f"str, int, bool or None")
+        checks.append((field_name, value))
+    return checks
+
+
+def _recent_after(after: tuple[float, str] | None) -> tuple[float, str] | None:
+    if after is None:
+        return None
+    if not (isinstance(after, tuple) and len(after) == 2
+            and isinstance(after[0], (int, float)) and not isinstance(after[0], bool)
+            and isinstance(after[1], str)):
+        raise ValueError(f"after must be (time, scope_id) as recent_key() gives it, "
+                         f"not {after!r}")
+    return float(after[0]), after[1]
+
+
+def _recent_limit(limit: int | None) -> None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                              or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, not {limit!r}")
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    """JSON equality of two scalars: ``True`` is not ``1``, ``1`` is not ``"1"``."""
+    return type(stored) is type(wanted) and stored == wanted
 
 
 def check_expected(record: Record | None, expected: Expected, where: str) -> None:
@@ -181,7 +269,8 @@ def kept_history(history: list[HistoryEntry], texts: list[str], limit: int,
     the newest one: what an import keeps, the same bound every write applies.
     """
     order = sorted(range(len(history)), key=lambda i: history[i].version, reverse=True)
-    kept, total = [], 0
+    kept: list[int] = []
+    total = 0
     for i in order[:limit]:
         total += utf8_size(texts[i])
         if kept and total > limit_bytes:
@@ -207,7 +296,7 @@ def event_json(change: Change, event: dict, where: str | tuple[str, str, str],
     if text is None or text[:2] != '{"':  # not a non-empty object: encode it all here
         text = dump_json(event, where, "event")
     else:
-        text = '{"version":%d,"ts":%r,%s' % (event["version"], event["ts"], text[1:])
+        text = f'{{"version":{event["version"]:d},"ts":{event["ts"]!r},{text[1:]}'
     return bounded_event_text(text, event, item_bytes)
 
 
@@ -243,7 +332,7 @@ def summarized_event(event: dict, size: int, item_bytes: int) -> dict:
     kept = {key: value if key != "delta" and _short(value) else None
             for key, value in event.items()}
     kept["omitted"] = {"fields": [key for key, value in event.items()
-                                  if kept[key] is None and value is not None or key == "delta"],
+                                  if (kept[key] is None and value is not None) or key == "delta"],
                        "bytes": size}
     if utf8_size(dump_json(kept, "change log", "event")) <= item_bytes:
         return kept
@@ -335,20 +424,51 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list(self, scope: str | None = None, scope_id: str | None = None, *,
              prefix: str = "", name: str | None = None,
-             include_deleted: bool = False) -> list[Record]:
+             include_deleted: bool = False) -> builtins.list[Record]:
         """Records filtered by scope, scope id, exact ``name`` or literal name ``prefix``.
 
         ``%`` and ``_`` in a prefix are literal characters, not wildcards. Sorted by
         (scope, scope_id, name).
         """
 
+    def list_recent(self, scope: str, name: str, *, where: Mapping[str, Any] | None = None,
+                    limit: int | None = 100, after: tuple[float, str] | None = None,
+                    ) -> builtins.list[Record]:
+        """Live records named ``name`` in ``scope``, most recently written or touched first.
+
+        The order is :func:`recent_key`, newest first: the time of the last write or touch
+        (``max(updated_at, accessed_at)``), then ``scope_id`` (code points, descending).
+        ``where`` keeps the records whose state is an object whose top-level fields equal these
+        values (each a str, an int, a bool or ``None``; ``1`` does not equal ``true``).
+        ``limit`` is the page size (``None``: all). ``after`` is ``recent_key`` of the last
+        record of the previous page: the page starts with the record after it, so pages follow
+        each other without repeats while nothing changes (a record written between two pages
+        moves to the front, where a later page does not look).
+
+        The backends filter, order and page in SQL; an index keeps a page quick for session
+        bookkeeping records (``$meta``); other names are sorted when asked. This default, used
+        by the memory store, reads them all.
+        """
+        checks = _recent_where(where)
+        cursor = _recent_after(after)
+        _recent_limit(limit)
+        found = [r for r in self.list(scope, name=name)
+                 if not checks or (isinstance(r.state, dict) and all(
+                     field in r.state and _same(r.state[field], value)
+                     for field, value in checks))]
+        found.sort(key=recent_key, reverse=True)
+        if cursor is not None:
+            found = [r for r in found if recent_key(r) < cursor]
+        return found if limit is None else found[:limit]
+
     @abc.abstractmethod
     def history(self, scope: str, scope_id: str, name: str = "", *,
-                limit: int | None = None) -> list[HistoryEntry]:
+                limit: int | None = None) -> builtins.list[HistoryEntry]:
         """Kept versions of one record, newest first."""
 
     @abc.abstractmethod
-    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+    def changes(self, after: int = 0, *,
+                limit: int | None = None) -> builtins.list[tuple[int, dict]]:
         """``(seq, event)`` pairs of the change log with ``seq > after``, oldest first."""
 
     # -- writing ---------------------------------------------------------------------------
@@ -381,7 +501,7 @@ class Store(abc.ABC):
         except _Stale:
             return None
 
-    def serialize_writes(self) -> None:
+    def serialize_writes(self) -> None:  # noqa: B027 - a no-op unless a backend needs it
         """Inside an ``update`` function: no other writer that calls this too runs alongside.
 
         From here until this write commits or rolls back, writers that call ``serialize_writes``
@@ -437,7 +557,7 @@ class Store(abc.ABC):
 
     # -- maintenance (the ``flowstate`` command) -------------------------------------------------
     @abc.abstractmethod
-    def restore(self, record: Record, history: list[HistoryEntry], *,
+    def restore(self, record: Record, history: builtins.list[HistoryEntry], *,
                 replace: bool = False) -> None:
         """Write ``record`` exactly as given (version, times, tombstone) with its ``history``.
 
@@ -480,7 +600,8 @@ class Store(abc.ABC):
         """Call ``callback(event)`` for every committed change; returns an unsubscribe function.
 
         Changes made through this store object arrive at once, in the writing thread; changes
-        made by other processes arrive within about a second, from a watcher thread.
+        made by other processes (and other store objects) arrive from a watcher thread, which
+        runs only while this store object has subscribers.
         """
         with self._subs.lock:
             self._subs.callbacks.append(callback)
@@ -488,13 +609,22 @@ class Store(abc.ABC):
 
         def unsubscribe() -> None:
             with self._subs.lock:
-                if callback in self._subs.callbacks:
-                    self._subs.callbacks.remove(callback)
+                if callback not in self._subs.callbacks:
+                    return
+                self._subs.callbacks.remove(callback)
+                last = not self._subs.callbacks
+            if last:
+                self._stop_watching()
 
         return unsubscribe
 
-    def _start_watching(self) -> None:
-        """Start noticing other processes' changes (backends that can see them override)."""
+    def _start_watching(self) -> None:  # noqa: B027 - a hook for backends that can see others
+        """Start noticing other processes' changes if there are subscribers and no watcher
+        (backends that can see them override; called after every subscribe)."""
+
+    def _stop_watching(self) -> None:  # noqa: B027 - a hook, like _start_watching
+        """Stop the watcher if no subscriber is left (called after the last unsubscribe; a
+        subscribe may have come in between, so backends check again under their lock)."""
 
     def _deliver(self, events: Iterable[dict]) -> None:
         if not self._subs.callbacks:  # the common case, checked without taking the lock
@@ -507,7 +637,7 @@ class Store(abc.ABC):
             for callback in callbacks:
                 try:
                     callback(event)
-                except Exception as exc:  # a broken listener must not break a write
+                except Exception as exc:  # noqa: BLE001 - a broken listener must not break a write
                     warnings.warn(f"flowstate subscriber {callback!r} failed: {exc!r}",
                                   RuntimeWarning, stacklevel=2)
 
@@ -533,7 +663,7 @@ class Store(abc.ABC):
         """Release connections and stop watching. Further use raises :class:`StoreError`."""
         self._closed = True
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

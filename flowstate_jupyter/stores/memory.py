@@ -8,15 +8,28 @@ fails, and its event is delivered only when the outermost write commits.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import json
 import threading
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..errors import VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
-                   kept_history, record_where, refuse_existing, utf8_size)
+from .base import (
+    KEEP,
+    Change,
+    HistoryEntry,
+    Record,
+    Store,
+    default_event,
+    dump_json,
+    event_json,
+    kept_history,
+    record_where,
+    refuse_existing,
+    utf8_size,
+)
 
 _Key = tuple[str, str, str]
 
@@ -51,7 +64,7 @@ class MemoryStore(Store):
 
     def list(self, scope: str | None = None, scope_id: str | None = None, *,
              prefix: str = "", name: str | None = None,
-             include_deleted: bool = False) -> list[Record]:
+             include_deleted: bool = False) -> builtins.list[Record]:
         self._check_open()
         with self._lock:
             entries = list(self._records.items())
@@ -67,7 +80,7 @@ class MemoryStore(Store):
         return out
 
     def history(self, scope: str, scope_id: str, name: str = "", *,
-                limit: int | None = None) -> list[HistoryEntry]:
+                limit: int | None = None) -> builtins.list[HistoryEntry]:
         self._check_open()
         with self._lock:
             rows = list(self._history.get((scope, scope_id, name), ()))
@@ -76,7 +89,8 @@ class MemoryStore(Store):
         return [HistoryEntry(v, ts, op, json.loads(text), deleted, rid)
                 for v, ts, op, text, deleted, rid in rows]
 
-    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+    def changes(self, after: int = 0, *, limit: int | None = None
+                ) -> builtins.list[tuple[int, dict]]:
         self._check_open()
         with self._lock:
             items = [(seq, json.loads(text)) for seq, text in self._log if seq > after]
@@ -127,11 +141,11 @@ class MemoryStore(Store):
             return None
         where = record_where(scope, scope_id, name)
         if self._records.get(key) is not before:  # fn wrote this record re-entrantly
-            now = self._records.get(key)
-            current = None if now is None else now[0].version
+            latest = self._records.get(key)
+            current = None if latest is None else latest[0].version
             raise VersionConflictError(f"{where}: changed while it was being updated "
-                                       f"(now version {current})",
-                                       current=current, deleted=now is not None and now[0].deleted)
+                                       f"(now version {current})", current=current,
+                                       deleted=latest is not None and latest[0].deleted)
         text = change.text if change.text is not None else dump_json(change.state, where)
         self._check_size(text, where)
         now = self._now()
@@ -177,7 +191,8 @@ class MemoryStore(Store):
         self._pending.append(event)
         return self._materialise(record, text)
 
-    def _bound_history(self, history: collections.deque, total: int) -> tuple[int, list]:
+    def _bound_history(self, history: collections.deque, total: int
+                       ) -> tuple[int, builtins.list]:
         """Drop the oldest versions past either bound, never the newest one.
 
         Returns the bytes of state JSON still kept and the dropped rows, oldest first.
@@ -191,7 +206,7 @@ class MemoryStore(Store):
         return total, dropped
 
     # -- maintenance ---------------------------------------------------------------------------
-    def restore(self, record: Record, history: list[HistoryEntry], *,
+    def restore(self, record: Record, history: builtins.list[HistoryEntry], *,
                 replace: bool = False) -> None:
         self._check_open()
         key = (record.scope, record.scope_id, record.name)

@@ -5,19 +5,22 @@ server's transactions doing the compare-and-swap. Needs the ``postgres`` extra (
 psycopg-pool).
 
 How a write runs (:meth:`PostgresStore.update`), all in one server transaction on one pooled
-connection:
+connection, without any lock that other writers take:
 
-1. ``SELECT ... FOR UPDATE`` of the record (no row yet: nothing to lock; a concurrent create is
-   caught by the primary key below);
+1. ``BEGIN``; ``SELECT ... FOR UPDATE`` of the record (no row yet: nothing to lock; a concurrent
+   create is caught by the primary key below);
 2. ``fn(record)`` is called;
 3. one statement writes the record — ``INSERT ... ON CONFLICT DO NOTHING`` for a new record, one
-   conditional ``UPDATE ... WHERE version = %s`` otherwise — and, only if that wrote a row, the
-   history row and the history pruning;
-4. one statement appends the change-log row and prunes the log. It first takes a
-   transaction-level advisory lock, so change-log sequence numbers are handed out in commit
-   order and a reader asking for ``seq > n`` never misses a change that commits late. The same
-   statement sends ``NOTIFY``, which the server delivers only if the transaction commits;
-5. ``COMMIT``; then this store's subscribers get the events, in the writing thread.
+   conditional ``UPDATE ... WHERE version = %s`` otherwise — and, only if that wrote a row, its
+   change-log row, its history row, the pruning of both (a batch now and then), ``NOTIFY`` (which
+   the server delivers only if the transaction commits) and the write's own advisory lock;
+4. ``COMMIT``; then this store's subscribers get the events, in the writing thread.
+
+The change log is ordered by its readers (schema 2; see docs/decisions.md). A change-log row gets
+a row number (``id``) when it is inserted, which is not commit order; a reader first gives every
+committed row that has none its place (``seq``), in row-number order, under a lock that only
+readers take and in a transaction of its own, then reads ``seq > after``. A row committed later
+is placed later, so a reader that has seen place n never misses a change.
 
 Losing a create race to another connection (the ``INSERT`` finds the row another transaction just
 committed) re-runs the whole write, so ``fn`` sees the winner's record, exactly as if SQLite had
@@ -43,8 +46,9 @@ write blindly. Lock waits longer than ``timeout`` seconds, unreachable servers a
 pool raise :class:`StoreError`.
 
 Other processes' and machines' changes reach :meth:`subscribe` callbacks through ``LISTEN`` on a
-dedicated connection in a watcher thread, which reads the new change-log rows by sequence number
-(and reconnects, catching up from the last sequence it saw, if its connection drops).
+dedicated connection in a watcher thread, which places and reads the new change-log rows (and
+reconnects, catching up from the last place it saw, if its connection drops). It runs only while
+the store object has subscribers, and sleeps in ``select`` until a notification or its stop.
 
 Tables live in one schema (``schema=`` option; default: the connection's current schema) and are
 prefixed ``flowstate_``. Text columns use the ``"C"`` collation, so ordering and prefix lookups
@@ -54,14 +58,15 @@ literal. States are stored as JSON text, byte for byte as written (key order kep
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
+import os
 import re
 import threading
 import time
-import uuid
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 try:
     import psycopg
@@ -73,10 +78,27 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "pip install 'flowstate-jupyter[postgres]'") from exc
 
 from ..errors import StoreError, ValidationError, VersionConflictError
-from .base import (KEEP, Change, HistoryEntry, Record, Store, default_event, dump_json, event_json,
-                   kept_history, record_where, refuse_existing, utf8_size)
+from .base import (
+    KEEP,
+    Change,
+    HistoryEntry,
+    Record,
+    Store,
+    _recent_after,
+    _recent_limit,
+    _recent_where,
+    _Watcher,
+    default_event,
+    dump_json,
+    event_json,
+    kept_history,
+    prune_batch,
+    prune_cutoff,
+    record_where,
+    refuse_existing,
+    utf8_size,
+)
 
-SCHEMA_VERSION = 1
 APP_ID = "flowstate-jupyter"
 TABLE_PREFIX = "flowstate_"
 
@@ -108,6 +130,35 @@ CREATE TABLE {changes} (
 )
 """
 
+# Schema 1 -> 2: the change log is ordered without a lock held by writers (see the module
+# docstring). ``id`` (the old ``seq``) is handed out when a row is inserted; ``seq`` is given to
+# committed rows by the readers, in the order they became visible, from the ``order`` sequence.
+# Rows of schema 1 were inserted in commit order (under a lock), so they keep their number as
+# their place. A history row names the change-log row its write wrote (``change_id``), which is
+# how a lost COMMIT is decided (``_resolve``). The index serves ``list_recent`` for session
+# bookkeeping records. ``history_bytes`` counts the state JSON a record's history keeps (the
+# byte bound, checked without reading the history).
+_MIGRATE_FROM_1 = (
+    "ALTER TABLE {changes} RENAME COLUMN seq TO id",
+    "ALTER TABLE {changes} ADD COLUMN seq BIGINT",
+    "UPDATE {changes} SET seq = id",
+    "ALTER TABLE {changes} ADD UNIQUE (seq)",
+    "CREATE SEQUENCE {order}",
+    "SELECT setval('{order_name}', GREATEST(1, (SELECT COALESCE(MAX(id), 0) FROM {changes})))",
+    "ALTER TABLE {history} ADD COLUMN change_id BIGINT",
+    "CREATE INDEX {recent_index} ON {records} "
+    "(scope, GREATEST(updated_at, accessed_at) DESC, scope_id DESC) WHERE name = '$meta'",
+    "ALTER TABLE {records} ADD COLUMN history_bytes BIGINT NOT NULL DEFAULT 0",
+    "UPDATE {records} AS r SET history_bytes = (SELECT COALESCE(SUM(octet_length(h.state)), 0) "
+    "FROM {history} AS h WHERE h.scope = r.scope AND h.scope_id = r.scope_id "
+    "AND h.name = r.name)",
+)
+
+#: The schema upgrades, in order: entry ``i`` takes a schema from version ``i + 1`` to
+#: ``i + 2``, in place, in one transaction, when a store object first opens it.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATE_FROM_1,)
+SCHEMA_VERSION = len(MIGRATIONS) + 1
+
 _STORE_OPTIONS = ("max_state_bytes", "history_limit", "history_limit_bytes", "changelog_limit",
                   "changelog_item_bytes", "trace_limit", "tombstone_limit")
 
@@ -121,9 +172,29 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _write_id() -> tuple[str, int]:
+    """A new write's id (128 random bits, as hex) and the advisory lock key made of its first
+    64 bits: unique enough that two writes never share an id, and cheap (one ``urandom``)."""
+    raw = os.urandom(16)
+    return raw.hex(), int.from_bytes(raw[:8], "big", signed=True)
+
+
 def _key64(text: str) -> int:
     """A stable signed 64-bit number for an advisory lock."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+_TABLES = frozenset({"meta", "records", "history", "changes"})
+
+
+def _names(schema: str) -> dict[str, str]:
+    """Quoted names of a store's tables and objects in ``schema`` (for ``str.format``)."""
+    q = _quote_ident(schema) + "."
+    names = {t: q + _quote_ident(TABLE_PREFIX + t) for t in _TABLES}
+    names["order_name"] = (q + _quote_ident(TABLE_PREFIX + "changes_order")).replace("'", "''")
+    names["order"] = q + _quote_ident(TABLE_PREFIX + "changes_order")
+    names["recent_index"] = _quote_ident(TABLE_PREFIX + "records_recent")
+    return names
 
 
 def redact(url: str) -> str:
@@ -142,6 +213,41 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _scalar(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
+    """The first column of the one row ``sql`` returns."""
+    return conn.execute(sql, params).fetchall()[0][0]
+
+
+def _command(conn: psycopg.Connection, command: bytes) -> None:
+    """Run a parameterless command (``BEGIN``, ``COMMIT``) on ``conn``, through libpq directly.
+
+    ``conn.execute`` makes a cursor and looks up the statement cache: for these two, on every
+    write, that costs about 20 µs each, as much as the round trip. Failures raise the psycopg
+    error ``conn.execute`` would (a lost connection: :class:`psycopg.OperationalError`).
+    """
+    result = conn.pgconn.exec_(command)
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
+
+
+class _LifoPool(ConnectionPool):
+    """A pool that hands out the connection returned last (psycopg_pool's the one idle longest).
+
+    One writer at a time then keeps using one connection, and so one server process whose
+    caches are warm, instead of going round every connection the pool ever opened (after a
+    burst of eight writers, one writer going round nine connections was 7–45% slower here). The
+    pool's own shrinking (connections idle past ``max_idle``) closes the least recently used.
+    """
+
+    def _get_ready_connection(self, timeout: float | None) -> Any:
+        # (called under the pool's lock; ``_pool`` is its deque of idle connections, oldest on
+        # the left, where it takes from: the newest goes there first)
+        ready = getattr(self, "_pool", None)
+        if ready:
+            ready.rotate(1)
+        return super()._get_ready_connection(timeout)
+
+
 class _CreateRace(Exception):
     """Another connection created the record between our read and our INSERT: run again."""
 
@@ -154,7 +260,8 @@ class PostgresStore(Store):
     default 5), ``pool_timeout`` (seconds to wait for a free or new connection, default 10),
     ``connect_timeout`` (seconds, default 5), ``durability`` (``"full"`` forces
     ``synchronous_commit = on``; ``"normal"``, the default, keeps the server's setting),
-    ``poll_interval`` (how often the watcher thread checks for shutdown, default 0.1 s), the
+    ``poll_interval`` (accepted for older URLs and unused: the watcher thread sleeps until a
+    notification or its stop wakes it), the
     shared ``max_state_bytes``, ``history_limit``, ``history_limit_bytes``, ``changelog_limit``
     and ``changelog_item_bytes``; anything else is passed to libpq as a connection parameter
     (``sslmode``, ``application_name``, ...).
@@ -181,8 +288,9 @@ class PostgresStore(Store):
         except psycopg.ProgrammingError as exc:
             raise StoreError(f"invalid PostgreSQL URL {self.url}: {_first_line(exc)}") from exc
         extras = {k: str(v) for k, v in options.items()}
-        extras.setdefault("connect_timeout", given.get("connect_timeout", "5"))
-        extras.setdefault("application_name", given.get("application_name", "flowstate-jupyter"))
+        extras.setdefault("connect_timeout", str(given.get("connect_timeout", "5")))
+        extras.setdefault("application_name",
+                          str(given.get("application_name", "flowstate-jupyter")))
         try:
             self._conninfo = make_conninfo(url, **extras)
         except psycopg.ProgrammingError as exc:
@@ -193,18 +301,16 @@ class PostgresStore(Store):
                 f"must be a libpq connection parameter") from exc
         self._local = threading.local()  # the open transaction of each thread, if any
         self._watch_lock = threading.Lock()
-        self._watcher: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._watcher: _Watcher | None = None
         self._pool: ConnectionPool | None = None
 
         self.schema = self._init_schema(schema)
-        q = _quote_ident(self.schema) + "."
-        self._t = {t: q + _quote_ident(TABLE_PREFIX + t)
-                   for t in ("meta", "records", "history", "changes")}
+        self._t = _names(self.schema)
         self._channel = "flowstate_" + hashlib.sha256(self.schema.encode()).hexdigest()[:20]
-        self._log_lock = _key64(f"flowstate changes {self.schema}")
+        self._place_lock = _key64(f"flowstate changes {self.schema}")  # readers numbering rows
+        self._serial_lock = _key64(f"flowstate serialize {self.schema}")
         self._sql = self._statements()
-        self._pool = ConnectionPool(
+        self._pool = _LifoPool(
             self._conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
             configure=self._configure, timeout=self.pool_timeout, open=True,
             name=f"flowstate-{self.origin[:8]}")
@@ -220,15 +326,18 @@ class PostgresStore(Store):
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(f"SET lock_timeout = {max(1, int(self.timeout * 1000))}")
+        # The write statement is long: planned anew on every call it costs more than it runs.
+        # Its generic plan is as good (every lookup is by key), so plan once per connection.
+        conn.execute("SET plan_cache_mode = force_generic_plan")
         if self.durability == "full":
             conn.execute("SET synchronous_commit = on")
 
     def _init_schema(self, schema: str | None) -> str:
-        """Create the tables on first use, or check the recorded schema version."""
+        """Create the tables on first use, upgrade an older schema in place, or refuse."""
         with self._connect() as conn:
             try:
                 if schema is None:
-                    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+                    schema = _scalar(conn, "SELECT current_schema()")
                     if schema is None:
                         raise StoreError(f"{self.url}: the connection has no current schema "
                                          f"(empty search_path); pass schema=NAME")
@@ -238,15 +347,14 @@ class PostgresStore(Store):
                     if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                                         (schema,)).fetchone():
                         conn.execute(f"CREATE SCHEMA {_quote_ident(schema)}")
-                    q = _quote_ident(schema) + "."
-                    names = {t: q + _quote_ident(TABLE_PREFIX + t)
-                             for t in ("meta", "records", "history", "changes")}
-                    present = {t for t, n in names.items() if conn.execute(
-                        "SELECT to_regclass(%s)", (n,)).fetchone()[0] is not None}
+                    names = _names(schema)
+                    present = {t for t in _TABLES if _scalar(
+                        conn, "SELECT to_regclass(%s)", (names[t],)) is not None}
                     where = f"{self.url} (schema {schema!r})"
                     if not present:
                         for statement in _DDL.format(**names).split(";"):
                             conn.execute(statement)
+                        self._migrate(conn, names, 1)
                         conn.execute(f"INSERT INTO {names['meta']} (key, value) "
                                      f"VALUES ('app', %s), ('schema_version', %s)",
                                      (APP_ID, str(SCHEMA_VERSION)))
@@ -256,10 +364,21 @@ class PostgresStore(Store):
                             f"{where} has tables named {TABLE_PREFIX}* but no "
                             f"{TABLE_PREFIX}meta, so it is not a flowstate store this version "
                             f"understands; use another schema (schema=NAME) or database")
-                    meta = dict(conn.execute(f"SELECT key, value FROM {names['meta']}"))
+                    meta: dict[str, str] = dict(
+                        conn.execute(f"SELECT key, value FROM {names['meta']}").fetchall())
+                    found = self._check_meta(meta, where, present)
+                    if found < SCHEMA_VERSION:
+                        self._migrate(conn, names, found)
+                        conn.execute(f"UPDATE {names['meta']} SET value = %s "
+                                     f"WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             except psycopg.Error as exc:
                 raise StoreError(f"cannot set up the flowstate tables in {self.url}: "
                                  f"{_first_line(exc)}") from exc
+        return schema
+
+    @staticmethod
+    def _check_meta(meta: dict, where: str, present: set[str]) -> int:
+        """The schema version a store records, if this code can use (or upgrade) it."""
         if meta.get("app") != APP_ID:
             raise StoreError(f"{where}: table {TABLE_PREFIX}meta does not belong to flowstate "
                              f"(app={meta.get('app')!r}); use another schema or database")
@@ -267,73 +386,113 @@ class PostgresStore(Store):
             found = int(meta.get("schema_version", "0"))
         except ValueError:
             found = -1
-        if found != SCHEMA_VERSION:
+        if not 1 <= found <= SCHEMA_VERSION:
             newer = found > SCHEMA_VERSION
             raise StoreError(
                 f"{where} has flowstate store schema version {meta.get('schema_version')!r}; "
                 f"this flowstate-jupyter understands {SCHEMA_VERSION}. "
                 + ("Upgrade flowstate-jupyter to open it." if newer else
                    "Export it with the version that wrote it, then import it here."))
-        if len(present) != 4:
-            missing = ", ".join(sorted(TABLE_PREFIX + t for t in {"meta", "records", "history",
-                                                                    "changes"} - present))
+        if present != _TABLES:
+            missing = ", ".join(sorted(TABLE_PREFIX + t for t in _TABLES - present))
             raise StoreError(f"{where} is a flowstate store with tables missing ({missing}); "
                              f"restore it from a backup")
-        return schema
+        return found
+
+    @staticmethod
+    def _migrate(conn: psycopg.Connection, names: dict[str, str], found: int) -> None:
+        """Upgrade the tables from schema version ``found`` (inside the caller's transaction)."""
+        for step in MIGRATIONS[found - 1:]:
+            for statement in step:
+                conn.execute(statement.format(**names))
 
     def _statements(self) -> dict[str, str]:
         t = self._t
         key = "scope = %(scope)s AND scope_id = %(scope_id)s AND name = %(name)s"
-        history_row = ("SELECT %(scope)s, %(scope_id)s, %(name)s, %(version)s, %(now)s, %(op)s, "
-                       "%(state)s, %(deleted)s, %(request_id)s, %(write_id)s FROM u")
         history_cols = "(scope, scope_id, name, version, ts, operation, state, deleted, " \
-                       "request_id, write_id)"
+                       "request_id, write_id, change_id)"
+        # A write is one statement after its SELECT ... FOR UPDATE: the record (``u``), its
+        # change-log row (``c``, only if ``u`` wrote), its history row naming that change-log row
+        # (``h``), pruning, and a final row that exists only if the write happened. Pruning the
+        # change log: the write whose row number comes up every ``batch`` rows deletes the oldest
+        # rows, lowest numbers first, up to its number less the bound (a prefix, so a lost COMMIT
+        # can be decided: see _resolve). Most writes skip it: its condition is checked once.
+        # ``pg_notify`` is sent only if the transaction commits. The per-write advisory lock is
+        # held until the transaction ends, so _resolve can wait for it to end.
+        # Fixed for this store object, so written into the statement rather than sent with
+        # every write (fewer parameters to encode): origin and channel are hex, the rest ints.
+        limit = self.changelog_limit
+        batch = prune_batch(limit)
+        origin, channel = f"'{self.origin}'", f"'{self._channel}'"
+        tail = (
+            f"c AS (INSERT INTO {t['changes']} (origin, event, write_id) "
+            f"SELECT {origin}, %(event)s, %(write_id)s FROM u RETURNING id), "
+            f"h AS (INSERT INTO {t['history']} {history_cols} SELECT %(scope)s, %(scope_id)s, "
+            f"%(name)s, %(version)s, %(now)s, %(op)s, %(state)s, %(deleted)s, %(request_id)s, "
+            f"%(write_id)s, c.id FROM c), "
+            f"q AS (DELETE FROM {t['changes']} WHERE id = ANY (ARRAY (SELECT id "
+            f"FROM {t['changes']} WHERE ((SELECT id FROM c) - {limit + 1}) %% {batch} = 0 "
+            f"AND id <= (SELECT id FROM c) - {limit - batch + 1} "
+            f"ORDER BY id LIMIT {2 * batch + 64}))) "
+            f"SELECT c.id, (SELECT history_bytes FROM u), pg_notify({channel}, {origin})::text, "
+            f"pg_advisory_xact_lock(%(write_lock)s)::text FROM c")
         return {
             "select_for_update": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key} FOR UPDATE",
             "select": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key}",
             "version": f"SELECT version, deleted FROM {t['records']} WHERE {key}",
             "create": (
-                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}) VALUES (%(scope)s, "
-                f"%(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, %(deleted)s, %(now)s, "
-                f"%(now)s, %(now)s) ON CONFLICT DO NOTHING RETURNING version), "
-                f"h AS (INSERT INTO {t['history']} {history_cols} {history_row}) "
-                f"SELECT count(*) FROM u"),
+                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
+                f"(%(scope)s, %(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, "
+                f"%(deleted)s, %(now)s, %(now)s, %(now)s, %(state_bytes)s) ON CONFLICT DO NOTHING "
+                f"RETURNING version, history_bytes), " + tail),
+            # History is pruned like SQLite's (see ``prune_cutoff``): most writes delete nothing
+            # (``prune`` is 0); every ``batch`` versions the oldest batch goes. The byte bound is
+            # checked on the record's ``history_bytes``; past it, ``trim`` runs.
             "update": (
                 f"WITH u AS (UPDATE {t['records']} SET version = %(version)s, state = %(state)s, "
                 f"content = %(content)s, deleted = %(deleted)s, updated_at = %(now)s, "
-                f"accessed_at = %(now)s WHERE {key} AND version = %(previous)s "
-                f"RETURNING version), "
-                f"h AS (INSERT INTO {t['history']} {history_cols} {history_row}), "
-                # history past either bound: versions over history_limit, or the oldest ones
-                # that the newest (this write's state included) leave no room for in
-                # history_limit_bytes; never the version written here
-                f"p AS (DELETE FROM {t['history']} WHERE {key} AND version < %(version)s "
-                f"AND EXISTS (SELECT 1 FROM u) AND (version <= %(prune)s OR version <= ("
-                f"SELECT max(w.version) FROM (SELECT version, sum(octet_length(state)) OVER "
-                f"(ORDER BY version DESC) AS kept FROM {t['history']} WHERE {key} "
-                f"AND version < %(version)s) AS w "
-                f"WHERE w.kept + %(state_bytes)s > %(history_bytes)s))) "
-                f"SELECT count(*) FROM u"),
-            # The advisory lock is taken before the identity hands out ``seq`` and held until
-            # commit, so sequence numbers become visible in order.
-            "log": (
-                f"WITH l AS (SELECT pg_advisory_xact_lock(%(lock)s)), "
-                f"c AS (INSERT INTO {t['changes']} (origin, event, write_id) "
-                f"SELECT %(origin)s, %(event)s, %(write_id)s FROM l RETURNING seq), "
-                f"p AS (DELETE FROM {t['changes']} WHERE seq <= (SELECT seq FROM c) - %(limit)s) "
-                f"SELECT seq, pg_notify(%(channel)s, %(origin)s)::text FROM c"),
+                f"accessed_at = %(now)s, history_bytes = history_bytes + %(state_bytes)s - "
+                f"CASE WHEN %(prune)s > 0 THEN (SELECT COALESCE(SUM(octet_length(state)), 0) "
+                f"FROM {t['history']} WHERE {key} AND version <= %(prune)s) ELSE 0 END "
+                f"WHERE {key} AND version = %(previous)s RETURNING version, history_bytes), "
+                f"p AS (DELETE FROM {t['history']} WHERE %(prune)s > 0 AND {key} "
+                f"AND version <= %(prune)s AND EXISTS (SELECT 1 FROM u)), " + tail),
+            # past the byte bound: the oldest versions go until the rest, this write's state
+            # included, fit in three quarters of it (never the version just written)
+            "trim": (
+                f"WITH d AS (DELETE FROM {t['history']} WHERE {key} AND version < %(version)s "
+                f"AND version <= (SELECT w.version FROM (SELECT version, "
+                f"SUM(octet_length(state)) OVER (ORDER BY version DESC) AS kept "
+                f"FROM {t['history']} WHERE {key} AND version < %(version)s) AS w "
+                f"WHERE w.kept + %(state_bytes)s > %(keep_bytes)s ORDER BY w.version DESC "
+                f"LIMIT 1) RETURNING octet_length(state) AS bytes) "
+                f"UPDATE {t['records']} SET history_bytes = history_bytes - "
+                f"COALESCE((SELECT SUM(bytes) FROM d), 0) WHERE {key}"),
+            # Readers number the committed rows that have no place yet, in the order of their
+            # row numbers, under a lock only readers take: a row that commits later gets a later
+            # place, so a reader that has seen place n never misses a row placed after it.
+            "place_lock": "SELECT pg_advisory_xact_lock(%s)",
+            "place": (
+                f"UPDATE {t['changes']} AS l SET seq = n.seq FROM (SELECT id, "
+                f"nextval('{t['order_name']}') AS seq FROM (SELECT id FROM {t['changes']} "
+                f"WHERE seq IS NULL ORDER BY id) AS o) AS n WHERE l.id = n.id AND l.seq IS NULL"),
             # After a COMMIT lost its connection (see _resolve): did the write commit (one of
-            # its rows is there), and if not, would its change-log row still be there had it
-            # committed? Yes if another row holds its sequence number (identity values are never
-            # handed to two committed rows), if an older row is still there (the log is pruned
-            # oldest first, so its row would not have been pruned), or if no newer row exists
-            # (pruning is done by a later write, whose own row stays).
+            # its rows is there), and if not, is that proven?
             "outcome": (
-                f"SELECT EXISTS (SELECT 1 FROM {t['changes']} WHERE seq = %(seq)s "
+                f"SELECT EXISTS (SELECT 1 FROM {t['changes']} WHERE id = %(id)s "
                 f"AND write_id = %(write_id)s) OR EXISTS (SELECT 1 FROM {t['history']} "
                 f"WHERE {key} AND version = %(version)s AND write_id = %(write_id)s), "
-                f"EXISTS (SELECT 1 FROM {t['changes']} WHERE seq <= %(seq)s) "
-                f"OR NOT EXISTS (SELECT 1 FROM {t['changes']} WHERE seq > %(seq)s)"),
+                # another row has its number (numbers are never given to two committed rows)
+                f"EXISTS (SELECT 1 FROM {t['changes']} WHERE id = %(id)s "
+                f"AND write_id IS DISTINCT FROM %(write_id)s) "
+                # no row has a higher number: a prune that removed its row would have been done by
+                # a write with a higher number, and the highest-numbered row is never pruned
+                f"OR NOT EXISTS (SELECT 1 FROM {t['changes']} WHERE id > %(id)s) "
+                # the change-log row of the record's previous write is still there: the log is
+                # pruned lowest numbers first, and that row's number is lower than this one's
+                f"OR EXISTS (SELECT 1 FROM {t['changes']} WHERE id = (SELECT change_id "
+                f"FROM {t['history']} WHERE {key} AND version < %(version)s "
+                f"AND change_id IS NOT NULL ORDER BY version DESC LIMIT 1))"),
             "touch": f"UPDATE {t['records']} SET accessed_at = %(now)s WHERE {key}",
             "history": (f"SELECT version, ts, operation, state, deleted, request_id "
                         f"FROM {t['history']} WHERE {key} ORDER BY version DESC LIMIT %(limit)s"),
@@ -345,10 +504,15 @@ class PostgresStore(Store):
         }
 
     # -- connections and errors --------------------------------------------------------------
+    def _pool_or_closed(self) -> ConnectionPool:
+        if self._pool is None:  # (only while __init__ runs)
+            raise StoreError(f"store {self.url} is not open")
+        return self._pool
+
     def _getconn(self) -> psycopg.Connection:
         self._check_open()
         try:
-            return self._pool.getconn()
+            return self._pool_or_closed().getconn()
         except PoolTimeout as exc:
             raise StoreError(
                 f"no PostgreSQL connection to {self.url} within {self.pool_timeout:g} s: the "
@@ -360,11 +524,11 @@ class PostgresStore(Store):
 
     def _putconn(self, conn: psycopg.Connection) -> None:
         try:
-            self._pool.putconn(conn)
-        except Exception:  # the pool is closing; the connection goes with it
+            self._pool_or_closed().putconn(conn)
+        except Exception:  # noqa: BLE001 - the pool is closing; the connection goes with it
             try:
                 conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing what is already broken
                 pass
 
     @staticmethod
@@ -378,8 +542,8 @@ class PostgresStore(Store):
     def _recover_pool(self) -> None:
         """After a dropped connection, drop the pool's other dead connections too."""
         try:
-            self._pool.check()
-        except Exception:
+            self._pool_or_closed().check()
+        except Exception:  # noqa: BLE001 - a best effort: the next use reconnects anyway
             pass
 
     def _store_error(self, exc: BaseException) -> Exception:
@@ -408,7 +572,7 @@ class PostgresStore(Store):
         except psycopg.Error:
             pass
 
-    def _run_read(self, sql: str, params: Any) -> list[tuple]:
+    def _run_read(self, sql: str, params: Any) -> builtins.list[tuple]:
         """One statement, on this thread's open transaction if any, else on a pooled
         connection in autocommit; re-run on a fresh connection if the connection dropped."""
         self._check_open()
@@ -439,7 +603,7 @@ class PostgresStore(Store):
 
     def list(self, scope: str | None = None, scope_id: str | None = None, *,
              prefix: str = "", name: str | None = None,
-             include_deleted: bool = False) -> list[Record]:
+             include_deleted: bool = False) -> builtins.list[Record]:
         where, params = [], []
         for column, value in (("scope", scope), ("scope_id", scope_id), ("name", name)):
             if value is not None:
@@ -456,16 +620,78 @@ class PostgresStore(Store):
         sql += " ORDER BY scope, scope_id, name"
         return [_to_record(r) for r in self._run_read(sql, params)]
 
+    def list_recent(self, scope: str, name: str, *, where: Mapping[str, Any] | None = None,
+                    limit: int | None = 100, after: tuple[float, str] | None = None,
+                    ) -> builtins.list[Record]:
+        checks = _recent_where(where)
+        cursor = _recent_after(after)
+        _recent_limit(limit)
+        # the name as a literal, so that the planner can use the partial index for ``$meta``
+        sql = [f"SELECT {_COLUMNS} FROM {self._t['records']} WHERE scope = %s AND name = "
+               f"'{name.replace(chr(39), chr(39) * 2)}' AND NOT deleted"]
+        params: builtins.list[Any] = [scope]
+        for field_name, value in checks:  # jsonb equality: true is not 1, 1 is not "1"
+            sql.append("state::jsonb -> %s = %s::jsonb")
+            params += [field_name, json.dumps(value)]
+        if cursor is not None:
+            sql.append("(GREATEST(updated_at, accessed_at), scope_id) < (%s, %s)")
+            params += cursor
+        query = " AND ".join(sql) + (" ORDER BY GREATEST(updated_at, accessed_at) DESC, "
+                                     "scope_id DESC LIMIT %s")
+        params.append(limit)
+        return [_to_record(r) for r in self._run_read(query, params)]
+
     def history(self, scope: str, scope_id: str, name: str = "", *,
-                limit: int | None = None) -> list[HistoryEntry]:
+                limit: int | None = None) -> builtins.list[HistoryEntry]:
         rows = self._run_read(self._sql["history"], {"scope": scope, "scope_id": scope_id,
                                                      "name": name, "limit": limit})
         return [HistoryEntry(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), r[5])
                 for r in rows]
 
-    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
-        rows = self._run_read(self._sql["changes"], (after, limit))
+    def changes(self, after: int = 0, *,
+                limit: int | None = None) -> builtins.list[tuple[int, dict]]:
+        rows = self._run_log(self._sql["changes"], (after, limit))
         return [(seq, json.loads(event)) for seq, event in rows]
+
+    def _place(self, conn: psycopg.Connection) -> None:
+        """Give the committed change-log rows that have none their place (``seq``).
+
+        Under the readers' lock, in a transaction of its own, committed before the caller reads:
+        whoever reads next sees every row placed so far. Sent as one pipeline with what follows.
+        """
+        with conn.transaction():
+            conn.execute(self._sql["place_lock"], (self._place_lock,))
+            conn.execute(self._sql["place"])
+
+    def _read_log(self, conn: psycopg.Connection, sql: str,
+                  params: Any) -> builtins.list[tuple]:
+        """Place the new change-log rows, then run ``sql``: one round trip."""
+        with conn.pipeline():
+            self._place(conn)
+            cursor = conn.execute(sql, params)
+        return cursor.fetchall()
+
+    def _run_log(self, sql: str, params: Any) -> builtins.list[tuple]:
+        """A change-log read: like ``_run_read``, with the new rows placed first. Inside a
+        write's function it reads on that transaction and places nothing (it would hold the
+        readers' lock until that write ends): it sees the rows placed before."""
+        self._check_open()
+        if getattr(self._local, "conn", None) is not None:
+            return self._run_read(sql, params)
+        attempts = self.pool_size + 2
+        for attempt in range(attempts):
+            conn = self._getconn()
+            try:
+                return self._read_log(conn, sql, params)
+            except psycopg.Error as exc:
+                self._abandon(conn)
+                if self._lost(conn, exc) and attempt + 1 < attempts:
+                    self._recover_pool()
+                    continue
+                raise self._store_error(exc) from exc
+            finally:
+                self._putconn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- writing -----------------------------------------------------------------------------
     def touch(self, scope: str, scope_id: str, name: str) -> None:
@@ -485,10 +711,11 @@ class PostgresStore(Store):
         while True:
             conn = self._getconn()
             tx.conn, tx.depth, tx.pending, tx.intents = conn, 1, [], []
-            tx.written, tx.write_id = set(), uuid.uuid4().hex
+            tx.written = set()
+            tx.write_id, tx.write_lock = _write_id()
             tx.committing = False
             try:
-                conn.execute("BEGIN")
+                _command(conn, b"BEGIN")
                 result = self._write(conn, tx, key, fn)
                 if tx.intents:  # else fn returned None and nothing nested wrote: roll back
                     tx.committing = True
@@ -541,7 +768,7 @@ class PostgresStore(Store):
             return result
 
     def _commit(self, conn: psycopg.Connection) -> None:
-        conn.execute("COMMIT")
+        _command(conn, b"COMMIT")
 
     def _current(self, key: tuple[str, str, str]) -> int | None:
         rows = self._run_read(self._sql["version"], dict(zip(("scope", "scope_id", "name"), key)))
@@ -560,31 +787,36 @@ class PostgresStore(Store):
     def _resolve(self, tx: Any, exc: BaseException) -> bool:
         """Did the write whose ``COMMIT`` lost its connection commit? Decided from its rows.
 
-        On a fresh connection, in one transaction: first the change-log lock, which the write
-        took before it logged its change and held until it ended, so once we have it the write
-        has ended one way or the other (on this server or on one that crashed meanwhile); then
-        the ``outcome`` statement. Its change-log or history row, tagged with this attempt's write
-        id, is there: committed. Not there, and the change log shows the row would still be there
-        had it committed: not committed. Otherwise (the log was pruned past it, the server stayed
-        unreachable, the lock stayed taken) :class:`StoreError`: the outcome is unknown. The
-        transaction id is not asked about: after a crash its commit record may never have
-        reached the disk, and the restarted server hands the same id to the next writer.
+        On a fresh connection, in one transaction: first the write's own advisory lock, which it
+        took with its first row and held until it ended, so once we have it the write has ended
+        one way or the other (on this server, or on one that crashed meanwhile); then the
+        ``outcome`` statement for each record it wrote. Its change-log or history row, tagged
+        with this attempt's write id, is there: committed. Not there, and proof that it would
+        be there had the write committed — another row holds its change-log number, no row has a
+        higher number (only a write with a higher number prunes, and never its own row), or the
+        change-log row of the record's previous write is still there (the log is pruned lowest
+        numbers first, and the previous write's number is lower) — not committed. Otherwise
+        (the log was pruned past it, the server stayed unreachable, the lock stayed taken)
+        :class:`StoreError`: the outcome is unknown. The transaction id
+        is not asked about: after a crash its commit record may never have reached the disk,
+        and the restarted server hands the same id to the next writer.
         """
-        (scope, scope_id, name), version, seq = tx.intents[0]
+        (scope, scope_id, name), _, _ = tx.intents[0]
         where = record_where(scope, scope_id, name)
-        params = {"scope": scope, "scope_id": scope_id, "name": name, "version": version,
-                  "write_id": tx.write_id, "seq": seq}
         wait = max(self.pool_timeout, self.timeout, 5.0)
         deadline = time.monotonic() + wait
         pause = 0.05
         while True:
             try:  # a connection of its own: the pool may be busy reconnecting with back-off
-                with psycopg.connect(self._conninfo, autocommit=True) as conn:
-                    with conn.transaction():
-                        conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._log_lock,))
-                        found, absence_proves = conn.execute(self._sql["outcome"],
-                                                             params).fetchone()
+                with psycopg.connect(self._conninfo, autocommit=True) as conn, \
+                        conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (tx.write_lock,))
+                    outcomes = [conn.execute(self._sql["outcome"], {
+                        "scope": key[0], "scope_id": key[1], "name": key[2],
+                        "version": version, "id": change_id,
+                        "write_id": tx.write_id}).fetchall()[0]
+                        for key, version, change_id in tx.intents]
                 break
             except psycopg.Error as error:
                 if time.monotonic() + pause > deadline:
@@ -593,9 +825,10 @@ class PostgresStore(Store):
                         f"{wait:g} s: {_first_line(error)}") from exc
                 time.sleep(pause)
                 pause = min(pause * 2, 0.5)
-        if found:
+        # One transaction: all its rows are there or none is. Any one of them decides.
+        if any(found for found, _ in outcomes):
             return True
-        if absence_proves:
+        if any(absence_proves for _, absence_proves in outcomes):
             return False
         raise self._unknown_outcome(
             f"a write to {where}", "its change-log and history rows are not there, and the "
@@ -609,12 +842,13 @@ class PostgresStore(Store):
                          "it is not."))
 
     def serialize_writes(self) -> None:
-        # Every write takes this lock to log its change and holds it until it commits; taking it
-        # now makes the reads that follow see every write that took it before.
+        # A lock of its own, held until this write ends: taking it makes the reads that follow
+        # (each statement reads what is committed when it starts) see every write that took it
+        # before. Writes that do not call this never wait for it.
         conn = getattr(self._local, "conn", None)
         if conn is None:
             raise RuntimeError("serialize_writes() is for use inside an update function")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._log_lock,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._serial_lock,))
 
     def _nested_update(self, tx: Any, key: tuple[str, str, str],
                        fn: Callable[[Record | None], Change | None]) -> Record | None:
@@ -658,12 +892,13 @@ class PostgresStore(Store):
         change = fn(before)
         if change is None:
             return None
-        where = record_where(scope, scope_id, name)
-        text = change.text if change.text is not None else dump_json(change.state, where)
-        self._check_size(text, where)
+        text = change.text if change.text is not None else dump_json(change.state, key)
+        if len(text) > self.max_state_bytes // 4:  # else it cannot be over the limit
+            self._check_size(text, record_where(*key))
         content = (before.content if before else None) if change.content is KEEP \
             else change.content
         if isinstance(content, str) and "\x00" in content:
+            where = record_where(*key)
             raise ValidationError(f"{where}: content contains a NUL character, which PostgreSQL "
                                   f"cannot store in text", where=where, reason="NUL in content")
         now = self._now()
@@ -672,36 +907,38 @@ class PostgresStore(Store):
             scope, scope_id, name, change, existed=before is not None and not before.deleted)
         event["version"] = version
         event["ts"] = now
-        event_text = event_json(change, event, where, self.changelog_item_bytes)
+        event_text = event_json(change, event, key, self.changelog_item_bytes)
         deleted = bool(change.delete)
         params.update(version=version, state=text, content=content, deleted=deleted, now=now,
-                      op=change.operation, request_id=change.request_id,
-                      write_id=tx.write_id)
+                      op=change.operation, request_id=change.request_id, event=event_text,
+                      write_id=tx.write_id, write_lock=tx.write_lock)
+        params["state_bytes"] = utf8_size(text)
         if before is None:
-            written = conn.execute(self._sql["create"], params).fetchone()[0]
-            if written != 1:
+            row = conn.execute(self._sql["create"], params).fetchone()
+            if row is None:
                 if key in tx.written:  # created from inside fn, in this same transaction
-                    raise VersionConflictError(f"{where}: created while it was being written",
+                    raise VersionConflictError(f"{record_where(*key)}: created while it was "
+                                               f"being written",
                                                current=self._version_in(conn, params))
                 raise _CreateRace()
             created = now
         else:
-            params.update(previous=before.version, prune=version - self.history_limit,
-                          state_bytes=utf8_size(text), history_bytes=self.history_limit_bytes)
-            written = conn.execute(self._sql["update"], params).fetchone()[0]
-            if written != 1:
+            params.update(previous=before.version,
+                          prune=prune_cutoff(version, self.history_limit))
+            row = conn.execute(self._sql["update"], params).fetchone()
+            if row is None:
                 raise VersionConflictError(
-                    f"{where}: version {before.version} is no longer current",
+                    f"{record_where(*key)}: version {before.version} is no longer current",
                     current=self._version_in(conn, params))
             created = before.created_at
-        seq, _ = conn.execute(self._sql["log"], {
-            "lock": self._log_lock, "origin": self.origin, "event": event_text,
-            "write_id": tx.write_id, "limit": self.changelog_limit,
-            "channel": self._channel}).fetchone()
+            if row[1] > self.history_limit_bytes:
+                params["keep_bytes"] = self.history_limit_bytes * 3 // 4
+                conn.execute(self._sql["trim"], params)
         tx.written.add(key)
-        tx.intents.append((key, version, seq))
+        tx.intents.append((key, version, row[0]))
         tx.pending.append(event)
-        return Record(scope, scope_id, name, version, json.loads(text), content, deleted,
+        # (the change's own state object, as SQLite returns it: the store keeps the JSON text)
+        return Record(scope, scope_id, name, version, change.state, content, deleted,
                       created, now, now)
 
     def _version_in(self, conn: psycopg.Connection, params: dict) -> int | None:
@@ -711,42 +948,59 @@ class PostgresStore(Store):
     # -- watching other processes and machines -------------------------------------------------
     def _start_watching(self) -> None:
         with self._watch_lock:
-            if self._watcher is not None or self._closed:
+            if self._watcher is not None or self._closed or not self._subs.callbacks:
                 return
-            last = self._run_read(self._sql["max_seq"], ())[0][0]
-            self._watcher = threading.Thread(target=self._watch, args=(last,), daemon=True,
-                                             name=f"flowstate-listen {self.schema}")
-            self._watcher.start()
+            last = self._run_log(self._sql["max_seq"], ())[0][0]
+            watcher = _Watcher()
+            watcher.thread = threading.Thread(target=self._watch, args=(watcher, last),
+                                              daemon=True, name=f"flowstate-listen {self.schema}")
+            self._watcher = watcher
+            watcher.thread.start()
 
-    def _watch(self, last_seq: int) -> None:
+    def _stop_watching(self) -> None:
+        with self._watch_lock:
+            if self._watcher is not None and (self._closed or not self._subs.callbacks):
+                self._watcher.stop()
+                self._watcher = None
+
+    def _watch(self, watcher: _Watcher, last_seq: int) -> None:
+        """The watcher thread: ``LISTEN``, and read the change log when notified.
+
+        It sleeps in ``select`` on the connection's socket and the watcher's wake-up pipe, so an
+        idle store costs no CPU; a notification (or the pipe, on stop) wakes it at once.
+        """
         conn: psycopg.Connection | None = None
         backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self._conninfo, autocommit=True)
-                    conn.execute(f"LISTEN {self._channel}")
-                    last_seq = self._catch_up(conn, last_seq)  # what came while not listening
-                    backoff = 0.1
-                notified = False
-                for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
-                    notified = True
-                if notified and not self._stop.is_set():
-                    last_seq = self._catch_up(conn, last_seq)
-            except psycopg.Error:
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
-                conn = None
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-        if conn is not None:
-            conn.close()
+        try:
+            while not watcher.stopped.is_set():
+                try:
+                    if conn is None:
+                        conn = psycopg.connect(self._conninfo, autocommit=True)
+                        conn.execute(f"LISTEN {self._channel}")
+                        last_seq = self._catch_up(conn, last_seq)  # what came while not listening
+                        backoff = 0.1
+                    if any(True for _ in conn.notifies(timeout=0)):  # arrived, or queued
+                        last_seq = self._catch_up(conn, last_seq)
+                        continue
+                    watcher.wait(conn.fileno(), self._IDLE_CHECK_S)
+                except psycopg.Error:
+                    if conn is not None:
+                        try:
+                            conn.close()
+                        except Exception:  # noqa: BLE001  (already broken; nothing to keep)
+                            pass
+                    conn = None
+                    watcher.stopped.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+        finally:
+            if conn is not None:
+                conn.close()
+            watcher.close()
+
+    _IDLE_CHECK_S = 60.0  # a quiet watcher still looks at its connection this often
 
     def _catch_up(self, conn: psycopg.Connection, last_seq: int) -> int:
-        rows = conn.execute(self._sql["watch"], (last_seq,)).fetchall()
+        rows = self._read_log(conn, self._sql["watch"], (last_seq,))
         if rows:
             last_seq = rows[-1][0]
             self._deliver(json.loads(event) for _, origin, event in rows
@@ -787,7 +1041,7 @@ class PostgresStore(Store):
                 self._putconn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def restore(self, record: Record, history: list[HistoryEntry], *,
+    def restore(self, record: Record, history: builtins.list[HistoryEntry], *,
                 replace: bool = False) -> None:
         where = record_where(record.scope, record.scope_id, record.name)
         self._maintain(lambda conn: self._restore_rows(conn, record, history, replace),
@@ -809,7 +1063,7 @@ class PostgresStore(Store):
         return len(pairs)
 
     def _restore_rows(self, conn: psycopg.Connection, record: Record,
-                      history: list[HistoryEntry], replace: bool) -> None:
+                      history: builtins.list[HistoryEntry], replace: bool) -> None:
         """One record and its kept history, inside the caller's transaction."""
         t = self._t
         key = {"scope": record.scope, "scope_id": record.scope_id, "name": record.name}
@@ -824,11 +1078,12 @@ class PostgresStore(Store):
                 refuse_existing(record)
             conn.execute(f"DELETE FROM {t['records']} WHERE {match}", key)
             conn.execute(f"DELETE FROM {t['history']} WHERE {match}", key)
-        conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}) VALUES "
-                     f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
+                     f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                      (record.scope, record.scope_id, record.name, record.version, text,
                       record.content, record.deleted, record.created_at,
-                      record.updated_at, record.accessed_at))
+                      record.updated_at, record.accessed_at,
+                      sum(utf8_size(texts[i]) for i in kept)))
         with conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "
@@ -873,19 +1128,26 @@ class PostgresStore(Store):
 
     def prune_history(self, keep: int) -> int:
         t = self._t
-        return self._maintain(lambda conn: conn.execute(
-            f"DELETE FROM {t['history']} AS h USING (SELECT scope, scope_id, name, "
-            f"MAX(version) AS top FROM {t['history']} GROUP BY scope, scope_id, name) AS m "
-            f"WHERE h.scope = m.scope AND h.scope_id = m.scope_id AND h.name = m.name "
-            f"AND h.version <= m.top - %s", (keep,)).rowcount,
-            writing="a history prune", advice="Pruning twice is harmless: run it again.")
+
+        def body(conn: psycopg.Connection) -> int:
+            removed = conn.execute(
+                f"DELETE FROM {t['history']} AS h USING (SELECT scope, scope_id, name, "
+                f"MAX(version) AS top FROM {t['history']} GROUP BY scope, scope_id, name) AS m "
+                f"WHERE h.scope = m.scope AND h.scope_id = m.scope_id AND h.name = m.name "
+                f"AND h.version <= m.top - %s", (keep,)).rowcount
+            if removed:
+                conn.execute(_MIGRATE_FROM_1[-1].format(**t))  # recount history_bytes
+            return removed
+
+        return self._maintain(body, writing="a history prune",
+                              advice="Pruning twice is harmless: run it again.")
 
     def doctor(self) -> dict:
         t = self._t
 
         def body(conn: psycopg.Connection) -> dict:
             def one(sql: str) -> Any:
-                return conn.execute(sql).fetchone()[0]
+                return _scalar(conn, sql)
             return {
                 "backend": "postgresql", "url": self.url, "schema": self.schema,
                 "server_version": one("SHOW server_version"),
@@ -907,11 +1169,14 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        if self._watcher is not None and self._watcher is not threading.current_thread():
-            self._watcher.join(timeout=self.poll_interval + 2)
+        with self._watch_lock:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            if watcher.thread not in (None, threading.current_thread()):
+                watcher.thread.join(timeout=2)
         if self._pool is not None:
             self._pool.close(timeout=2)
 
 
-__all__ = ["PostgresStore", "SCHEMA_VERSION", "redact"]
+__all__ = ["SCHEMA_VERSION", "PostgresStore", "redact"]

@@ -27,6 +27,7 @@ A plain ``write(..., expected=version)`` needs no read either: it is one
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import shlex
@@ -35,15 +36,31 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from ..errors import FlowStateWarning, StoreError, VersionConflictError
-from .base import (KEEP, Change, Expected, HistoryEntry, Record, Store, bounded_event_text,
-                   default_event, dump_json, kept_history, prune_batch, record_where,
-                   refuse_existing)
+from .base import (
+    KEEP,
+    Change,
+    Expected,
+    HistoryEntry,
+    Record,
+    Store,
+    _recent_after,
+    _recent_limit,
+    _recent_where,
+    _Watcher,
+    bounded_event_text,
+    default_event,
+    dump_json,
+    kept_history,
+    prune_batch,
+    record_where,
+    refuse_existing,
+)
 
 APP_ID = "flowstate-jupyter"
 _TOP = "\U0010ffff"  # sorts after every character: prefix range upper bound
@@ -88,6 +105,12 @@ CREATE TABLE IF NOT EXISTS changes (
     version INTEGER, ts REAL
 );
 """
+# Schema 6: session bookkeeping records newest first (``list_recent``). Partial, so that only
+# writes and touches of ``$meta`` records maintain it.
+_RECENT_INDEX = ("CREATE INDEX IF NOT EXISTS records_recent ON records "
+                 "(scope, max(updated_at, accessed_at) DESC, scope_id DESC) "
+                 "WHERE name = '$meta'")
+_SCHEMA += _RECENT_INDEX + ";\n"
 
 _COLUMNS = "scope, scope_id, name, version, state, content, deleted, created_at, updated_at, " \
            "accessed_at"
@@ -126,6 +149,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _MIGRATE_FROM_2,
     _MIGRATE_FROM_3,
     _MIGRATE_FROM_4,
+    (_RECENT_INDEX,),  # 5 -> 6
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 #: The tables a flowstate store file must have.
@@ -289,12 +313,12 @@ class SQLiteStore(Store):
     Options beyond the shared ones (:class:`~flowstate_jupyter.stores.base.Store`):
     ``durability`` (``"normal"`` or ``"full"``), ``timeout`` (seconds to wait for another
     writer, default 5), ``poll_interval`` (how often the watcher looks for other processes'
-    changes, default 0.2 s) and ``wal_limit_bytes`` (the WAL's bound, default 64 MiB: once it
+    changes, default 0.04 s) and ``wal_limit_bytes`` (the WAL's bound, default 64 MiB: once it
     passes a quarter of that, the next write that notices checkpoints it back to empty).
     """
 
     def __init__(self, path: str | os.PathLike, *, durability: str = "normal",
-                 timeout: float = 5.0, poll_interval: float = 0.2,
+                 timeout: float = 5.0, poll_interval: float = 0.04,
                  wal_limit_bytes: int = DEFAULT_WAL_LIMIT_BYTES, **options: Any) -> None:
         super().__init__(**options)
         if durability not in ("normal", "full"):
@@ -314,8 +338,7 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
-        self._watcher: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._watcher: _Watcher | None = None
         with _OPENING:
             self._inspect_existing()
             self._conn = self._connect()
@@ -419,7 +442,8 @@ class SQLiteStore(Store):
             if mode.lower() != "wal":
                 raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r}); put the store "
                                  f"on a local disk")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
+            sync = "FULL" if self.durability == "full" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous = {sync}")
             # a WAL that grew past the checkpoint trigger is cut back when it next starts over
             conn.execute(f"PRAGMA journal_size_limit = {self.wal_limit_bytes // 4}")
         except sqlite3.DatabaseError as exc:
@@ -615,7 +639,7 @@ class SQLiteStore(Store):
 
     def list(self, scope: str | None = None, scope_id: str | None = None, *,
              prefix: str = "", name: str | None = None,
-             include_deleted: bool = False) -> list[Record]:
+             include_deleted: bool = False) -> builtins.list[Record]:
         where, params = [], []
         for column, value in (("scope", scope), ("scope_id", scope_id), ("name", name)):
             if value is not None:
@@ -632,15 +656,43 @@ class SQLiteStore(Store):
         sql += " ORDER BY scope, scope_id, name"
         return [_to_record(r) for r in self._query(sql, tuple(params))]
 
+    def list_recent(self, scope: str, name: str, *, where: Mapping[str, Any] | None = None,
+                    limit: int | None = 100, after: tuple[float, str] | None = None,
+                    ) -> builtins.list[Record]:
+        checks = _recent_where(where)
+        cursor = _recent_after(after)
+        _recent_limit(limit)
+        # the name as a literal: SQLite uses the partial index only for a query that names it
+        sql = [f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND name = "
+               f"'{name.replace(chr(39), chr(39) * 2)}' AND deleted = 0"]
+        params: builtins.list[Any] = [scope]
+        for field_name, value in checks:
+            path = f"$.{field_name}"
+            if value is None or isinstance(value, bool):
+                sql.append("json_type(state, ?) = ?")
+                params += [path, "null" if value is None else str(value).lower()]
+            else:
+                sql.append("json_type(state, ?) = ? AND json_extract(state, ?) = ?")
+                params += [path, "text" if isinstance(value, str) else "integer", path, value]
+        if cursor is not None:  # (the first term is the one SQLite can seek the index with)
+            sql.append("max(updated_at, accessed_at) <= ? "
+                       "AND (max(updated_at, accessed_at), scope_id) < (?, ?)")
+            params += (cursor[0], *cursor)
+        query = " AND ".join(sql) + (" ORDER BY max(updated_at, accessed_at) DESC, "
+                                     "scope_id DESC LIMIT ?")
+        params.append(-1 if limit is None else limit)
+        return [_to_record(r) for r in self._query(query, tuple(params))]
+
     def history(self, scope: str, scope_id: str, name: str = "", *,
-                limit: int | None = None) -> list[HistoryEntry]:
+                limit: int | None = None) -> builtins.list[HistoryEntry]:
         rows = self._query(
             "SELECT version, ts, operation, state, deleted, request_id FROM history "
             "WHERE scope = ? AND scope_id = ? AND name = ? ORDER BY version DESC LIMIT ?",
             (scope, scope_id, name, -1 if limit is None else limit))
         return [HistoryEntry(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), r[5]) for r in rows]
 
-    def changes(self, after: int = 0, *, limit: int | None = None) -> list[tuple[int, dict]]:
+    def changes(self, after: int = 0, *,
+                limit: int | None = None) -> builtins.list[tuple[int, dict]]:
         rows = self._query("SELECT seq, event, version, ts FROM changes WHERE seq > ? "
                            "ORDER BY seq LIMIT ?", (after, -1 if limit is None else limit))
         return [(row[0], _to_event(*row[1:])) for row in rows]
@@ -783,7 +835,7 @@ class SQLiteStore(Store):
         return record, event, params
 
     # -- maintenance ---------------------------------------------------------------------------
-    def restore(self, record: Record, history: list[HistoryEntry], *,
+    def restore(self, record: Record, history: builtins.list[HistoryEntry], *,
                 replace: bool = False) -> None:
         self._check_open()
         key = (record.scope, record.scope_id, record.name)
@@ -925,20 +977,30 @@ class SQLiteStore(Store):
     # -- watching other processes ------------------------------------------------------------
     def _start_watching(self) -> None:
         with self._lock:
-            if self._watcher is not None or self._closed:
+            if self._watcher is not None or self._closed or not self._subs.callbacks:
                 return
             last = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-            self._watcher = threading.Thread(target=self._watch, args=(last,), daemon=True,
-                                             name=f"flowstate-watch {self.path.name}")
-            self._watcher.start()
+            watcher = _Watcher()
+            watcher.thread = threading.Thread(target=self._watch, args=(watcher, last),
+                                              daemon=True, name=f"flowstate-watch {self.path.name}")
+            self._watcher = watcher
+            watcher.thread.start()
 
-    def _watch(self, last_seq: int) -> None:
+    def _stop_watching(self) -> None:
+        with self._lock:
+            if self._watcher is not None and (self._closed or not self._subs.callbacks):
+                self._watcher.stop()
+                self._watcher = None
+
+    def _watch(self, watcher: _Watcher, last_seq: int) -> None:
+        """The watcher thread: every ``poll_interval``, ``PRAGMA data_version`` (a counter in
+        shared memory that another connection's commit bumps); when it moved, the new rows."""
         conn = sqlite3.connect(str(self.path), timeout=self.timeout, check_same_thread=False,
                                isolation_level=None)
         try:
             seen = None  # look once at the first tick: a commit made between subscribe()
             # and this thread's first data_version would otherwise wait for the next commit
-            while not self._stop.wait(self.poll_interval):
+            while not watcher.stopped.wait(self.poll_interval):
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     if version == seen:
@@ -953,13 +1015,16 @@ class SQLiteStore(Store):
                     self._deliver(_to_event(*row[2:]) for row in rows if row[1] != self.origin)
         finally:
             conn.close()
+            watcher.close()
 
     def close(self) -> None:
         if self._closed:
             return
-        self._stop.set()
         with self._lock:
             self._closed = True
             self._conn.close()
-        if self._watcher is not None and self._watcher is not threading.current_thread():
-            self._watcher.join(timeout=2)
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            if watcher.thread not in (None, threading.current_thread()):
+                watcher.thread.join(timeout=2)

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, fields
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from ..base.ids import check_id, check_scope
 from ..base.jsonvalues import dump_json, load_json
@@ -33,7 +33,7 @@ def export_lines(store: Store) -> Iterator[str]:
                       "exported_at": time.time()})
     for record in store.list(include_deleted=True):
         # cast: Store.history's annotation says ``list`` in a class that has a ``list`` method
-        history = cast("list[HistoryEntry]", store.history(record.scope, record.scope_id,
+        history = (store.history(record.scope, record.scope_id,
                                                            record.name, limit=None))
         line: dict[str, Any] = record._asdict()
         line["history"] = [asdict(entry) for entry in reversed(history)]  # oldest first

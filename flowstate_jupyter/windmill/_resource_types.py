@@ -49,7 +49,8 @@ def create_resource_type(name: str, schema: Any, description: str | None = None,
 
 
 def get_resource_type(name: str, *, store: Store | None = None) -> dict:
-    """``{"name", "schema", "description"}`` of a resource type; ResourceNotFoundError if unknown."""
+    """``{"name", "schema", "description"}`` of a resource type (ResourceNotFoundError if
+    unknown)."""
     name = check_type_name(name)
     if name in BUILTIN_RESOURCE_TYPES:
         return {"name": name, **ops.copy_json(BUILTIN_RESOURCE_TYPES[name], where=name)}

@@ -130,8 +130,8 @@ def set_flow_user_state(key: str, value: Any) -> None:
     """Set ``key`` of this flow run's user state (kept with the run, gone after it)."""
     what = f"set_flow_user_state({key!r}, ...)"
     key = _check_key(key, what)
-    env = _run(what)
-    where = f"flow user state of request {env.request_id!r}"
+    env, request_id = _run(what)
+    where = f"flow user state of request {request_id!r}"
     new = ops.copy_json(to_json(value), where=where, path=(key,))
 
     def fn(record: Record | None) -> Change | None:
@@ -141,15 +141,15 @@ def set_flow_user_state(key: str, value: Any) -> None:
         state[key] = new
         return Change(state=state, operation="set_record", request_id=env.request_id)
 
-    drive(env.store, "request", env.request_id, WM_FLOW_USER_STATE, fn, where=where)
+    drive(env.store, "request", request_id, WM_FLOW_USER_STATE, fn, where=where)
 
 
 def get_flow_user_state(key: str) -> Any:
     """The value of ``key`` in this flow run's user state, or ``None`` if it was not set."""
     what = f"get_flow_user_state({key!r})"
     key = _check_key(key, what)
-    env = _run(what)
-    record = env.store.read("request", env.request_id, WM_FLOW_USER_STATE)
+    env, request_id = _run(what)
+    record = env.store.read("request", request_id, WM_FLOW_USER_STATE)
     if not _live(record) or not isinstance(record.state, dict):
         return None
     return record.state.get(key)

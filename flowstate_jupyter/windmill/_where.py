@@ -127,11 +127,12 @@ def _live(record: Record | None) -> TypeGuard[Record]:
     return record is not None and not record.deleted
 
 
-def _run(what: str) -> _Env:
+def _run(what: str) -> tuple[_Env, str]:
+    """The call's environment and its run's request id; NotInFlowRunError outside runs."""
     env = _env()
     if env.ctx is None or env.request_id is None:
         raise NotInFlowRunError(
             f"{what} works only inside a flow run (a block running through flow.run); there is "
             f"no flow user state outside a run. To keep a value between runs use get_state() / "
             f"set_state() instead")
-    return env
+    return env, env.request_id

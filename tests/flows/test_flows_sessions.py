@@ -181,19 +181,30 @@ def test_session_writes_outside_runs_count_as_updates(mem):
     assert [item["id"] for item in flow.sessions(store=mem)] == ["old", "new"]
 
 
-def test_listing_10000_sessions_takes_one_store_list(mem):
-    for i in range(10_000):
-        ensure_session(mem, f"s{i}", user=f"u{i % 10}", flow_kind="sessions")
+def test_sessions_come_a_page_at_a_time_each_from_one_store_call(mem):
+    for i in range(250):
+        ensure_session(mem, f"s{i:03d}", user=f"u{i % 10}", flow_kind="sessions")
+    ensure_session(mem, "elsewhere", user="u3", flow_kind="other")
     calls = []
-    real_list = mem.list
-    mem.list = lambda *a, **k: calls.append((a, k)) or real_list(*a, **k)
-    started = time.perf_counter()
-    listed = _flow().sessions(store=mem)
-    elapsed = time.perf_counter() - started
-    assert len(listed) == 10_000 and len(calls) == 1
-    assert calls[0][1] == {"scope": "session", "name": "$meta"}
-    assert elapsed < 2.0
-    assert len(_flow().sessions(user="u3", store=mem)) == 1000
+    real = mem.list_recent
+    mem.list_recent = lambda *a, **k: calls.append((a, k)) or real(*a, **k)
+    flow = _flow()
+    pages = [flow.sessions(store=mem)]
+    assert len(pages[0]) == 100  # the default page
+    assert calls == [(("session", "$meta"),
+                      {"where": {"flow": "sessions"}, "limit": 100, "after": None})]
+    while len(pages[-1]) == 100:
+        pages.append(flow.sessions(after=pages[-1][-1], store=mem))
+    assert [len(page) for page in pages] == [100, 100, 50] and len(calls) == 3
+    ids = [item["id"] for page in pages for item in page]
+    assert ids == [item["id"] for item in flow.sessions(limit=None, store=mem)]
+    assert sorted(ids) == [f"s{i:03d}" for i in range(250)]  # each once
+    updated = [item["updated_at"] for page in pages for item in page]
+    assert updated == sorted(updated, reverse=True)
+    mine = flow.sessions(user="u3", limit=10, store=mem)
+    assert [item["id"] for item in mine] == [i for i in ids if int(i[1:]) % 10 == 3][:10]
+    with pytest.raises(ValueError, match="after"):
+        flow.sessions(after="s100", store=mem)
 
 
 # ---------------------------------------------------------------------------- journal and history

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 

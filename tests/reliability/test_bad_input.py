@@ -14,18 +14,25 @@ import datetime
 import decimal
 import itertools
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
+from reliability_support import (
+    SQL_STRINGS,
+    ChangeCursor,
+    Profile,
+    keeps_nul_in_text,
+    new_id,
+    second_view,
+)
 
 import flowstate_jupyter as fs
-from flowstate_jupyter.errors import (InvalidIdError, ReadOnlyResourceError, ValidationError)
+from flowstate_jupyter.errors import InvalidIdError, ReadOnlyResourceError, ValidationError
 from flowstate_jupyter.stores import Store
-from reliability_support import (SQL_STRINGS, ChangeCursor, Profile, keeps_nul_in_text, new_id,
-                                 second_view)
 
 MAX_STATE_BYTES = 2048
 ID_RULE = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
@@ -117,7 +124,7 @@ def refused(scene: Scene, error: type[Exception], call: Callable[[], Any], what:
     except error as exc:
         scene.assert_untouched(what)
         return exc
-    except Exception as exc:  # noqa: BLE001 - the wrong error is a failure with a clear message
+    except Exception as exc:
         raise AssertionError(f"{what}: expected {error.__name__}, got "
                              f"{type(exc).__name__}: {exc}") from exc
     raise AssertionError(f"{what}: expected {error.__name__}, but it returned {result!r}")

@@ -16,18 +16,30 @@ import datetime
 import decimal
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from reliability_support import (
+    PROFILE_DEFAULTS,
+    SQL_STRINGS,
+    ChangeCursor,
+    Profile,
+    new_id,
+    second_view,
+)
 
 import flowstate_jupyter as fs
 from flowstate_jupyter.errors import ValidationError
-from reliability_support import (PROFILE_DEFAULTS, SQL_STRINGS, ChangeCursor, Profile, new_id,
-                                 second_view)
 
 MAX_STATE_BYTES = 16 * 1024
 HISTORY_LIMIT = 7
@@ -187,7 +199,8 @@ def machine_for(backend: Any) -> type[RuleBasedStateMachine]:
 
         def teardown(self) -> None:
             try:
-                with second_view(backend, self.store) as other:  # what reached the store, read afresh
+                # what reached the store, read afresh
+                with second_view(backend, self.store) as other:
                     record = other.read("session", self.scope_id)
                     if self.model.version:
                         assert record is not None

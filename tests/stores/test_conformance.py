@@ -16,7 +16,7 @@ import pytest
 from _helpers import run_python, wait_for
 
 from flowstate_jupyter.errors import StoreError, ValidationError, VersionConflictError
-from flowstate_jupyter.stores.base import KEEP, Change
+from flowstate_jupyter.stores.base import KEEP, Change, Record, recent_key
 
 S, SID = "session", "s1"
 
@@ -284,7 +284,7 @@ def test_list_filters_by_scope_scope_id_and_exact_name(store):
     store.write(S, "s2", "plan", {})
     store.write("user", "u1", "plan", {})
     store.write("user", "u1", "", {})
-    keys = lambda records: [(r.scope, r.scope_id, r.name) for r in records]  # noqa: E731
+    keys = lambda records: [(r.scope, r.scope_id, r.name) for r in records]
     assert keys(store.list(name="plan")) == [(S, "s1", "plan"), (S, "s2", "plan"),
                                               ("user", "u1", "plan")]
     assert keys(store.list(S)) == [(S, "s1", "plan"), (S, "s1", "plans"), (S, "s2", "plan")]
@@ -307,6 +307,87 @@ def test_list_hides_tombstones_unless_asked(store):
     assert [r.name for r in store.list(S, SID)] == ["keep"]
     listed = store.list(S, SID, include_deleted=True)
     assert [(r.name, r.deleted) for r in listed] == [("gone", True), ("keep", False)]
+
+
+# -- newest first: list_recent -----------------------------------------------------------------
+
+def _put(store, scope_id, state, *, name="$meta", updated=1.0, accessed=None, scope=S,
+         deleted=False):
+    """A record with the times given (through restore, which keeps them as they are)."""
+    store.restore(Record(scope, scope_id, name, 1, state, None, deleted, updated, updated,
+                         updated if accessed is None else accessed), [], replace=True)
+
+
+@pytest.mark.parametrize("name", ["$meta", "it's", ""])
+def test_list_recent_lists_live_records_of_one_name_newest_first_in_pages(store, name):
+    for i, scope_id in enumerate(["a", "b", "c", "d", "e"]):
+        _put(store, scope_id, {"i": i}, name=name, updated=100.0 + i)
+    _put(store, "b", {"i": 1}, name=name, updated=101.0, accessed=200.0)  # touched last
+    _put(store, "gone", {}, name=name, updated=300.0, deleted=True)
+    _put(store, "x", {}, name="other", updated=400.0)
+    _put(store, "y", {}, name=name, updated=500.0, scope="user")
+    order = ["b", "e", "d", "c", "a"]
+    assert [r.scope_id for r in store.list_recent(S, name)] == order
+    assert [r.scope_id for r in store.list_recent(S, name, limit=None)] == order
+    pages, after = [], None
+    while True:
+        page = store.list_recent(S, name, limit=2, after=after)
+        if not page:
+            break
+        pages.append([r.scope_id for r in page])
+        after = recent_key(page[-1])
+    assert pages == [["b", "e"], ["d", "c"], ["a"]]
+    assert recent_key(store.list_recent(S, name, limit=1)[0]) == (200.0, "b")
+    assert store.list_recent(S, name, limit=1)[0].state == {"i": 1}
+
+
+def test_list_recent_breaks_ties_by_scope_id_and_pages_through_them(store):
+    for scope_id in ["m", "a", "z", "é", "b"]:
+        _put(store, scope_id, {}, updated=7.0)
+    _put(store, "new", {}, updated=8.0)
+    expected = ["new", "é", "z", "m", "b", "a"]  # code points, descending
+    assert [r.scope_id for r in store.list_recent(S, "$meta")] == expected
+    after, seen = None, []
+    for _ in range(6):
+        page = store.list_recent(S, "$meta", limit=1, after=after)
+        seen += [r.scope_id for r in page]
+        after = recent_key(page[-1])
+    assert seen == expected
+    assert store.list_recent(S, "$meta", after=after) == []
+
+
+def test_list_recent_matches_top_level_state_fields_exactly(store):
+    states = {"s1": {"user": "ann", "flow": "chat", "n": 1, "on": True},
+              "s2": {"user": "bob", "flow": "chat", "n": "1", "on": 1},
+              "s3": {"user": "ann", "flow": "plan", "n": 1, "on": None},
+              "s4": {"flow": "chat"},
+              "s5": ["user", "ann"],
+              "s6": {"user": {"name": "ann"}, "flow": "chat"},
+              "s7": {"user": "ann's", "flow": "chat"}}
+    for i, (scope_id, state) in enumerate(states.items()):
+        _put(store, scope_id, state, updated=10.0 + i)
+    ids = lambda **where: [r.scope_id for r in store.list_recent(S, "$meta", where=where)]
+    assert ids(flow="chat") == ["s7", "s6", "s4", "s2", "s1"]
+    assert ids(user="ann") == ["s3", "s1"]
+    assert ids(user="ann", flow="chat") == ["s1"]
+    assert ids(user="ann's") == ["s7"]
+    assert ids(n=1) == ["s3", "s1"]
+    assert ids(n="1") == ["s2"]
+    assert ids(on=True) == ["s1"]
+    assert ids(on=1) == ["s2"]
+    assert ids(on=None) == ["s3"]
+    assert ids(user="nobody") == []
+    assert [r.scope_id for r in store.list_recent(S, "$meta", where={})] == list(states)[::-1]
+
+
+@pytest.mark.parametrize("bad", [{"where": {"a.b": 1}}, {"where": {"a'": 1}}, {"where": {"": 1}},
+                                 {"where": {"x": 1.5}}, {"where": {"x": {"a": 1}}},
+                                 {"where": ["x"]}, {"limit": 0}, {"limit": True},
+                                 {"after": (1.0,)}, {"after": ("x", "y")}, {"after": [1.0, "a"]}])
+def test_list_recent_refuses_what_it_cannot_answer(store, bad):
+    _put(store, "s1", {"x": 1})
+    with pytest.raises(ValueError):
+        store.list_recent(S, "$meta", **bad)
 
 
 # -- state, content, records -------------------------------------------------------------------
@@ -852,3 +933,33 @@ def test_another_process_changes_reach_subscribers(shared_backend):
     assert [(e["resource"], e["version"], e["request_id"]) for e in events] == [
         ("from-process", 1, "rp")]
     assert mine.read(S, SID, "from-process").state == {"pid": 1}
+
+
+def _watchers():
+    return [t for t in threading.enumerate() if t.name.startswith(("flowstate-watch",
+                                                                     "flowstate-listen"))]
+
+
+def test_a_watcher_runs_only_while_someone_subscribes(shared_backend):
+    mine, theirs = shared_backend.open(), shared_backend.open()
+    before = len(_watchers())
+    first, second = [], []
+    stop_first = mine.subscribe(first.append)
+    stop_second = mine.subscribe(second.append)
+    assert len(_watchers()) == before + 1  # one per store object, however many subscribers
+    theirs.write(S, SID, "", {"n": 1})
+    assert wait_for(lambda: len(first) == len(second) == 1, timeout=3)
+    stop_first()
+    assert len(_watchers()) == before + 1  # one subscriber is left
+    stop_second()
+    assert wait_for(lambda: len(_watchers()) == before, timeout=3), "the watcher kept running"
+    theirs.write(S, SID, "", {"n": 2})  # nobody listens: nothing is delivered, later either
+    again = []
+    stop_again = mine.subscribe(again.append)
+    theirs.write(S, SID, "", {"n": 3})
+    assert wait_for(lambda: again, timeout=3)
+    time.sleep(0.3)
+    assert [e["version"] for e in again] == [3]
+    assert [e["version"] for e in first + second] == [1, 1]
+    stop_again()
+    assert wait_for(lambda: len(_watchers()) == before, timeout=3)

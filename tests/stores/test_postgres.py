@@ -201,6 +201,7 @@ def test_an_unreachable_server_raises_store_error_quickly():
 # -- schema ------------------------------------------------------------------------------------
 
 def test_tables_are_created_in_the_schema_with_the_version_recorded(pg_backend):
+    from flowstate_jupyter.stores.postgres import SCHEMA_VERSION
     pg_backend.open()
     with pg_backend.admin() as admin:
         tables = {r[0] for r in admin.execute(
@@ -209,20 +210,22 @@ def test_tables_are_created_in_the_schema_with_the_version_recorded(pg_backend):
         meta = dict(admin.execute(f"SELECT key, value FROM {pg_backend.table('meta')}"))
     assert tables == {"flowstate_meta", "flowstate_records", "flowstate_history",
                       "flowstate_changes"}
-    assert meta == {"app": "flowstate-jupyter", "schema_version": "1"}
+    assert meta == {"app": "flowstate-jupyter", "schema_version": str(SCHEMA_VERSION)}
 
 
 def test_a_newer_schema_version_is_refused_and_left_alone(pg_backend):
+    from flowstate_jupyter.stores.postgres import SCHEMA_VERSION
+    newer = str(SCHEMA_VERSION + 1)
     store = pg_backend.open()
     store.write(S, SID, "", {"n": 1})
     with pg_backend.admin() as admin:
-        admin.execute(f"UPDATE {pg_backend.table('meta')} SET value = '2' "
-                      f"WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="schema version '2'.*Upgrade"):
+        admin.execute(f"UPDATE {pg_backend.table('meta')} SET value = %s "
+                      f"WHERE key = 'schema_version'", (newer,))
+    with pytest.raises(StoreError, match=f"schema version '{newer}'.*Upgrade"):
         pg_backend.open()
     with pg_backend.admin() as admin:
         assert admin.execute(f"SELECT value FROM {pg_backend.table('meta')} "
-                             f"WHERE key = 'schema_version'").fetchone() == ("2",)
+                             f"WHERE key = 'schema_version'").fetchone() == (newer,)
         assert admin.execute(f"SELECT count(*) FROM {pg_backend.table('records')}"
                              ).fetchone() == (1,)
 
@@ -260,26 +263,74 @@ def test_without_a_schema_option_the_connections_current_schema_is_used(pg_backe
 
 # -- change log ordering, values, URLs ---------------------------------------------------------
 
-def test_change_log_sequence_numbers_follow_commit_order(pg_backend):
+def test_a_slow_commit_holds_up_no_other_writer_and_no_reader_misses_it(pg_backend):
+    """No store-wide lock is held to commit: a write whose COMMIT is held back does not stop
+    another writer, and readers place the late commit after what they have already read."""
     from flowstate_jupyter.stores.postgres import PostgresStore
 
-    class SlowCommit(PostgresStore):
+    in_commit, release = threading.Event(), threading.Event()
+
+    class HeldCommit(PostgresStore):
         def _commit(self, conn):
-            time.sleep(0.4)  # holds the change-log lock, seq already taken
+            in_commit.set()
+            assert release.wait(20)  # its change-log row is written, not committed
             super()._commit(conn)
 
-    slow, fast = pg_backend.open(SlowCommit), pg_backend.open()
+    slow, fast, reader = pg_backend.open(HeldCommit), pg_backend.open(), pg_backend.open()
+    seen = []
+    reader.subscribe(seen.append)
     slow_writer = threading.Thread(target=slow.write, args=(S, "slow", "", {}))
     slow_writer.start()
-    time.sleep(0.15)
-    started = time.monotonic()
-    fast.write(S, "fast", "", {})
-    waited = time.monotonic() - started
-    slow_writer.join()
-    assert waited > 0.1  # the fast writer could not take a sequence number before it
-    log = fast.changes()
-    assert [e["scope_id"] for _, e in log] == ["slow", "fast"]
+    try:
+        assert in_commit.wait(10)
+        fast_writer = threading.Thread(target=fast.write, args=(S, "fast", "", {}))
+        fast_writer.start()
+        fast_writer.join(timeout=10)
+        assert not fast_writer.is_alive(), "a writer waited for another writer's commit"
+        first = reader.changes()
+        assert [e["scope_id"] for _, e in first] == ["fast"]  # the slow one is not committed
+    finally:
+        release.set()
+        slow_writer.join()
+    later = reader.changes(after=first[-1][0])
+    assert [e["scope_id"] for _, e in later] == ["slow"]  # placed after what was read
+    log = reader.changes()
+    assert [e["scope_id"] for _, e in log] == ["fast", "slow"]
     assert log[0][0] < log[1][0]
+    assert wait_for(lambda: len(seen) == 2, timeout=5)
+    time.sleep(0.3)
+    assert sorted(e["scope_id"] for e in seen) == ["fast", "slow"]  # each once
+
+
+def test_a_store_of_schema_1_is_upgraded_in_place_and_its_change_log_goes_on(pg_backend):
+    from flowstate_jupyter.stores import postgres
+
+    names = postgres._names(pg_backend.schema)
+    with pg_backend.admin() as admin:  # a store as the previous version left it
+        admin.execute(f'CREATE SCHEMA "{pg_backend.schema}"')
+        for statement in postgres._DDL.format(**names).split(";"):
+            admin.execute(statement)
+        admin.execute(f"INSERT INTO {names['meta']} VALUES ('app', 'flowstate-jupyter'), "
+                      f"('schema_version', '1')")
+        admin.execute(f"INSERT INTO {names['records']} (scope, scope_id, name, version, state, "
+                      f"created_at, updated_at, accessed_at) VALUES ('session', 's1', '', 2, "
+                      f"'{{\"n\": 2}}', 1, 2, 2)")
+        for version in (1, 2):
+            admin.execute(f"INSERT INTO {names['history']} (scope, scope_id, name, version, ts, "
+                          f"operation, state) VALUES ('session', 's1', '', %s, %s, 'set', %s)",
+                          (version, float(version), f'{{"n": {version}}}'))
+            admin.execute(f"INSERT INTO {names['changes']} (origin, event) VALUES ('old', %s)",
+                          (f'{{"type": "state_change", "scope": "session", "scope_id": "s1", '
+                           f'"version": {version}, "ts": {float(version)}}}',))
+    store = pg_backend.open()
+    assert [(seq, e["version"]) for seq, e in store.changes()] == [(1, 1), (2, 2)]
+    store.update(S, "s1", "", increment)
+    assert [(seq, e["version"]) for seq, e in store.changes()] == [(1, 1), (2, 2), (3, 3)]
+    assert [h.version for h in store.history(S, "s1")] == [3, 2, 1]
+    with pg_backend.admin() as admin:
+        assert admin.execute(f"SELECT value FROM {names['meta']} WHERE key = 'schema_version'"
+                             ).fetchone() == (str(postgres.SCHEMA_VERSION),)
+    pg_backend.open().close()  # opening it again finds it current
 
 
 def test_nul_characters_in_content_are_refused_and_nothing_is_stored(pg_backend):
@@ -330,5 +381,5 @@ def test_durability_full_forces_synchronous_commit(pg_backend, durability, expec
 
 def test_an_unknown_option_is_refused_naming_the_valid_ones():
     from flowstate_jupyter.stores.postgres import PostgresStore
-    with pytest.raises(StoreError, match="poolsize.*pool_size"):
+    with pytest.raises(StoreError, match=r"poolsize.*pool_size"):
         PostgresStore("postgresql://postgres@127.0.0.1:1/x", poolsize=3)

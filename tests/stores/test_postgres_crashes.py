@@ -29,10 +29,10 @@ import threading
 import time
 from collections import Counter
 
+import _pg
 import pytest
 from _helpers import ROOT, python_env, wait_for
 
-import _pg
 from flowstate_jupyter.errors import StoreError
 from flowstate_jupyter.stores.base import HistoryEntry, Record
 
@@ -427,7 +427,9 @@ class Writers:
         self.finals: list[str] = []
         self._lock = threading.Lock()
         # stderr to files: the pool logs a warning for each failed reconnection attempt
-        self.stderr = [open(stop_file.parent / f"writer-{i}.err", "w+") for i in range(PROCESSES)]
+        # (closed in finish())
+        self.stderr = [open(stop_file.parent / f"writer-{i}.err", "w+")  # noqa: SIM115
+                       for i in range(PROCESSES)]
         self.procs = [subprocess.Popen(
             [sys.executable, "-c", WRITER, url, f"p{i}", str(THREADS), str(stop_file)],
             stdout=subprocess.PIPE, stderr=self.stderr[i], text=True, env=python_env(),
@@ -456,6 +458,7 @@ class Writers:
             if proc.returncode != 0:
                 err.seek(0)
                 errors.append(err.read()[-3000:])
+            err.close()
         for reader in self.readers:
             reader.join(timeout=30)
         assert not errors, errors

@@ -23,8 +23,11 @@ from _helpers import python_env
 from pydantic import BaseModel
 
 import flowstate_jupyter as fs
-from flowstate_jupyter.stores.base import (DEFAULT_CHANGELOG_ITEM_BYTES, DEFAULT_CHANGELOG_LIMIT,
-                                           DEFAULT_HISTORY_LIMIT_BYTES)
+from flowstate_jupyter.stores.base import (
+    DEFAULT_CHANGELOG_ITEM_BYTES,
+    DEFAULT_CHANGELOG_LIMIT,
+    DEFAULT_HISTORY_LIMIT_BYTES,
+)
 from flowstate_jupyter.stores.sqlite import DEFAULT_WAL_LIMIT_BYTES, SQLiteStore
 
 MiB = 1024 * 1024
@@ -164,6 +167,6 @@ def test_a_store_of_schema_4_gets_its_history_bytes_counted_when_upgraded(tmp_pa
         assert store.doctor()["history_bytes"] == sum(
             len(json.dumps(h.state, ensure_ascii=False)) for h in store.history("session", "s1"))
         store.write("session", "s1", "", {"i": 5, "text": "x" * 100})
-        assert [h.version for h in store.history("session", "s1")][0] == 6
+        assert next(h.version for h in store.history("session", "s1")) == 6
         assert store.doctor()["history_bytes"] <= 400
     assert Path(db).exists()

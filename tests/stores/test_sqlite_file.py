@@ -226,7 +226,8 @@ _SCHEMA_2 = (_SCHEMA_1.replace("accessed_at REAL NOT NULL,\n    PRIMARY",
                                "accessed_at REAL NOT NULL,\n    operation TEXT, request_id TEXT, "
                                "event TEXT,\n    PRIMARY", 1)
              .replace("('schema_version', '1')", "('schema_version', '2')")
-             .replace("NULL, 0, 1.0, 2.0, 2.0)", "'{\"a\": 1}', 0, 1.0, 2.0, 2.5, 'increment', 'r2', "
+             .replace("NULL, 0, 1.0, 2.0, 2.0)",
+                      "'{\"a\": 1}', 0, 1.0, 2.0, 2.5, 'increment', 'r2', "
                       "NULL), ('session', 's1', 'plan', 1, '{}', NULL, 1, 1.0, 1.0, 1.0, 'delete', "
                       "NULL, NULL)"))
 

@@ -130,7 +130,7 @@ def test_nothing_in_the_package_opens_the_store_file_outside_sqlite(tmp_path):
     # The one descriptor: the new, empty file created owner-only with O_EXCL, before any
     # connection to it exists.
     assert len(opened) == 1, opened
-    path, mode, flags = opened[0]
+    path, _mode, flags = opened[0]
     assert path == str(db.resolve()) and flags & os.O_EXCL and flags & os.O_CREAT, opened
     assert "is the store's own file" in result.stderr  # the refused CLI export / import
 

@@ -11,7 +11,6 @@ import time
 import pytest
 from _helpers import ROOT, python_env
 
-
 WORKER = r"""
 import json, os, sys, time
 from flowstate_jupyter.stores import open_store
