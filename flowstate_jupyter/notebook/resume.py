@@ -172,7 +172,7 @@ def _schema_errors(schema: dict, data: Any) -> list[Any]:
     import re2
     from referencing.exceptions import Unresolvable
 
-    from ..windmill._schemas import linear_validator
+    from ..model.jsonschema import linear_validator
     try:
         return list(linear_validator(schema).iter_errors(data))
     except (Unresolvable, re2.error, RecursionError):
