@@ -42,6 +42,7 @@ from ..base.names import ACTION_SLOT_PREFIX, REQUEST, SESSION_META, is_reserved
 from ..errors import RunConflictError, RunStateError, ValidationError, VersionConflictError
 from ..handles.resources import bound_tombstones
 from ..model import ops, schema
+from ..model.jsonschema import json_path, schema_errors
 from ..stores.base import KEEP, Change, Record, Store
 from .bookkeeping import effective_status, list_runs, set_before_listing
 from .trace import read_content, resolve_type
@@ -125,12 +126,21 @@ def validate_resume_value(request_id: str, suspension: dict, value: Any) -> Any:
         return instance.model_dump(mode="json")
     data = ops.copy_json(value.model_dump(mode="json") if isinstance(value, BaseModel)
                          else value, where=where)
+    import re2
     from jsonschema.exceptions import best_match
-    from jsonschema.validators import Draft202012Validator
-    error = best_match(Draft202012Validator(suspension.get("schema") or {}).iter_errors(data))
-    if error is not None:
-        at = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.path)
-        raise ValidationError(f"{where}: {('$' + at) if at else 'the value'}: {error.message}",
+    from referencing.exceptions import Unresolvable
+
+    try:  # references stay inside the schema; patterns run in linear time (model/jsonschema)
+        errors = schema_errors(suspension.get("schema") or {}, data)
+    except (Unresolvable, re2.error, RecursionError) as exc:
+        raise ValidationError(f"{where}: the suspension's recorded schema cannot be used "
+                              f"({type(exc).__name__}); resume the run from a process that "
+                              f"can import its model", where=where,
+                              reason="unusable schema") from None
+    if errors:
+        error = best_match(errors)
+        at = json_path(error.absolute_path)
+        raise ValidationError(f"{where}: {at if at != '$' else 'the value'}: {error.message}",
                               where=where, reason=error.message)
     return data
 

@@ -18,6 +18,7 @@ Every value goes through a size bound (``bounded`` or the tree budget of ``html.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import html as h
@@ -324,9 +325,17 @@ def events_html(events: list[dict], limit: int = 200) -> str:
     return h.table(rows, ("#", "event"), raw=True) + more
 
 
-def run_html(result: Any, changed: dict | None = None) -> str:
-    """A run: output or error, the client data it changed (if given), and its events."""
-    body = h.section("output") + output_html(result)
+def run_html(result: Any, changed: dict | None = None, *, hint: str = "") -> str:
+    """A run: output or error (or what a suspended run waits for), the client data it changed
+    (if given), and its events; ``hint`` (HTML, see :func:`command_hint`) goes under the
+    output."""
+    suspension = getattr(result, "suspension", None)
+    if result.status == "suspended" and suspension is not None:
+        waits = waiting_text(suspension_dict(suspension)).removeprefix("waiting: ")
+        body = h.section("waiting for") + f'<div class="fs-wait-for">{h.esc(waits)}</div>'
+    else:
+        body = h.section("output") + output_html(result)
+    body += hint
     if changed is not None:
         body += h.section("client data changed")
         body += h.table(changed.items(), ("key", "value")) if changed else \
@@ -335,6 +344,12 @@ def run_html(result: Any, changed: dict | None = None) -> str:
     subtitle = (f"{getattr(result, 'action', None) or ''} · {result.status} · "
                 f"{result.duration_s * 1000:.0f} ms · session {result.session_id}").lstrip(" ·")
     return h.card(f"run {result.request_id}", body, subtitle)
+
+
+def command_hint(text: str, command: str) -> str:
+    """A line that says what to run next: ``text`` then the magic line, in code type."""
+    return (f'<div class="fs-hint">{h.esc(text)} <code class="fs-code">{h.esc(command)}</code>'
+            f'</div>')
 
 
 def runs_rows(runs: list[dict]) -> list[tuple]:
@@ -350,7 +365,12 @@ def runs_rows(runs: list[dict]) -> list[tuple]:
 
 
 def outcome(run: dict) -> Any:
-    """A run record's output, or its error as one line of text."""
+    """A run record's output, its error as one line of text, or what it waits for."""
+    if run.get("status") == "suspended":
+        return waiting_text(run.get("suspension"))
+    if run.get("status") == "interrupted":
+        return (f"interrupted (its process stopped): %flow resume {run.get('request_id', '')} "
+                f"continues it")
     error = run.get("error")
     if error:
         return f"{error.get('type', 'Error')}: {error.get('message', '')}" \
@@ -393,3 +413,49 @@ def progress_html(progress: dict) -> str:
         else '<progress></progress> '
     return h.card(f"run {progress.get('request_id') or ''}".strip(),
                   f'<div class="fs-progress">{bar}{h.esc(progress_text(progress))}</div>')
+
+
+# ------------------------------------------------------------------------------ suspensions
+
+def schema_fields(schema: dict) -> list[tuple[str, bool]]:
+    """``[(field, required)]`` of a suspension's JSON Schema, in order."""
+    required = set(schema.get("required") or ())
+    return [(name, name in required) for name in (schema.get("properties") or {})]
+
+
+def expires_text(expires_at: float | None, now: float | None = None) -> str:
+    """``expires Tue 14:03:07 (in 23 h)``, ``expired 14:03:07``, or ``""`` (no timeout)."""
+    if expires_at is None:
+        return ""
+    left = expires_at - (time.time() if now is None else now)
+    if left <= 0:
+        return f"expired {h.when(expires_at)}"
+    if left >= 2 * 86400:
+        span = f"{left / 86400:.0f} days"
+    elif left >= 7200:
+        span = f"{left / 3600:.0f} h"
+    elif left >= 120:
+        span = f"{left / 60:.0f} min"
+    else:
+        span = f"{left:.0f} s"
+    return f"expires {h.when(expires_at)} (in {span})"
+
+
+def suspension_dict(suspension: Any) -> dict:
+    """A ``Suspension`` (or the dict a request record keeps) as that dict."""
+    if isinstance(suspension, dict):
+        return suspension
+    return {name: getattr(suspension, name, None)
+            for name in ("message", "schema", "expires_at", "path", "request_id", "model")}
+
+
+def waiting_text(suspension: dict | None) -> str:
+    """What a suspended run waits for, in one line: its message, the fields of the value it
+    takes (``*`` required) and when it expires."""
+    suspension = suspension or {}
+    fields = ", ".join(f"{n}{'*' if r else ''}"
+                       for n, r in schema_fields(suspension.get("schema") or {}))
+    parts = [str(suspension.get("message") or f"input at {suspension.get('path', '?')}"),
+             f"fields {fields}" if fields else "no fields",
+             expires_text(suspension.get("expires_at"))]
+    return "waiting: " + " · ".join(p for p in parts if p)

@@ -15,6 +15,8 @@ from typing import Any
 
 from ..flows.fingerprint import new_generation
 from .kernel import KernelState
+from .resume import ResumeForm
+from .traceview import TraceView
 from .widgets import ClientDataPreview, FlowRunner, History, Inspector, JsonView
 
 _loaded: dict[int, KernelState] = {}
@@ -76,6 +78,8 @@ __all__ = [
     "Inspector",
     "JsonView",
     "KernelState",
+    "ResumeForm",
+    "TraceView",
     "kernel_state",
     "load_ipython_extension",
     "unload_ipython_extension",

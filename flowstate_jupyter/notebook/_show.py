@@ -55,11 +55,14 @@ def in_kernel() -> bool:
 class Snapshots:
     """The snapshot outputs of one view, updated at most every ``SNAPSHOT_INTERVAL`` seconds.
 
-    ``render`` returns the snapshot's HTML (without the wrapper) and ``text`` its text form.
+    ``render`` returns the snapshot's HTML (without the wrapper) and ``text`` its text form;
+    ``again`` says, under the snapshot, how to get the live view back.
     """
 
-    def __init__(self, kind: str, render: Any, text: Any) -> None:
+    def __init__(self, kind: str, render: Any, text: Any,
+                 again: str = "run the cell again for the live view") -> None:
         self.kind = kind
+        self.again = again  # how to get the live view back, said under the snapshot
         self._render = render
         self._text = text
         self._handles: list[tuple[Any, bool]] = []  # (DisplayHandle, side)
@@ -76,7 +79,7 @@ class Snapshots:
         if len(body) > SNAPSHOT_CHARS:
             body = f'<pre class="fs-pre">{h.esc(h.cut(self._text(), SNAPSHOT_CHARS // 2))}</pre>'
         note = (f'<div class="fs-sub fs-snapshot-note">snapshot of the live {h.esc(self.kind)} '
-                f'taken {h.esc(taken)}; run the cell again for the live view</div>')
+                f'taken {h.esc(taken)}; {h.esc(self.again)}</div>')
         if side:
             html = (f'{h.STYLE}<details class="fs-side-snapshot" data-fs-view="{h.esc(self.kind)}">'
                     f'<summary class="fs-sub">{h.esc(self.kind)} is open in the side panel'

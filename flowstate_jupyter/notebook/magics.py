@@ -36,6 +36,7 @@ from ..flows.forking import meta_parent
 from ..handles.resources import CollectionHandle, ResourceHandle
 from ..model import html as h
 from ..model.display import (
+    command_hint,
     event_label,
     flatten_client_view,
     history_rows,
@@ -652,9 +653,10 @@ class FlowStateMagics(Magics, Configurable):
 
     @magic_arguments(name="flow")
     @argument("-t", "--traceback", action="store_true", help="show the full traceback on error")
-    @argument("verb", help="run|list|show|runs|resume|replay|graph|ui|serve")
+    @argument("verb", help="run|list|show|runs|resume|trace|replay|graph|ui|serve")
     @argument("args", nargs="*", help="run: ACTION [INPUT_JSON]; show/graph/ui: [NAME]; "
-                                      "resume: [REQUEST_ID] [VALUE_JSON]; replay: [REQUEST_ID]")
+                                      "resume: [REQUEST_ID] [VALUE_JSON]; trace, replay: "
+                                      "[REQUEST_ID]")
     @argument("--status", help="with 'runs': only runs with this status (e.g. suspended)")
     @argument("--flow", help="the registered flow (default: the current one)")
     @argument("--session", help="run in this session (default: this notebook's)")
@@ -674,6 +676,9 @@ class FlowStateMagics(Magics, Configurable):
             %flow runs --status suspended
             %flow resume {"approved": true}       # the latest suspended run of this session
             %flow resume r-1a2b3c {"approved": true}
+            %flow resume r-1a2b3c                 # its form: fill it in, press Resume
+            %flow trace                 # the last run's trace: spans, durations, details
+            %flow trace r-1a2b3c
             %flow replay                # the last run again with the current code: the diff
             %flow replay r-1a2b3c
             %flow graph assistant       # a picture of the flow (Mermaid; text elsewhere)
@@ -683,7 +688,7 @@ class FlowStateMagics(Magics, Configurable):
         raw, options, show_tb = _take_options(line)
         verb, _, rest = raw.partition(" ")
         if not verb:
-            raise UsageError("%flow run|list|show|runs|resume|replay|graph|ui|serve "
+            raise UsageError("%flow run|list|show|runs|resume|trace|replay|graph|ui|serve "
                              "(see %flow?)")
         return self._guard(show_tb, lambda: self._flow(verb, rest.strip(), options))
 
@@ -705,9 +710,9 @@ class FlowStateMagics(Magics, Configurable):
                                  f"not {status!r}")
             runs = list_runs(kernel.store, session.id, int(options.get("limit", 20)),
                              status=status)
-            return Table(f"runs of session {session.id!r}",
-                         ("request", "action", "status", "started", "took", "output / error"),
-                         runs_rows(runs), nowrap=(0, 3, 4))
+            return Table(f"{status + ' ' if status else ''}runs of session {session.id!r}",
+                         ("request", "action", "status", "started", "took", "outcome"),
+                         runs_rows(runs), nowrap=(0, 3, 4), subtitle=_runs_hint(runs))
         if verb == "ui":
             from .widgets import FlowRunner
             name = rest or options.get("flow")
@@ -717,6 +722,8 @@ class FlowStateMagics(Magics, Configurable):
             return self._run(rest, options)
         if verb == "resume":
             return self._resume(rest, options)
+        if verb == "trace":
+            return self._trace(rest, options)
         if verb == "replay":
             return self._replay(rest, options)
         if verb == "graph":
@@ -725,7 +732,7 @@ class FlowStateMagics(Magics, Configurable):
             from .serving import serve_command
             return serve_command(kernel, rest, options)
         raise UsageError(f"unknown %flow verb {short(verb, 40)}; use run, list, show, runs, "
-                         f"resume, replay, graph, ui or serve")
+                         f"resume, trace, replay, graph, ui or serve")
 
     def _replay(self, rest: str, options: dict) -> Any:
         """``%flow replay [REQUEST_ID]``: default, the latest ended (or waiting) run of this
@@ -748,9 +755,9 @@ class FlowStateMagics(Magics, Configurable):
             request_id = ended[0]["request_id"]
         return flow.replay(request_id, store=kernel.store)
 
-    def _resume(self, rest: str, options: dict) -> None:
+    def _resume(self, rest: str, options: dict) -> Any:
         """``%flow resume [REQUEST_ID] [VALUE_JSON]``: default, this session's latest waiting
-        run."""
+        run. Without a value, a suspended run shows its form (nothing is resumed yet)."""
         kernel = self.kernel
         flow = kernel.flow(options.get("flow"))
         first, _, more = rest.partition(" ")
@@ -770,13 +777,41 @@ class FlowStateMagics(Magics, Configurable):
             request_id = waiting[0]["request_id"]
         value = parse_value(value_text) if value_text.strip() else None
         runs = flow.runs(store=kernel.store)
-        owner = next((r.get("session") for r in runs if r["request_id"] == request_id), None)
+        run = next((r for r in runs if r["request_id"] == request_id), None)
+        if value is None and run is not None and run.get("status") == "suspended":
+            from .resume import ResumeForm
+            return ResumeForm(flow, request_id, store=kernel.store)
+        owner = run.get("session") if run is not None else None
         before = _flat_client(flow.session(owner, store=kernel.store)) if owner else {}
         result = flow.resume(request_id, value, store=kernel.store)
         self._user_ns()["_"] = result
         after = _flat_client(flow.session(result.session_id, store=kernel.store))
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         display(_RunSummary(result, changed))
+        self._follow_up(flow, result)
+        return None
+
+    def _trace(self, rest: str, options: dict) -> Any:
+        """``%flow trace [REQUEST_ID]``: the trace view of a run (default: the last run of
+        this notebook's session, or of ``--session``)."""
+        from .traceview import TraceView
+        kernel = self.kernel
+        request_id = rest.split()[0] if rest.split() else None
+        if request_id is None:
+            session = check_id(options.get("session", kernel.session_id), "session id")
+            last = list_runs(kernel.store, session, 1)
+            if not last:
+                raise UsageError(f"session {session!r} has no runs yet; run one with %flow run "
+                                 f"ACTION, or name one: %flow trace REQUEST_ID")
+            request_id = last[0]["request_id"]
+        return TraceView(kernel.store, check_id(request_id, "request id"))
+
+    def _follow_up(self, flow: Any, result: Any) -> None:
+        """Under a run's summary: the form of a suspended run."""
+        if result.status == "suspended" and result.suspension is not None:
+            from .resume import ResumeForm
+            display(ResumeForm(flow, result.request_id, store=self.kernel.store,
+                               suspension=result.suspension))
 
     def _run(self, rest: str, options: dict) -> None:
         action, _, input_text = rest.partition(" ")
@@ -806,6 +841,7 @@ class FlowStateMagics(Magics, Configurable):
         after = _flat_client(session)
         changed = {k: v for k, v in after.items() if before.get(k, object()) != v}
         shown.done(_RunSummary(result, changed))
+        self._follow_up(flow, result)
         return None
 
 
@@ -837,6 +873,20 @@ def _flat_client(session: Any) -> dict:
 
 
 _RUN_STATUSES = ("running", "ok", "error", "suspended", "interrupted")
+
+
+def _runs_hint(runs: list[dict]) -> str:
+    """What to do with the runs a ``%flow runs`` table lists, when some wait."""
+    statuses = {r.get("status") for r in runs}
+    hints = []
+    if "suspended" in statuses:
+        hints.append("a suspended run: %flow resume REQUEST_ID shows its form, "
+                     "%flow resume REQUEST_ID VALUE_JSON resumes it")
+    if "interrupted" in statuses:
+        hints.append("an interrupted run: %flow resume REQUEST_ID continues it")
+    if "error" in statuses:
+        hints.append("a failed run: %flow trace REQUEST_ID shows where")
+    return "; ".join(hints)
 
 
 class _RunDisplay:
@@ -876,13 +926,19 @@ class _RunSummary:
         self.result, self.changed = result, changed
 
     def _repr_html_(self) -> str:
-        return run_html(self.result, self.changed)
+        r = self.result
+        hint = ""
+        if r.error is not None and r.trace is not None:
+            hint = command_hint("where it failed, block by block:", f"%flow trace {r.request_id}")
+        return run_html(r, self.changed, hint=hint)
 
     def __repr__(self) -> str:
         r = self.result
         suspension = getattr(r, "suspension", None)
         if r.error is not None:
             head = f"error: {type(r.error).__name__}: {r.error}"
+            if r.trace is not None:
+                head += f"\nwhere it failed, block by block: %flow trace {r.request_id}"
         elif suspension is not None:
             head = (f"suspended: {suspension.message or suspension.path}; resume with "
                     f"%flow resume {r.request_id} VALUE_JSON (fields: "

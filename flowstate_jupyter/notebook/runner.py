@@ -38,6 +38,7 @@ from ..errors import FlowStateError
 from ..errors import ValidationError as FlowValidationError
 from ..model import html as h
 from ..model.display import events_html, jsonable, progress_text, runs_rows
+from ._form import _LABEL_WIDTH, _MULTILINE_FORMATS, FieldError, FormField
 from ._live import Live
 from ._progress import Progress
 from ._show import Snapshots, show
@@ -46,8 +47,6 @@ from .jsonview import JsonView, StyleSheet
 RUNS_SHOWN = 5
 """How many of the session's last runs the runner lists."""
 
-_LABEL_WIDTH = "11em"
-_MULTILINE_FORMATS = {"markdown", "multiline", "textarea", "text"}
 
 
 def action_input_model(flow: Any, action: str) -> type[BaseModel] | None:
@@ -82,48 +81,25 @@ def _multiline(info: Any) -> bool:
     return isinstance(default, str) and "\n" in default
 
 
-class FieldError(ValueError):
-    """A field's content that cannot be sent (not JSON, not of the field's type)."""
-
-
-class Field:
-    """One input field: its row (label, control, help, inline error) and how to read it.
-
-    Kinds: ``choice`` (a dropdown), ``text`` (empty = not given), ``value`` (checkbox or number
-    box: always given), ``number`` (a number typed as text; empty = not given), ``json``
-    (parsed and checked; empty = not given).
-    """
+class Field(FormField):
+    """A field of FlowRunner's form, from the action's pydantic model (see the module doc)."""
 
     def __init__(self, name: str, info: Any) -> None:
-        self.name = name
         self.info = info
-        self.required = info.is_required()
+        required = info.is_required()
         annotation = _unwrap_optional(info.annotation)
         self.annotation = annotation
-        default = None if self.required else info.get_default(call_default_factory=True)
-        unset_ok = annotation is not info.annotation and not self.required and default is None
-        self.control, self.kind = self._control(annotation, default, unset_ok, info)
-        self.control.add_class("fs-control")
-        self.error = W.HTML()
-        self.error.add_class("fs-field-error")
-        help_text = info.description or ""
-        self.help = W.HTML(f'<div class="fs-sub fs-help">{h.esc(help_text)}</div>'
-                           if help_text else "")
-        mark = ('<span class="fs-required" title="required" aria-label="required">*</span>'
-                if self.required else "")
-        label = W.HTML(f'<div class="fs-card fs-field-label"><span class="fs-field-name">'
-                       f'{h.esc(name)}</span>{mark}<div class="fs-sub fs-type">'
-                       f'{h.esc(_type_name(info.annotation))}</div></div>',
-                       layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH))
-        column = W.VBox([self.control, self.help, self.error],
-                        layout=W.Layout(flex="1 1 auto", min_width="0"))
-        self.row = W.HBox([label, column], layout=W.Layout(align_items="flex-start"))
-        self.row.add_class("fs-field")
-        self.row.add_class(f"fs-field-{name}")
-        if self.required:
-            self.row.add_class("fs-required-field")
-        if self.kind == "json":
-            self.control.observe(lambda _: self.check(), "value")
+        default = None if required else info.get_default(call_default_factory=True)
+        unset_ok = annotation is not info.annotation and not required and default is None
+        control, kind = self._control(annotation, default, unset_ok, info)
+        super().__init__(name, required=required, type_name=_type_name(info.annotation),
+                         description=info.description or "", control=control, kind=kind)
+
+    def _check_json(self, text: str) -> None:
+        try:
+            TypeAdapter(self.info.annotation).validate_json(text)
+        except PydanticValidationError as exc:
+            raise FieldError(_pydantic_message(exc)) from None
 
     @staticmethod
     def _control(annotation: Any, default: Any, unset_ok: bool, info: Any
@@ -159,56 +135,6 @@ class Field:
         text = "" if default is None else json.dumps(jsonable(default))
         return W.Textarea(value=text, rows=3, layout=wide, placeholder="JSON"), "json"
 
-    # -- reading and writing ------------------------------------------------------------------
-    def read(self) -> tuple[bool, Any]:
-        """``(given, value)``; raises :class:`FieldError` for content that cannot be sent."""
-        value = self.control.value
-        if self.kind == "choice":
-            return value is not None, value
-        if self.kind == "value":
-            return True, value
-        if self.kind == "text":
-            return value != "", value
-        text = value.strip()
-        if not text:
-            return False, None
-        if self.kind == "number":
-            return True, text  # the model converts "12" to 12, or says why not
-        try:
-            TypeAdapter(self.info.annotation).validate_json(text)
-        except PydanticValidationError as exc:
-            raise FieldError(_pydantic_message(exc)) from None
-        return True, json.loads(text)
-
-    def check(self) -> bool:
-        """Show an inline error for content that cannot be sent; True when it is fine."""
-        try:
-            self.read()
-        except FieldError as exc:
-            self.show_error(str(exc))
-            return False
-        self.show_error("")
-        return True
-
-    def set(self, value: Any) -> None:
-        if self.kind == "choice" and value is None:
-            self.control.index = 0
-        elif self.kind in ("text", "number") and value is None:
-            self.control.value = ""
-        elif self.kind == "json":
-            self.control.value = "" if value is None else json.dumps(value)
-        elif self.kind == "number":
-            self.control.value = str(value)
-        else:
-            self.control.value = value
-
-    def show_error(self, message: str) -> None:
-        self.error.value = h.error(message) if message else ""
-        if message:
-            self.row.add_class("fs-invalid")
-        else:
-            self.row.remove_class("fs-invalid")
-
 
 def _pydantic_message(exc: PydanticValidationError) -> str:
     first = exc.errors(include_url=False)[0]
@@ -238,6 +164,13 @@ class FlowRunner(W.VBox):
         self.output.layout.display = "none"
         self.events = W.HTML()
         self.runs = W.HTML()
+        self.pending = W.VBox()  # a suspended run's resume form
+        self.trace_button = W.Button(description="open trace", icon="align-left",
+                                     tooltip="the last run's trace: each block's input, output, "
+                                             "changes and error",
+                                     layout=W.Layout(display="none"))
+        self.trace_box = W.VBox()  # the last run's trace view, when opened
+        self.trace_button.on_click(lambda _: self.toggle_trace())
         self._free_input: W.Textarea | None = None
         self.action.observe(lambda _: self._build_form(), "value")
         self.run_button.on_click(lambda _: self.run())
@@ -248,9 +181,9 @@ class FlowRunner(W.VBox):
                            layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH)),
                     self.action], layout=W.Layout(align_items="center")),
             self.form,
-            W.HBox([self.run_button, self.progress, self.status],
+            W.HBox([self.run_button, self.progress, self.status, self.trace_button],
                    layout=W.Layout(align_items="center")),
-            self.message, self.output, self.events, self.runs])
+            self.message, self.pending, self.output, self.trace_box, self.events, self.runs])
         self.add_class("fs-flow-runner")
         self.add_class("fs-view")
         self.add_class("fs-box")
@@ -333,6 +266,11 @@ class FlowRunner(W.VBox):
         self.message.value = ""
         self.events.value = ""
         self.output.layout.display = "none"
+        self.trace_button.layout.display = "none"
+        for view in (*self.pending.children, *self.trace_box.children):
+            view.close()
+        self.pending.children = []
+        self.trace_box.children = []
         for field in self.fields.values():
             field.show_error("")
 
@@ -401,11 +339,20 @@ class FlowRunner(W.VBox):
             error = f"error: {type(result.error).__name__}: {result.error}"
             self.message.value = h.error(error)
             self.status.value = f'<span class="fs-sub">{result.status} · {took}</span>'
+        elif result.status == "suspended":
+            from .resume import ResumeForm
+            self.pending.children = [ResumeForm(self.flow, result.request_id,
+                                                store=self.session.store,
+                                                suspension=result.suspension)]
+            self.status.value = f'<span class="fs-sub">suspended · {took}</span>'
         else:
             self.output.set_value(jsonable(result.output),
                                   subtitle=f"{result.request_id} · {took}")
             self.output.layout.display = ""
             self.status.value = f'<span class="fs-sub">ok · {took}</span>'
+        if result.trace is not None:
+            self.trace_button.description = "open trace"
+            self.trace_button.layout.display = ""
         self.events.value = (f'<details class="fs-card fs-events"><summary>events '
                              f'({len(result.events)})</summary>{events_html(result.events)}'
                              f'</details>')
@@ -430,10 +377,28 @@ class FlowRunner(W.VBox):
                                             "output / error"), nowrap=(0, 3)) + "</div>")
         self.snapshots.changed()
 
+    def toggle_trace(self) -> Any:
+        """Open the last run's trace view under the output (or close it); returns the view."""
+        if self.trace_box.children:
+            for view in self.trace_box.children:
+                view.close()
+            self.trace_box.children = []
+            self.trace_button.description = "open trace"
+            return None
+        if self.result is None:
+            return None
+        from .traceview import TraceView
+        view = TraceView(self.session.store, self.result.request_id)
+        self.trace_box.children = [view]
+        self.trace_button.description = "close trace"
+        return view
+
     # -- display --------------------------------------------------------------------------------
     def snapshot_html(self) -> str:
         last = ""
-        if self.result is not None:
+        if self.pending.children:
+            last = h.section("last run") + self.pending.children[0].snapshot_html()
+        elif self.result is not None:
             last = h.section("last output") + (
                 h.error(f"{type(self.result.error).__name__}: {self.result.error}")
                 if self.result.error is not None else
@@ -456,6 +421,8 @@ class FlowRunner(W.VBox):
         show(self)
 
     def close(self) -> None:
+        for view in (*self.pending.children, *self.trace_box.children):
+            view.close()
         self._live.close()
         self.snapshots.close()
         super().close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anywidget
 import ipywidgets as W
 import traitlets as t
 
@@ -43,38 +42,12 @@ from ..model.display import (
     version_diff_text,
     version_label,
 )
-from ._assets import css, esm
-from ._live import Live
-from ._show import Snapshots, show
+from ._assets import esm
+from ._show import Snapshots
+from ._view import _Live, _View
 from .jsonview import JsonView, StyleSheet
 from .runner import FlowRunner, action_input_model
 from .windmill_view import windmill_html, windmill_states, windmill_text
-
-
-class _Live:
-    """What every live view has: a store subscription, snapshots, and display as both."""
-
-    _live: Live | None = None
-    snapshots: Snapshots
-    panel: Any = None  # the side panel the view is shown in, if any
-
-    def _listen(self, store: Any, wants: Any) -> None:
-        self._live = Live(store, wants, self.refresh)
-
-    def refresh(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _ipython_display_(self) -> None:
-        show(self)
-
-    def show(self, *, side: bool = False, title: str | None = None) -> None:
-        """Display the view here, or (``side=True``) in a JupyterLab side panel."""
-        show(self, side=side, title=title)
-
-    def _stop(self) -> None:
-        if self._live is not None:
-            self._live.close()
-        self.snapshots.close()
 
 
 def _wants_scopes(handles: dict) -> Any:
@@ -84,19 +57,6 @@ def _wants_scopes(handles: dict) -> Any:
         return (event.get("scope"), event.get("scope_id")) in keys or \
             str(event.get("resource", "")).startswith(WM_PREFIX)
     return wants
-
-
-class _View(_Live, anywidget.AnyWidget):
-    """An anywidget live view with the shared style sheet."""
-
-    _css = css()
-    changed_at = t.Float(0.0).tag(sync=True)
-    live = t.Bool(True).tag(sync=True)
-    title = t.Unicode("").tag(sync=True)
-
-    def close(self) -> None:
-        self._stop()
-        super().close()
 
 
 # -- Inspector ------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ from ..base.names import WM_RESOURCE_TYPE_PREFIX
 from ..errors import ResourceAlreadyExistsError, ResourceNotFoundError, ValidationError
 from ..handles.records import drive
 from ..model import ops
+from ..model.jsonschema import check_schema
 from ..stores.base import Change, Record, Store
-from ._schemas import BUILTIN_RESOURCE_TYPES, check_schema, check_type_name
+from ._schemas import BUILTIN_RESOURCE_TYPES, check_type_name
 from ._where import SCOPE, _Env, _env, _live
 
 
@@ -29,7 +30,7 @@ def create_resource_type(name: str, schema: Any, description: str | None = None,
     if description is not None and not isinstance(description, str):
         raise ValidationError(f"resource type {name!r}: description must be a string",
                               where=f"resource type {name!r}", reason="bad description")
-    check_schema(name, schema)
+    check_schema(schema, where=f"resource type {name!r}")
     env = _env(store)
     new = {"schema": ops.copy_json(schema, where=f"resource type {name!r}"),
            "description": description or ""}

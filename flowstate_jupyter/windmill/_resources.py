@@ -10,10 +10,11 @@ from ..base.text import short
 from ..errors import FlowStateError, InvalidIdError, ResourceNotFoundError, ValidationError
 from ..handles.records import drive, to_json
 from ..model import ops
+from ..model.jsonschema import json_path
 from ..stores.base import Change, Record
 from ._paths import _check_write, _resource_path, _variable_path
 from ._resource_types import _type_schema
-from ._schemas import check_type_name, json_path, validate_value
+from ._schemas import check_type_name, validate_value
 from ._states import list_states, set_state
 from ._variables import _lookup_variable
 from ._where import SCOPE, _Env, _env, _live

@@ -552,6 +552,34 @@ def run_all(page: Page, timeout_ms: int = RUN_ALL_TIMEOUT_MS,
         state = _run_state(page)
 
 
+def run_cells(page: Page, indexes: Iterable[int], timeout_ms: int = RUN_ALL_TIMEOUT_MS) -> None:
+    """Run the cells ``indexes`` (counting every cell) one after the other, as Ctrl+Enter on
+    each would, and return when the last has finished and the kernel is idle; a cell that
+    raised fails the call with its traceback. For running part of a notebook again (after a
+    kernel restart, say) without running all of it."""
+    path = _current_path(page)
+    wait_kernel_idle(page, path)
+    for index in indexes:
+        state = page.evaluate("""async ([index, timeout]) => {""" + _JS_PANEL + """
+            const nb = panel().content;
+            nb.activeCellIndex = index;
+            nb.deselectAll();
+            const run = window.jupyterapp.commands.execute('notebook:run-cell');
+            await Promise.race([run, new Promise((_, reject) =>
+                setTimeout(() => reject(new Error(`cell ${index} did not finish`)), timeout))]);
+            const cell = nb.widgets[index];
+            return {count: cell.model.executionCount,
+                    errors: cell.model.outputs.toJSON().filter(o => o.output_type === 'error')
+                        .map(o => (o.traceback || []).join('\\n')
+                                  .replace(/\\x1b\\[[0-9;]*m/g, '') || `${o.ename}: ${o.evalue}`)};
+        }""", [index, timeout_ms])
+        if state["errors"]:
+            raise AssertionError(f"run_cells: cell {index} raised:\n{state['errors'][0]}")
+        if state["count"] is None:
+            raise AssertionError(f"run_cells: cell {index} did not run")
+    wait_kernel_idle(page, path)
+
+
 def restart_kernel(page: Page, timeout_ms: int = KERNEL_TIMEOUT_MS) -> None:
     """Restart the current notebook's kernel as a user would (``notebook:restart-kernel``,
     accepting the confirmation dialog) and wait until the new kernel is idle."""

@@ -63,7 +63,9 @@ def test_every_python_block_of_the_readme_runs_in_one_kernel(tmp_path, monkeypat
     run = shown('%flow run chat {"message": "hi"}')
     assert any("fs-card" in o.get("data", {}).get("text/html", "") for o in run)
     for marker, kind in (("%state", "Inspector"), ("%state client", "client data preview"),
-                         ("%flow ui", "FlowRunner"), ("%state history session", "History")):
+                         ("%flow ui", "FlowRunner"), ("%state history session", "History"),
+                         ("%flow trace", "trace view"), ('%flow run ask "launch" --session reviews',
+                                                         "resume form")):
         outputs = shown(marker)
         html = [o.data.get("text/html", "") for o in outputs]
         assert any(f'data-fs-view="{kind}"' in h for h in html), (marker, outputs)

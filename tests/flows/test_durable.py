@@ -517,3 +517,31 @@ def test_an_interrupted_run_finds_its_unlogged_writes_in_the_change_log_even_sum
     state = flow.session("s", store=store).state
     assert (state.n, len(state.text)) == (1, 10_000)
     assert [e.get("operation") for e in again.events if e["type"] != "request"] == []
+
+
+def test_a_resume_value_checked_by_the_recorded_schema_fetches_nothing_and_runs_in_linear_time():
+    """When the suspending model cannot be imported, the recorded JSON Schema decides, under
+    the same rules as resource types (DESIGN §13): a catastrophic pattern finishes at once, a
+    reference outside the schema is refused, nothing is fetched."""
+    from flowstate_jupyter.flows.durable import validate_resume_value
+
+    patterned = {"model": "no_such_module:Answer", "path": "go", "schema": {
+        "type": "object", "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}}}}
+    outcome: list = []
+
+    def check() -> None:
+        try:
+            validate_resume_value("r-1", patterned, {"code": "a" * 40 + "b"})
+        except fs.ValidationError as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(timeout=30)  # Python's re would take hours here; RE2 takes microseconds
+    assert not worker.is_alive() and outcome and "does not match" in outcome[0]
+    assert validate_resume_value("r-1", patterned, {"code": "aaa"}) == {"code": "aaa"}
+
+    outside = {"model": None, "path": "go",
+               "schema": {"$ref": "http://127.0.0.1:9/schema.json"}}
+    with pytest.raises(fs.ValidationError, match="recorded schema cannot be used"):
+        validate_resume_value("r-1", outside, {})
