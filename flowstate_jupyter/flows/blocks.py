@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from ..errors import LoopLimitError
 from ..handles.resources import CollectionDefinition, ResourceDefinition
 from ..model import ops, schema
+from .bridge import drive
 from .bubbling import Declarations, merge_state_model
 from .context import _CURRENT, Context, SequencerState, current_context
 from .trace import LiveSpan, MapStep, RunLog, Suspended, resolve_type
@@ -62,6 +63,10 @@ DEFAULT_MAX_ITERATIONS = 1000
 
 _Resources = Mapping[str, ResourceDefinition | CollectionDefinition] | None
 _KEEP = object()
+_clock = time.perf_counter
+_new = object.__new__
+#: Bumped whenever a sequencer gains a step: blocks' cached ``_sync()`` answers are then stale.
+_SHAPE = [0]
 
 
 # ---------------------------------------------------------------------------- calling functions
@@ -80,9 +85,19 @@ def _arity(fn: Callable, what: str) -> int:
     return min(len(positional), 2)  # 2: (value, ctx); 1: (value); 0: ()
 
 
+_AWAITABLE: dict[type, bool] = {}  # type -> has __await__ (asked once per type)
+_PLAIN = frozenset({type(None), bool, int, float, str, list, dict, tuple})  # never awaitable
+
+
 def _awaitable(value: Any) -> bool:
     """Cheaper ``inspect.isawaitable`` for the hot path (coroutines, tasks, futures)."""
-    return value is not None and hasattr(type(value), "__await__")
+    kind = type(value)
+    known = _AWAITABLE.get(kind)
+    if known is None:
+        if len(_AWAITABLE) > 1000:  # classes made on the fly: keep the table small
+            _AWAITABLE.clear()
+        known = _AWAITABLE[kind] = hasattr(kind, "__await__")
+    return known
 
 
 def _is_async(fn: Callable) -> bool:
@@ -93,12 +108,13 @@ def _is_async(fn: Callable) -> bool:
 class _Fn:
     """A user function adapted to ``(value, ctx)``, sync or async."""
 
-    __slots__ = ("arity", "fn", "name")
+    __slots__ = ("arity", "fn", "is_async", "name")
 
     def __init__(self, fn: Callable, what: str) -> None:
         self.fn = fn
         self.arity = _arity(fn, what)
         self.name = getattr(fn, "__name__", type(fn).__name__)
+        self.is_async = _is_async(fn)
 
     def call(self, value: Any, ctx: Context) -> Any:
         """Call it; the result may be awaitable."""
@@ -112,6 +128,13 @@ class _Fn:
         out = self.call(value, ctx)
         if _awaitable(out):
             out = await out
+        return out
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        """Call it with no event loop running (a plain function's awaitable is driven)."""
+        out = self.call(value, ctx)
+        if _awaitable(out):
+            out = drive(out)
         return out
 
 
@@ -132,6 +155,8 @@ class Block:
     """Base of every block. Use :func:`handler`, :func:`router` or :func:`sequencer`."""
 
     kind = "block"
+    #: A handler of a plain function whose ``_execute`` is Handler's: ``run`` calls it inline.
+    _plain = False
 
     def __init__(self, name: str, *, input: type[BaseModel] | None = None,
                  output: type[BaseModel] | None = None,
@@ -226,7 +251,12 @@ class Block:
             if self.input is not None:
                 input = span.input = schema.validate_value(self.input, input,
                                                            where=f"{self.source} input")
-            out = await self._execute(input, inner)
+            if self._plain and not inner._concurrent:  # Handler._execute inlined
+                out = self._fn.call(input, inner)  # type: ignore[attr-defined]
+                if type(out) not in _PLAIN and _awaitable(out):
+                    out = await out
+            else:
+                out = await self._execute(input, inner)
             if self.output is not None:
                 out = schema.validate_value(self.output, out, where=f"{self.source} output")
         except Suspended:
@@ -239,6 +269,83 @@ class Block:
             _CURRENT.reset(token)
         span.output, span.status, span.duration = out, "ok", clock() - span.t0
         return out
+
+    def _sync(self) -> bool:
+        """Whether this block and every block and function inside it are plain functions, so
+        that it can run with no event loop (:meth:`_run_sync`)."""
+        return self._known("sync", self._can_sync)
+
+    def _declares_nothing(self) -> bool:
+        """Whether neither this block nor any block inside it declares state (of any scope,
+        sequencer instance state included) or resources."""
+        return self._known("quiet", lambda: not any(
+            any(m is not None for m in b.state.values()) or any(b.resources.values())
+            or getattr(b, "instance_state", None) is not None for b in self.walk()))
+
+    def _known(self, what: str, compute: Callable[[], bool]) -> bool:
+        """``compute()``, kept until a sequencer anywhere gains a step."""
+        cache = self.__dict__.setdefault("_shape_cache", {})
+        known = cache.get(what)
+        if known is not None and known[0] == _SHAPE[0]:
+            return known[1]
+        shape = _SHAPE[0]
+        answer = compute()
+        cache[what] = (shape, answer)
+        return answer
+
+    def _can_sync(self) -> bool:
+        return False  # a block class of its own: only its ``run`` is known
+
+    def _run_sync(self, input: Any, ctx: Context, _at: str | None = None) -> Any:
+        """:meth:`run` with no event loop, for a block whose ``_sync()`` is true: the same
+        validation, span, step log and errors, the functions called directly."""
+        log = ctx._frame.log
+        if log is None:  # neither traced nor durable: nothing to record
+            if self.input is not None:
+                input = schema.validate_value(self.input, input, where=f"{self.source} input")
+            token = _CURRENT.set(inner := ctx._enter(self.name, None))
+            try:
+                out = self._execute_sync(input, inner)
+            finally:
+                _CURRENT.reset(token)
+            if self.output is not None:
+                out = schema.validate_value(self.output, out, where=f"{self.source} output")
+            return out
+        parent = ctx._span
+        if _at is None:
+            path = log.path(parent, self.name, False)
+        else:
+            path = _at if parent is None else f"{parent.path}/{_at}"
+        done = log.done
+        if done and path in done:  # completed by an earlier attempt of this run (or reusable)
+            entry = log.replayed(path, self, input)
+            if entry is not None:
+                return self._replay(entry)
+        clock = time.perf_counter
+        span = LiveSpan(path, self, parent, input, clock())
+        log.spans.append(span)
+        inner = ctx._enter(self.name, span)
+        token = _CURRENT.set(inner)
+        try:
+            if self.input is not None:
+                input = span.input = schema.validate_value(self.input, input,
+                                                           where=f"{self.source} input")
+            out = self._execute_sync(input, inner)
+            if self.output is not None:
+                out = schema.validate_value(self.output, out, where=f"{self.source} output")
+        except Suspended:
+            span.status, span.duration = "suspended", clock() - span.t0
+            raise
+        except BaseException as exc:
+            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            raise
+        finally:
+            _CURRENT.reset(token)
+        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        return out
+
+    def _execute_sync(self, value: Any, ctx: Context) -> Any:
+        raise NotImplementedError
 
     def _replay(self, entry: list) -> Any:
         """A logged output as this block returned it: validated, or as its recorded class."""
@@ -290,6 +397,8 @@ class Handler(Block):
     def __init__(self, fn: Callable, name: str | None = None, **options: Any) -> None:
         self._fn = _Fn(fn, "a handler's function")
         self._async = _is_async(fn)
+        self._call2 = fn if self._fn.arity == 2 else None  # called as fn(value, ctx)
+        self._plain = not self._async and type(self)._execute is Handler._execute
         super().__init__(name or self._fn.name, **options)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
@@ -298,6 +407,57 @@ class Handler(Block):
     def fn(self) -> Callable:
         """The wrapped function (call it directly in a unit test if you like)."""
         return self._fn.fn
+
+    def _can_sync(self) -> bool:
+        return not self._async and type(self)._execute is Handler._execute
+
+    def _execute_sync(self, value: Any, ctx: Context) -> Any:
+        fn = self._fn
+        out = fn.fn(value, ctx) if fn.arity == 2 else fn.call(value, ctx)
+        if type(out) not in _PLAIN and _awaitable(out):
+            out = drive(out)
+        return out
+
+    def _run_sync(self, input: Any, ctx: Context, _at: str | None = None) -> Any:
+        # Block._run_sync with _execute_sync and ctx._enter inlined: the hot path of a traced
+        # run (a step of a sequencer of handlers); keep the three in step.
+        frame = ctx._frame
+        log = frame.log
+        if log is None or self.input is not None or self.output is not None:
+            return Block._run_sync(self, input, ctx, _at)
+        parent = ctx._span
+        if _at is None:
+            path = log.path(parent, self.name, False)
+        else:
+            path = _at if parent is None else f"{parent.path}/{_at}"
+        done = log.done
+        if done and path in done:  # completed by an earlier attempt of this run (or reusable)
+            entry = log.replayed(path, self, input)
+            if entry is not None:
+                return self._replay(entry)
+        span = _new(LiveSpan)  # LiveSpan(path, self, parent, input, t0), one call less
+        span.path, span.block, span.parent, span.input = path, self, parent, input
+        span.t0 = t0 = _clock()
+        log.spans.append(span)
+        inner = _new(Context)
+        inner._frame, inner.step_id, inner.sequencer, inner._concurrent, inner._span = \
+            frame, self.name, ctx.sequencer, ctx._concurrent, span
+        token = _CURRENT.set(inner)
+        try:
+            call = self._call2
+            out = call(input, inner) if call is not None else self._fn.call(input, inner)
+            if type(out) not in _PLAIN and _awaitable(out):
+                out = drive(out)
+        except Suspended:
+            span.status, span.duration = "suspended", _clock() - t0
+            raise
+        except BaseException as exc:
+            span.status, span.error, span.duration = "error", exc, _clock() - t0
+            raise
+        finally:
+            _CURRENT.reset(token)
+        span.output, span.status, span.duration = out, "ok", _clock() - t0
+        return out
 
     async def _execute(self, value: Any, ctx: Context) -> Any:
         if self._async:
@@ -365,6 +525,14 @@ class Router(Block):
         block = self._pick(chosen)
         return await block.run(value, ctx, self._segments[self.routes.index(block)])
 
+    def _can_sync(self) -> bool:
+        return not self._route.is_async and all(b._sync() for b in self.routes) \
+            and type(self)._execute is Router._execute
+
+    def _execute_sync(self, value: Any, ctx: Context) -> Any:
+        block = self._pick(self._route.now(value, ctx))
+        return block._run_sync(value, ctx, self._segments[self.routes.index(block)])
+
     def _pick(self, chosen: Any) -> Block:
         for block in self.routes:
             if block is chosen or (isinstance(chosen, str) and block.name == chosen):
@@ -426,10 +594,24 @@ class _Step:
         """Learn the step's index in its sequencer."""
         self.prefix = f"{self.kind}[{index}]/"
 
+    @property
+    def direct(self) -> tuple[Callable[[Any, Context, str | None], Any], str | None]:
+        """``(fn, at)``: ``fn(value, ctx, at)`` does what :meth:`now` does (a ``then`` of a
+        block calls the block's ``_run_sync`` itself: one call less per step)."""
+        return lambda value, ctx, at: self.now(value, ctx), None
+
     def blocks(self) -> list[Block]:
         return []
 
     async def run(self, value: Any, ctx: Context) -> Any:
+        raise NotImplementedError
+
+    def sync(self) -> bool:
+        """Whether :meth:`now` can run this step (its functions and blocks are plain)."""
+        return False
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        """:meth:`run` with no event loop."""
         raise NotImplementedError
 
     def describe(self, indent: int) -> str:
@@ -457,6 +639,20 @@ class _Then(_Step):
             value = await self.connector(value, ctx)
         return await self.block.run(value, ctx, self.at)
 
+    def sync(self) -> bool:
+        return (self.connector is None or not self.connector.is_async) and self.block._sync()
+
+    @property
+    def direct(self) -> tuple[Callable[[Any, Context, str | None], Any], str | None]:
+        if self.connector is None:
+            return self.block._run_sync, self.at
+        return super().direct
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        if self.connector is not None:
+            value = self.connector.now(value, ctx)
+        return self.block._run_sync(value, ctx, self.at)
+
 
 class _If(_Step):
     """``then_if`` / ``tap_if`` (and ``tap`` with no condition)."""
@@ -480,6 +676,15 @@ class _If(_Step):
         out = await self.block.run(value, ctx, self.at)
         return value if self.keep_value else out
 
+    def sync(self) -> bool:
+        return (self.cond is None or not self.cond.is_async) and self.block._sync()
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        if self.cond is not None and not self.cond.now(value, ctx):
+            return value
+        out = self.block._run_sync(value, ctx, self.at)
+        return value if self.keep_value else out
+
 
 class _Map(_Step):
     kind = "map"
@@ -495,28 +700,52 @@ class _Map(_Step):
         log = ctx._frame.log
         if log is None:
             return await self.fn(value, ctx)
-        return await _traced_map(log, self.at, self.fn, value, ctx)
+        replayed, span = _map_span(log, self.at, self.fn, value, ctx)
+        if span is None:
+            return replayed
+        clock = time.perf_counter
+        try:
+            out = await self.fn(value, ctx)
+        except BaseException as exc:
+            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            raise
+        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        return out
+
+    def sync(self) -> bool:
+        return not self.fn.is_async
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        log = ctx._frame.log
+        if log is None:
+            return self.fn.now(value, ctx)
+        replayed, span = _map_span(log, self.at, self.fn, value, ctx)
+        if span is None:
+            return replayed
+        clock = time.perf_counter
+        try:
+            out = self.fn.now(value, ctx)
+        except BaseException as exc:
+            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            raise
+        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        return out
 
 
-async def _traced_map(log: RunLog, at: str, fn: _Fn, value: Any, ctx: Context) -> Any:
-    """A ``map`` step as a span of its own (writes in it count as the sequencer's)."""
+def _map_span(log: RunLog, at: str, fn: _Fn, value: Any,
+              ctx: Context) -> tuple[Any, LiveSpan | None]:
+    """A ``map`` step as a span of its own (writes in it count as the sequencer's): its logged
+    output and ``None`` when an earlier attempt completed it, else ``(None, its new span)``."""
     path = log.path(ctx._span, at, True)
     entry = log.done.get(path) if log.done else None
     if entry is not None:
         data = ops.copy_json(entry[0], where=f"map {fn.name} logged output")
         cls = resolve_type(entry[1])
-        return cls.model_validate(data) if cls is not None and issubclass(cls, BaseModel) \
-            else data
-    clock = time.perf_counter
-    span = LiveSpan(path, MapStep(fn.name), ctx._span, value, clock())
+        return (cls.model_validate(data) if cls is not None and issubclass(cls, BaseModel)
+                else data), None
+    span = LiveSpan(path, MapStep(fn.name), ctx._span, value, time.perf_counter())
     log.spans.append(span)
-    try:
-        out = await fn(value, ctx)
-    except BaseException as exc:
-        span.status, span.error, span.duration = "error", exc, clock() - span.t0
-        raise
-    span.output, span.status, span.duration = out, "ok", clock() - span.t0
-    return out
+    return None, span
 
 
 async def _run_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int | None,
@@ -597,6 +826,18 @@ class _Parallel(_Step):
         results = await _run_limited([job(n) for n in names], self.limit, progress)
         return dict(zip(names, results))
 
+    def sync(self) -> bool:  # one branch at a time, so none waits for a worker thread
+        return (len(self.branches) == 1 or self.limit == 1) and \
+            all(b._sync() for b in self.branches.values())
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        total = len(self.branches)
+        out = {}
+        for name, block in self.branches.items():
+            out[name] = block._run_sync(value, ctx, self.prefix + name)
+            ctx.emit("progress", {"done": len(out), "total": total, "block": name})
+        return out
+
 
 class _ForEach(_Step):
     kind = "for_each"
@@ -609,11 +850,7 @@ class _ForEach(_Step):
         return [self.block]
 
     async def run(self, value: Any, ctx: Context) -> Any:
-        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
-            raise TypeError(f"for_each over {self.block.source} needs a list (or tuple) of "
-                            f"items, got {type(value).__name__}; use .map(...) first to build "
-                            f"the list")
-        items = list(value)
+        items = self._items(value)
         total = len(items)
         concurrent = total > 1 and self.limit != 1
         inner = ctx._derive(concurrent=concurrent) if concurrent != ctx._concurrent else ctx
@@ -626,6 +863,26 @@ class _ForEach(_Step):
         jobs = [functools.partial(block.run, item, inner, f"{at}[{k}]")
                 for k, item in enumerate(items)]
         return await _run_limited(jobs, self.limit, progress)
+
+    def sync(self) -> bool:  # one item at a time, so none waits for a worker thread
+        return self.limit == 1 and self.block._sync()
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        items = self._items(value)
+        total, block = len(items), self.block
+        at = f"{self.prefix}{block.name}"
+        out = []
+        for k, item in enumerate(items):
+            out.append(block._run_sync(item, ctx, f"{at}[{k}]"))
+            ctx.emit("progress", {"done": k + 1, "total": total, "block": block.name})
+        return out
+
+    def _items(self, value: Any) -> list:
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+            raise TypeError(f"for_each over {self.block.source} needs a list (or tuple) of "
+                            f"items, got {type(value).__name__}; use .map(...) first to build "
+                            f"the list")
+        return list(value)
 
 
 class _Branch(_Step):
@@ -648,6 +905,16 @@ class _Branch(_Step):
                 return await block.run(value, ctx, at)
         return value
 
+    def sync(self) -> bool:
+        return all((cond is None or not cond.is_async) and block._sync()
+                   for cond, block in self.cases)
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        for (cond, block), at in zip(self.cases, self.ats):
+            if cond is None or cond.now(value, ctx):
+                return block._run_sync(value, ctx, at)
+        return value
+
 
 class _Rescue(_Step):
     kind = "rescue"
@@ -662,6 +929,12 @@ class _Rescue(_Step):
     def bind(self, index: int) -> None:
         super().bind(index)
         self.ats = [self.prefix + seg for seg in _segments(b.name for _, b in self.cases)]
+
+    def sync(self) -> bool:
+        return all(block._sync() for _, block in self.cases)
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        return value  # nothing to rescue: the value passes on
 
     def match(self, exc: BaseException) -> tuple[Block, str] | None:
         """The block of the first case ``exc`` matches, with its path segment."""
@@ -694,8 +967,22 @@ class _Loop(_Step):
             value = await self.block.run(value, ctx, f"{at}[{k}]")
             if bool(await self.cond(value, ctx)) == self.until:
                 return value
+        raise self._limit_error(ctx)
+
+    def sync(self) -> bool:
+        return not self.cond.is_async and self.block._sync()
+
+    def now(self, value: Any, ctx: Context) -> Any:
+        at = self.prefix + self.block.name
+        for k in range(self.limit):
+            value = self.block._run_sync(value, ctx, f"{at}[{k}]")
+            if bool(self.cond.now(value, ctx)) == self.until:
+                return value
+        raise self._limit_error(ctx)
+
+    def _limit_error(self, ctx: Context) -> LoopLimitError:
         kind = "do_until" if self.until else "do_while"
-        raise LoopLimitError(
+        return LoopLimitError(
             f"{kind} over {self.block.source} in step {ctx.step_id!r} did not stop after "
             f"{self.limit} iterations; check its condition ({self.cond.name}), or raise the "
             f"limit with {kind}(cond, block, max_iterations=N)")
@@ -722,6 +1009,7 @@ class Sequencer(Block):
         if self._instance is not None:
             self._instance.add_state("sequencer", state, self.source)
         self._instance_model: Any = _KEEP  # built lazily, reset when a step is added
+        self._direct: list[tuple[Callable, str | None]] | None = None  # steps' ``direct``
         self._sealed_by: str | None = None  # set by define_flow: the flow's models are built
 
     # -- construction --------------------------------------------------------------------
@@ -740,6 +1028,7 @@ class Sequencer(Block):
         step.bind(len(self._steps))
         self._steps.append(step)
         self._instance_model = _KEEP
+        _SHAPE[0] += 1
         return self
 
     def _absorb(self, child: Block) -> None:
@@ -919,7 +1208,45 @@ class Sequencer(Block):
             if pending is not None:
                 continue
             try:
-                value = await step.run(value, ctx)
+                if type(step) is _Then and step.connector is None:  # one coroutine less
+                    value = await step.block.run(value, ctx, step.at)
+                else:
+                    value = await step.run(value, ctx)
+            except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                pending = exc
+        if pending is not None:
+            raise pending
+        return value
+
+    def _can_sync(self) -> bool:
+        return all(step.sync() for step in self._steps) \
+            and type(self)._execute is Sequencer._execute
+
+    def _execute_sync(self, value: Any, ctx: Context) -> Any:
+        if self._instance is not None:
+            span = ctx._span
+            instance = SequencerState(ctx.store, ctx.run_id, self.name,
+                                      span.path if span is not None
+                                      else ctx._services.next_instance(), self.instance_model)
+            ctx = ctx._derive(sequencer=instance)
+        pending: Exception | None = None  # an error waiting for a matching rescue
+        direct = self._direct
+        if direct is None or len(direct) != len(self._steps):
+            direct = self._direct = [step.direct for step in self._steps]
+        for k, (fn, at) in enumerate(direct):
+            if pending is not None:
+                step = self._steps[k]
+                if isinstance(step, _Rescue):
+                    found = step.match(pending)
+                    if found is not None:
+                        caught, pending = pending, None
+                        try:
+                            value = found[0]._run_sync(caught, ctx, found[1])
+                        except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                            pending = exc
+                continue
+            try:
+                value = fn(value, ctx, at)
             except Exception as exc:  # noqa: BLE001 - may be rescued further on
                 pending = exc
         if pending is not None:

@@ -13,6 +13,7 @@ Each run keeps a request record ``request/<id>/$request`` (see ``runs.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..base.env import current_user
@@ -23,6 +24,16 @@ from ..stores.base import Change, Record, Store
 from .forking import meta_parent
 
 __all__ = ["ensure_session", "list_runs", "list_sessions"]
+
+#: Called with the store before runs are listed: writes the records that runs of this process
+#: put off (``durable.py`` sets it; see its ``Lease``), so this process lists them.
+_before_listing: Callable[[Store], None] | None = None
+
+
+def set_before_listing(hook: Callable[[Store], None] | None) -> None:
+    """Set the function :func:`list_runs` calls first (see ``_before_listing``)."""
+    global _before_listing
+    _before_listing = hook
 
 
 def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind: str,
@@ -122,6 +133,8 @@ def list_runs(store: Store, session_id: str | None = None, limit: int | None = 2
     Each is the record's state plus its ``request_id``, with ``status`` as readers see it
     (:func:`effective_status`); ``status`` filters on that.
     """
+    if _before_listing is not None:
+        _before_listing(store)
     now = time.time()
     records = []
     for r in store.list(scope="request", name=REQUEST):

@@ -136,28 +136,43 @@ class RunServices:
 
 
 class _RunFrame:
-    """The parts of ``ctx`` that stay the same for every block of one run."""
+    """The parts of ``ctx`` that stay the same for every block of one run.
+
+    The scope handles may be given, or made by ``make(scope)`` when a block first asks for one
+    (most blocks use one or two of the four).
+    """
 
     __slots__ = (
+        "_handles",
+        "_make",
         "flow",
         "flow_path",
         "log",
-        "project",
-        "request",
         "run_id",
         "services",
-        "session",
         "store",
-        "user",
     )
 
     def __init__(self, request: Any, session: Any, user: Any, project: Any, run_id: str,
                  store: Store, flow: Any, flow_path: str, services: RunServices,
-                 log: RunLog | None = None) -> None:
-        self.request, self.session, self.user, self.project = request, session, user, project
+                 log: RunLog | None = None, make: Callable[[str], Any] | None = None) -> None:
+        self._handles = {scope: handle for scope, handle in (
+            ("request", request), ("session", session), ("user", user), ("project", project))
+            if handle is not None}
+        self._make = make
         self.run_id, self.store, self.flow, self.flow_path = run_id, store, flow, flow_path
         self.services = services
         self.log = log
+
+    def handle(self, scope: str) -> Any:
+        """The run's handle on ``scope`` (made on first use)."""
+        found = self._handles.get(scope)
+        if found is None and self._make is not None:
+            with self.services._lock:  # blocks in worker threads share one handle per scope
+                found = self._handles.get(scope)
+                if found is None:
+                    found = self._handles[scope] = self._make(scope)
+        return found
 
 
 class Context:
@@ -178,18 +193,22 @@ class Context:
     def __init__(self, *, request: Any, session: Any, user: Any, project: Any,
                  run_id: str, store: Store, flow: Any, flow_path: str,
                  services: RunServices, sequencer: Any = None, step_id: str | None = None,
-                 concurrent: bool = False, log: RunLog | None = None) -> None:
+                 concurrent: bool = False, log: RunLog | None = None,
+                 handles: Callable[[str], Any] | None = None) -> None:
         self._frame = _RunFrame(request, session, user, project, run_id, store, flow,
-                                flow_path, services, log)
+                                flow_path, services, log, handles)
         self.step_id = step_id
         self.sequencer = sequencer
         self._concurrent = concurrent
         self._span: LiveSpan | None = None
 
-    request = property(lambda self: self._frame.request, doc="The request scope handle.")
-    session = property(lambda self: self._frame.session, doc="The session scope handle.")
-    user = property(lambda self: self._frame.user, doc="The user scope handle.")
-    project = property(lambda self: self._frame.project, doc="The project scope handle.")
+    request = property(lambda self: self._frame.handle("request"),
+                       doc="The request scope handle.")
+    session = property(lambda self: self._frame.handle("session"),
+                       doc="The session scope handle.")
+    user = property(lambda self: self._frame.handle("user"), doc="The user scope handle.")
+    project = property(lambda self: self._frame.handle("project"),
+                       doc="The project scope handle.")
     run_id = property(lambda self: self._frame.run_id, doc="This run's request id.")
     store = property(lambda self: self._frame.store, doc="The store this run writes to.")
     flow = property(lambda self: self._frame.flow, doc="The Flow being run.")
@@ -252,6 +271,9 @@ class Context:
         (resumes included), different for every other block and run. Hand it to an outside
         service that deduplicates requests (payments, email)."""
         span = self._span
+        log = self._frame.log
+        if log is not None and log.start is not None:
+            log.start()  # an outside service is about to see this run: record it first
         return f"{self.run_id}:{span.path if span is not None else self.step_id}"
 
     def suspend(self, model: type[BaseModel], *, message: str | None = None,

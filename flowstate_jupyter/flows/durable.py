@@ -44,7 +44,7 @@ from ..handles.resources import bound_tombstones
 from ..model import ops, schema
 from ..model.jsonschema import json_path, schema_errors
 from ..stores.base import KEEP, Change, Record, Store
-from .bookkeeping import effective_status, list_runs
+from .bookkeeping import effective_status, list_runs, set_before_listing
 from .trace import read_content, resolve_type
 
 __all__ = [
@@ -60,6 +60,9 @@ __all__ = [
 
 #: Seconds between a queued run's looks at its action's slot.
 QUEUE_POLL_S = 0.02
+#: A run that has not written its request record yet writes it once it has lasted this long
+#: (or a third of its lease, if that is shorter); see ``Lease.start``.
+START_AFTER_S = 0.1
 #: Interrupted runs and expired suspensions older than this are purged by ``flowstate prune``.
 STALE_AFTER_S = 7 * 24 * 3600.0
 
@@ -151,6 +154,10 @@ class Lease:
     another process took the run over (it resumed it after this run's lease passed), and from
     then on the run may not write (``lost``). ``renew`` extends ``lease_until`` and writes the
     run's step log (``content``), from the renewing thread.
+
+    A run may put off its first write (``first`` holds its content and event): :meth:`start`
+    makes it when the run needs its record, and the renewing thread makes it once the run has
+    lasted :data:`START_AFTER_S`. Until then the record does not exist (version 0).
     """
 
     def __init__(self, store: Store, request_id: str, seconds: float, state: dict) -> None:
@@ -159,6 +166,9 @@ class Lease:
         self.seconds = seconds
         self.state = state
         self.version = 0
+        self.started = False
+        self.ended = False  # the run has ended: no renewal may write after its final write
+        self.first: tuple[Any, dict] | None = None
         self.lost: str | None = None
         self.content: Callable[[], str | None] | None = None
         self.on_lost: Callable[[str], None] | None = None
@@ -212,11 +222,33 @@ class Lease:
         """This run wrote ``record`` (possibly nested in another write that committed)."""
         self.version = record.version
         self.last = time.monotonic()
+        self.started = True
+
+    def start(self) -> None:
+        """Write the record now if the run put its first write off (from any thread; once)."""
+        if self.started:
+            return
+        with self.lock:
+            if self.started or self.lost is not None or self.first is None:
+                return
+            content, event = self.first
+            self.write({**self.state, "lease_until": time.time() + self.seconds},
+                       content=content, event=event)
+
+    def due(self) -> float:
+        """When (``time.monotonic()``) the renewing thread should next write the record."""
+        if self.started:
+            return self.last + self.seconds / 3
+        return self.last + min(START_AFTER_S, self.seconds / 3)
 
     def renew(self) -> None:
-        """Extend the lease and write the step log so far (from the renewing thread)."""
+        """Extend the lease and write the step log so far (from the renewing thread); a run
+        that has not written its record yet writes it now."""
         with self.lock:
-            if self.lost is not None:
+            if self.lost is not None or self.ended:
+                return
+            if not self.started:
+                self.start()
                 return
             state = {**self.state, "lease_until": time.time() + self.seconds}
             content = self.content() if self.content is not None else KEEP
@@ -254,6 +286,16 @@ class _Renewer:
         with self.lock:
             self.leases.discard(lease)
 
+    def start_pending(self, store: Store, request_id: str | None = None) -> None:
+        """Write now the records that runs of this process on ``store`` put off (only
+        ``request_id``'s, if given): someone here is about to look for them."""
+        with self.lock:
+            pending = [lease for lease in self.leases if not lease.started
+                       and lease.store is store
+                       and (request_id is None or lease.request_id == request_id)]
+        for lease in pending:
+            lease.start()
+
     def _run(self) -> None:
         idle_since = None
         while True:
@@ -269,7 +311,7 @@ class _Renewer:
             now = time.monotonic()
             wait = 0.05
             for lease in leases:
-                due = lease.last + lease.seconds / 3 - now
+                due = lease.due() - now
                 if due <= 0:
                     try:
                         lease.renew()
@@ -287,12 +329,15 @@ class _Renewer:
 
 
 RENEWER = _Renewer()
+set_before_listing(RENEWER.start_pending)
 
 
 # ---------------------------------------------------------------------------- resume
 
 def read_run(store: Store, request_id: str) -> Record:
-    """The request record of ``request_id``; :class:`RunStateError` if there is none."""
+    """The request record of ``request_id``; :class:`RunStateError` if there is none. A run of
+    this process that put off its record's first write writes it first."""
+    RENEWER.start_pending(store, request_id)
     record = store.read("request", request_id, REQUEST)
     if record is None or record.deleted or not isinstance(record.state, dict):
         raise RunStateError(f"there is no run {request_id!r} in store {store.url} (it may have "
@@ -502,24 +547,39 @@ def note_ended_run(store: Store, session_id: str, request_id: str) -> list[str]:
     def fn(record: Record | None) -> Change | None:
         if record is None or record.deleted:
             return None
-        try:
-            runs = json.loads(record.content) if record.content else []
-        except ValueError:
-            runs = []
-        if not isinstance(runs, list):
-            runs = []
-        runs.append(request_id)
         dropped.clear()
-        if len(runs) > limit + retention_batch(limit):
-            dropped.extend(runs[:len(runs) - limit])
-            runs = runs[len(runs) - limit:]
-        return Change(state=record.state, operation="set", content=json.dumps(runs),
+        content = _appended(record.content, request_id, limit + retention_batch(limit))
+        if content is None:  # over the bound (or not a list we wrote): decoded and cut
+            try:
+                runs = json.loads(record.content) if record.content else []
+            except ValueError:
+                runs = []
+            if not isinstance(runs, list):
+                runs = []
+            runs.append(request_id)
+            if len(runs) > limit + retention_batch(limit):
+                dropped.extend(runs[:len(runs) - limit])
+                runs = runs[len(runs) - limit:]
+            content = json.dumps(runs)
+        return Change(state=record.state, operation="set", content=content,
                       event={"type": "session", "scope": "session", "scope_id": session_id,
                              "change_type": "run_ended", "run": request_id,
                              "request_id": None})
 
     store.update("session", session_id, SESSION_META, fn)
     return dropped
+
+
+def _appended(text: str | None, request_id: str, bound: int) -> str | None:
+    """The JSON list ``text`` (as ``json.dumps`` writes a list of ids) with ``request_id``
+    appended, without decoding it; ``None`` when the list would pass ``bound`` or ``text`` is
+    not such a list. Ids have no quotes or escapes (``base.ids``), so the quotes count them."""
+    if not text:
+        return f'["{request_id}"]'
+    if text[0] != "[" or text[-1] != "]" or '"' in request_id or "\\" in text \
+            or text.count('"') // 2 + 1 > bound:
+        return None
+    return f'["{request_id}"]' if text == "[]" else f'{text[:-1]}, "{request_id}"]'
 
 
 def purge_runs(store: Store, request_ids: list[str], session_id: str | None = None) -> int:

@@ -55,12 +55,13 @@ from ..stores.base import Store
 from ..stores.default import default_store
 from .blocks import Block, Sequencer
 from .bookkeeping import DEFAULT_PAGE, list_sessions
+from .bridge import run_sync
 from .bubbling import Declarations, merge_resources, merge_state_model
 from .client_data import ClientDataContext
 from .durable import claim_resume, list_runs, read_run
 from .graph import flow_graph
 from .replay import ReplayResult, recorded_input, replay_run
-from .runs import Resumption, RunResult, execute, run_sync
+from .runs import Resumption, RunResult, execute, execute_now
 from .sessions import Session
 from .trace import Trace, read_content, trace_from
 
@@ -254,9 +255,12 @@ class Flow:
         trace; ``durable=False`` keeps no step log (the run can then neither suspend nor be
         resumed).
         """
-        return run_sync(lambda: self.arun(action, input, user=user, session=session,
-                                          project=project, store=store, on_event=on_event,
-                                          trace=trace, durable=durable))
+        act = self._action(action)
+        value = _validate_input(act.input_model, input, f"action {action!r} input")
+        return self._run(act.block, value, self._options(
+            action=action, input=_shown(value, input), user=user, session=session, project=project,
+            store=store, on_event=on_event, trace=trace, durable=durable,
+            concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
 
     async def arun(self, action: str, input: Any = None, *, user: str | None = None,
                    session: str | None = None, project: str = DEFAULT_PROJECT,
@@ -265,21 +269,21 @@ class Flow:
         """The async twin of :meth:`run`."""
         act = self._action(action)
         value = _validate_input(act.input_model, input, f"action {action!r} input")
-        return await self._execute(act.block, value, action=action, input=input, user=user,
-                                   session=session, project=project, store=store,
-                                   on_event=on_event, trace=trace, durable=durable,
-                                   concurrency=act.concurrency,
-                                   queue_timeout_s=act.queue_timeout_s)
+        return await execute(self, act.block, value, **self._options(
+            action=action, input=_shown(value, input), user=user, session=session, project=project,
+            store=store, on_event=on_event, trace=trace, durable=durable,
+            concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
 
     def run_block(self, block: Block, input: Any = None, *, user: str | None = None,
                   session: str | None = None, project: str = DEFAULT_PROJECT,
                   store: Store | None = None, on_event: Callable[[dict], None] | None = None,
                   trace: bool = True, durable: bool = True) -> RunResult:
         """Run one block of this flow (any block, not only an action) as a request."""
-        return run_sync(lambda: self.arun_block(block, input, user=user, session=session,
-                                                project=project, store=store,
-                                                on_event=on_event, trace=trace,
-                                                durable=durable))
+        self._check_block(block)
+        value = _validate_input(block.input, input, f"{block.source} input")
+        return self._run(block, value, self._options(
+            action=None, input=_shown(value, input), user=user, session=session, project=project,
+            store=store, on_event=on_event, trace=trace, durable=durable))
 
     async def arun_block(self, block: Block, input: Any = None, *, user: str | None = None,
                          session: str | None = None, project: str = DEFAULT_PROJECT,
@@ -289,9 +293,9 @@ class Flow:
         """The async twin of :meth:`run_block`."""
         self._check_block(block)
         value = _validate_input(block.input, input, f"{block.source} input")
-        return await self._execute(block, value, action=None, input=input, user=user,
-                                   session=session, project=project, store=store,
-                                   on_event=on_event, trace=trace, durable=durable)
+        return await execute(self, block, value, **self._options(
+            action=None, input=_shown(value, input), user=user, session=session, project=project,
+            store=store, on_event=on_event, trace=trace, durable=durable))
 
     # -- durable runs (DESIGN §15) and traces (DESIGN §14) -------------------------------------
     def resume(self, request_id: str, value: Any = None, *, store: Store | None = None,
@@ -310,13 +314,22 @@ class Flow:
         change log no longer reaches back to its last recorded step — ``force=True`` then
         resumes anyway, accepting that the unfinished blocks' writes since may repeat.
         """
-        return run_sync(lambda: self.aresume(request_id, value, store=store, on_event=on_event,
-                                             force=force))
+        return self._run(*self._resumed(request_id, value, store=store, on_event=on_event,
+                                        force=force))
 
     async def aresume(self, request_id: str, value: Any = None, *, store: Store | None = None,
                       on_event: Callable[[dict], None] | None = None,
                       force: bool = False) -> RunResult:
         """The async twin of :meth:`resume`."""
+        block, value_in, options = self._resumed(request_id, value, store=store,
+                                                 on_event=on_event, force=force)
+        return await execute(self, block, value_in, **options)
+
+    def _resumed(self, request_id: str, value: Any, *, store: Store | None,
+                 on_event: Callable[[dict], None] | None,
+                 force: bool) -> tuple[Block, Any, dict[str, Any]]:
+        """Claim-check a resume (nothing written yet): the block, its input and the options
+        of the run that continues it."""
         store = store or default_store()
         record, state, logged, data = claim_resume(store, request_id, self.kind, value,
                                                    force=force)
@@ -337,11 +350,11 @@ class Flow:
         if data is not None or state.get("status") == "suspended":
             logged = {**logged, "resumed": {**(logged.get("resumed") or {}),
                                             suspension.get("key", ""): data}}
-        return await execute(self, block, value_in, action=name, session_id=state["session"],
-                             user=state.get("user"), project=state.get("project", "default"),
-                             store=store, request_id=request_id, on_event=on_event,
-                             concurrency=concurrency, queue_timeout_s=timeout,
-                             resumption=Resumption(record, state, logged, data))
+        return block, value_in, dict(
+            action=name, session_id=state["session"], user=state.get("user"),
+            project=state.get("project", "default"), store=store, request_id=request_id,
+            on_event=on_event, concurrency=concurrency, queue_timeout_s=timeout,
+            resumption=Resumption(record, state, logged, data))
 
     def _block_named(self, name: Any, request_id: str) -> Block:
         found = [b for b in self._blocks.values() if b.name == name]
@@ -436,21 +449,27 @@ class Flow:
                         f"resource {name!r}, which the flow does not have; add the block to "
                         f"one of the flow's actions")
 
-    async def _execute(self, block: Block, value: Any, *, action: str | None, input: Any,
-                       user: str | None, session: str | None, project: str,
-                       store: Store | None, on_event: Callable[[dict], None] | None,
-                       trace: bool = True, durable: bool = True, concurrency: str = "allow",
-                       queue_timeout_s: float = 30.0) -> RunResult:
+    def _options(self, *, action: str | None, input: Any, user: str | None,
+                 session: str | None, project: str, store: Store | None,
+                 on_event: Callable[[dict], None] | None, trace: bool = True,
+                 durable: bool = True, concurrency: str = "allow",
+                 queue_timeout_s: float = 30.0) -> dict[str, Any]:
+        """Check ids and fill in defaults: the options of a new run (``runs.execute``);
+        ``input`` is what its request record shows."""
         if user is not None:
             check_id(user, "user id")
         check_id(project, "project id")
         session_id = check_id(session, "session id") if session is not None else new_id("s")
-        return await execute(self, block, value, action=action, session_id=session_id,
-                             user=user, project=project, store=store or default_store(),
-                             request_id=new_id("r"), on_event=on_event,
-                             input_for_record=value if value is not None else input,
-                             trace=bool(trace), durable=bool(durable),
-                             concurrency=concurrency, queue_timeout_s=queue_timeout_s)
+        return dict(action=action, session_id=session_id, user=user, project=project,
+                    store=store or default_store(), request_id=new_id("r"), on_event=on_event,
+                    input_for_record=input, trace=bool(trace), durable=bool(durable),
+                    concurrency=concurrency, queue_timeout_s=queue_timeout_s)
+
+    def _run(self, block: Block, value: Any, options: dict[str, Any]) -> RunResult:
+        """Run from synchronous code: with no event loop when every block is a plain function
+        and none runs in this thread, else on a loop (``bridge.run_sync``)."""
+        now = (lambda: execute_now(self, block, value, **options)) if block._sync() else None
+        return run_sync(lambda: execute(self, block, value, **options), now)
 
     # -- sessions --------------------------------------------------------------------------------
     def session(self, id: str | None = None, *, user: str | None = None,
@@ -556,6 +575,11 @@ def _resource_text(definition: ResourceDefinition | CollectionDefinition) -> str
     if isinstance(definition, CollectionDefinition):
         return f"collection {definition.pattern!r} of {state}"
     return f"{state}{'' if definition.writable else ' (read-only)'}"
+
+
+def _shown(value: Any, given: Any) -> Any:
+    """What a run's request record shows as its input: the validated value, else as given."""
+    return value if value is not None else given
 
 
 def _validate_input(model: type[BaseModel] | None, value: Any, where: str) -> Any:

@@ -8,10 +8,16 @@ then call :func:`execute`, which
    id, plus what blocks ``ctx.emit``; each event also goes to ``on_event`` as it happens;
 3. writes the request record ``request/<request id>/$request`` with status ``"running"`` and a
    lease (``durable.py``) — for an action with ``concurrency="reject"`` or ``"queue"``, in one
-   transaction with taking the action's slot on the session;
-4. builds ``ctx`` (request, session, user and project handles typed by the flow's merged models)
-   and awaits ``block.run(input, ctx)``, keeping spans and the step log in memory
-   (``trace.py``);
+   transaction with taking the action's slot on the session, and for a resume as its claim.
+   A run whose blocks declare no state or resources puts that write off until it is needed:
+   before its first state or resource write, its first ``ctx.run_once`` or
+   ``ctx.idempotency_key``, or once it has lasted :data:`durable.START_AFTER_S`; one that ends
+   sooner writes its record once, at its end (docs/decisions.md). Its ``"running"`` event is
+   among the run's events either way;
+4. builds ``ctx`` (request, session, user and project handles typed by the flow's merged models,
+   each made when a block first uses it) and runs the block — ``await block.run(input, ctx)``,
+   or, for a tree of plain functions with no event loop in the thread, :func:`execute_now`
+   calls it without one — keeping spans and the step log in memory (``trace.py``);
 5. rewrites the request record with status ``"ok"`` and the output, or ``"error"`` and the error's
    type and message, with the trace as its content, in one transaction with noting the run on its
    session (for retention), and returns a :class:`RunResult`. A block that called
@@ -26,22 +32,19 @@ committed before it stays. Mistakes found before anything runs (unknown action, 
 invalid ids, a session of another user) raise at once and leave nothing behind.
 ``KeyboardInterrupt`` and task cancellation are recorded as an error and then re-raised.
 
-:func:`run_sync` runs a coroutine to completion from synchronous code, also when the calling
-thread already runs an event loop (Jupyter): the coroutine then runs on the loop of a helper
-thread while the caller waits.
+:func:`run_sync` (``bridge.py``) runs a run to completion from synchronous code: without an
+event loop when it can, on this thread's loop, or, when the calling thread already runs an event
+loop (Jupyter), on the loop of a helper thread while the caller waits.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import json
-import threading
 import time
 import traceback as _traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic_core import to_jsonable_python
 
@@ -54,6 +57,7 @@ from ..model.graph import FlowGraph
 from ..stores.base import Record, Store
 from .blocks import Block
 from .bookkeeping import ensure_session
+from .bridge import run_sync
 from .context import Context, RunServices, SequencerState
 from .durable import (
     RENEWER,
@@ -70,13 +74,10 @@ from .graph import result_graph
 from .spec import FlowSpec
 from .trace import RunLog, Suspended, Trace, read_content, trace_rows
 
-__all__ = ["Resumption", "RunResult", "execute", "run_sync"]
+__all__ = ["Resumption", "RunResult", "execute", "execute_now", "run_sync"]
 
 #: Inputs and outputs larger than this (as JSON) are kept in the request record as a preview.
 RECORD_VALUE_LIMIT = 64 * 1024
-
-T = TypeVar("T")
-
 
 @dataclass(repr=False)
 class RunResult:
@@ -147,101 +148,6 @@ class RunResult:
 
 
 
-# ---------------------------------------------------------------------------- sync bridge
-
-def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run the coroutine ``make()`` returns to completion and return its result.
-
-    Without a running loop in this thread: ``asyncio.run``. Inside one (Jupyter, or a block
-    calling ``flow.run``): on an idle helper thread's event loop (started the first time and
-    kept for later runs: a new thread and loop per run cost as much as a short run), with this
-    thread's context variables, while this thread waits. Interrupting the wait (Jupyter's stop
-    button raises ``KeyboardInterrupt`` here) cancels the run, which records the request as an
-    error, and then re-raises the interrupt.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    return _run_in_helper_thread(make)
-
-
-class _LoopThread:
-    """A daemon thread running an event loop forever, to run flows on from inside a loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="flowstate-run",
-                                       daemon=True)
-        self.thread.start()
-
-
-_IDLE_LOOPS: list[_LoopThread] = []  # helper threads not running a flow now
-_IDLE_LOCK = threading.Lock()
-
-
-def _run_in_helper_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``make()`` on an idle helper loop while this thread waits (see :func:`run_sync`).
-
-    An interrupt (``KeyboardInterrupt``) may arrive at any instruction of this thread, also while
-    the run is being scheduled, for instance from the block itself an instant after it starts.
-    Everything from scheduling on is therefore inside one ``try``, and the cancel request goes
-    through the helper's loop, which runs callbacks in the order they were scheduled: it runs
-    after ``start`` if ``start`` was scheduled at all. So the run is either never started or
-    cancelled, and the interrupt propagates only after the run has recorded its outcome.
-    """
-    with _IDLE_LOCK:
-        helper = _IDLE_LOOPS.pop() if _IDLE_LOOPS else None
-    if helper is None:  # the first run, or every helper is busy (a run started inside a run)
-        helper = _LoopThread()
-    context = contextvars.copy_context()
-    box: dict[str, Any] = {}
-    finished = threading.Event()
-
-    def start() -> None:  # on the helper's loop
-        try:
-            task: asyncio.Task[T] = context.run(lambda: helper.loop.create_task(make()))
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            box["error"] = exc
-            finished.set()
-            return
-        box["task"] = task
-        task.add_done_callback(done)
-
-    def done(task: asyncio.Task) -> None:
-        if task.cancelled():
-            box["error"] = asyncio.CancelledError()
-        elif task.exception() is not None:
-            box["error"] = task.exception()
-        else:
-            box["result"] = task.result()
-        finished.set()
-
-    def cancel() -> None:  # on the helper's loop, after start() if start() was scheduled
-        if "task" in box:
-            box["task"].cancel()  # done() sets `finished` once the run has recorded it
-        elif not finished.is_set():  # start() was never scheduled: nothing runs
-            finished.set()
-
-    try:
-        helper.loop.call_soon_threadsafe(start)
-        while not finished.wait(0.1):  # short waits: a pending interrupt is noticed quickly
-            pass
-    except KeyboardInterrupt:
-        # A second interrupt while waiting stops the wait; the run still ends (cancelled) on
-        # its own and records that.
-        helper.loop.call_soon_threadsafe(cancel)
-        finished.wait()
-        raise
-    finally:
-        if finished.is_set():
-            with _IDLE_LOCK:
-                _IDLE_LOOPS.append(helper)
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
 # ---------------------------------------------------------------------------- the run
 
 def for_record(value: Any) -> Any:
@@ -292,53 +198,75 @@ def _request_event(request_id: str, record: dict, **extra: Any) -> dict:
             "error": record["error"], "request_id": request_id, **extra}
 
 
-async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | None,
-                  session_id: str, user: str | None, project: str, store: Store,
-                  request_id: str, on_event: Callable[[dict], None] | None = None,
-                  input_for_record: Any = None, trace: bool = True, durable: bool = True,
-                  concurrency: str = "allow", queue_timeout_s: float = 30.0,
-                  resumption: Resumption | None = None,
-                  run_log: RunLog | None = None) -> RunResult:
-    """Run ``block`` on ``value`` as request ``request_id`` of ``session_id`` (see module doc).
+class _Run:
+    """One run from its start to its end: what :func:`execute` and :func:`execute_now` share.
 
-    ``value`` has been validated by the caller. Raises only for problems found before the block
-    starts (a session of another user or flow kind, an unreachable store, a run of the action
-    in flight with ``concurrency="reject"``, a resume another process won). ``run_log``: the
-    log to keep instead of a new one (a replay's, ``flows/replay.py``, which starts from what
-    the original run recorded).
+    ``begin`` does everything before the block runs and returns its ``ctx``; ``end`` records
+    the outcome and builds the :class:`RunResult`; ``close`` lets go of the subscription and
+    the lease, whatever happened.
     """
-    services = RunServices(request_id, on_event)
-    wall0, clock0 = time.time(), time.perf_counter()
-    seconds = lease_seconds()
-    if resumption is not None:
-        trace = bool(resumption.state.get("trace", True))
-        durable = True
-        rows = trace_rows(read_content(resumption.record.content).get("trace"))
-        attempt = int(resumption.state.get("attempt") or 1) + 1
-        log: RunLog | None = RunLog(request_id, trace=trace, durable=True, wall0=wall0,
-                                    clock0=clock0, attempt=attempt, logged=resumption.logged,
-                                    previous=rows)
-    elif run_log is not None:
-        log = run_log
-        log.wall0, log.clock0 = wall0, clock0
-    elif trace or durable:
-        log = RunLog(request_id, trace=trace, durable=durable, wall0=wall0, clock0=clock0)
-    else:
-        log = None
 
-    def keep(event: dict) -> None:
-        if event.get("request_id") == request_id:
-            services.record(event)
-            if log is not None:
-                log.observe(event)
+    def __init__(self, flow: FlowSpec, block: Block, value: Any, *, action: str | None,
+                 session_id: str, user: str | None, project: str, store: Store,
+                 request_id: str, on_event: Callable[[dict], None] | None = None,
+                 input_for_record: Any = None, trace: bool = True, durable: bool = True,
+                 concurrency: str = "allow", queue_timeout_s: float = 30.0,
+                 resumption: Resumption | None = None,
+                 run_log: RunLog | None = None) -> None:
+        self.flow, self.block, self.value, self.action = flow, block, value, action
+        self.session_id, self.user, self.project, self.store = session_id, user, project, store
+        self.request_id, self.input_for_record = request_id, input_for_record
+        self.trace, self.durable, self.resumption = trace, durable, resumption
+        self.concurrency, self.queue_timeout_s = concurrency, queue_timeout_s
+        self.root = action if action is not None else block.name
+        self.services = RunServices(request_id, on_event)
+        self.wall0, self.clock0 = time.time(), time.perf_counter()
+        self.lease: Lease | None = None
+        self.unsubscribe: Callable[[], None] | None = None
+        self.log: RunLog | None = run_log
 
-    unsubscribe = store.subscribe(keep)
-    lease: Lease | None = None
-    try:
+    def begin(self) -> Context:
+        """Check the session, claim (or put off) the request record, build ``ctx``.
+
+        Raises only for problems found before the block starts (a session of another user or
+        flow kind, an unreachable store, a run of the action in flight with
+        ``concurrency="reject"``, a resume another process won).
+        """
+        store, request_id, services = self.store, self.request_id, self.services
+        resumption, trace, durable = self.resumption, self.trace, self.durable
+        wall0, clock0 = self.wall0, self.clock0
+        action, session_id, flow, block = self.action, self.session_id, self.flow, self.block
+        seconds = lease_seconds()
+        if resumption is not None:
+            trace = self.trace = bool(resumption.state.get("trace", True))
+            durable = self.durable = True
+            rows = trace_rows(read_content(resumption.record.content).get("trace"))
+            attempt = int(resumption.state.get("attempt") or 1) + 1
+            log: RunLog | None = RunLog(request_id, trace=trace, durable=True, wall0=wall0,
+                                        clock0=clock0, attempt=attempt,
+                                        logged=resumption.logged, previous=rows)
+        elif self.log is not None:  # a replay's, which starts from what the original recorded
+            log = self.log
+            log.wall0, log.clock0 = wall0, clock0
+        elif trace or durable:
+            log = RunLog(request_id, trace=trace, durable=durable, wall0=wall0, clock0=clock0)
+        else:
+            log = None
+        self.log = log
+
+        def keep(event: dict) -> None:
+            if event.get("request_id") == request_id:
+                services.record(event)
+                if log is not None:
+                    log.observe(event)
+
+        self.unsubscribe = store.subscribe(keep)
+        content: str | None = None
         if resumption is None:
-            owner = ensure_session(store, session_id, user=user, flow_kind=flow.kind,
+            owner = ensure_session(store, session_id, user=self.user, flow_kind=flow.kind,
                                    request_id=request_id)
-            shown = input_for_record if input_for_record is not None else value
+            value = self.value
+            shown = self.input_for_record if self.input_for_record is not None else value
             logged_input = _logged_input(value)
             if logged_input is not None and shown is value and \
                     len(json.dumps(logged_input)) <= RECORD_VALUE_LIMIT:
@@ -348,44 +276,57 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
             if log is not None and durable:
                 log.input_json = logged_input
             record = {"action": action, "block": block.name, "flow": flow.kind,
-                      "session": session_id, "user": owner, "project": project,
+                      "session": session_id, "user": owner, "project": self.project,
                       "input": shown_json, "output": None, "error": None,
                       "status": "running", "started_at": wall0, "ended_at": None,
                       "duration_s": None, "lease_until": wall0 + seconds, "attempt": 1,
                       "owner": owner_token(), "trace": trace, "durable": durable,
                       "suspension": None, "flow_module": getattr(flow, "_module", None)}
-            previous_duration = 0.0
+            self.previous_duration = 0.0
             event = _request_event(request_id, record)
             # the first write needs a step log only when the record cannot hold the whole input
             # (a resume after a crash before the first lease renewal reads the input there)
-            content = log.content(final=False) if log is not None and durable \
-                and not in_record else None
+            if log is not None and durable and not in_record:
+                content = log.content(final=False)
         else:
             state = resumption.state
-            owner, project = str(state.get("user")), state.get("project") or project
+            owner, self.project = str(state.get("user")), state.get("project") or self.project
             record = {**state, "status": "running", "lease_until": wall0 + seconds,
                       "attempt": log.attempt if log is not None else 1, "owner": owner_token(),
                       "suspension": None, "ended_at": None, "error": None, "output": None}
-            previous_duration = float(state.get("duration_s") or 0.0)
+            self.previous_duration = float(state.get("duration_s") or 0.0)
             event = _request_event(request_id, record, resumed=True)
-        lease = Lease(store, request_id, seconds, record)
+        self.owner, self.record = owner, record
+        lease = self.lease = Lease(store, request_id, seconds, record)
         if resumption is not None:
             lease.version = resumption.record.version
             content = log.content(final=False) if log is not None else None
-        claim = lambda: lease.write(record, content=content, event=event,
-                                    adopt=False)
-        try:
-            if concurrency == "allow" or action is None:
-                written = claim()
-            else:
-                written = acquire_slot(store, session_id, action, request_id, concurrency,
-                                       queue_timeout_s, seconds, claim)
-        except RunStateError:
-            if resumption is None:
-                raise
-            raise RunStateError(f"run {request_id} was resumed by another process first; "
-                                f"this resume did nothing") from None
-        lease.adopt(written)
+        slot = self.concurrency != "allow" and action is not None
+        if resumption is None and not slot and block._declares_nothing():
+            # Put off: the record is written before the run's first write, when it asks for
+            # its idempotency key or runs something once, or once it has run for
+            # ``START_AFTER_S``; a run that ends sooner writes its record once, at its end
+            # (docs/decisions.md). Its "running" event is the run's all the same.
+            lease.first = (content, {**event, "request_id": None})
+            services.record({**event, "ts": wall0})
+            if log is not None:
+                log.start = lease.start
+        else:
+            claim = lambda: lease.write(record, content=content, event=event,
+                                        adopt=False)
+            try:
+                if not slot:
+                    written = claim()
+                else:
+                    written = acquire_slot(store, session_id, str(action), request_id,
+                                           self.concurrency, self.queue_timeout_s, seconds,
+                                           claim)
+            except RunStateError:
+                if resumption is None:
+                    raise
+                raise RunStateError(f"run {request_id} was resumed by another process first; "
+                                    f"this resume did nothing") from None
+            lease.adopt(written)
         lease.state = record
         if log is not None:
             lease.on_lost = lambda why: setattr(log, "lost", why)
@@ -398,27 +339,24 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
                        "status": "running", "logged": True, "request_id": None},
                 own_event=False)
         RENEWER.add(lease)
-        ctx = _root_context(flow, block, store, request_id, session_id, owner, project,
-                            services, log)
-        root = action if action is not None else block.name
-        output: Any = None
-        error: BaseException | None = None
-        interrupt: BaseException | None = None
-        suspended: Suspended | None = None
-        try:
-            output = await block.run(value, ctx, root)
-        except Suspended as signal:
-            suspended = signal
-        except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
-            error = exc
-        except BaseException as exc:  # noqa: BLE001 - cancelled or interrupted: recorded, re-raised
-            error = interrupt = exc
-        duration = time.perf_counter() - clock0
-        services.close()  # every job has finished by now: this only releases the threads
+        return _root_context(flow, block, store, request_id, session_id, owner, self.project,
+                             services, log)
+
+    def end(self, output: Any, error: BaseException | None, interrupt: BaseException | None,
+            suspended: Suspended | None) -> RunResult:
+        """Record how the run ended (one transaction with its session's list of runs) and
+        return its result; re-raises ``interrupt`` once that is recorded."""
+        duration = time.perf_counter() - self.clock0
+        store, request_id, session_id, action = (self.store, self.request_id, self.session_id,
+                                                 self.action)
+        log, lease, record = self.log, self.lease, self.record
+        assert lease is not None
+        self.services.close()  # every job has finished by now: this only releases the threads
         RENEWER.remove(lease)
+        lease.ended = True
         suspension = None
         dropped: list[str] = []
-        slot = concurrency != "allow" and action is not None
+        slot = self.concurrency != "allow" and action is not None
 
         def also() -> None:
             if slot:
@@ -435,12 +373,12 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
         if suspended is not None:
             record = {**record}  # a new dict: a lease renewal may still be reading the old one
             record.update(status="suspended", lease_until=None, suspension=suspension,
-                          duration_s=previous_duration + duration)
+                          duration_s=self.previous_duration + duration)
             content = log.content(final=False) if log is not None else None
         else:
             record = {**record}  # a new dict: a lease renewal may still be reading the old one
             record.update(status="ok" if error is None else "error", ended_at=time.time(),
-                          duration_s=previous_duration + duration, lease_until=None,
+                          duration_s=self.previous_duration + duration, lease_until=None,
                           output=for_record(output) if error is None else None,
                           error=None if error is None else _error_summary(error))
             content = log.content(final=True) if log is not None else None
@@ -455,27 +393,76 @@ async def execute(flow: FlowSpec, block: Block, value: Any, *, action: str | Non
             purge_runs(store, dropped, session_id)
         if suspended is not None:
             store.touch("session", session_id, SESSION_META)
+        if interrupt is not None:
+            raise interrupt
+        return RunResult(output=output if record["status"] == "ok" else None, error=error,
+                         session_id=session_id, request_id=request_id,
+                         events=list(self.services.events), duration_s=duration,
+                         status=record["status"], action=action, user=self.owner,
+                         project=self.project,
+                         trace=log.result_trace() if log is not None else None,
+                         suspension=None if suspension is None
+                         else Suspension.from_record(request_id, suspension), flow=self.flow)
+
+    def close(self) -> None:
+        if self.lease is not None:
+            RENEWER.remove(self.lease)
+        if self.unsubscribe is not None:
+            self.unsubscribe()
+
+
+async def execute(flow: FlowSpec, block: Block, value: Any, **options: Any) -> RunResult:
+    """Run ``block`` on ``value`` as request ``request_id`` of ``session_id`` (see module doc).
+
+    ``value`` has been validated by the caller. Raises only for problems found before the block
+    starts (a session of another user or flow kind, an unreachable store, a run of the action
+    in flight with ``concurrency="reject"``, a resume another process won). ``options`` are
+    :class:`_Run`'s; ``run_log`` among them is the log to keep instead of a new one (a replay's,
+    ``flows/replay.py``, which starts from what the original run recorded).
+    """
+    run = _Run(flow, block, value, **options)
+    try:
+        ctx = run.begin()
+        try:
+            output = await block.run(value, ctx, run.root)
+        except Suspended as signal:
+            return run.end(None, None, None, signal)
+        except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
+            return run.end(None, exc, None, None)
+        except BaseException as exc:  # noqa: BLE001 - cancelled or interrupted: recorded, re-raised
+            return run.end(None, exc, exc, None)
+        return run.end(output, None, None, None)
     finally:
-        if lease is not None:
-            RENEWER.remove(lease)
-        unsubscribe()
-    if interrupt is not None:
-        raise interrupt
-    return RunResult(output=output if record["status"] == "ok" else None, error=error,
-                     session_id=session_id, request_id=request_id,
-                     events=list(services.events), duration_s=duration,
-                     status=record["status"], action=action, user=owner, project=project,
-                     trace=log.result_trace() if log is not None else None,
-                     suspension=None if suspension is None
-                     else Suspension.from_record(request_id, suspension), flow=flow)
+        run.close()
+
+
+def execute_now(flow: FlowSpec, block: Block, value: Any, **options: Any) -> RunResult:
+    """:func:`execute` with no event loop, for a block tree of plain functions
+    (``block._sync()``); called where no loop runs (``bridge.run_sync``)."""
+    run = _Run(flow, block, value, **options)
+    try:
+        ctx = run.begin()
+        try:
+            output = block._run_sync(value, ctx, run.root)
+        except Suspended as signal:
+            return run.end(None, None, None, signal)
+        except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
+            return run.end(None, exc, None, None)
+        except BaseException as exc:  # noqa: BLE001 - interrupted: recorded, re-raised
+            return run.end(None, exc, exc, None)
+        return run.end(output, None, None, None)
+    finally:
+        run.close()
 
 
 def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, session_id: str,
                   user: str, project: str, services: RunServices,
                   log: RunLog | None = None) -> Context:
-    """The ``ctx`` the top block of a run receives."""
-    def handle(scope: str, scope_id: str) -> ScopeHandle:
-        return ScopeHandle(store, scope, scope_id, state=flow.state_model(scope),
+    """The ``ctx`` the top block of a run receives (its scope handles made on first use)."""
+    ids = {"request": request_id, "session": session_id, "user": user, "project": project}
+
+    def handle(scope: str) -> ScopeHandle:
+        return ScopeHandle(store, scope, ids[scope], state=flow.state_model(scope),
                            resources=flow.resources(scope), request_id=request_id)
 
     sequencer = None
@@ -483,7 +470,6 @@ def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, s
     if needed:  # blocks declare sequencer_state with no stateful sequencer above them
         sequencer = SequencerState(store, request_id, block.name,
                                    0 if log is not None else services.next_instance(), model)
-    return Context(request=handle("request", request_id), session=handle("session", session_id),
-                   user=handle("user", user), project=handle("project", project),
-                   run_id=request_id, store=store, flow=flow, flow_path=flow.path,
-                   services=services, sequencer=sequencer, log=log)
+    return Context(request=None, session=None, user=None, project=None, run_id=request_id,
+                   store=store, flow=flow, flow_path=flow.path, services=services,
+                   sequencer=sequencer, log=log, handles=handle)

@@ -316,11 +316,17 @@ class LiveSpan:
 
     ``block`` is the block (or, for a ``map`` step, a :class:`MapStep`): its name, kind and
     output model are read from it when the span is encoded. Made once per block run, so it holds
-    only what changes.
+    only what changes: what a span starts with is set when it starts, the rest keeps the class's
+    defaults until it happens (a plain instance with five attributes is the cheapest to make).
     """
 
-    __slots__ = ("block", "changes", "duration", "error", "input", "output", "parent", "path",
-                 "status", "suspends", "t0", "writes")
+    output: Any = None
+    duration: float | None = None
+    status = "running"
+    error: BaseException | None = None
+    changes: list[dict] | None = None
+    writes: dict[str, int] | None = None
+    suspends = 0
 
     def __init__(self, path: str, block: Any, parent: LiveSpan | None, input: Any,
                  t0: float) -> None:
@@ -329,13 +335,6 @@ class LiveSpan:
         self.parent = parent
         self.input = input
         self.t0 = t0
-        self.output: Any = None
-        self.duration: float | None = None
-        self.status = "running"
-        self.error: BaseException | None = None
-        self.changes: list[dict] | None = None
-        self.writes: dict[str, int] | None = None
-        self.suspends = 0
 
 
 class MapStep:
@@ -379,6 +378,7 @@ class RunLog:
         self.committed: dict[str, set[str]] = {}
         self.lost: str | None = None  # why this run may not write any more (lease lost)
         self.flush: Any = None  # set by the run: writes the log now (run_once)
+        self.start: Any = None  # set by a run that put off its first write: makes it now
         self.last_trace: str | None = None  # the trace as last encoded (JSON)
 
     # -- spans ------------------------------------------------------------------------------
@@ -404,6 +404,8 @@ class RunLog:
         """The identity of the write ``span`` is about to make to ``key`` (or ``SKIP``)."""
         if self.lost is not None:
             raise RunStateError(self.lost)
+        if self.start is not None:  # the run's record first: a resume must find this write's
+            self.start()
         counts = span.writes
         path = compact(span.path)
         if counts is None:
@@ -438,11 +440,9 @@ class RunLog:
         cache: dict[int, tuple[Any, Any]] = {}
         clock0 = self.clock0
         error_chars = ERROR_TEXT_CHARS if with_changes else 500
+        plain = (type(None), int, bool)  # kept as they are, so not looked up
 
         def pv(value: Any) -> Any:
-            kind = type(value)
-            if value is None or kind is int or kind is bool:
-                return value
             hit = cache.get(id(value))
             if hit is None or hit[0] is not value:
                 hit = cache[id(value)] = (value, preview(value, limit))
@@ -468,12 +468,20 @@ class RunLog:
                 changes = []
             status = span.status
             duration = span.duration
+            parent = span.parent
+            value = span.input
+            shown_in = value if type(value) in plain else pv(value)
+            if status == "ok":
+                value = span.output
+                shown_out = value if type(value) in plain else pv(value)
+            else:
+                shown_out = None
+            error = span.error
             rows.append([span.path, block.name, block.kind,
-                         span.parent.path if span.parent is not None else None,
-                         pv(span.input), pv(span.output) if status == "ok" else None,
+                         parent.path if parent is not None else None, shown_in, shown_out,
                          int((span.t0 - clock0) * 1e6),
                          None if duration is None else int(duration * 1e6 + 0.5), status,
-                         None if span.error is None else _error_info(span.error, error_chars),
+                         None if error is None else _error_info(error, error_chars),
                          changes, attempt, code,
                          _output_type(span.output, block) if status == "ok" else None])
         return rows
@@ -610,6 +618,8 @@ def _kept(spans: list[LiveSpan]) -> list[LiveSpan]:
         return spans
     keep = [i for i, s in enumerate(spans) if s.status != "ok"][:SPAN_LIMIT // 2]
     room = SPAN_LIMIT - len(keep)
+    if not keep:  # all ok (the usual case): the first and the last
+        return spans[:room - room // 2] + spans[len(spans) - room // 2:]
     ok = [i for i, s in enumerate(spans) if s.status == "ok"]
     chosen = set(keep) | set(ok[:room - room // 2]) | set(ok[len(ok) - room // 2:])
     return [s for i, s in enumerate(spans) if i in chosen]
