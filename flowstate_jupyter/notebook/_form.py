@@ -113,3 +113,22 @@ class FormField:
             self.row.add_class("fs-invalid")
         else:
             self.row.remove_class("fs-invalid")
+
+
+def read_fields(fields: dict[str, FormField], nothing_done: str) -> dict:
+    """The values of the fields that were given; every field that cannot be sent shows its
+    error inline, then one :class:`FieldError` names them all and says ``nothing_done``."""
+    values, bad = {}, []
+    for name, field in fields.items():
+        try:
+            given, value = field.read()
+        except FieldError as exc:
+            field.show_error(str(exc))
+            bad.append(name)
+            continue
+        field.show_error("")
+        if given:
+            values[name] = value
+    if bad:
+        raise FieldError(f"fix {', '.join(repr(b) for b in bad)} first: {nothing_done}")
+    return values

@@ -36,7 +36,7 @@ from ..flows.durable import read_run
 from ..flows.trace import resolve_type
 from ..model import html as h
 from ..model.display import command_hint, expires_text, jsonable, schema_fields, suspension_dict
-from ._form import _MULTILINE_FORMATS, FieldError, FormField
+from ._form import _MULTILINE_FORMATS, FieldError, FormField, read_fields
 from ._live import Live
 from ._progress import Progress
 from ._show import Snapshots, show
@@ -289,21 +289,7 @@ class ResumeForm(W.VBox):
             self.fields[name].set(value)
 
     def _value(self) -> dict:
-        values, bad = {}, []
-        for name, field in self.fields.items():
-            try:
-                given, value = field.read()
-            except FieldError as exc:
-                field.show_error(str(exc))
-                bad.append(name)
-                continue
-            field.show_error("")
-            if given:
-                values[name] = value
-        if bad:
-            raise FieldError(f"fix {', '.join(repr(b) for b in bad)} first: the run was not "
-                             f"resumed")
-        return values
+        return read_fields(self.fields, "the run was not resumed")
 
     # -- resuming -------------------------------------------------------------------------------
     def submit(self) -> Any:

@@ -38,7 +38,7 @@ from ..errors import FlowStateError
 from ..errors import ValidationError as FlowValidationError
 from ..model import html as h
 from ..model.display import events_html, jsonable, progress_text, runs_rows
-from ._form import _LABEL_WIDTH, _MULTILINE_FORMATS, FieldError, FormField
+from ._form import _LABEL_WIDTH, _MULTILINE_FORMATS, FieldError, FormField, read_fields
 from ._live import Live
 from ._progress import Progress
 from ._show import Snapshots, show
@@ -246,20 +246,7 @@ class FlowRunner(W.VBox):
                 except PydanticValidationError as exc:
                     raise FieldError(f"input: {_pydantic_message(exc)}") from None
                 raise
-        values, bad = {}, []
-        for name, field in self.fields.items():
-            try:
-                given, value = field.read()
-            except FieldError as exc:
-                field.show_error(str(exc))
-                bad.append(name)
-                continue
-            field.show_error("")
-            if given:
-                values[name] = value
-        if bad:
-            raise FieldError(f"fix {', '.join(repr(b) for b in bad)} first: nothing was run")
-        return values
+        return read_fields(self.fields, "nothing was run")
 
     # -- running ------------------------------------------------------------------------------
     def _clear(self) -> None:

@@ -553,13 +553,13 @@ fs.define_flow(kind="crunching", actions={"go": fs.sequencer("go").for_each(crun
     with capture_output():
         nb.run_cell_magic("flow", "crunching", cell)
     state(nb, "use --session c1")
-    from flowstate_jupyter.notebook import magics
-    original = magics._RunDisplay._show
+    from flowstate_jupyter.notebook import _run_display
+    original = _run_display.RunDisplay._show
 
     def spy(self, progress):
         original(self, progress)
         nb.user_ns["shown"].append(progress)
-    monkeypatch.setattr(magics._RunDisplay, "_show", spy)
+    monkeypatch.setattr(_run_display.RunDisplay, "_show", spy)
     with capture_output() as captured:
         flow(nb, "run go [1, 2, 3]")
     assert nb.user_ns["_"].output == [2, 4, 6]
