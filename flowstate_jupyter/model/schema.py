@@ -1,4 +1,4 @@
-"""Pydantic v2 helpers for scope-state and resource schemas (DESIGN §3).
+"""Pydantic v2 helpers for scope-state and resource schemas (docs/concepts.md, 'Schemas').
 
 A ``model`` argument is a pydantic ``BaseModel`` subclass whose every field has a default, or
 ``None`` for free-form JSON state (no schema: any JSON dict goes). States travel as plain JSON
@@ -493,7 +493,7 @@ def encode_json(value: Any, *, where: str, what: str = "state") -> str:
 
 
 def read_state(model: _Model, stored: dict | None, *, where: str, version: int) -> dict:
-    """Read data stored under this or an older schema, tolerantly (DESIGN §3).
+    """Read data stored under this or an older schema, tolerantly (docs/concepts.md, 'Schemas').
 
     Missing fields take their defaults; stored fields the schema no longer has are ignored; a
     stored field that no longer validates reads as its default with a ``FlowStateWarning``

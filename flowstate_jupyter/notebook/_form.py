@@ -6,6 +6,7 @@ from a JSON Schema (``resume.py``); both read, check and show errors the same wa
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as W
@@ -115,7 +116,7 @@ class FormField:
             self.row.remove_class("fs-invalid")
 
 
-def read_fields(fields: dict[str, FormField], nothing_done: str) -> dict:
+def read_fields(fields: Mapping[str, FormField], nothing_done: str) -> dict:
     """The values of the fields that were given; every field that cannot be sent shows its
     error inline, then one :class:`FieldError` names them all and says ``nothing_done``."""
     values, bad = {}, []

@@ -1,4 +1,5 @@
-"""Magic lines are data: options, flags, comments and JSON values read out of a raw line.
+"""Magic lines are data: options, flags, comments and JSON values read out of a raw line
+(docs/decisions.md, 'Magic lines are data').
 
 IPython's ``$name`` / ``{expr}`` expansion is off for every magic (``no_var_expand``), so
 ``%state set session.note "{1+1}"`` stores the text ``{1+1}`` and nothing in a line is ever

@@ -1,4 +1,5 @@
-"""ResumeForm: the form a suspended run waits on; its submit resumes the run (DESIGN §15).
+"""ResumeForm: the form a suspended run waits on; its submit resumes the run
+(docs/guide.md, 'Ask a person: suspend and resume').
 
 A block that calls ``ctx.suspend(Model, message=..., timeout_s=...)`` ends its run as
 ``"suspended"``; the run's request record keeps the model's JSON Schema. The form is built from
@@ -167,7 +168,8 @@ class SchemaField(FormField):
 
 def _schema_errors(schema: dict, data: Any) -> list[Any]:
     """What is wrong with ``data`` by ``schema``: references only inside it, patterns run in
-    linear time (DESIGN §13; a schema that breaks those rules checks nothing here, and the
+    linear time (docs/decisions.md, 'JSON Schemas fetch nothing and run in linear
+    time'; a schema that breaks those rules checks nothing here, and the
     run's own check decides)."""
     import re2
     from referencing.exceptions import Unresolvable

@@ -1,7 +1,8 @@
 """``%load_ext flowstate_jupyter``, ``%state``, ``%flow`` and ``%%flow`` in an InteractiveShell.
 
-Every verb does what DESIGN §11 says; every refusal is one ``UsageError`` line naming the field
-and what was expected, and leaves the store exactly as it was (records, history, change log).
+Every verb does what docs/guide.md, 'In a notebook', says; every refusal is one ``UsageError`` line
+naming the field and what was expected, and leaves the store exactly as it was (records, history,
+change log).
 """
 
 from __future__ import annotations
