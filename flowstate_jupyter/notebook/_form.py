@@ -133,3 +133,24 @@ def read_fields(fields: Mapping[str, FormField], nothing_done: str) -> dict:
     if bad:
         raise FieldError(f"fix {', '.join(repr(b) for b in bad)} first: {nothing_done}")
     return values
+
+
+
+def _wide() -> W.Layout:
+    """The layout of a field's box that takes the row's width (up to a readable measure)."""
+    return W.Layout(width="calc(100% - 8px)", max_width="46em")
+
+
+def text_control(default: Any, *, multiline: bool, rows: int) -> tuple[W.Widget, str]:
+    """A text field's box (``rows`` lines when ``multiline``), holding ``default`` if it is a
+    string; with its kind, ``"text"``."""
+    text = default if isinstance(default, str) else ""
+    if multiline:
+        return W.Textarea(value=text, rows=rows, layout=_wide(),
+                          placeholder="text (several lines)"), "text"
+    return W.Text(value=text, layout=_wide(), placeholder="text"), "text"
+
+
+def json_control(text: str) -> tuple[W.Widget, str]:
+    """A box for a value typed as JSON, holding ``text``; with its kind, ``"json"``."""
+    return W.Textarea(value=text, rows=3, layout=_wide(), placeholder="JSON"), "json"

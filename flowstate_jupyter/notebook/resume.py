@@ -37,7 +37,14 @@ from ..flows.durable import read_run
 from ..flows.trace import resolve_type
 from ..model import html as h
 from ..model.display import command_hint, expires_text, jsonable, schema_fields, suspension_dict
-from ._form import _MULTILINE_FORMATS, FieldError, FormField, read_fields
+from ._form import (
+    _MULTILINE_FORMATS,
+    FieldError,
+    FormField,
+    json_control,
+    read_fields,
+    text_control,
+)
 from ._live import Live
 from ._progress import Progress
 from ._show import Snapshots, show
@@ -114,7 +121,6 @@ class SchemaField(FormField):
 
     @staticmethod
     def _control(schema: dict, required: bool) -> tuple[W.Widget, str]:
-        wide = W.Layout(width="calc(100% - 8px)", max_width="46em")
         default = schema.get("default")
         has_default = "default" in schema
         choices = _choices(schema)
@@ -133,17 +139,12 @@ class SchemaField(FormField):
                 options = [("(choose)" if required else "(none)", None), *options]
             return W.Dropdown(options=options, value=value), "choice"
         if schema.get("type") == "string":
-            text = default if isinstance(default, str) else ""
-            if _multiline(schema):
-                return W.Textarea(value=text, rows=5, layout=wide,
-                                  placeholder="text (several lines)"), "text"
-            return W.Text(value=text, layout=wide, placeholder="text"), "text"
+            return text_control(default, multiline=_multiline(schema), rows=5)
         if schema.get("type") in ("integer", "number"):
             text = "" if default is None else json.dumps(default)
             placeholder = "a whole number" if schema["type"] == "integer" else "a number"
             return W.Text(value=text, placeholder=placeholder), "number"
-        text = "" if default is None else json.dumps(default)
-        return W.Textarea(value=text, rows=3, layout=wide, placeholder="JSON"), "json"
+        return json_control("" if default is None else json.dumps(default))
 
     def read(self) -> tuple[bool, Any]:
         given, value = super().read()
