@@ -12,7 +12,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 
-def define_flow(ns: dict, cell: str, name: str) -> Any:
+def flow_of_cell(ns: dict, cell: str, name: str) -> Any:
     """Run ``cell`` in ``ns`` and return the flow it defined; a ``UsageError`` if it defined
     none, or several without ending in the one meant."""
     from ..flows.flow import Flow

@@ -24,7 +24,7 @@ from traitlets import Bool
 from traitlets.config import Configurable
 
 from ..errors import FlowStateError
-from ._flow_cell import define_flow
+from ._flow_cell import flow_of_cell
 from ._flow_verbs import flow_verb
 from ._lines import one_line, take_flags, take_options
 from ._outputs import show_flow
@@ -132,7 +132,7 @@ class FlowStateMagics(Magics, Configurable):
         if not name.isidentifier():
             raise UsageError("%%flow NAME: NAME must be a Python identifier, e.g. %%flow assistant")
         ns = self._user_ns()
-        flow = define_flow(ns, cell, name)
+        flow = flow_of_cell(ns, cell, name)
         self.kernel.register(name, flow)
         ns[name] = flow
         show_flow(flow)
