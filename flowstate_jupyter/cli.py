@@ -261,7 +261,6 @@ def _waits_for(run: dict) -> str:
 
 
 def cmd_resume(store: Store, args: argparse.Namespace, out: _Out) -> int:
-    from .flows.flow import Flow  # the command line imports the flow's code only here
     record = durable.read_run(store, check_id(args.request_id, "request id"))
     value = None
     if args.value is not None:
@@ -270,8 +269,16 @@ def cmd_resume(store: Store, args: argparse.Namespace, out: _Out) -> int:
         except ValueError as exc:
             raise ValidationError(f"VALUE_JSON is not JSON ({exc}); give e.g. "
                                   f"'{{\"approved\": true}}'") from None
-    flow = _find_flow(Flow, args.flow or record.state.get("flow_module"),
-                      record.state.get("flow"), args.request_id)
+    where = args.flow or record.state.get("flow_module")
+    if not where or where == "__main__" or where.startswith("__main__:"):
+        raise InvalidIdError(f"run {args.request_id} was started from a notebook or script, so "
+                             f"its flow cannot be imported here; pass --flow MODULE:NAME (or "
+                             f"resume it where it ran, e.g. %flow resume {args.request_id})")
+    try:
+        flow = _import_flow(where, kind=record.state.get("flow"))
+    except InvalidIdError as exc:
+        raise InvalidIdError(f"cannot resume run {args.request_id}: {exc}; pass --flow "
+                             f"MODULE:NAME") from None
     result = flow.resume(args.request_id, value, store=store, force=args.force)
     data = {"request_id": result.request_id, "status": result.status,
             "output": result.output if result.error is None else None,
@@ -291,31 +298,6 @@ def cmd_resume(store: Store, args: argparse.Namespace, out: _Out) -> int:
     return EXIT_OK if result.status in ("ok", "suspended") else EXIT_NOT_FOUND
 
 
-def _find_flow(flow_class: type, where: str | None, kind: Any, request_id: str) -> Any:
-    """The flow a run belongs to, imported from ``MODULE`` or ``MODULE:NAME``."""
-    import importlib
-    import os
-    if not where or where == "__main__" or where.startswith("__main__:"):
-        raise InvalidIdError(f"run {request_id} was started from a notebook or script, so its "
-                             f"flow cannot be imported here; pass --flow MODULE:NAME (or resume "
-                             f"it where it ran, e.g. %flow resume {request_id})")
-    module_name, _, name = where.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidIdError(f"cannot import {module_name!r} to resume run {request_id}: "
-                             f"{exc}; pass --flow MODULE:NAME") from None
-    candidates: list[Any] = [getattr(module, name, None)] if name else list(vars(module).values())
-    found = [f for f in candidates
-             if isinstance(f, flow_class) and (name or getattr(f, "kind", None) == kind)]
-    if len(found) != 1:
-        raise InvalidIdError(f"{where} holds {len(found)} flows of kind {kind!r}; pass "
-                             f"--flow MODULE:NAME")
-    return found[0]
-
-
 def cmd_doctor(store: Store, args: argparse.Namespace, out: _Out) -> int:
     report = store.doctor()
     problems = report.get("problems", [])
@@ -325,32 +307,39 @@ def cmd_doctor(store: Store, args: argparse.Namespace, out: _Out) -> int:
     return EXIT_NOT_FOUND if problems else EXIT_OK
 
 
-def _load_flow(target: str) -> Any:
-    """The flow ``MODULE:NAME`` names (the module found from the current folder first)."""
-    module_name, sep, name = target.partition(":")
-    if not sep or not module_name or not name:
-        raise ValueError(f"{target!r}: give MODULE:FLOW, e.g. app:flow for the flow bound to "
-                         f"`flow` in app.py")
+def _import_flow(where: str, kind: str | None = None) -> Any:
+    """The flow ``MODULE:NAME`` names (``NAME`` may be dotted), or, given only ``MODULE`` and a
+    ``kind``, the one flow of that kind the module holds. The module is looked for in the current
+    folder first. A mistake is an :class:`InvalidIdError` saying what to give instead."""
+    module_name, sep, name = where.partition(":")
+    if not module_name or ((sep or kind is None) and not name):
+        raise InvalidIdError(f"{where!r}: give MODULE:FLOW, e.g. app:flow for the flow bound to "
+                             f"`flow` in app.py")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+        raise InvalidIdError(f"cannot import module {module_name!r}: {exc}") from None
+    from .flows.flow import Flow  # here: the other commands need not load flows
+    if not name:
+        found = [f for f in vars(obj).values() if isinstance(f, Flow) and f.kind == kind]
+        if len(found) != 1:
+            raise InvalidIdError(f"{where} holds {len(found)} flows of kind {kind!r}")
+        return found[0]
     for part in name.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"module {module_name!r} has no {name!r}")
+            raise InvalidIdError(f"module {module_name!r} has no {name!r}")
         obj = getattr(obj, part)
-    from .flows.flow import Flow  # here: the other commands need not load flows
     if not isinstance(obj, Flow):
-        raise ValueError(f"{target} is a {type(obj).__name__}, not a flow: bind the result of "
-                         f"fs.define_flow(...) to a name and give that name")
+        raise InvalidIdError(f"{where} is a {type(obj).__name__}, not a flow: bind the result of "
+                             f"fs.define_flow(...) to a name and give that name")
     return obj
 
 
 def cmd_serve(store: Store, args: argparse.Namespace, out: _Out) -> int:
     try:
-        flow = _load_flow(args.target)
+        flow = _import_flow(args.target)
         from .serve import serve  # the serve extra: needed by this command only
         serve(flow, store=store, host=args.host, port=args.port, tokens=args.tokens)
     except (ValueError, ImportError) as exc:

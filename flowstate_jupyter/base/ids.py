@@ -1,4 +1,4 @@
-"""Scope names and ids: the one rule for what an id may be (DESIGN §4)."""
+"""Scope names and ids: the one rule for what an id may be (docs/concepts.md, 'Scopes')."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """State bubbling: merge the state and resources blocks declare into one model per scope.
 
-DESIGN §6. Every block may declare the fields it touches per scope (``session_state=ModeState``)
-and the resources it uses (``session_resources={"search_cache": ...}``). Sequencers, routers and
-flows collect what their blocks declare; per scope the flow's own model and the blocks' models
-merge into ONE pydantic model, built with ``pydantic.create_model``.
+See docs/concepts.md, 'Blocks, flows and bubbling'. Every block may declare the fields it touches
+per scope (``session_state=ModeState``) and the resources it uses
+(``session_resources={"search_cache": ...}``). Sequencers, routers and flows collect what their
+blocks declare; per scope the flow's own model and the blocks' models merge into ONE pydantic model,
+built with ``pydantic.create_model``.
 
 Rules, checked when a sequencer or router is built and again when the flow is defined (never at
 run time):

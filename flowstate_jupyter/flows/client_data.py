@@ -1,4 +1,5 @@
-"""Client data: the one boundary through which derived data reaches a client (DESIGN §7).
+"""Client data: the one boundary through which derived data reaches a client
+(docs/concepts.md, 'Client data').
 
 A scope declares ``client_data={"mode": lambda ctx: ctx.state.mode}``. Each function receives a
 :class:`ClientDataContext` that sees ONLY its own scope: ``ctx.state`` (typed snapshot) and

@@ -1,4 +1,4 @@
-"""Comparing two sessions: ``fs.compare(a, b)`` (DESIGN §14).
+"""Comparing two sessions: ``fs.compare(a, b)`` (docs/guide.md, 'Fork and compare sessions').
 
 What is compared, each as a list of :class:`~flowstate_jupyter.model.diff.FieldChange` (``path``,
 ``old`` = a's value, ``new`` = b's; ``MISSING`` when absent), empty when equal:

@@ -2,12 +2,12 @@
 
 ``Context`` carries the scope handles (``ctx.request``, ``ctx.session``, ``ctx.user``,
 ``ctx.project``), the nearest stateful sequencer's instance state (``ctx.sequencer``), the run id,
-``emit``, and what durable runs add (DESIGN §15): ``suspend``, ``run_once`` and
-``idempotency_key``. ``RunServices`` is what one run shares between its blocks: the ordered
-event list, the ``on_event`` callback and a thread pool for concurrent steps.
-``current_context()`` gives the context of the block running in this task or thread (the
-Windmill layer uses it to find the flow-step state path and the run's flow user state; the write
-hook below uses it to tag a run's writes with the span that makes them).
+``emit``, and what durable runs add (docs/concepts.md, 'Durable runs'): ``suspend``, ``run_once``
+and ``idempotency_key``. ``RunServices`` is what one run shares between its blocks: the ordered
+event list, the ``on_event`` callback and a thread pool for concurrent steps. ``current_context()``
+gives the context of the block running in this task or thread (the Windmill layer uses it to find
+the flow-step state path and the run's flow user state; the write hook below uses it to tag a run's
+writes with the span that makes them).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class _RunFrame:
 
 
 class Context:
-    """What a block receives as ``ctx`` (DESIGN §6).
+    """What a block receives as ``ctx`` (docs/concepts.md, 'Blocks, flows and bubbling').
 
     ``request``, ``session``, ``user``, ``project``: scope handles typed with the flow's merged
     models. ``sequencer``: the nearest stateful sequencer's instance state, or ``None``.
@@ -257,7 +257,7 @@ class Context:
         """The events of this run so far (a copy)."""
         return list(self._services.events)
 
-    # -- durable runs (DESIGN §15) --------------------------------------------------------------
+    # -- durable runs (docs/concepts.md, 'Durable runs') ----------------------------------------
     @property
     def span_path(self) -> str | None:
         """The stable path of the block running now (``None`` in an untraced, non-durable

@@ -1,6 +1,7 @@
 """Durable runs: leases, suspension and resume, concurrency per action, listing, retention.
 
-Everything here is kept in the records the run machinery already has (DESIGN §15):
+Everything here is kept in the records the run machinery already has
+(docs/concepts.md, 'Durable runs'):
 
 * **The lease.** A running run's request record (``request/<id>/$request``) carries
   ``lease_until``; while the run executes, one thread per process renews the leases of its runs
@@ -78,7 +79,7 @@ def owner_token() -> str:
 
 @dataclass(frozen=True)
 class Suspension:
-    """Why a run is waiting: ``RunResult.suspension`` and ``flow.runs()`` items (DESIGN §15).
+    """Why a run is waiting: ``RunResult.suspension`` and ``flow.runs()`` items.
 
     ``schema`` is the JSON Schema of the model ``ctx.suspend`` was given (build a form from it);
     ``expires_at`` is a Unix time or ``None``; ``path`` is the span that asked; ``request_id`` is

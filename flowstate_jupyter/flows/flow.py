@@ -1,4 +1,5 @@
-"""Flows: actions over blocks, per-scope state and resources, runs and sessions (DESIGN §6–7).
+"""Flows: actions over blocks, per-scope state and resources, runs and sessions
+(docs/concepts.md, 'Blocks, flows and bubbling').
 
 .. code-block:: python
 
@@ -112,7 +113,8 @@ CONCURRENCY = ("allow", "queue", "reject")
 @dataclass(frozen=True)
 class Action:
     """An action of a flow: a block, the input model its runs are validated against, and how
-    runs of it on one session may overlap (``concurrency``, DESIGN §15)."""
+    runs of it on one session may overlap (``concurrency``; docs/guide.md,
+    'One run at a time per session')."""
 
     block: Block
     input: type[BaseModel] | None = None
@@ -297,7 +299,7 @@ class Flow:
             action=None, input=_shown(value, input), user=user, session=session, project=project,
             store=store, on_event=on_event, trace=trace, durable=durable))
 
-    # -- durable runs (DESIGN §15) and traces (DESIGN §14) -------------------------------------
+    # -- durable runs and traces (docs/concepts.md, 'Durable runs', 'Traces') --------------------
     def resume(self, request_id: str, value: Any = None, *, store: Store | None = None,
                on_event: Callable[[dict], None] | None = None,
                force: bool = False) -> RunResult:
@@ -474,7 +476,8 @@ class Flow:
     # -- sessions --------------------------------------------------------------------------------
     def session(self, id: str | None = None, *, user: str | None = None,
                 project: str = DEFAULT_PROJECT, store: Store | None = None) -> Session:
-        """A handle on one session outside runs (DESIGN §7); ``id=None`` makes a new one.
+        """A handle on one session outside runs (docs/guide.md, 'Sessions outside runs');
+        ``id=None`` makes a new one.
 
         Raises :class:`AccessDeniedError` if the session belongs to another user or flow kind.
         """
@@ -494,7 +497,8 @@ class Flow:
                              after=after)
 
     def asgi_app(self, *, store: Store | None = None, tokens: Any = None) -> Any:
-        """This flow as an ASGI application (Starlette) for HTTP clients (DESIGN §16).
+        """This flow as an ASGI application (Starlette) for HTTP clients
+        (docs/guide.md, 'Serve a flow over HTTP').
 
         ``tokens``: a file of bearer tokens or a ``{token: user}`` mapping (default: the file
         named by ``FLOWSTATE_TOKENS``, else one local user). Needs the ``serve`` extra; see

@@ -1,4 +1,5 @@
-"""Forking a session: a new session starting from another's state and resources (DESIGN §14).
+"""Forking a session: a new session starting from another's state and resources
+(docs/guide.md, 'Fork and compare sessions').
 
 ``session.fork(new_id=None, *, at_version=None)`` (``sessions.py``) calls :func:`fork_session`,
 which copies, into a session that does not exist yet,

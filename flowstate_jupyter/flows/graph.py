@@ -1,4 +1,5 @@
-"""The picture of a flow (DESIGN §14): ``flow.graph(action=None)`` and ``result.graph()``.
+"""The picture of a flow ``flow.graph(action=None)`` and ``result.graph()``
+(docs/guide.md, 'A picture of the flow').
 
 :func:`flow_graph` walks a flow's actions into a :class:`~flowstate_jupyter.model.graph.FlowGraph`:
 one node per block (per place it is used), sequencer steps chained in order, routers with their

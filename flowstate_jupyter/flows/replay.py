@@ -1,4 +1,5 @@
-"""Replaying a run with the flow's current code: ``flow.replay(request_id)`` (DESIGN §14).
+"""Replaying a run with the flow's current code: ``flow.replay(request_id)``
+(docs/guide.md, 'Replay a run with edited code').
 
 A replay runs the original run's action (or block) on its input again, with the code the flow
 has now, on an in-memory copy of the scopes as they were just before the original run started,
@@ -532,7 +533,7 @@ def _equal(a: Any, b: Any) -> bool:
 
 @dataclass(repr=False)
 class ReplayResult:
-    """What ``flow.replay(request_id)`` returns (DESIGN §14; see ``flows/replay.py``).
+    """What ``flow.replay(request_id)`` returns (see ``flows/replay.py``).
 
     ``original`` is the original run as its record keeps it (output and error as recorded, its
     trace; events are the changes its spans recorded); ``result`` the replay's own

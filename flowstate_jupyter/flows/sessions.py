@@ -1,4 +1,5 @@
-"""Sessions outside runs: a notebook's handle on one conversation (DESIGN §7).
+"""Sessions outside runs: a notebook's handle on one conversation
+(docs/guide.md, 'Sessions outside runs').
 
 ``s = flow.session("s1", user="alice")`` returns a :class:`Session`, which IS the session's scope
 handle (``s.state``, ``s.patch_state(...)``, ``s.resources["artifacts"]``) plus ``s.user`` and

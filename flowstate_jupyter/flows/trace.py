@@ -107,7 +107,7 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Span:
-    """One block (or ``map`` step) of a run, as recorded (DESIGN §14).
+    """One block (or ``map`` step) of a run, as recorded (docs/concepts.md, 'Traces').
 
     ``input`` / ``output`` are JSON previews; ``error`` is ``{"type", "message", "traceback"}``
     or ``None``; ``changes`` are the change events the block itself committed (with ``version``

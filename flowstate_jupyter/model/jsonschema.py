@@ -7,8 +7,8 @@ values that resume a suspended run (``flows/durable.py``) use them. ``jsonschema
 only when a real schema is used: importing it can take seconds where optional format packages
 are installed.
 
-A schema is data, so using one fetches nothing, reads no file and cannot hang a writer (DESIGN
-§13):
+A schema is data, so using one fetches nothing, reads no file and cannot hang a writer
+(docs/decisions.md, 'JSON Schemas fetch nothing and run in linear time'):
 
 * **References stay inside the schema.** A ``$ref`` / ``$dynamicRef`` resolves only to a part of
   the schema itself (``#/$defs/port``, an ``$anchor``, an embedded ``$id``). Any other reference

@@ -1,4 +1,4 @@
-"""Pure state operations on plain JSON dicts (DESIGN §4, §8).
+"""Pure state operations on plain JSON dicts (docs/concepts.md, 'State operations').
 
 Everything here works on JSON values only: ``dict`` with ``str`` keys, ``list``, ``str``,
 ``int``, finite ``float``, ``bool`` and ``None``. No I/O and no pydantic: the typed layer
@@ -34,7 +34,8 @@ __all__ = [
     "set_record",
 ]
 
-#: Operation names as recorded in change events and history (DESIGN §8).
+#: Operation names as recorded in change events and history
+#: (docs/concepts.md, 'Events, history and live updates').
 OPERATIONS: tuple[str, ...] = (
     "patch", "set", "increment", "push", "set_record", "delete_record", "atomic",
 )

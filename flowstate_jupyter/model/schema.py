@@ -1,4 +1,4 @@
-"""Pydantic v2 helpers for scope-state and resource schemas (DESIGN §3).
+"""Pydantic v2 helpers for scope-state and resource schemas (docs/concepts.md, 'Schemas').
 
 A ``model`` argument is a pydantic ``BaseModel`` subclass whose every field has a default, or
 ``None`` for free-form JSON state (no schema: any JSON dict goes). States travel as plain JSON
@@ -213,6 +213,20 @@ def defaults(model: _Model) -> dict:
     return _make_defaults(model)
 
 
+def _unknown_fields(unknown: list, fields: list[str], *, where: str) -> ValidationError:
+    """The refusal of ``unknown`` field names: the first one named, with a "did you mean" when a
+    field is close, the fields there are, and the other unknown names."""
+    name = unknown[0]
+    message = f"{where}: unknown field {name!r}"
+    close = difflib.get_close_matches(name, fields, n=1) if isinstance(name, str) else []
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    message += f" Fields: {', '.join(fields) or '(none)'}"
+    if len(unknown) > 1:
+        message += f" (also unknown: {', '.join(repr(n) for n in unknown[1:])})"
+    return ValidationError(message, where=where, path=(name,), reason=f"unknown field {name!r}")
+
+
 def check_fields(model: _Model, names: typing.Iterable[str], *, where: str) -> None:
     """Refuse field names the model does not have, with a did-you-mean hint.
 
@@ -226,16 +240,7 @@ def check_fields(model: _Model, names: typing.Iterable[str], *, where: str) -> N
     unknown = [n for n in names if n not in info.field_set]
     if not unknown:
         return
-    name = unknown[0]
-    message = f"{where}: unknown field {name!r}"
-    close = difflib.get_close_matches(str(name), info.fields, n=1) if isinstance(name, str) else []
-    if close:
-        message += f"; did you mean {close[0]!r}?"
-    message += f" Fields: {', '.join(info.fields) or '(none)'}"
-    if len(unknown) > 1:
-        message += f" (also unknown: {', '.join(repr(n) for n in unknown[1:])})"
-    raise ValidationError(message, where=where, path=(name,),
-                          reason=f"unknown field {name!r}")
+    raise _unknown_fields(unknown, list(info.fields), where=where)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -493,7 +498,7 @@ def encode_json(value: Any, *, where: str, what: str = "state") -> str:
 
 
 def read_state(model: _Model, stored: dict | None, *, where: str, version: int) -> dict:
-    """Read data stored under this or an older schema, tolerantly (DESIGN §3).
+    """Read data stored under this or an older schema, tolerantly (docs/concepts.md, 'Schemas').
 
     Missing fields take their defaults; stored fields the schema no longer has are ignored; a
     stored field that no longer validates reads as its default with a ``FlowStateWarning``
@@ -616,15 +621,7 @@ def check_input_keys(model: _Model, value: Any, *, where: str) -> None:
     unknown = [k for k in value if k not in known]
     if not unknown:
         return
-    name = unknown[0]
-    message = f"{where}: unknown field {name!r}"
-    close = difflib.get_close_matches(str(name), list(model.model_fields), n=1)
-    if close:
-        message += f"; did you mean {close[0]!r}?"
-    message += f" Fields: {', '.join(model.model_fields) or '(none)'}"
-    if len(unknown) > 1:
-        message += f" (also unknown: {', '.join(repr(n) for n in unknown[1:])})"
-    raise ValidationError(message, where=where, path=(name,), reason=f"unknown field {name!r}")
+    raise _unknown_fields(unknown, list(model.model_fields), where=where)
 
 
 def validate_value(model: _Model, value: Any, *, where: str) -> Any:

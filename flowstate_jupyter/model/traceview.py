@@ -1,4 +1,5 @@
-"""A run's trace and a suspension, as view data, HTML and text (DESIGN §14, §15). No IPython.
+"""A run's trace and a suspension, as view data, HTML and text, without IPython
+(docs/concepts.md, 'Traces').
 
 Like ``display.py`` it sits below what it renders and knows a trace by what it has: spans with
 ``path``, ``block``, ``kind``, ``parent``, ``input``, ``output``, ``started_at``,

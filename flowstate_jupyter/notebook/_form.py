@@ -6,6 +6,7 @@ from a JSON Schema (``resume.py``); both read, check and show errors the same wa
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as W
@@ -113,3 +114,43 @@ class FormField:
             self.row.add_class("fs-invalid")
         else:
             self.row.remove_class("fs-invalid")
+
+
+def read_fields(fields: Mapping[str, FormField], nothing_done: str) -> dict:
+    """The values of the fields that were given; every field that cannot be sent shows its
+    error inline, then one :class:`FieldError` names them all and says ``nothing_done``."""
+    values, bad = {}, []
+    for name, field in fields.items():
+        try:
+            given, value = field.read()
+        except FieldError as exc:
+            field.show_error(str(exc))
+            bad.append(name)
+            continue
+        field.show_error("")
+        if given:
+            values[name] = value
+    if bad:
+        raise FieldError(f"fix {', '.join(repr(b) for b in bad)} first: {nothing_done}")
+    return values
+
+
+
+def _wide() -> W.Layout:
+    """The layout of a field's box that takes the row's width (up to a readable measure)."""
+    return W.Layout(width="calc(100% - 8px)", max_width="46em")
+
+
+def text_control(default: Any, *, multiline: bool, rows: int) -> tuple[W.Widget, str]:
+    """A text field's box (``rows`` lines when ``multiline``), holding ``default`` if it is a
+    string; with its kind, ``"text"``."""
+    text = default if isinstance(default, str) else ""
+    if multiline:
+        return W.Textarea(value=text, rows=rows, layout=_wide(),
+                          placeholder="text (several lines)"), "text"
+    return W.Text(value=text, layout=_wide(), placeholder="text"), "text"
+
+
+def json_control(text: str) -> tuple[W.Widget, str]:
+    """A box for a value typed as JSON, holding ``text``; with its kind, ``"json"``."""
+    return W.Textarea(value=text, rows=3, layout=_wide(), placeholder="JSON"), "json"

@@ -39,10 +39,11 @@ class KernelState:
     """The extension's memory for one kernel (see module docstring)."""
 
     def __init__(self, store: Store | None = None, *, store_url: str | None = None) -> None:
-        self.store = store if store is not None else open_store(store_url)
+        # Who and where first: a refused FLOWSTATE_USER (or project, session) opens no store.
         self.user = current_user()
         self.project = current_project()
         self.session_id = notebook_session_id()
+        self.store = store if store is not None else open_store(store_url)
         self.flows: dict[str, Any] = {}
         self.current_flow: str | None = None
         self.server: Any = None  # what %flow serve started (notebook/serving.py)

@@ -1,4 +1,5 @@
-"""ResumeForm: the form a suspended run waits on; its submit resumes the run (DESIGN §15).
+"""ResumeForm: the form a suspended run waits on; its submit resumes the run
+(docs/guide.md, 'Ask a person: suspend and resume').
 
 A block that calls ``ctx.suspend(Model, message=..., timeout_s=...)`` ends its run as
 ``"suspended"``; the run's request record keeps the model's JSON Schema. The form is built from
@@ -36,7 +37,14 @@ from ..flows.durable import read_run
 from ..flows.trace import resolve_type
 from ..model import html as h
 from ..model.display import command_hint, expires_text, jsonable, schema_fields, suspension_dict
-from ._form import _MULTILINE_FORMATS, FieldError, FormField
+from ._form import (
+    _MULTILINE_FORMATS,
+    FieldError,
+    FormField,
+    json_control,
+    read_fields,
+    text_control,
+)
 from ._live import Live
 from ._progress import Progress
 from ._show import Snapshots, show
@@ -113,7 +121,6 @@ class SchemaField(FormField):
 
     @staticmethod
     def _control(schema: dict, required: bool) -> tuple[W.Widget, str]:
-        wide = W.Layout(width="calc(100% - 8px)", max_width="46em")
         default = schema.get("default")
         has_default = "default" in schema
         choices = _choices(schema)
@@ -132,17 +139,12 @@ class SchemaField(FormField):
                 options = [("(choose)" if required else "(none)", None), *options]
             return W.Dropdown(options=options, value=value), "choice"
         if schema.get("type") == "string":
-            text = default if isinstance(default, str) else ""
-            if _multiline(schema):
-                return W.Textarea(value=text, rows=5, layout=wide,
-                                  placeholder="text (several lines)"), "text"
-            return W.Text(value=text, layout=wide, placeholder="text"), "text"
+            return text_control(default, multiline=_multiline(schema), rows=5)
         if schema.get("type") in ("integer", "number"):
             text = "" if default is None else json.dumps(default)
             placeholder = "a whole number" if schema["type"] == "integer" else "a number"
             return W.Text(value=text, placeholder=placeholder), "number"
-        text = "" if default is None else json.dumps(default)
-        return W.Textarea(value=text, rows=3, layout=wide, placeholder="JSON"), "json"
+        return json_control("" if default is None else json.dumps(default))
 
     def read(self) -> tuple[bool, Any]:
         given, value = super().read()
@@ -167,7 +169,8 @@ class SchemaField(FormField):
 
 def _schema_errors(schema: dict, data: Any) -> list[Any]:
     """What is wrong with ``data`` by ``schema``: references only inside it, patterns run in
-    linear time (DESIGN §13; a schema that breaks those rules checks nothing here, and the
+    linear time (docs/decisions.md, 'JSON Schemas fetch nothing and run in linear
+    time'; a schema that breaks those rules checks nothing here, and the
     run's own check decides)."""
     import re2
     from referencing.exceptions import Unresolvable
@@ -289,21 +292,7 @@ class ResumeForm(W.VBox):
             self.fields[name].set(value)
 
     def _value(self) -> dict:
-        values, bad = {}, []
-        for name, field in self.fields.items():
-            try:
-                given, value = field.read()
-            except FieldError as exc:
-                field.show_error(str(exc))
-                bad.append(name)
-                continue
-            field.show_error("")
-            if given:
-                values[name] = value
-        if bad:
-            raise FieldError(f"fix {', '.join(repr(b) for b in bad)} first: the run was not "
-                             f"resumed")
-        return values
+        return read_fields(self.fields, "the run was not resumed")
 
     # -- resuming -------------------------------------------------------------------------------
     def submit(self) -> Any:

@@ -38,7 +38,15 @@ from ..errors import FlowStateError
 from ..errors import ValidationError as FlowValidationError
 from ..model import html as h
 from ..model.display import events_html, jsonable, progress_text, runs_rows
-from ._form import _LABEL_WIDTH, _MULTILINE_FORMATS, FieldError, FormField
+from ._form import (
+    _LABEL_WIDTH,
+    _MULTILINE_FORMATS,
+    FieldError,
+    FormField,
+    json_control,
+    read_fields,
+    text_control,
+)
 from ._live import Live
 from ._progress import Progress
 from ._show import Snapshots, show
@@ -104,7 +112,6 @@ class Field(FormField):
     @staticmethod
     def _control(annotation: Any, default: Any, unset_ok: bool, info: Any
                  ) -> tuple[W.Widget, str]:
-        wide = W.Layout(width="calc(100% - 8px)", max_width="46em")
         if typing.get_origin(annotation) is typing.Literal:
             options = list(typing.get_args(annotation))
             if unset_ok:
@@ -119,11 +126,7 @@ class Field(FormField):
             value = default.value if isinstance(default, enum.Enum) else choices[0][1]
             return W.Dropdown(options=choices, value=value), "choice"
         if annotation is str:
-            text = default if isinstance(default, str) else ""
-            if _multiline(info):
-                return W.Textarea(value=text, rows=6, layout=wide,
-                                  placeholder="text (several lines)"), "text"
-            return W.Text(value=text, layout=wide, placeholder="text"), "text"
+            return text_control(default, multiline=_multiline(info), rows=6)
         if annotation is bool and not unset_ok:
             return W.Checkbox(value=bool(default), indent=False), "value"
         if annotation in (int, float):
@@ -132,8 +135,7 @@ class Field(FormField):
                 return box(value=default), "value"
             placeholder = "a whole number" if annotation is int else "a number"
             return W.Text(value="", placeholder=placeholder), "number"
-        text = "" if default is None else json.dumps(jsonable(default))
-        return W.Textarea(value=text, rows=3, layout=wide, placeholder="JSON"), "json"
+        return json_control("" if default is None else json.dumps(jsonable(default)))
 
 
 def _pydantic_message(exc: PydanticValidationError) -> str:
@@ -246,20 +248,7 @@ class FlowRunner(W.VBox):
                 except PydanticValidationError as exc:
                     raise FieldError(f"input: {_pydantic_message(exc)}") from None
                 raise
-        values, bad = {}, []
-        for name, field in self.fields.items():
-            try:
-                given, value = field.read()
-            except FieldError as exc:
-                field.show_error(str(exc))
-                bad.append(name)
-                continue
-            field.show_error("")
-            if given:
-                values[name] = value
-        if bad:
-            raise FieldError(f"fix {', '.join(repr(b) for b in bad)} first: nothing was run")
-        return values
+        return read_fields(self.fields, "nothing was run")
 
     # -- running ------------------------------------------------------------------------------
     def _clear(self) -> None:

@@ -1,4 +1,5 @@
-"""``%flow serve``: the current flow over HTTP from the kernel's background (DESIGN §16).
+"""``%flow serve``: the current flow over HTTP from the kernel's background
+(docs/guide.md, 'Serve a flow over HTTP').
 
 ``%flow serve [--port N] [--flow NAME]`` starts uvicorn on a thread of this kernel, on
 127.0.0.1, for this kernel's user (no tokens, unless ``FLOWSTATE_TOKENS`` names a file) and

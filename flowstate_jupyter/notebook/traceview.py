@@ -1,4 +1,5 @@
-"""TraceView: a run's trace as a live view (``%flow trace [REQUEST_ID]``, DESIGN §14).
+"""TraceView: a run's trace as a live view (``%flow trace [REQUEST_ID]``; docs/guide.md,
+'In a notebook').
 
 Spans show as a tree (each under its parent) with a duration bar on one time axis for the
 whole run and a status mark; a span, clicked, opens its input, output, the changes it committed

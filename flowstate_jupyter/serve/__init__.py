@@ -1,4 +1,4 @@
-"""Serve a flow over HTTP (DESIGN §16): ``flow.asgi_app()``, ``flowstate serve``, ``%flow serve``.
+"""Serve a flow over HTTP: ``flow.asgi_app()``, ``flowstate serve``, ``%flow serve``.
 
 .. code-block:: python
 

@@ -1,4 +1,5 @@
-"""The HTTP face of one flow (DESIGN §16): a Starlette application.
+"""The HTTP face of one flow: a Starlette application
+(docs/guide.md, 'Serve a flow over HTTP').
 
 | method, path | does |
 |---|---|

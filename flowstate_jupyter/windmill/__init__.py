@@ -1,4 +1,5 @@
-"""Windmill-compatible states, flow user state, resources and variables (DESIGN §10).
+"""Windmill-compatible states, flow user state, resources and variables
+(docs/concepts.md, 'Windmill states and resources').
 
 A Windmill script keeps its state locally by changing one import::
 

@@ -1,8 +1,9 @@
 """Windmill paths: what a path may be, who may write it, and the state path rule.
 
-Paths are ``u/<user>/<name>[/...]`` (the user's own) or ``f/<folder>/<name>[/...]`` (shared in
-the project). :func:`state_path` is Windmill's rule for where ``get_state()`` keeps a script's or
-flow step's state (DESIGN §10); :func:`explain_state_path` applies it here and says why.
+Paths are ``u/<user>/<name>[/...]`` (the user's own) or ``f/<folder>/<name>[/...]`` (shared in the
+project). :func:`state_path` is Windmill's rule for where ``get_state()`` keeps a script's or flow
+step's state (docs/concepts.md, 'Windmill states and resources'); :func:`explain_state_path` applies
+it here and says why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 from ..errors import AccessDeniedError, InvalidIdError
 from ._where import _context, _ctx_attr, _env_user, _user_of, current_user
 
-#: What DESIGN §10 puts in place of a script path ending in ``/``: the whole path becomes this.
+#: What the state path rule puts in place of a script path ending in ``/``: the whole path
+#: becomes this.
 EMPTY_SCRIPT_NAME = "noname"
 
 #: The script name a notebook gets when its own file cannot be found.
@@ -89,14 +91,15 @@ def _variable_path(path: Any) -> str:
 
 def state_path(*, username: str, script_path: str | None = None, flow_path: str | None = None,
                step_id: str | None = None, schedule_path: str | None = None) -> str:
-    """Windmill's state path rule (DESIGN §10), as a pure function.
+    """Windmill's state path rule, as a pure function
+    (docs/concepts.md, 'Windmill states and resources').
 
     The trigger is ``username`` for a scheduled run (``schedule_path`` given) and ``"user"``
     otherwise. In a flow step: ``{flow_path}/{step_id or "nostep"}_{trigger}``; in a script or
     notebook: ``{script_path}/{trigger}``, where a script path ending in ``/`` *becomes*
     ``noname`` (it is replaced, not appended to: ``u/alice/`` gives ``noname/user``); with
     neither: ``u/{username}/tmp_state``. (Windmill's own ``variables.rs`` uses ``state`` there
-    instead; this follows DESIGN §10, see ``EMPTY_SCRIPT_NAME``.)
+    instead; see ``EMPTY_SCRIPT_NAME`` and docs/decisions.md, 'Windmill path rule'.)
 
     >>> state_path(username="alice", flow_path="f/flows/etl", step_id="a")
     'f/flows/etl/a_user'

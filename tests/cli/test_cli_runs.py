@@ -1,4 +1,5 @@
-"""``flowstate runs`` and ``flowstate resume`` (DESIGN §15), through the real entry point.
+"""``flowstate runs`` and ``flowstate resume`` (docs/guide.md, 'The `flowstate` command'), through
+the real entry point.
 
 ``runs`` lists runs of every flow with their status (``--status`` filters, ``--json`` for
 scripts); ``resume`` imports the run's flow from the module that defined it (or ``--flow

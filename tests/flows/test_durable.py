@@ -1,5 +1,5 @@
-"""Durable runs in one process (DESIGN §15): suspend and resume, run_once, idempotency keys,
-refused and repeated resumes, expiry, concurrency policies, listing, leases.
+"""Durable runs in one process (docs/concepts.md, 'Durable runs'): suspend and resume, run_once,
+idempotency keys, refused and repeated resumes, expiry, concurrency policies, listing, leases.
 
 The same run is continued, never started again: completed blocks are answered from the step
 log, a block that suspended runs again without repeating the writes it had committed, and a
@@ -521,7 +521,8 @@ def test_an_interrupted_run_finds_its_unlogged_writes_in_the_change_log_even_sum
 
 def test_a_resume_value_checked_by_the_recorded_schema_fetches_nothing_and_runs_in_linear_time():
     """When the suspending model cannot be imported, the recorded JSON Schema decides, under
-    the same rules as resource types (DESIGN §13): a catastrophic pattern finishes at once, a
+    the same rules as resource types (docs/decisions.md, 'JSON Schemas fetch nothing and run
+    in linear time'): a catastrophic pattern finishes at once, a
     reference outside the schema is refused, nothing is fetched."""
     from flowstate_jupyter.flows.durable import validate_resume_value
 

@@ -1,4 +1,5 @@
-"""Blocks: handler, router, sequencer and every sequencer method (DESIGN §6)."""
+"""Blocks: handler, router, sequencer and every sequencer method
+(docs/concepts.md, 'Blocks, flows and bubbling')."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Bubbling (DESIGN §6): block-declared state and resources merge per scope; conflicts raise at
-build time."""
+"""Bubbling (docs/concepts.md, 'Blocks, flows and bubbling'): block-declared state and resources
+merge per scope; conflicts raise at build time."""
 
 from __future__ import annotations
 

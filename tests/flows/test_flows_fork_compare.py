@@ -1,4 +1,4 @@
-"""``session.fork`` and ``fs.compare`` (DESIGN §14, issue 16 §4).
+"""``session.fork`` and ``fs.compare`` (docs/guide.md, 'Fork and compare sessions').
 
 A fork copies the session state at one state version and the session's resources and collection
 instances as they were at that version's time, from the records' history; it writes nothing when

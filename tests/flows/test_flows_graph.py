@@ -1,4 +1,5 @@
-"""``flow.graph()`` and ``result.graph()``: the picture of a flow (DESIGN §14, issue 16 §3).
+"""``flow.graph()`` and ``result.graph()``: the picture of a flow (docs/guide.md,
+'A picture of the flow').
 
 The Mermaid source is checked by parsing it: every line must be one of the few statements the
 picture uses, every label must be quoted with nothing inside that Mermaid would read as syntax,
@@ -279,7 +280,8 @@ def test_a_run_without_a_trace_marks_the_blocks_its_events_name(flow, mem):
 
 
 def _with_trace(result, spans):
-    """Attach a trace shaped as DESIGN §14 says (``trace.spans`` with path, block, status)."""
+    """Attach a trace shaped as docs/concepts.md, 'Traces', says (``trace.spans`` with path, block,
+    status)."""
     result.trace = SimpleNamespace(request_id=result.request_id, spans=[
         SimpleNamespace(path=path, block=block, status=status) for path, block, status in spans])
     return result

@@ -1,4 +1,5 @@
-"""Sessions outside runs (DESIGN §7): handles, ownership, listing, journal, history, client data."""
+"""Sessions outside runs (docs/guide.md, 'Sessions outside runs'): handles, ownership, listing,
+journal, history, client data."""
 
 from __future__ import annotations
 

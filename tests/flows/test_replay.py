@@ -1,4 +1,4 @@
-"""``flow.replay(request_id)`` (DESIGN §14, issue 16 §5).
+"""``flow.replay(request_id)`` (docs/guide.md, 'Replay a run with edited code').
 
 A replay runs a recorded run's action and input again with the flow's current code, on an
 in-memory copy of the scopes as they were just before the run, and compares. These tests check

@@ -1,4 +1,5 @@
-"""Retention (DESIGN §13): request records, traces, step logs and tombstones stay bounded.
+"""Retention (docs/concepts.md, 'Retention'): request records, traces, step logs and tombstones stay
+bounded.
 
 10,000 runs over ten sessions, each creating an instance in a collection capped at 5 (so 10,000
 evictions), leave at most ``trace_limit`` + one batch ended runs per session, at most

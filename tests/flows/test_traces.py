@@ -1,4 +1,5 @@
-"""Traces (DESIGN §14): one span per block, stable paths, kept with the run, bounded, read back.
+"""Traces (docs/concepts.md, 'Traces'): one span per block, stable paths, kept with the run,
+bounded, read back.
 
 A flow with a sequencer, a router, ``parallel``, ``for_each``, a loop and a failing block gives
 spans with the paths, parents, kinds and statuses the design names, each with the events its

@@ -1,4 +1,5 @@
-"""No lost updates (DESIGN §4): concurrent writers from processes and threads, on every backend.
+"""No lost updates (docs/concepts.md, 'State operations'): concurrent writers from processes and
+threads, on every backend.
 
 ``inc_state``, ``push_state`` and ``set_state_record`` must never lose an update, whoever the
 writers are: 4 processes (spawned, each opening its own store), 8 threads sharing one store

@@ -1,4 +1,5 @@
-"""Resources and collections (DESIGN §5): versions, tombstones, content, caps, eviction, hooks."""
+"""Resources and collections (docs/concepts.md, 'Resources and collections'): versions, tombstones,
+content, caps, eviction, hooks."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def test_read_content_is_none_without_content_and_render_sees_only_content(store
 
     plan = _scope(store, plan=fs.define_resource(Plan, writable=True, default={"goal": "g"},
                                                  render=render)).resources.plan
-    assert plan.read_content() is None  # DESIGN §5: None is no content; render is not asked
+    assert plan.read_content() is None  # None is no content; render is not asked
     assert seen == []
     plan.write_content("")
     assert plan.read_content() == "g: "  # "" is content, so it is rendered

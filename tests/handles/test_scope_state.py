@@ -1,4 +1,5 @@
-"""Scope-state handles: every operation of DESIGN §4, its return value, events and refusals."""
+"""Scope-state handles: every operation of docs/concepts.md, 'State operations', its return value,
+events and refusals."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Magic lines are data (DESIGN §13, issue 13 §3): no ``$name`` / ``{expr}`` expansion, JSON
-values only, and a trailing ``# comment`` is ignored.
+"""Magic lines are data (docs/decisions.md, 'Magic lines are data'): no ``$name`` / ``{expr}``
+expansion, JSON values only, and a trailing ``# comment`` is ignored.
 
 Every line goes through ``ip.run_cell``, as typed in a notebook cell, so IPython's own input
 transformation runs too.

@@ -1,7 +1,8 @@
 """``%load_ext flowstate_jupyter``, ``%state``, ``%flow`` and ``%%flow`` in an InteractiveShell.
 
-Every verb does what DESIGN §11 says; every refusal is one ``UsageError`` line naming the field
-and what was expected, and leaves the store exactly as it was (records, history, change log).
+Every verb does what docs/guide.md, 'In a notebook', says; every refusal is one ``UsageError`` line
+naming the field and what was expected, and leaves the store exactly as it was (records, history,
+change log).
 """
 
 from __future__ import annotations
@@ -553,13 +554,13 @@ fs.define_flow(kind="crunching", actions={"go": fs.sequencer("go").for_each(crun
     with capture_output():
         nb.run_cell_magic("flow", "crunching", cell)
     state(nb, "use --session c1")
-    from flowstate_jupyter.notebook import magics
-    original = magics._RunDisplay._show
+    from flowstate_jupyter.notebook import _run_display
+    original = _run_display.RunDisplay._show
 
     def spy(self, progress):
         original(self, progress)
         nb.user_ns["shown"].append(progress)
-    monkeypatch.setattr(magics._RunDisplay, "_show", spy)
+    monkeypatch.setattr(_run_display.RunDisplay, "_show", spy)
     with capture_output() as captured:
         flow(nb, "run go [1, 2, 3]")
     assert nb.user_ns["_"].output == [2, 4, 6]

@@ -1,4 +1,5 @@
-"""``%flow runs --status`` and ``%flow resume`` (DESIGN §15) in an InteractiveShell.
+"""``%flow runs --status`` and ``%flow resume`` (docs/guide.md, 'In a notebook') in an
+InteractiveShell.
 
 A suspended run's ``%flow run`` output says how to resume it; ``%flow runs --status suspended``
 lists it; ``%flow resume [REQUEST_ID] [VALUE_JSON]`` continues it (by default the session's

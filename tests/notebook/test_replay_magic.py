@@ -1,4 +1,5 @@
-"""``%flow replay [REQUEST_ID]`` (DESIGN §14, issue 16 §5) in an InteractiveShell.
+"""``%flow replay [REQUEST_ID]`` (docs/guide.md, 'Replay a run with edited code') in an
+InteractiveShell.
 
 The notebook loop: run, edit the block in its cell, replay the last run — the diff shows what the
 edit changes, the store stays as it was, and the step that did not change is reused. Each cell

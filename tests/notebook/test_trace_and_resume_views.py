@@ -1,5 +1,5 @@
-"""The trace view (``%flow trace``, DESIGN §14) and the resume form of a suspended run (DESIGN
-§15), on a SQLite store: what they show, that they follow the run's record, what they refuse,
+"""The trace view (``%flow trace``) and the resume form of a suspended run (docs/guide.md, 'In a
+notebook'), on a SQLite store: what they show, that they follow the run's record, what they refuse,
 and what a saved notebook or a terminal gets of them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Durable runs across real processes (DESIGN §15), on SQLite and PostgreSQL.
+"""Durable runs across real processes (docs/concepts.md, 'Durable runs'), on SQLite and PostgreSQL.
 
 A run's process is killed with SIGKILL between two steps and inside a block, and another process
 resumes it: the final state equals an uninterrupted run's, completed blocks and ``run_once``

@@ -113,7 +113,8 @@ REFUSED = "refused"
 
 
 class Model:
-    """The semantics of DESIGN §4 in plain Python: state, version, outcome of each call."""
+    """The semantics of docs/concepts.md, 'State operations', in plain Python: state, version,
+    outcome of each call."""
 
     def __init__(self) -> None:
         self.state: dict = json.loads(json.dumps(PROFILE_DEFAULTS))

@@ -1,6 +1,7 @@
 """``POST /runs/{request_id}/resume``: a run suspended for a person's input, resumed over HTTP
-(DESIGN §15 and §16): its answer, a refused value (422, still suspended, nothing written),
-another user's token (403), a second resume (409), and the change reaching the event stream.
+(docs/guide.md, 'Serve a flow over HTTP'): its answer, a refused value (422, still suspended,
+nothing written), another user's token (403), a second resume (409), and the change reaching the
+event stream.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Every route of DESIGN §16 over a real uvicorn server and a real HTTP client (httpx).
+"""Every route of docs/guide.md, 'Serve a flow over HTTP', over a real uvicorn server and a real
+HTTP client (httpx).
 
 The server runs on a free loopback port on a thread of this process and serves the flow of
 ``served_flow.py`` from a SQLite file; refusals are checked to leave the store exactly as it was

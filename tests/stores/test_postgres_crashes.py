@@ -1,10 +1,11 @@
 """A PostgreSQL server that crashes mid-write: every write that returned is stored, exactly once.
 
-DESIGN §13: a write that returned is in the store for every process that opens it afterwards,
-and when the outcome of a ``COMMIT`` cannot be known the call raises ``StoreError`` saying so.
-These tests kill a throwaway server of their own with SIGKILL and restart it (crash recovery).
-It runs with fsync, ``synchronous_commit`` and ``full_page_writes`` on, unlike the suite's shared
-server, which turns them off for speed and would legitimately lose acknowledged writes in a crash.
+docs/concepts.md, 'Stores and what "committed" means': a write that returned is in the store for
+every process that opens it afterwards, and when the outcome of a ``COMMIT`` cannot be known the
+call raises ``StoreError`` saying so. These tests kill a throwaway server of their own with SIGKILL
+and restart it (crash recovery). It runs with fsync, ``synchronous_commit`` and ``full_page_writes``
+on, unlike the suite's shared server, which turns them off for speed and would legitimately lose
+acknowledged writes in a crash.
 
 * A write whose ``COMMIT`` dies with the server, and whose transaction id the restarted server
   hands to another writer, is not reported stored unless it is (the server's ``txid_status`` then

@@ -1,4 +1,5 @@
-"""JSON Schemas fetch nothing and cannot hang a writer (DESIGN §13, issue 13 §4).
+"""JSON Schemas fetch nothing and cannot hang a writer (docs/decisions.md, 'JSON Schemas fetch
+nothing and run in linear time').
 
 A ``$ref`` resolves only inside its schema: references to the network, to files or to anything
 else are refused when the type is created, and a type stored by an older version (written here

@@ -1,4 +1,5 @@
-"""DESIGN §10's state path rule, and how get_state_path() finds the script or flow step."""
+"""The state path rule (docs/concepts.md, 'Windmill states and resources'), and how get_state_path()
+finds the script or flow step."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ PATH_TABLE = [
     ("script, manual", dict(script_path="u/alice/watch"), "u/alice/watch/user"),
     ("script, scheduled", dict(script_path="u/alice/watch", schedule_path=SCHEDULE),
      "u/alice/watch/alice"),
-    # DESIGN §10: "a path ending in / becomes noname" -- the path is replaced, not appended to
+    # the rule: "a path ending in / becomes noname" -- the path is replaced, not appended to
     ("script path ending in /", dict(script_path="u/alice/"), "noname/user"),
     ("script path ending in /, scheduled", dict(script_path="f/team/", schedule_path=SCHEDULE),
      "noname/alice"),
