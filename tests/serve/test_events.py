@@ -200,10 +200,12 @@ def test_clients_that_go_away_leave_nothing_behind(serve, flow, store) -> None:
         flow.session(sessions[0], store=store).inc_state(count=1)
         for stream in streams:
             stream.close()
-        assert wait_for(lambda: hub.stats()["clients"] == 0, timeout=10), hub.stats()
-        stats = hub.stats()
-        assert stats == {**stats, "sessions": 0, "clients": 0, "index": 0, "dirty": 0,
-                         "queued": 0, "subscribed": False}, (round_, stats)
+        # A watch whose refresh is still pending outlives its last client for a moment; then
+        # the watch, its index entries and the store subscription all go.
+        gone = {"sessions": 0, "clients": 0, "index": 0, "dirty": 0, "queued": 0,
+                "subscribed": False}
+        assert wait_for(lambda: gone.items() <= hub.stats().items(), timeout=10), \
+            (round_, hub.stats())
     assert store._subs.callbacks == []  # the hub's subscription is gone with its last client
 
 
