@@ -260,7 +260,7 @@ class _Run:
                 if log is not None:
                     log.observe(event)
 
-        self.unsubscribe = store.subscribe(keep)
+        self.unsubscribe = store._listen(keep)  # its own writes: no watcher
         content: str | None = None
         if resumption is None:
             owner = ensure_session(store, session_id, user=self.user, flow_kind=flow.kind,

@@ -155,6 +155,9 @@ class _Watcher:
 class _Subscribers:
     callbacks: list[Callable[[dict], None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: How many of ``callbacks`` want other processes' changes too (``subscribe``, not
+    #: ``_listen``): the watcher runs while this is above zero.
+    watched: int = 0
 
 
 def recent_key(record: Record) -> tuple[float, str]:
@@ -603,16 +606,29 @@ class Store(abc.ABC):
         made by other processes (and other store objects) arrive from a watcher thread, which
         runs only while this store object has subscribers.
         """
+        return self._listen(callback, others=True)
+
+    def _listen(self, callback: Callable[[dict], None], *,
+                others: bool = False) -> Callable[[], None]:
+        """:meth:`subscribe`; with ``others=False``, for changes made through this store object
+        (a run collecting its own events): no watcher is started for it. Other processes'
+        changes may still reach it while someone else subscribes."""
         with self._subs.lock:
             self._subs.callbacks.append(callback)
-        self._start_watching()
+            if others:
+                self._subs.watched += 1
+        if others:
+            self._start_watching()
 
         def unsubscribe() -> None:
             with self._subs.lock:
                 if callback not in self._subs.callbacks:
                     return
                 self._subs.callbacks.remove(callback)
-                last = not self._subs.callbacks
+                if not others:
+                    return
+                self._subs.watched -= 1
+                last = not self._subs.watched
             if last:
                 self._stop_watching()
 

@@ -948,7 +948,7 @@ class PostgresStore(Store):
     # -- watching other processes and machines -------------------------------------------------
     def _start_watching(self) -> None:
         with self._watch_lock:
-            if self._watcher is not None or self._closed or not self._subs.callbacks:
+            if self._watcher is not None or self._closed or not self._subs.watched:
                 return
             last = self._run_log(self._sql["max_seq"], ())[0][0]
             watcher = _Watcher()
@@ -959,7 +959,7 @@ class PostgresStore(Store):
 
     def _stop_watching(self) -> None:
         with self._watch_lock:
-            if self._watcher is not None and (self._closed or not self._subs.callbacks):
+            if self._watcher is not None and (self._closed or not self._subs.watched):
                 self._watcher.stop()
                 self._watcher = None
 

@@ -977,7 +977,7 @@ class SQLiteStore(Store):
     # -- watching other processes ------------------------------------------------------------
     def _start_watching(self) -> None:
         with self._lock:
-            if self._watcher is not None or self._closed or not self._subs.callbacks:
+            if self._watcher is not None or self._closed or not self._subs.watched:
                 return
             last = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
             watcher = _Watcher()
@@ -988,7 +988,7 @@ class SQLiteStore(Store):
 
     def _stop_watching(self) -> None:
         with self._lock:
-            if self._watcher is not None and (self._closed or not self._subs.callbacks):
+            if self._watcher is not None and (self._closed or not self._subs.watched):
                 self._watcher.stop()
                 self._watcher = None
 
