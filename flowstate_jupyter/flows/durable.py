@@ -538,19 +538,18 @@ def retention_batch(limit: int) -> int:
     return min(32, max(1, limit // 4))
 
 
-def retain_runs(store: Store, session_id: str) -> int:
-    """Purge the session's oldest ended runs once it keeps more than ``trace_limit`` +
-    :func:`retention_batch` of them, down to ``trace_limit`` (request record, trace, step log,
-    request-scope records); returns how many went. Called inside a run's final write (before
-    its request record is written; the run counts as the newest), so that the purge is part
-    of it. The store finds them from an index over request records
-    (``Store.ended_runs``), without reading them; ended runs are never written again (only
-    suspended and interrupted runs are resumed), so what it names may go."""
+def runs_to_purge(store: Store, session_id: str) -> list[str]:
+    """The session's oldest ended runs that retention purges now: none while the session keeps
+    at most ``trace_limit`` + :func:`retention_batch` of them, else all but the newest
+    ``trace_limit``. Called inside a run's final write (before its request record is written:
+    the run counts as the newest); purge them with ``Store.purge`` once it has committed (a
+    purge inside it costs a deleted run about twice as much on SQLite). The store finds them
+    from an index over request records (``Store.ended_runs``), without reading them; ended runs
+    are never written again (only suspended and interrupted runs are resumed), so what it names
+    may go without another look."""
     limit = store.trace_limit
-    older = store.ended_runs(session_id, skip=limit - 1)  # the run ending now is the newest
-    if len(older) <= retention_batch(limit):
-        return 0
-    return store.purge("request", older)
+    older = store.ended_runs(session_id, skip=limit - 1)
+    return older if len(older) > retention_batch(limit) else []
 
 
 def prune_store(store: Store, *, trace_limit: int | None = None,

@@ -20,8 +20,9 @@ then call :func:`execute`, which
    calls it without one — keeping spans and the step log in memory (``trace.py``);
 5. rewrites the request record with status ``"ok"`` and the output, or ``"error"`` and the error's
    type and message, with the trace as its content, in one transaction with touching the
-   session's ``$meta`` record (its last use) and purging the session's oldest ended runs once
-   they pass the store's ``trace_limit`` by a batch, and returns a :class:`RunResult`. A block that called
+   session's ``$meta`` record (its last use) and finding the session's oldest ended runs once
+   they pass the store's ``trace_limit`` by a batch, which it then purges, and returns a
+   :class:`RunResult`. A block that called
    ``ctx.suspend`` ends the run as ``"suspended"`` instead, its step log kept for the resume.
 
 :func:`execute` also continues a run that ``flow.resume`` claimed (``resumption``): same request
@@ -67,7 +68,7 @@ from .durable import (
     acquire_slot,
     owner_token,
     release_slot,
-    retain_runs,
+    runs_to_purge,
     suspension_record,
 )
 from .graph import result_graph
@@ -344,8 +345,9 @@ class _Run:
 
     def end(self, output: Any, error: BaseException | None, interrupt: BaseException | None,
             suspended: Suspended | None) -> RunResult:
-        """Record how the run ended (one transaction with touching its session and retention's
-        purge) and return its result; re-raises ``interrupt`` once that is recorded."""
+        """Record how the run ended (one transaction with touching its session and finding the
+        runs retention purges, then purged) and return its result; re-raises ``interrupt`` once
+        that is recorded."""
         duration = time.perf_counter() - self.clock0
         store, request_id, session_id, action = (self.store, self.request_id, self.session_id,
                                                  self.action)
@@ -355,6 +357,7 @@ class _Run:
         RENEWER.remove(lease)
         lease.ended = True
         suspension = None
+        dropped: list[str] = []
         slot = self.concurrency != "allow" and action is not None
 
         def also() -> None:
@@ -362,7 +365,7 @@ class _Run:
                 release_slot(store, session_id, str(action), request_id)
             store.touch("session", session_id, SESSION_META)  # its last use (sessions())
             if suspended is None:
-                retain_runs(store, session_id)
+                dropped[:] = runs_to_purge(store, session_id)
 
         if suspended is not None:
             try:
@@ -389,6 +392,8 @@ class _Run:
             if interrupt is None:
                 error, suspended, output = lost, None, None
                 record.update(status="error", error=_error_summary(lost), output=None)
+        if dropped:
+            store.purge("request", dropped)
         if interrupt is not None:
             raise interrupt
         return RunResult(output=output if record["status"] == "ok" else None, error=error,
