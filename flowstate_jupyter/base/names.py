@@ -15,8 +15,8 @@ from ..errors import InvalidIdError
 #: Every reserved name starts with this.
 RESERVED_PREFIX = "$"
 
-#: ``session/<id>/$meta``: the session's user, flow kind and creation time; its content lists
-#: the session's latest ended runs (newest last), which is how old runs are pruned.
+#: ``session/<id>/$meta``: the session's user, flow kind and creation time; touched at the end
+#: of every run (``flow.sessions()`` orders by it). Its runs are the request records naming it.
 SESSION_META = "$meta"
 #: ``request/<id>/$request``: one run (action, input, output or error, status, times, lease,
 #: suspension); its content holds the run's trace and step log (``flows/trace.py``).

@@ -17,16 +17,16 @@ Everything here is kept in the records the run machinery already has
 * **Concurrency per action.** ``session/<id>/$action:<action>`` holds the run of that action in
   flight and the queue of runs waiting (:func:`acquire_slot`, :func:`release_slot`); a run's
   claim on the slot and its first write of its request record are one transaction.
-* **Retention.** A session's ``$meta`` record lists its latest ended runs in its content; when a
-  run ends the list grows in the run's final transaction, and runs beyond the store's
-  ``trace_limit`` are purged (request record, trace, step log, request-scope state).
+* **Retention.** When a run ends, its final transaction asks the store for the session's ended
+  runs beyond the store's ``trace_limit`` (an index over request records, which name their
+  session: ``Store.ended_runs``); once they pass it by a batch, they are purged (request
+  record, trace, step log, request-scope state).
   :func:`prune_store` (``flowstate prune``) applies the same bounds to a whole store, plus
   collection tombstones and stale runs.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..base.names import ACTION_SLOT_PREFIX, REQUEST, SESSION_META, is_reserved
+from ..base.names import ACTION_SLOT_PREFIX, REQUEST, is_reserved
 from ..errors import RunConflictError, RunStateError, ValidationError, VersionConflictError
 from ..handles.resources import bound_tombstones
 from ..model import ops, schema
@@ -539,65 +539,18 @@ def retention_batch(limit: int) -> int:
     return min(32, max(1, limit // 4))
 
 
-def note_ended_run(store: Store, session_id: str, request_id: str) -> list[str]:
-    """Add an ended run to its session's list (inside the run's final write); returns the runs
-    that fell off the end, to purge once that write has committed."""
-    dropped: list[str] = []
+def runs_to_purge(store: Store, session_id: str) -> list[str]:
+    """The session's oldest ended runs that retention purges now: none while the session keeps
+    at most ``trace_limit`` + :func:`retention_batch` of them, else all but the newest
+    ``trace_limit``. Called inside a run's final write (before its request record is written:
+    the run counts as the newest); purge them with ``Store.purge`` once it has committed (a
+    purge inside it costs a deleted run about twice as much on SQLite). The store finds them
+    from an index over request records (``Store.ended_runs``), without reading them; ended runs
+    are never written again (only suspended and interrupted runs are resumed), so what it names
+    may go without another look."""
     limit = store.trace_limit
-
-    def fn(record: Record | None) -> Change | None:
-        if record is None or record.deleted:
-            return None
-        dropped.clear()
-        content = _appended(record.content, request_id, limit + retention_batch(limit))
-        if content is None:  # over the bound (or not a list we wrote): decoded and cut
-            try:
-                runs = json.loads(record.content) if record.content else []
-            except ValueError:
-                runs = []
-            if not isinstance(runs, list):
-                runs = []
-            runs.append(request_id)
-            if len(runs) > limit + retention_batch(limit):
-                dropped.extend(runs[:len(runs) - limit])
-                runs = runs[len(runs) - limit:]
-            content = json.dumps(runs)
-        return Change(state=record.state, operation="set", content=content,
-                      event={"type": "session", "scope": "session", "scope_id": session_id,
-                             "change_type": "run_ended", "run": request_id,
-                             "request_id": None})
-
-    store.update("session", session_id, SESSION_META, fn)
-    return dropped
-
-
-def _appended(text: str | None, request_id: str, bound: int) -> str | None:
-    """The JSON list ``text`` (as ``json.dumps`` writes a list of ids) with ``request_id``
-    appended, without decoding it; ``None`` when the list would pass ``bound`` or ``text`` is
-    not such a list. Ids have no quotes or escapes (``base.ids``), so the quotes count them."""
-    if not text:
-        return f'["{request_id}"]'
-    if text[0] != "[" or text[-1] != "]" or '"' in request_id or "\\" in text \
-            or text.count('"') // 2 + 1 > bound:
-        return None
-    return f'["{request_id}"]' if text == "[]" else f'{text[:-1]}, "{request_id}"]'
-
-
-def purge_runs(store: Store, request_ids: list[str], session_id: str | None = None) -> int:
-    """Purge ended runs (request record, trace, request-scope records), checking each first."""
-    gone = []
-    for rid in request_ids:
-        record = store.read("request", rid, REQUEST)
-        if record is None:
-            continue
-        state = record.state if isinstance(record.state, dict) else {}
-        if session_id is not None and state.get("session") != session_id:
-            continue
-        if state.get("status") in ("running", "suspended") and \
-                effective_status(state) == state.get("status"):
-            continue  # live: never purged here
-        gone.append(rid)
-    return store.purge("request", gone) if gone else 0
+    older = store.ended_runs(session_id, skip=limit - 1)
+    return older if len(older) > retention_batch(limit) else []
 
 
 def prune_store(store: Store, *, trace_limit: int | None = None,

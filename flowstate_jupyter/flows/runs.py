@@ -19,8 +19,10 @@ then call :func:`execute`, which
    or, for a tree of plain functions with no event loop in the thread, :func:`execute_now`
    calls it without one — keeping spans and the step log in memory (``trace.py``);
 5. rewrites the request record with status ``"ok"`` and the output, or ``"error"`` and the error's
-   type and message, with the trace as its content, in one transaction with noting the run on its
-   session (for retention), and returns a :class:`RunResult`. A block that called
+   type and message, with the trace as its content, in one transaction with touching the
+   session's ``$meta`` record (its last use) and finding the session's oldest ended runs once
+   they pass the store's ``trace_limit`` by a batch, which it then purges, and returns a
+   :class:`RunResult`. A block that called
    ``ctx.suspend`` ends the run as ``"suspended"`` instead, its step log kept for the resume.
 
 :func:`execute` also continues a run that ``flow.resume`` claimed (``resumption``): same request
@@ -64,10 +66,9 @@ from .durable import (
     Lease,
     Suspension,
     acquire_slot,
-    note_ended_run,
     owner_token,
-    purge_runs,
     release_slot,
+    runs_to_purge,
     suspension_record,
 )
 from .graph import result_graph
@@ -260,7 +261,7 @@ class _Run:
                 if log is not None:
                     log.observe(event)
 
-        self.unsubscribe = store.subscribe(keep)
+        self.unsubscribe = store._listen(keep)  # its own writes: no watcher
         content: str | None = None
         if resumption is None:
             owner = ensure_session(store, session_id, user=self.user, flow_kind=flow.kind,
@@ -344,8 +345,9 @@ class _Run:
 
     def end(self, output: Any, error: BaseException | None, interrupt: BaseException | None,
             suspended: Suspended | None) -> RunResult:
-        """Record how the run ended (one transaction with its session's list of runs) and
-        return its result; re-raises ``interrupt`` once that is recorded."""
+        """Record how the run ended (one transaction with touching its session and finding the
+        runs retention purges, then purged) and return its result; re-raises ``interrupt`` once
+        that is recorded."""
         duration = time.perf_counter() - self.clock0
         store, request_id, session_id, action = (self.store, self.request_id, self.session_id,
                                                  self.action)
@@ -361,8 +363,9 @@ class _Run:
         def also() -> None:
             if slot:
                 release_slot(store, session_id, str(action), request_id)
+            store.touch("session", session_id, SESSION_META)  # its last use (sessions())
             if suspended is None:
-                dropped[:] = note_ended_run(store, session_id, request_id)
+                dropped[:] = runs_to_purge(store, session_id)
 
         if suspended is not None:
             try:
@@ -390,9 +393,7 @@ class _Run:
                 error, suspended, output = lost, None, None
                 record.update(status="error", error=_error_summary(lost), output=None)
         if dropped:
-            purge_runs(store, dropped, session_id)
-        if suspended is not None:
-            store.touch("session", session_id, SESSION_META)
+            store.purge("request", dropped)
         if interrupt is not None:
             raise interrupt
         return RunResult(output=output if record["status"] == "ok" else None, error=error,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import json
 import os
 import re
 import select
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from ..base.jsonvalues import dump_json
-from ..base.names import record_where
+from ..base.names import REQUEST, record_where
 from ..errors import ResourceAlreadyExistsError, StoreError, ValidationError, VersionConflictError
 
 Expected = int | Literal["any", "absent"]
@@ -155,6 +156,9 @@ class _Watcher:
 class _Subscribers:
     callbacks: list[Callable[[dict], None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: How many of ``callbacks`` want other processes' changes too (``subscribe``, not
+    #: ``_listen``): the watcher runs while this is above zero.
+    watched: int = 0
 
 
 def recent_key(record: Record) -> tuple[float, str]:
@@ -199,6 +203,13 @@ def _recent_limit(limit: int | None) -> None:
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
                               or limit < 1):
         raise ValueError(f"limit must be a positive int or None, not {limit!r}")
+
+
+def _order(value: Any) -> tuple:
+    """A sort key for any JSON value: numbers by value, before anything else (as text)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, json.dumps(value, sort_keys=True))
 
 
 def _same(stored: Any, wanted: Any) -> bool:
@@ -461,6 +472,23 @@ class Store(abc.ABC):
             found = [r for r in found if recent_key(r) < cursor]
         return found if limit is None else found[:limit]
 
+    def ended_runs(self, session_id: str, *, skip: int = 0) -> builtins.list[str]:
+        """Request ids of a session's ended runs, newest first, the first ``skip`` left out.
+
+        A run is a live record ``request/<id>/$request`` (``flows`` writes them): it belongs to
+        the session its state's ``"session"`` names, and it has ended when its ``"ended_at"``
+        is set (the time it ended; ``null`` while it runs or waits). Ordered by ``ended_at``,
+        then id, both descending. For retention (``trace_limit`` ended runs kept per session):
+        the backends answer from an index over request records, without reading them; this
+        default, used by the memory store, reads them all.
+        """
+        ended = [(_order(r.state["ended_at"]), r.scope_id)
+                 for r in self.list("request", name=REQUEST)
+                 if isinstance(r.state, dict) and _same(r.state.get("session"), session_id)
+                 and r.state.get("ended_at") is not None]
+        ended.sort(reverse=True)
+        return [request_id for _, request_id in ended[skip:]]
+
     @abc.abstractmethod
     def history(self, scope: str, scope_id: str, name: str = "", *,
                 limit: int | None = None) -> builtins.list[HistoryEntry]:
@@ -603,16 +631,29 @@ class Store(abc.ABC):
         made by other processes (and other store objects) arrive from a watcher thread, which
         runs only while this store object has subscribers.
         """
+        return self._listen(callback, others=True)
+
+    def _listen(self, callback: Callable[[dict], None], *,
+                others: bool = False) -> Callable[[], None]:
+        """:meth:`subscribe`; with ``others=False``, for changes made through this store object
+        (a run collecting its own events): no watcher is started for it. Other processes'
+        changes may still reach it while someone else subscribes."""
         with self._subs.lock:
             self._subs.callbacks.append(callback)
-        self._start_watching()
+            if others:
+                self._subs.watched += 1
+        if others:
+            self._start_watching()
 
         def unsubscribe() -> None:
             with self._subs.lock:
                 if callback not in self._subs.callbacks:
                     return
                 self._subs.callbacks.remove(callback)
-                last = not self._subs.callbacks
+                if not others:
+                    return
+                self._subs.watched -= 1
+                last = not self._subs.watched
             if last:
                 self._stop_watching()
 

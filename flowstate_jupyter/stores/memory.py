@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..base.names import REQUEST
 from ..errors import VersionConflictError
 from .base import (
     KEEP,
@@ -22,6 +23,8 @@ from .base import (
     HistoryEntry,
     Record,
     Store,
+    _order,
+    _same,
     default_event,
     dump_json,
     event_json,
@@ -49,6 +52,8 @@ class MemoryStore(Store):
         self._depth = 0  # open (possibly nested) writes
         self._undo: list[Callable[[], None]] = []  # how to undo nested writes, innermost last
         self._pending: list[dict] = []  # events of the open write, delivered after it commits
+        #: ``ended_runs``' reading of request records: (record as stored, session, ended_at)
+        self._runs: dict[str, tuple[Record, Any, Any]] = {}
 
     @staticmethod
     def _materialise(record: Record, text: str) -> Record:
@@ -96,6 +101,26 @@ class MemoryStore(Store):
             items = [(seq, json.loads(text)) for seq, text in self._log if seq > after]
         return items[:limit] if limit is not None else items
 
+    def ended_runs(self, session_id: str, *, skip: int = 0) -> builtins.list[str]:
+        self._check_open()
+        ended = []
+        with self._lock:
+            cache, self._runs = self._runs, {}  # what is gone (purged) drops out of it
+            for (scope, request_id, name), (record, text) in self._records.items():
+                if scope != "request" or name != REQUEST or record.deleted:
+                    continue
+                seen = cache.get(request_id)
+                if seen is None or seen[0] is not record:  # each version is parsed once
+                    state = json.loads(text)
+                    found = (state.get("session"), state.get("ended_at")) \
+                        if isinstance(state, dict) else (None, None)
+                    seen = (record, *found)
+                self._runs[request_id] = seen
+                if seen[2] is not None and _same(seen[1], session_id):
+                    ended.append((_order(seen[2]), request_id))
+        ended.sort(reverse=True)
+        return [request_id for _, request_id in ended[skip:]]
+
     def touch(self, scope: str, scope_id: str, name: str) -> None:
         self._check_open()
         key = (scope, scope_id, name)
@@ -106,6 +131,8 @@ class MemoryStore(Store):
                 self._records[key] = (Record(r.scope, r.scope_id, r.name, r.version, None,
                                              r.content, r.deleted, r.created_at, r.updated_at,
                                              self._now()), text)
+                if self._depth:  # inside a write: undone with it, as SQLite would
+                    self._undo.append(lambda: self._records.__setitem__(key, entry))
 
     def update(self, scope: str, scope_id: str, name: str,
                fn: Callable[[Record | None], Change | None]) -> Record | None:

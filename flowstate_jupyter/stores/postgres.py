@@ -154,9 +154,17 @@ _MIGRATE_FROM_1 = (
     "AND h.name = r.name)",
 )
 
+# Schema 2 -> 3: a session's ended runs, newest first (``ended_runs``, for retention), from the
+# index alone. Partial, so that only writes of request records maintain it.
+_MIGRATE_FROM_2 = (
+    "CREATE INDEX {runs_index} ON {records} ((state::jsonb -> 'session'), "
+    "(state::jsonb -> 'ended_at') DESC, scope_id DESC) "
+    "WHERE scope = 'request' AND name = '$request' AND NOT deleted",
+)
+
 #: The schema upgrades, in order: entry ``i`` takes a schema from version ``i + 1`` to
 #: ``i + 2``, in place, in one transaction, when a store object first opens it.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATE_FROM_1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATE_FROM_1, _MIGRATE_FROM_2)
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
 _STORE_OPTIONS = ("max_state_bytes", "history_limit", "history_limit_bytes", "changelog_limit",
@@ -194,6 +202,7 @@ def _names(schema: str) -> dict[str, str]:
     names["order_name"] = (q + _quote_ident(TABLE_PREFIX + "changes_order")).replace("'", "''")
     names["order"] = q + _quote_ident(TABLE_PREFIX + "changes_order")
     names["recent_index"] = _quote_ident(TABLE_PREFIX + "records_recent")
+    names["runs_index"] = _quote_ident(TABLE_PREFIX + "records_runs")
     return names
 
 
@@ -641,6 +650,16 @@ class PostgresStore(Store):
         params.append(limit)
         return [_to_record(r) for r in self._run_read(query, params)]
 
+    def ended_runs(self, session_id: str, *, skip: int = 0) -> builtins.list[str]:
+        # the expressions as the index has them (records_runs); JSON null sorts below all else
+        rows = self._run_read(
+            f"SELECT scope_id FROM {self._t['records']} WHERE scope = 'request' "
+            f"AND name = '$request' AND NOT deleted AND (state::jsonb -> 'session') = %s::jsonb "
+            f"AND (state::jsonb -> 'ended_at') > 'null'::jsonb "
+            f"ORDER BY (state::jsonb -> 'ended_at') DESC, scope_id DESC OFFSET %s",
+            (json.dumps(session_id), skip))
+        return [row[0] for row in rows]
+
     def history(self, scope: str, scope_id: str, name: str = "", *,
                 limit: int | None = None) -> builtins.list[HistoryEntry]:
         rows = self._run_read(self._sql["history"], {"scope": scope, "scope_id": scope_id,
@@ -948,7 +967,7 @@ class PostgresStore(Store):
     # -- watching other processes and machines -------------------------------------------------
     def _start_watching(self) -> None:
         with self._watch_lock:
-            if self._watcher is not None or self._closed or not self._subs.callbacks:
+            if self._watcher is not None or self._closed or not self._subs.watched:
                 return
             last = self._run_log(self._sql["max_seq"], ())[0][0]
             watcher = _Watcher()
@@ -959,7 +978,7 @@ class PostgresStore(Store):
 
     def _stop_watching(self) -> None:
         with self._watch_lock:
-            if self._watcher is not None and (self._closed or not self._subs.callbacks):
+            if self._watcher is not None and (self._closed or not self._subs.watched):
                 self._watcher.stop()
                 self._watcher = None
 

@@ -111,6 +111,12 @@ _RECENT_INDEX = ("CREATE INDEX IF NOT EXISTS records_recent ON records "
                  "(scope, max(updated_at, accessed_at) DESC, scope_id DESC) "
                  "WHERE name = '$meta'")
 _SCHEMA += _RECENT_INDEX + ";\n"
+# Schema 7: a session's ended runs, newest first (``ended_runs``, for retention), answered from
+# the index alone. Partial, so that only writes of request records maintain it.
+_RUNS_INDEX = ("CREATE INDEX IF NOT EXISTS records_runs ON records "
+               "(json_extract(state, '$.session'), json_extract(state, '$.ended_at') DESC, "
+               "scope_id DESC) WHERE scope = 'request' AND name = '$request' AND deleted = 0")
+_SCHEMA += _RUNS_INDEX + ";\n"
 
 _COLUMNS = "scope, scope_id, name, version, state, content, deleted, created_at, updated_at, " \
            "accessed_at"
@@ -150,6 +156,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _MIGRATE_FROM_3,
     _MIGRATE_FROM_4,
     (_RECENT_INDEX,),  # 5 -> 6
+    (_RUNS_INDEX,),  # 6 -> 7
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 #: The tables a flowstate store file must have.
@@ -212,6 +219,7 @@ _WRITE_LIVE = _UPDATE + " AND deleted = 0 RETURNING content, created_at"
 _WRITE_LIVE_KEEP = _WRITE_LIVE.replace("content = ?, ", "")
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND name = ?"
+_TOUCH = "UPDATE records SET accessed_at = ? WHERE scope = ? AND scope_id = ? AND name = ?"
 
 def _schema_version(value: object, path: Path) -> int:
     """The schema version a file records, or :class:`StoreError` if it is not a number."""
@@ -683,6 +691,16 @@ class SQLiteStore(Store):
         params.append(-1 if limit is None else limit)
         return [_to_record(r) for r in self._query(query, tuple(params))]
 
+    def ended_runs(self, session_id: str, *, skip: int = 0) -> builtins.list[str]:
+        # the expressions as the index has them (records_runs): the query reads the index only
+        rows = self._query(
+            "SELECT scope_id FROM records WHERE scope = 'request' AND name = '$request' "
+            "AND deleted = 0 AND json_extract(state, '$.session') = ? "
+            "AND json_extract(state, '$.ended_at') IS NOT NULL "
+            "ORDER BY json_extract(state, '$.ended_at') DESC, scope_id DESC LIMIT -1 OFFSET ?",
+            (session_id, skip))
+        return [row[0] for row in rows]
+
     def history(self, scope: str, scope_id: str, name: str = "", *,
                 limit: int | None = None) -> builtins.list[HistoryEntry]:
         rows = self._query(
@@ -700,9 +718,18 @@ class SQLiteStore(Store):
     # -- writing -----------------------------------------------------------------------------
     def touch(self, scope: str, scope_id: str, name: str) -> None:
         self._check_open()
-        self._transaction(lambda conn: conn.execute(
-            "UPDATE records SET accessed_at = ? WHERE scope = ? AND scope_id = ? AND name = ?",
-            (self._now(), scope, scope_id, name)))
+        params = (self._now(), scope, scope_id, name)
+        with self._lock:
+            if self._depth:  # inside a write: one statement of its transaction
+                self._cursor.execute(_TOUCH, params)
+                return
+            try:  # else one statement, committed on its own
+                self._cursor.execute(_TOUCH, params)
+            except sqlite3.DatabaseError as exc:
+                raise self._store_error(exc) from exc
+            self._writes += 1
+            if not self._writes % _WAL_CHECK_EVERY:
+                self._bound_wal()
 
     def update(self, scope: str, scope_id: str, name: str,
                fn: Callable[[Record | None], Change | None]) -> Record | None:
@@ -977,7 +1004,7 @@ class SQLiteStore(Store):
     # -- watching other processes ------------------------------------------------------------
     def _start_watching(self) -> None:
         with self._lock:
-            if self._watcher is not None or self._closed or not self._subs.callbacks:
+            if self._watcher is not None or self._closed or not self._subs.watched:
                 return
             last = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
             watcher = _Watcher()
@@ -988,7 +1015,7 @@ class SQLiteStore(Store):
 
     def _stop_watching(self) -> None:
         with self._lock:
-            if self._watcher is not None and (self._closed or not self._subs.callbacks):
+            if self._watcher is not None and (self._closed or not self._subs.watched):
                 self._watcher.stop()
                 self._watcher = None
 

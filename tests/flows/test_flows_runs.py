@@ -143,6 +143,41 @@ def test_events_are_collected_in_order_and_only_this_runs(mem):
     assert other.state.count == 2  # written during the run, but not this run's events
 
 
+def _watcher_threads():
+    return [t for t in threading.enumerate() if t.name.startswith(("flowstate-watch",
+                                                                     "flowstate-listen"))]
+
+
+def test_a_run_collects_its_events_without_starting_a_watcher_thread(shared_backend):
+    # A run listens for its own writes only: watching other processes (a thread per store
+    # object) would cost every run a thread start and stop.
+    mine, theirs = shared_backend.open(), shared_backend.open()
+    flow = _flow()
+    before = len(_watcher_threads())
+    result = flow.run("count", {"message": "hi"}, user="u", session="s", store=mine)
+    assert result.ok and len(_watcher_threads()) == before
+    assert [e["type"] for e in result.events] == ["session", "request", "state_change",
+                                                  "request"]
+    seen = []
+    stop = mine.subscribe(seen.append)  # a subscriber still hears other processes
+    try:
+        theirs.write("session", "s", "note", {"n": 1})
+        flow.run("count", {"message": "again"}, user="u", session="s", store=mine)
+        assert _wait(lambda: any(e.get("resource") == "note" for e in seen))
+    finally:
+        stop()
+    assert _wait(lambda: len(_watcher_threads()) == before), "the watcher kept running"
+
+
+def _wait(check, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 # ---------------------------------------------------------------------------- loops and threads
 
 def test_run_works_when_called_inside_a_running_event_loop(mem):

@@ -173,6 +173,24 @@ def test_sessions_lists_this_flow_kinds_sessions_with_update_times(store):
     assert [item["id"] for item in flow.sessions(user="bob", store=store)] == ["b1"]
 
 
+def test_a_run_touches_its_session_without_writing_a_version_of_its_record(store):
+    # retention finds a session's runs from the request records, so a run's end only marks
+    # the session as used: no new version, history row or change-log item for its $meta
+    flow = _flow()
+    flow.session("a1", user="alice", store=store)
+    meta = store.read("session", "a1", "$meta")
+    seq = store.changes()[-1][0]
+    time.sleep(0.01)
+    result = flow.run("turn", 1, session="a1", store=store)
+    after = store.read("session", "a1", "$meta")
+    assert (after.version, after.state, after.content) == (meta.version, meta.state, meta.content)
+    assert len(store.history("session", "a1", "$meta")) == 1
+    assert after.accessed_at > meta.updated_at
+    assert {e["type"] for _, e in store.changes(seq)} == {"request", "state_change"}
+    assert flow.sessions(store=store)[0]["updated_at"] == after.accessed_at
+    assert result.ok
+
+
 def test_session_writes_outside_runs_count_as_updates(mem):
     flow = _flow()
     old = flow.session("old", user="u", store=mem)

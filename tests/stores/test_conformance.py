@@ -390,6 +390,33 @@ def test_list_recent_refuses_what_it_cannot_answer(store, bad):
         store.list_recent(S, "$meta", **bad)
 
 
+# -- a session's ended runs: ended_runs -------------------------------------------------------
+
+def test_ended_runs_names_a_sessions_ended_runs_newest_first(store):
+    def run(request_id, session, ended_at, deleted=False, **more):
+        _put(store, request_id, {"session": session, "ended_at": ended_at, **more},
+             name="$request", scope="request", deleted=deleted)
+
+    run("r-a", "s1", 10.0)
+    run("r-b", "s1", 30.5)
+    run("r-c", "s1", 20)  # an int is a time too
+    run("r-d", "s1", 20.0)  # a tie: the id decides, descending
+    run("r-running", "s1", None, status="running")
+    _put(store, "r-waiting", {"session": "s1"}, name="$request", scope="request")  # no ended_at
+    run("r-other", "s2", 40.0)
+    run("r-number", 1, 50.0)  # a session id is text: 1 is not "1"
+    run("r-gone", "s1", 60.0, deleted=True)
+    _put(store, "r-named", {"session": "s1", "ended_at": 70.0}, name="other", scope="request")
+    _put(store, "s1", {"session": "s1", "ended_at": 80.0}, name="$request", scope="session")
+    assert store.ended_runs("s1") == ["r-b", "r-d", "r-c", "r-a"]
+    assert store.ended_runs("s1", skip=1) == ["r-d", "r-c", "r-a"]
+    assert store.ended_runs("s1", skip=4) == [] and store.ended_runs("s1", skip=9) == []
+    assert store.ended_runs("s2") == ["r-other"]
+    assert store.ended_runs("1") == [] and store.ended_runs("nobody") == []
+    store.purge("request", ["r-b"])
+    assert store.ended_runs("s1", skip=1) == ["r-c", "r-a"]
+
+
 # -- state, content, records -------------------------------------------------------------------
 
 def test_state_round_trips_exactly(store):

@@ -330,6 +330,10 @@ def test_a_store_of_schema_1_is_upgraded_in_place_and_its_change_log_goes_on(pg_
     with pg_backend.admin() as admin:
         assert admin.execute(f"SELECT value FROM {names['meta']} WHERE key = 'schema_version'"
                              ).fetchone() == (str(postgres.SCHEMA_VERSION),)
+        assert admin.execute("SELECT to_regclass(%s)", (  # ended_runs has its index
+            f'"{pg_backend.schema}".{names["runs_index"]}',)).fetchone()[0] is not None
+    store.write("request", "r-1", "$request", {"session": "s1", "ended_at": 5.0})
+    assert store.ended_runs("s1") == ["r-1"]
     pg_backend.open().close()  # opening it again finds it current
 
 

@@ -267,4 +267,20 @@ def test_an_older_store_is_upgraded_in_place_keeping_records_and_history(db, old
         {"app": APP_ID, "schema_version": str(SCHEMA_VERSION)}
     assert "WITHOUT ROWID" not in conn.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'records'").fetchone()[0]
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master "
+                                              "WHERE type = 'index' AND sql IS NOT NULL")}
+    assert indexes == {"records_by_name", "records_recent", "records_runs"}
     conn.close()
+
+
+def test_a_sessions_ended_runs_are_found_from_an_index_without_reading_all_runs(db):
+    with SQLiteStore(db) as store:
+        for i in range(3):
+            store.write("request", f"r-{i}", "$request", {"session": "s1", "ended_at": 1.0 + i})
+        seen: list[str] = []
+        store._conn.set_trace_callback(seen.append)
+        assert store.ended_runs("s1", skip=1) == ["r-1", "r-0"]
+        store._conn.set_trace_callback(None)
+        plan = " ".join(str(row[3]) for row in store._conn.execute(
+            "EXPLAIN QUERY PLAN " + seen[-1]))
+    assert "USING INDEX records_runs" in plan and "SCAN" not in plan, plan
