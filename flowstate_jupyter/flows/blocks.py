@@ -1,4 +1,5 @@
-"""Blocks: handler, router and sequencer, the pieces flows are made of (DESIGN §6).
+"""Blocks: handler, router and sequencer, the pieces flows are made of (docs/concepts.md,
+'Blocks, flows and bubbling').
 
 A block is a named step with optional ``input`` / ``output`` models and the state and resources
 it declares per scope (``session_state=ModeState``, ``session_resources={...}``); declarations
@@ -989,7 +990,7 @@ class _Loop(_Step):
 
 
 class Sequencer(Block):
-    """A block that runs steps in order, each step's output feeding the next (DESIGN §6).
+    """A block that runs steps in order, each step's output feeding the next.
 
     Every method adds a step and returns the sequencer, so calls chain. Declared state and
     resources of the added blocks are checked for conflicts as they are added. With ``state=``

@@ -82,7 +82,7 @@ RECORD_VALUE_LIMIT = 64 * 1024
 
 @dataclass(repr=False)
 class RunResult:
-    """The outcome of one run (DESIGN §6).
+    """The outcome of one run (docs/concepts.md, 'Blocks, flows and bubbling').
 
     ``status`` is ``"ok"``, ``"error"`` or ``"suspended"``; ``output`` is the block's output
     (``None`` otherwise); ``error`` the exception a block raised (``None`` when ok); ``events``

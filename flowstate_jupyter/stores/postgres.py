@@ -1,7 +1,8 @@
 """PostgreSQL store: one project shared by a team across machines (``postgresql://...``).
 
-Same semantics as :class:`~flowstate_jupyter.stores.sqlite.SQLiteStore` (DESIGN §9), with the
-server's transactions doing the compare-and-swap. Needs the ``postgres`` extra (psycopg 3 and
+Same semantics as :class:`~flowstate_jupyter.stores.sqlite.SQLiteStore` (docs/concepts.md,
+'Stores and what "committed" means'), with the server's transactions doing the
+compare-and-swap. Needs the ``postgres`` extra (psycopg 3 and
 psycopg-pool).
 
 How a write runs (:meth:`PostgresStore.update`), all in one server transaction on one pooled

@@ -1,8 +1,9 @@
 """SQLite store: the default, one local file shared safely by kernels and processes.
 
-DESIGN §9: WAL journal, ``busy_timeout`` of 5 s, writes in ``BEGIN IMMEDIATE``, each
-compare-and-swap one conditional ``UPDATE ... WHERE version = ?``, ``synchronous=NORMAL`` (or
-``FULL`` with ``durability="full"``). The file records its schema version; a file this code does
+As docs/concepts.md, 'Stores and what "committed" means' says: WAL journal, ``busy_timeout``
+of 5 s, writes in ``BEGIN IMMEDIATE``, each compare-and-swap one conditional
+``UPDATE ... WHERE version = ?``, ``synchronous=NORMAL`` (or ``FULL`` with
+``durability="full"``). The file records its schema version; a file this code does
 not understand is refused, untouched, with a message that says what to do. New folders and files
 are created readable by their owner only (a shared existing file gets a warning).
 
