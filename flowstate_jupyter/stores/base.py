@@ -84,7 +84,8 @@ class Change:
     ``event`` is the change-log item (docs/concepts.md, 'Events, history and live updates');
     the store adds ``version`` and ``ts`` and, if it is ``None``, writes a generic one.
     ``delete=True`` writes a tombstone. ``text`` and ``event_text``, if given, must be the JSON
-    of ``state`` and ``event``: they save the store encoding them again. The field order is kept: the hot write path passes them by position.
+    of ``state`` and ``event``: they save the store encoding them again.
+    The field order is kept: the hot write path passes them by position.
     ``first_version`` (default 1) is the version a record that does not exist at all is created
     at; a collection whose old tombstones were purged starts its instances above every version
     it used before, so no version is ever reused.
