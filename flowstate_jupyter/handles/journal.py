@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from ..base.names import JOURNAL
 from ..errors import ValidationError
 from ..stores.base import Change, Record, Store
-from .records import drive
+from .records import update_with_retries
 
 __all__ = ["MAX_ENTRIES", "MAX_TEXT", "Journal"]
 
@@ -58,7 +58,7 @@ class Journal:
                                  "scope_id": self._session_id, "entry": entry,
                                  "request_id": None})
 
-        drive(self._store, "session", self._session_id, JOURNAL, fn, where=where)
+        update_with_retries(self._store, "session", self._session_id, JOURNAL, fn, where=where)
         return dict(entry)
 
     def entries(self, limit: int | None = 10) -> list[dict]:
