@@ -133,7 +133,8 @@ class Write:
 
     ``compute`` maps the current state (a validated dict: do not change it) to the new one. Keep
     it pure: it may run more than once (on the remembered record, then on each attempt under the
-    lock). The rest says what the change log reports and adjusts the path for a few writes.
+    lock). The rest says what the change log reports, and holds the options that creates,
+    upserts, content writes and the caller's own functions need.
     """
 
     #: The operation's name in history and events (``"increment"``, ``"patch"``, ...).
@@ -142,7 +143,8 @@ class Write:
     #: What the event reports as the change, and the field (``field.key``) it is about.
     delta: Any = None
     path: str | None = None
-    #: The only fields ``compute`` may change, so validation checks only them (None: any).
+    #: The fields ``compute`` may change, so plain values there skip the full validation
+    #: (``schema.ALL_FIELDS``: a whole new state; None: unknown, validate it all).
     changed: Iterable[str] | schema.AllFields | None = None
     #: The new content text (``None`` clears it); :data:`KEEP` leaves it as it is.
     content: Any = KEEP
@@ -182,7 +184,7 @@ class RecordHandle:
         self._scope_id = scope_id
         self._name = name
         self._model = model
-        self._label = where
+        self._label = where  # names the record in messages
         self._validate = schema.validator(model)
         self._request_id = request_id
         # The version a record created from nothing starts at (None: 1); a subclass's
