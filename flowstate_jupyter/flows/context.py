@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from ..base.names import SEQUENCER_PREFIX
 from ..errors import RunStateError
-from ..handles.records import TypedRecord, install_write_hook
+from ..handles.records import RecordHandle, install_write_hook
 from ..model import ops, schema
 from ..stores.base import Store
 from .trace import LiveSpan, RunLog, Suspended
@@ -367,7 +367,7 @@ class Context:
         return f"<Context run {self.run_id} step {self.step_id!r} session {self.session.id!r}>"
 
 
-class SequencerState(TypedRecord):
+class SequencerState(RecordHandle):
     """Instance state of one execution of a sequencer that declares ``state=`` (``ctx.sequencer``).
 
     It lives for one run, kept as a bookkeeping record of the request
@@ -381,6 +381,7 @@ class SequencerState(TypedRecord):
                  model: type[BaseModel] | None) -> None:
         super().__init__(store, "request", request_id,
                          f"{SEQUENCER_PREFIX}{sequencer_name}#{instance}", model,
+                         where=f"sequencer {sequencer_name!r} instance state",
                          request_id=request_id)
         self.name = sequencer_name
         self.instance = instance
@@ -388,9 +389,6 @@ class SequencerState(TypedRecord):
     @property
     def model(self) -> type[BaseModel] | None:
         return self._model
-
-    def _where(self) -> str:
-        return f"sequencer {self.name!r} instance state"
 
     def _event(self, operation: str, delta: Any, path: str | None, existed: bool) -> dict:
         return {"type": "state_change", "scope": "sequencer", "scope_id": self._scope_id,

@@ -1,10 +1,11 @@
-"""A session's journal: short notes a person or a tool leaves on a session (DESIGN §7).
+"""A session's journal: short notes a person or a tool leaves on a session.
 
 ``s.journal.append("switched mode", source="notebook", tags=["mode"])`` and
 ``s.journal.entries(limit=10)``. The journal is one bookkeeping record of the session
 (``session/<id>/$journal``) holding the newest entries only, so it stays bounded: at most
 ``max_entries`` entries (default 200) of at most 4,000 characters each. Appends are atomic
-(compare-and-swap), so notes from several kernels never overwrite each other.
+(compare-and-swap), so notes from several kernels never overwrite each other (docs/concepts.md,
+"A session's journal").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from ..base.names import JOURNAL
 from ..errors import ValidationError
 from ..stores.base import Change, Record, Store
-from .records import drive
+from .records import update_with_retries
 
 __all__ = ["MAX_ENTRIES", "MAX_TEXT", "Journal"]
 
@@ -58,7 +59,7 @@ class Journal:
                                  "scope_id": self._session_id, "entry": entry,
                                  "request_id": None})
 
-        drive(self._store, "session", self._session_id, JOURNAL, fn, where=where)
+        update_with_retries(self._store, "session", self._session_id, JOURNAL, fn, where=where)
         return dict(entry)
 
     def entries(self, limit: int | None = 10) -> list[dict]:

@@ -1,16 +1,28 @@
-"""A typed handle on one versioned record: the compare-and-swap driver and the state operations.
+"""A handle on one typed, versioned record, and the one path every write to it takes.
 
-Scope state (``scopes.py``) and resources (``resources.py``) are both "a typed JSON object kept
-in one store record", so the operations of DESIGN §4 live here once. Each operation computes the
-new state from the current one *inside* the store's write transaction (``Store.update``), so
-concurrent writers in other threads, processes or machines never lose an update.
+Scope state (``scopes.py``), resources (``resources.py``) and a sequencer's instance state
+(``flows/context.py``) are each "a typed JSON object kept in one store record", so their state
+operations (docs/concepts.md, "State operations") live here once, on :class:`RecordHandle`.
 
-The fast path: a handle that wrote the record last remembers it, computes the next state from it
-without reading, and hands the result to ``Store.commit_next``, which commits it only if nobody
-wrote since (built-in operations only: a function the caller passes, as to ``atomic_state``,
-always runs under the lock, once per attempt). Otherwise the ordinary path above runs. If the
-record changed under us anyway (the conditional UPDATE matched nothing) the driver retries: 3
-more attempts with 10 ms doubling backoff, then :class:`ConcurrentModificationError`.
+The write path, top to bottom:
+
+* An operation (``inc_state``, ``patch_state``, ...) describes its write as a :class:`Write`: the
+  operation's name, the pure function from the current state to the new one, what its event
+  reports, and a few options. Nothing has happened yet.
+* :meth:`RecordHandle._write` performs it. The new state is computed from the current one *inside*
+  the store's write transaction (``Store.update``), validated, compared with what is there (the
+  no-op guard: an equal state stores nothing) and committed with its event, so concurrent
+  writers in other threads, processes or machines never lose an update.
+* The fast path: a handle that wrote the record last remembers it, computes the next state from
+  it without reading, and hands the result to ``Store.commit_next``, which commits it only if
+  nobody wrote since (not for a write that runs the caller's function, as ``atomic_state`` does:
+  that runs under the lock only, once per attempt). Otherwise the ordinary path above runs.
+* If the record changed under us anyway (the conditional UPDATE matched nothing),
+  :func:`update_with_retries` tries again: 3 more attempts with 10 ms doubling backoff, then
+  :class:`ConcurrentModificationError`. Records without a typed handle (a session's journal,
+  Windmill's states, variables and resources) are written through it directly.
+* Kinds of record differ only through a few hooks: ``_event`` (the change-log event of a write),
+  ``_check_writable``, ``_check_record``, ``_initial_state`` and ``_after_commit``.
 
 Writes inside a run. A handle made for a run (with a ``request_id``) asks the run machinery,
 through the hook installed with :func:`install_write_hook` (``flows/`` sits above this layer),
@@ -25,6 +37,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -59,9 +72,14 @@ def run_write_tag(request_id: str | None, scope: str, scope_id: str, name: str,
     return hook(request_id, scope, scope_id, name, operation)
 
 
-def drive(store: Store, scope: str, scope_id: str, name: str,
-          fn: Callable[[Record | None], Change | None], *, where: str) -> Record | None:
-    """Run ``store.update`` with the retry policy of DESIGN §4."""
+def update_with_retries(store: Store, scope: str, scope_id: str, name: str,
+                        fn: Callable[[Record | None], Change | None], *,
+                        where: str) -> Record | None:
+    """``store.update(scope, scope_id, name, fn)``, tried again when another writer came first.
+
+    The retry policy of docs/concepts.md ("State operations", Concurrency): 3 more attempts with
+    10 ms doubling backoff, then :class:`ConcurrentModificationError` naming ``where``.
+    """
     attempt = 0
     while True:
         attempt += 1
@@ -107,8 +125,48 @@ def _fields(update: Any, fields: dict[str, Any], op: str) -> dict[str, Any]:
     return {k: to_json(v) for k, v in merged.items()}
 
 
-class TypedRecord:
-    """Shared behaviour of scope-state and resource handles. Not used directly."""
+# (Not frozen=True: a frozen dataclass's __init__, one object.__setattr__ per field, made an
+# inc_state 6-12% slower on the memory store. One is made per write; nothing changes it after.)
+@dataclass(slots=True)
+class Write:
+    """One write to a typed record, as an operation describes it to :meth:`RecordHandle._write`.
+
+    ``compute`` maps the current state (a validated dict: do not change it) to the new one. Keep
+    it pure: it may run more than once (on the remembered record, then on each attempt under the
+    lock). The rest says what the change log reports, and holds the options that creates,
+    upserts, content writes and the caller's own functions need.
+    """
+
+    #: The operation's name in history and events (``"increment"``, ``"patch"``, ...).
+    operation: str
+    compute: Callable[[dict], dict]
+    #: What the event reports as the change.
+    delta: Any = None
+    #: The fields ``compute`` may change, so plain values there skip the full validation
+    #: (``schema.ALL_FIELDS``: a whole new state; None: unknown, validate it all).
+    changed: Iterable[str] | schema.AllFields | None = None
+    #: The field (``field.key``) the event says the write is about.
+    path: str | None = None
+    #: The new content text (``None`` clears it); :data:`KEEP` leaves it as it is.
+    content: Any = KEEP
+    #: Computes the state instead of ``compute`` when there is no live record (an upsert).
+    compute_if_missing: Callable[[dict], dict] | None = None
+    #: Store a record never written even when its new state equals the defaults (a create).
+    store_defaults: bool = False
+    #: Raises, inside the transaction, when the stored record is not what this write expects
+    #: (a create that must not replace); runs before the handle's own ``_check_record``.
+    precondition: Callable[[Record | None], None] | None = None
+    #: ``compute`` runs the caller's function: never on the remembered record (it may be
+    #: stale), only under the lock, once per attempt.
+    runs_user_code: bool = False
+
+
+class RecordHandle:
+    """A handle on one typed record of a store: reads it, and writes it through :meth:`_write`.
+
+    The base of scope handles, resource handles and sequencer instance state; not used directly.
+    ``where`` names the record in messages (``"session 's1'"``).
+    """
 
     _scope: str
     _scope_id: str
@@ -118,7 +176,8 @@ class TypedRecord:
     _request_id: str | None
 
     def __init__(self, store: Store, scope: str, scope_id: str, name: str,
-                 model: type[BaseModel] | None, *, request_id: str | None = None) -> None:
+                 model: type[BaseModel] | None, *, where: str,
+                 request_id: str | None = None) -> None:
         if model is not None:
             schema.require_defaults(model)
         self._store = store
@@ -126,34 +185,35 @@ class TypedRecord:
         self._scope_id = scope_id
         self._name = name
         self._model = model
+        self._label = where  # names the record in messages
         self._validate = schema.validator(model)
         self._request_id = request_id
-        self._first_version: int | None = None  # set by _guard when a create must start higher
+        # The version a record created from nothing starts at (None: 1); a subclass's
+        # ``_check_record`` sets it when a create must start higher (a purged tombstone's key).
+        self._first_version: int | None = None
         self._version = 0
         # The record this handle last wrote, its state the validated dict: a write right after
         # it needs no re-validation of the stored state (another writer would have bumped the
-        # version), and the next write may skip reading it back (``_commit_known``).
+        # version), and the next write may skip reading it back (``_write_from_remembered``).
         self._cache: Record | None = None
 
-    # -- hooks for subclasses ----------------------------------------------------------------
-    def _where(self) -> str:
-        raise NotImplementedError
-
+    # -- hooks: how one kind of record differs from another ----------------------------------
     def _event(self, operation: str, delta: Any, path: str | None, existed: bool) -> dict:
+        """The change-log event of a write (``existed``: the record was live before it)."""
         raise NotImplementedError
 
     def _check_writable(self) -> None:
         """Raise before anything happens if this handle may not write."""
 
-    def _guard(self, record: Record | None) -> None:
+    def _check_record(self, record: Record | None) -> None:
         """Raise inside the write transaction if the record may not be written now."""
 
-    def _initial(self) -> dict:
+    def _initial_state(self) -> dict:
         """The state of a record never written (or deleted): the schema's defaults."""
         return schema.defaults(self._model)
 
     def _after_commit(self, before: dict, after: dict, created: bool) -> None:
-        """Called after a committed write (resources run collection hooks here)."""
+        """Called after a committed write (collections run their hooks here)."""
 
     @property
     def store(self) -> Store:
@@ -164,12 +224,12 @@ class TypedRecord:
     def _current(self, record: Record | None) -> dict:
         """The typed-and-repaired state of ``record`` (treat it as read-only: it may be shared)."""
         if record is None or record.deleted:
-            return self._initial()
+            return self._initial_state()
         cache = self._cache
         if cache is not None and cache.version == record.version \
                 and cache.updated_at == record.updated_at:  # (a rolled-back write reuses versions)
             return cache.state
-        return schema.read_state(self._model, record.state, where=self._where(),
+        return schema.read_state(self._model, record.state, where=self._label,
                                  version=record.version)
 
     def _read(self) -> Record | None:
@@ -178,6 +238,7 @@ class TypedRecord:
         return record
 
     def _seen(self, record: Record | None) -> None:
+        """Called with every record this handle reads or writes."""
         self._version = 0 if record is None else record.version
 
     @property
@@ -196,71 +257,30 @@ class TypedRecord:
 
     def state_dict(self) -> dict:
         """The current state as a plain JSON dict (a copy)."""
-        return ops.copy_json(self._current(self._read()), where=self._where())
+        return ops.copy_json(self._current(self._read()), where=self._label)
 
     def history(self, limit: int | None = 20) -> list[HistoryEntry]:
         """Kept versions of this record, newest first (time, operation, state)."""
         return self._store.history(self._scope, self._scope_id, self._name, limit=limit)
 
     # -- the write path ----------------------------------------------------------------------
-    def _commit(self, operation: str, compute: Callable[[dict], dict], *, delta: Any = None,
-                path: str | None = None, content: Any = KEEP, force: bool = False,
-                create: Callable[[dict], dict] | None = None,
-                guard: Callable[[Record | None], None] | None = None,
-                changed: Iterable[str] | schema.AllFields | None = None,
-                user_code: bool = False) -> bool:
-        """Compute the new state from the current one, validate, commit (see the module doc).
-
-        ``create`` (if given) computes the state instead of ``compute`` when there is no live
-        record; ``guard`` replaces the handle's own check of the record. Returns False (nothing
-        stored, no event, version unchanged) when the result deep-equals what is there; with
-        ``force``, a missing record is stored even when its state equals the defaults (a create).
-        ``changed`` names the only fields ``compute`` may change (it speeds validation up).
-        ``user_code``: ``compute`` runs the caller's function, so it is never tried on the record
-        this handle remembers (which may be stale): it runs once per attempt, under the lock.
-        """
+    def _write(self, write: Write) -> bool:
+        """Perform ``write`` (see the module doc). True if it committed a new version (or an
+        earlier attempt of this run did); False if the state and content were already so."""
         self._check_writable()
         tag = None
-        if self._request_id is not None and _write_hook is not None:
-            tag = _write_hook(self._request_id, self._scope, self._scope_id, self._name,
-                              operation)
+        if self._request_id is not None:
+            tag = run_write_tag(self._request_id, self._scope, self._scope_id, self._name,
+                                write.operation)
             if tag is SKIP:
                 return True
-        where = self._where()
         known = self._cache
-        if known is not None and guard is None and not user_code and self._commit_known(
-                known, operation, compute, delta, path, content, changed, where, tag):
+        if known is not None and write.precondition is None and not write.runs_user_code \
+                and self._write_from_remembered(write, known, tag):
             return True
-        outcome: list[Any] = []  # (before, after, created) of the committed attempt
-        check = guard or self._guard
-        validate = self._validate
+        return self._write_under_lock(write, tag)
 
-        def fn(record: Record | None) -> Change | None:
-            check(record)
-            current = self._current(record)
-            existed = record is not None and not record.deleted
-            if create is not None and not existed:
-                new = validate(create(current), where)
-            else:
-                new = validate(compute(current), where, changed)
-            unchanged = ops.json_equal(new, current) and (
-                content is KEEP
-                or content == (record.content if existed and record is not None else None))
-            if unchanged and (existed or (record is None and not force)):
-                return None  # the no-op guard
-            outcome[:] = (current, new, not existed)
-            return self._change(operation, new, delta, path, content, existed, where, tag)
-
-        record = drive(self._store, self._scope, self._scope_id, self._name, fn, where=where)
-        if record is None:
-            return False
-        self._committed(record, *outcome)
-        return True
-
-    def _commit_known(self, known: Record, operation: str, compute: Callable[[dict], dict],
-                      delta: Any, path: str | None, content: Any,
-                      changed: Iterable[str] | schema.AllFields | None, where: str,
-                      tag: Any = None) -> bool:
+    def _write_from_remembered(self, write: Write, known: Record, tag: Any) -> bool:
         """The fast path: compute from the record this handle last wrote, without reading, and
         commit only if it is still the stored one (``Store.commit_next``).
 
@@ -269,12 +289,13 @@ class TypedRecord:
         to the remembered record being out of date.
         """
         current = known.state
+        content = write.content
         try:
-            self._guard(known)
-            new = self._validate(compute(current), where, changed)
+            self._check_record(known)
+            new = self._validate(write.compute(current), self._label, write.changed)
             if ops.json_equal(new, current) and (content is KEEP or content == known.content):
                 return False
-            change = self._change(operation, new, delta, path, content, True, where, tag)
+            change = self._change(write, new, True, tag)
         except Exception:  # noqa: BLE001 - the ordinary path decides, on the stored record
             return False
         record = self._store.commit_next(known, change)
@@ -283,14 +304,49 @@ class TypedRecord:
         self._committed(record, current, new, False)
         return True
 
-    def _change(self, operation: str, new: dict, delta: Any, path: str | None, content: Any,
-                existed: bool, where: str, tag: Any = None) -> Change:
+    def _write_under_lock(self, write: Write, tag: Any) -> bool:
+        """The ordinary path: compute, validate and commit inside the store's transaction."""
+        outcome: list[Any] = []  # (before, after, created) of the committed attempt
+        where = self._label
+        validate = self._validate
+        precondition = write.precondition
+        if_missing = write.compute_if_missing
+        content = write.content
+
+        def fn(record: Record | None) -> Change | None:
+            if precondition is not None:
+                precondition(record)
+            self._check_record(record)
+            current = self._current(record)
+            existed = record is not None and not record.deleted
+            if if_missing is not None and not existed:
+                new = validate(if_missing(current), where)
+            else:
+                new = validate(write.compute(current), where, write.changed)
+            unchanged = ops.json_equal(new, current) and (
+                content is KEEP
+                or content == (record.content if existed and record is not None else None))
+            if unchanged and (existed or (record is None and not write.store_defaults)):
+                return None  # the no-op guard
+            outcome[:] = (current, new, not existed)
+            return self._change(write, new, existed, tag)
+
+        record = update_with_retries(self._store, self._scope, self._scope_id, self._name, fn,
+                                     where=where)
+        if record is None:
+            return False
+        self._committed(record, *outcome)
+        return True
+
+    def _change(self, write: Write, new: dict, existed: bool, tag: Any) -> Change:
         """The store's change for a validated new state, with its state and event encoded."""
-        event = self._event(operation, delta, path, existed)
+        operation = write.operation
+        event = self._event(operation, write.delta, write.path, existed)
         if tag is not None:  # a run's write: its span and identity travel with its event
             event["span"], event["write"] = tag
+        where = self._label
         # (positional: a third cheaper than keywords, on every write)
-        return Change(new, operation, content, False, event, self._request_id,
+        return Change(new, operation, write.content, False, event, self._request_id,
                       schema.encode_json(new, where=where),
                       schema.encode_json(event, where=where, what="event"),
                       None if existed else self._first_version)
@@ -300,66 +356,73 @@ class TypedRecord:
         self._cache = None if record.deleted else record
         self._after_commit(before, after, created)
 
-    # -- operations (DESIGN §4) --------------------------------------------------------------
+    # -- the operations (docs/concepts.md, "State operations") -------------------------------
+    # Each builds its Write positionally, ``Write(operation, compute, delta, changed, path)``:
+    # matching keyword arguments cost about 1% of a write here (callgrind).
     def patch_state(self, update: Any = None, /, **fields: Any) -> bool:
         """Merge fields into the state. Returns True if a write was committed."""
         changes = _fields(update, fields, "patch_state")  # ops.patch refuses non-JSON values
-        where = self._where()
-        return self._commit("patch", lambda s: ops.patch(s, changes, where=where), delta=changes,
-                            changed=changes)
+        where = self._label
+        return self._write(Write("patch", lambda s: ops.patch(s, changes, where=where),
+                                 changes, changes))
 
     def set_state(self, state: Any) -> bool:
         """Replace the whole state (dict or model instance); missing fields take defaults."""
         new = to_json(state)
+        where = self._label
         if not isinstance(new, dict):
-            raise ValidationError(f"{self._where()}: set_state takes a dict or a model "
-                                  f"instance, not {type(state).__name__}", where=self._where())
-        return self._commit("set", lambda s: ops.replace(s, new, where=self._where()), delta=new,
-                            changed=schema.ALL_FIELDS)
+            raise ValidationError(f"{where}: set_state takes a dict or a model instance, not "
+                                  f"{type(state).__name__}", where=where)
+        return self._write(Write("set", lambda s: ops.replace(s, new, where=where), new,
+                                 schema.ALL_FIELDS))
 
     def inc_state(self, increments: Any = None, /, **fields: Any) -> bool:
         """Add numbers to fields; a missing field counts as 0. Never loses an update."""
         amounts = _fields(increments, fields, "inc_state")  # ops.increment refuses non-numbers
-        where = self._where()
-        return self._commit("increment", lambda s: ops.increment(s, amounts, where=where),
-                            delta=amounts, changed=amounts)
+        where = self._label
+        return self._write(Write("increment", lambda s: ops.increment(s, amounts, where=where),
+                                 amounts, amounts))
 
     def push_state(self, field: str, value: Any) -> bool:
         """Append ``value`` to the list field ``field``. Never loses an update."""
         value = to_json(value)
-        ops.check_json(value, where=self._where(), path=(field,))
-        return self._commit("push", lambda s: ops.push(s, field, value, where=self._where()),
-                            delta=value, path=field, changed=(field,))
+        where = self._label
+        ops.check_json(value, where=where, path=(field,))
+        return self._write(Write("push", lambda s: ops.push(s, field, value, where=where),
+                                 value, (field,), field))
 
     def set_state_record(self, field: str, key: str, value: Any) -> bool:
         """Set one key of the dict field ``field``. Never loses an update."""
         value = to_json(value)
-        ops.check_json(value, where=self._where(), path=(field, key))
-        return self._commit(
-            "set_record", lambda s: ops.set_record(s, field, key, value, where=self._where()),
-            delta=value, path=f"{field}.{key}", changed=(field,))
+        where = self._label
+        ops.check_json(value, where=where, path=(field, key))
+        return self._write(Write(
+            "set_record", lambda s: ops.set_record(s, field, key, value, where=where),
+            value, (field,), f"{field}.{key}"))
 
     def delete_state_record(self, field: str, key: str) -> bool:
         """Remove one key of the dict field ``field`` (a missing key is a no-op)."""
-        schema.check_fields(self._model, [field], where=self._where())
-        return self._commit(
-            "delete_record", lambda s: ops.delete_record(s, field, key, where=self._where()),
-            path=f"{field}.{key}", changed=(field,))
+        where = self._label
+        schema.check_fields(self._model, [field], where=where)
+        return self._write(Write(
+            "delete_record", lambda s: ops.delete_record(s, field, key, where=where),
+            None, (field,), f"{field}.{key}"))
 
     def atomic_state(self, fn: Callable[[Any], dict | None]) -> bool:
         """``fn(snapshot)`` returns a partial dict to merge; re-run on conflict (keep it pure)."""
         delta: dict[str, Any] = {}
+        where = self._label
 
         def compute(current: dict) -> dict:
             partial = fn(schema.snapshot(self._model, current))
             partial = _fields(partial, {}, "atomic_state") if partial is not None else {}
-            ops.check_json(partial, where=self._where())
+            ops.check_json(partial, where=where)
             delta.clear()
             delta.update(partial)
-            return ops.patch(current, partial, where=self._where())
+            return ops.patch(current, partial, where=where)
 
-        return self._commit("atomic", compute, delta=delta, user_code=True)
+        return self._write(Write("atomic", compute, delta=delta, runs_user_code=True))
 
     def reset_state(self) -> bool:
         """Put the state back to the schema's defaults (a new version, history kept)."""
-        return self._commit("set", lambda s: self._initial(), delta=None)
+        return self._write(Write("set", lambda s: self._initial_state()))

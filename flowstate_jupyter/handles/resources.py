@@ -1,4 +1,6 @@
-"""Resources: named, typed, versioned things with identity, content and metadata (DESIGN §5).
+"""Resources: named, typed, versioned things with identity, content and metadata.
+
+What they promise: docs/concepts.md, "Resources and collections"; the calls: docs/guide.md.
 
 ``define_resource`` describes one resource per scope instance (a plan, preferences);
 ``define_resource_collection`` describes many, keyed by a path pattern (``files/**``). Handles
@@ -43,7 +45,7 @@ from ..errors import (
 )
 from ..model import ops, schema
 from ..stores.base import Change, Record, Store
-from .records import SKIP, TypedRecord, run_write_tag, to_json
+from .records import SKIP, RecordHandle, Write, run_write_tag, to_json
 
 _NAME = RESOURCE_NAME
 _PARAM = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")
@@ -215,8 +217,8 @@ def _check_key(definition: CollectionDefinition, key: Any, collection: str) -> s
     return key
 
 
-class ResourceHandle(TypedRecord):
-    """One resource of one scope instance: typed state, version, content (DESIGN §5)."""
+class ResourceHandle(RecordHandle):
+    """One resource of one scope instance: typed state, version, content."""
 
     def __init__(self, store: Store, scope: str, scope_id: str, name: str,
                  definition: ResourceDefinition | CollectionDefinition, *,
@@ -224,8 +226,9 @@ class ResourceHandle(TypedRecord):
                  key: str | None = None,
                  prepare_create: Callable[[Record | None], int | None] | None = None) -> None:
         storage = name if collection is None else f"{collection}:{key}"
+        what = repr(name) if collection is None else f"{collection}[{key!r}]"
         super().__init__(store, scope, scope_id, storage, definition.state,
-                         request_id=request_id)
+                         where=f"{scope} {scope_id!r} resource {what}", request_id=request_id)
         self.name = name if collection is None else key
         self.definition = definition
         self._collection = collection
@@ -241,11 +244,7 @@ class ResourceHandle(TypedRecord):
         """The collection key of an instance (``None`` for a plain resource)."""
         return self._key
 
-    def _where(self) -> str:
-        what = self._collection + f"[{self._key!r}]" if self._collection else repr(self.name)
-        return f"{self._scope} {self._scope_id!r} resource {what}"
-
-    def _initial(self) -> dict:
+    def _initial_state(self) -> dict:
         return self.definition.initial_state()
 
     def _seen(self, record: Record | None) -> None:
@@ -268,12 +267,12 @@ class ResourceHandle(TypedRecord):
             raise ReadOnlyResourceError(f"Resource '{label}' is read-only; define it with "
                                         f"define_resource(..., writable=True) to write it")
 
-    def _guard(self, record: Record | None) -> None:
+    def _check_record(self, record: Record | None) -> None:
         if self._live_seen and (record is None or record.deleted):
             self._live_seen = False  # the next write, if the caller insists, re-creates it
             now = "its tombstone was purged since" if record is None else \
                 f"now version {record.version}"
-            raise ResourceDeletedError(f"{self._where()} was deleted by another writer "
+            raise ResourceDeletedError(f"{self._label} was deleted by another writer "
                                        f"({now}); write again to re-create it")
         if self._prepare_create is not None and (record is None or record.deleted):
             self._first_version = self._prepare_create(record)
@@ -298,11 +297,11 @@ class ResourceHandle(TypedRecord):
         def compute(current: dict) -> dict:
             new = to_json(fn(schema.snapshot(self._model, current)))
             if not isinstance(new, dict):
-                raise ValidationError(f"{self._where()}: update_state's function must return "
-                                      f"a dict or a model instance", where=self._where())
-            ops.check_json(new, where=self._where())
+                raise ValidationError(f"{self._label}: update_state's function must return "
+                                      f"a dict or a model instance", where=self._label)
+            ops.check_json(new, where=self._label)
             return new
-        return self._commit("set", compute, user_code=True)
+        return self._write(Write("set", compute, runs_user_code=True))
 
     # -- content -----------------------------------------------------------------------------
     def read_content_raw(self) -> str | None:
@@ -321,7 +320,7 @@ class ResourceHandle(TypedRecord):
     def read_content(self) -> str | None:
         """The content as rendered by the definition's ``render(state, content)``, or raw.
 
-        ``None`` when there is no content (DESIGN §5: ``None`` is no content); ``render`` is
+        ``None`` when there is no content (docs/decisions.md, ``read_content()``); ``render`` is
         called only for content, and ``""`` is content.
         """
         raw = self.read_content_raw()
@@ -332,12 +331,12 @@ class ResourceHandle(TypedRecord):
     def write_content(self, text: str | None) -> bool:
         """Store ``text`` as this resource's content (``""`` is content, ``None`` clears it)."""
         if text is not None and not isinstance(text, str):
-            raise ValidationError(f"{self._where()}: content must be a str or None, not "
-                                  f"{type(text).__name__}", where=self._where())
+            raise ValidationError(f"{self._label}: content must be a str or None, not "
+                                  f"{type(text).__name__}", where=self._label)
         if text is not None:
-            check_text(text, where=self._where(), what="content")
-        return self._commit("content", lambda s: s, content=text,
-                            delta={"content_chars": None if text is None else len(text)})
+            check_text(text, where=self._label, what="content")
+        return self._write(Write("content", lambda s: s, content=text,
+                                 delta={"content_chars": None if text is None else len(text)}))
 
     def delete(self) -> bool:
         """Delete this resource (a tombstone; its version is never reused)."""
@@ -375,7 +374,7 @@ class ResourceHandle(TypedRecord):
         return self.definition.client_data(self.state)
 
     def __repr__(self) -> str:
-        return f"<ResourceHandle {self._where()} v{self.version}>"
+        return f"<ResourceHandle {self._label} v{self.version}>"
 
     def _repr_html_(self) -> str:
         from ..model.display import resource_html
@@ -432,12 +431,11 @@ class CollectionHandle:
         def refuse_existing(record: Record | None) -> None:
             if record is not None and not record.deleted and not replace:
                 raise ResourceAlreadyExistsError(
-                    f"{handle._where()} already exists (version {record.version}); use "
+                    f"{handle._label} already exists (version {record.version}); use "
                     f"get_or_create, upsert or create(..., replace=True)")
-            handle._guard(record)
 
-        handle._commit("set", lambda s: {**self.definition.initial_state(), **init}, force=True,
-                       guard=refuse_existing)
+        handle._write(Write("set", lambda s: {**self.definition.initial_state(), **init},
+                            store_defaults=True, precondition=refuse_existing))
         return handle
 
     def _check_writable(self) -> None:
@@ -511,8 +509,9 @@ class CollectionHandle:
         extra = to_json(create_only) or {}
         ops.check_json(update, where=f"{self.name}[{key!r}]")  # it goes into the change log
         handle = self._handle(key)
-        handle._commit("patch", lambda s: {**s, **update}, delta=update,
-                       create=lambda s: {**s, **extra, **update}, force=True)
+        handle._write(Write("patch", lambda s: {**s, **update}, delta=update,
+                            compute_if_missing=lambda s: {**s, **extra, **update},
+                            store_defaults=True))
         return handle
 
     def list(self, prefix: str = "") -> list[str]:

@@ -2,7 +2,8 @@
 
 A :class:`ScopeHandle` is what blocks see as ``ctx.session`` (and ``ctx.user``, ...) and what a
 notebook gets from ``flow.session(...)``. It owns no data: every read goes to the store and every
-write is one version-checked operation (see ``records.py``).
+write is one version-checked operation (see ``records.py``). docs/concepts.md ("Scopes", "State
+operations") says what scopes and their operations promise.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pydantic import BaseModel
 
 from ..base.ids import check_id, check_scope
 from ..stores.base import Store
-from .records import TypedRecord
+from .records import RecordHandle
 from .resources import CollectionDefinition, ResourceDefinition, Resources
 
 
-class ScopeHandle(TypedRecord):
-    """The typed state and resources of one scope instance (DESIGN §4).
+class ScopeHandle(RecordHandle):
+    """The typed state and resources of one scope instance (docs/concepts.md, "Scopes").
 
     ``state`` is a pydantic model (every field with a default) or ``None`` for free-form JSON;
     ``resources`` maps names to :func:`define_resource` / :func:`define_resource_collection`
@@ -31,8 +32,7 @@ class ScopeHandle(TypedRecord):
                  resources: Mapping[str, ResourceDefinition | CollectionDefinition] | None = None,
                  request_id: str | None = None) -> None:
         super().__init__(store, check_scope(scope), check_id(scope_id, f"{scope} id"), "",
-                         state, request_id=request_id)
-        self._label = f"{scope} {scope_id!r}"  # names this scope in messages
+                         state, where=f"{scope} {scope_id!r}", request_id=request_id)
         self._resources = Resources(store, scope, scope_id, dict(resources or {}),
                                     request_id=request_id)
 
@@ -53,9 +53,6 @@ class ScopeHandle(TypedRecord):
     def resources(self) -> Resources:
         """Named resources: ``handle.resources["plan"]`` or ``handle.resources.plan``."""
         return self._resources
-
-    def _where(self) -> str:
-        return self._label
 
     def _event(self, operation: str, delta: Any, path: str | None, existed: bool) -> dict:
         return {"type": "state_change", "scope": self._scope, "scope_id": self._scope_id,

@@ -250,7 +250,7 @@ class History(_Live, W.VBox):
         self.snapshots.changed()
 
     def _title(self) -> str:
-        return f"history of {self._handle._where()}"
+        return f"history of {self._handle._label}"
 
     def show_page(self, page: int) -> None:
         """Show page ``page`` (0: the newest versions)."""
@@ -310,7 +310,7 @@ class History(_Live, W.VBox):
                                      f"{h.when(self.changed_at)}")
 
     def text(self) -> str:
-        return (f"History of {self._handle._where()}\n" + (
+        return (f"History of {self._handle._label}\n" + (
             "\n".join(f"v{v} {when} {op}: {h.state_text(s, 200)}"
                       for v, when, op, s in self.rows[:50]) or "(no versions yet)"))
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..base.names import WM_RESOURCE_TYPE_PREFIX
 from ..errors import ResourceAlreadyExistsError, ResourceNotFoundError, ValidationError
-from ..handles.records import drive
+from ..handles.records import update_with_retries
 from ..model import ops
 from ..model.jsonschema import check_schema
 from ..stores.base import Change, Record, Store
@@ -45,8 +45,8 @@ def create_resource_type(name: str, schema: Any, description: str | None = None,
                     f"replace=True to redefine it")
         return Change(state=new, operation="set", request_id=env.request_id)
 
-    drive(env.store, SCOPE, env.project, WM_RESOURCE_TYPE_PREFIX + name, fn,
-          where=f"resource type {name!r}")
+    update_with_retries(env.store, SCOPE, env.project, WM_RESOURCE_TYPE_PREFIX + name, fn,
+                        where=f"resource type {name!r}")
 
 
 def get_resource_type(name: str, *, store: Store | None = None) -> dict:

@@ -8,7 +8,7 @@ from ..base.jsonvalues import dump_json
 from ..base.names import WM_RESOURCE_PREFIX, WM_STATE_PREFIX
 from ..base.text import short
 from ..errors import FlowStateError, InvalidIdError, ResourceNotFoundError, ValidationError
-from ..handles.records import drive, to_json
+from ..handles.records import to_json, update_with_retries
 from ..model import ops
 from ..model.jsonschema import json_path
 from ..stores.base import Change, Record
@@ -75,7 +75,7 @@ def set_resource(path: str, value: Any, resource_type: str = "any") -> None:
             return Change(state=state, operation="set", request_id=env.request_id)
 
         try:
-            drive(env.store, SCOPE, env.project, name, fn, where=where)
+            update_with_retries(env.store, SCOPE, env.project, name, fn, where=where)
             return
         except _TypeChanged:
             continue

@@ -9,7 +9,7 @@ from typing import Any
 from ..base.ids import check_id
 from ..base.names import WM_FLOW_USER_STATE, WM_RESOURCE_PREFIX, WM_STATE_PREFIX
 from ..errors import ValidationError
-from ..handles.records import drive, to_json
+from ..handles.records import to_json, update_with_retries
 from ..model import ops
 from ..stores.base import Change, Record, Store
 from ._paths import _check_write, _state_path_arg
@@ -60,7 +60,7 @@ def set_state(value: Any, path: str | None = None) -> None:
             return None
         return Change(state=new, operation="set", request_id=env.request_id)
 
-    drive(env.store, SCOPE, env.project, WM_STATE_PREFIX + path, fn, where=where)
+    update_with_retries(env.store, SCOPE, env.project, WM_STATE_PREFIX + path, fn, where=where)
 
 
 def update_state(fn: Callable[[Any], Any], path: str | None = None) -> Any:
@@ -91,7 +91,7 @@ def update_state(fn: Callable[[Any], Any], path: str | None = None) -> Any:
             return None
         return Change(state=new, operation="atomic", request_id=env.request_id)
 
-    drive(env.store, SCOPE, env.project, WM_STATE_PREFIX + path, change, where=where)
+    update_with_retries(env.store, SCOPE, env.project, WM_STATE_PREFIX + path, change, where=where)
     return outcome.get("value")
 
 
@@ -141,7 +141,7 @@ def set_flow_user_state(key: str, value: Any) -> None:
         state[key] = new
         return Change(state=state, operation="set_record", request_id=env.request_id)
 
-    drive(env.store, "request", request_id, WM_FLOW_USER_STATE, fn, where=where)
+    update_with_retries(env.store, "request", request_id, WM_FLOW_USER_STATE, fn, where=where)
 
 
 def get_flow_user_state(key: str) -> Any:

@@ -7,7 +7,7 @@ import re
 
 from ..base.names import WM_VARIABLE_PREFIX
 from ..errors import ResourceNotFoundError, ValidationError
-from ..handles.records import drive
+from ..handles.records import update_with_retries
 from ..model import ops
 from ..stores.base import Change, Record
 from ._paths import _check_write, _variable_path
@@ -76,4 +76,4 @@ def set_variable(path: str, value: str, is_secret: bool = False) -> None:
             return None
         return Change(state=new, operation="set", request_id=env.request_id)
 
-    drive(env.store, SCOPE, env.project, WM_VARIABLE_PREFIX + path, fn, where=where)
+    update_with_retries(env.store, SCOPE, env.project, WM_VARIABLE_PREFIX + path, fn, where=where)
