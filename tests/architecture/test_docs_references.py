@@ -16,16 +16,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
-#: Files whose references other engineers are rewriting in their own branches (their modules
-#: are being refactored). Each must still hold one, so the list shrinks as they land; then empty
-#: it. No other file may be added here.
-PENDING_ELSEWHERE = {
-    "flowstate_jupyter/handles/journal.py",
-    "flowstate_jupyter/handles/records.py",
-    "flowstate_jupyter/handles/resources.py",
-    "flowstate_jupyter/handles/scopes.py",
-}
-
 _DESIGN = re.compile(r"DESIGN\s*(?:#\s*)?§")
 _REFERENCE = re.compile(r"(?<![\w/\[\"':])docs/([\w-]+)\.md"
                         r"((?:,?\s*(?:#\s*)?(?:and\s+)?'[^']{1,80}')*)")
@@ -64,16 +54,10 @@ def _references(text: str) -> list[tuple[str, list[str]]]:
 
 def test_no_source_file_or_test_points_at_the_design_contract() -> None:
     offenders = [f"{_name(p)}:{text[:m.start()].count(chr(10)) + 1}"
-                 for p in _sources() if _name(p) not in PENDING_ELSEWHERE
+                 for p in _sources()
                  for text in [p.read_text()] for m in _DESIGN.finditer(text)]
     assert not offenders, ("these point at DESIGN, a file users of the repository do not have; "
                            "point at docs/<page>.md, 'Section' instead:\n" + "\n".join(offenders))
-
-
-def test_the_files_left_to_others_still_need_their_rewrite() -> None:
-    done = [name for name in sorted(PENDING_ELSEWHERE)
-            if not _DESIGN.search((ROOT / name).read_text())]
-    assert not done, f"no DESIGN reference left in {done}: remove them from PENDING_ELSEWHERE"
 
 
 def test_every_docs_page_and_section_the_code_names_exists() -> None:
