@@ -22,7 +22,8 @@ The write path, top to bottom:
   :class:`ConcurrentModificationError`. Records without a typed handle (a session's journal,
   Windmill's states, variables and resources) are written through it directly.
 * Kinds of record differ only through a few hooks: ``_event`` (the change-log event of a write),
-  ``_check_writable``, ``_check_record``, ``_initial_state`` and ``_after_commit``.
+  ``_check_writable``, ``_check_record``, ``_before_create``, ``_initial_state`` and
+  ``_after_commit``.
 
 Writes inside a run. A handle made for a run (with a ``request_id``) asks the run machinery,
 through the hook installed with :func:`install_write_hook` (``flows/`` sits above this layer),
@@ -208,6 +209,10 @@ class RecordHandle:
     def _check_record(self, record: Record | None) -> None:
         """Raise inside the write transaction if the record may not be written now."""
 
+    def _before_create(self, record: Record | None) -> None:
+        """Inside the write transaction, once a write will create the record (after the no-op
+        guard, so a write that stores nothing does nothing else either)."""
+
     def _initial_state(self) -> dict:
         """The state of a record never written (or deleted): the schema's defaults."""
         return schema.defaults(self._model)
@@ -328,6 +333,8 @@ class RecordHandle:
                 or content == (record.content if existed and record is not None else None))
             if unchanged and (existed or (record is None and not write.store_defaults)):
                 return None  # the no-op guard
+            if not existed:
+                self._before_create(record)
             outcome[:] = (current, new, not existed)
             return self._change(write, new, existed, tag)
 

@@ -274,7 +274,11 @@ class ResourceHandle(RecordHandle):
                 f"now version {record.version}"
             raise ResourceDeletedError(f"{self._label} was deleted by another writer "
                                        f"({now}); write again to re-create it")
-        if self._prepare_create is not None and (record is None or record.deleted):
+
+    def _before_create(self, record: Record | None) -> None:
+        # A collection instance makes room only for a write that creates it: a first write
+        # that changes nothing stores nothing and evicts nobody.
+        if self._prepare_create is not None:
             self._first_version = self._prepare_create(record)
 
     def _after_commit(self, before: dict, after: dict, created: bool) -> None:

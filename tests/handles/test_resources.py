@@ -316,6 +316,22 @@ def test_a_refused_create_in_a_full_collection_evicts_nothing(store):
     assert len(store.changes()) == changes
 
 
+@pytest.mark.parametrize("eviction", ["oldest", "lru", "none"])
+def test_a_first_write_that_changes_nothing_creates_nothing_and_evicts_nobody(store, eviction):
+    files = _files(store, max_instances=2, eviction=eviction)
+    files.create("files/a", {"size": 1})
+    files.create("files/b", {"size": 2})
+    changes, history = store.changes(), store.history("session", "s1", "files:files/a")
+    target = files.instance("files/c")
+    assert target.patch_state(size=0) is False  # the defaults: nothing to store
+    assert target.inc_state(size=0) is False
+    assert files.list() == ["files/a", "files/b"]
+    assert files.get("files/a").state.size == 1
+    assert store.changes() == changes
+    assert store.history("session", "s1", "files:files/a") == history
+    assert not target.exists
+
+
 def test_an_instance_handle_creates_its_record_on_the_first_write_only(store):
     created = []
     definition = fs.define_resource_collection(
