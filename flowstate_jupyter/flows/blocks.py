@@ -436,13 +436,21 @@ class Handler(Block):
             entry = log.replayed(path, self, input)
             if entry is not None:
                 return self._replay(entry)
-        span = _new(LiveSpan)  # LiveSpan(path, self, parent, input, t0), one call less
-        span.path, span.block, span.parent, span.input = path, self, parent, input
+        # LiveSpan(path, self, parent, input, t0) and ctx._enter(name, span), a call less each;
+        # one assignment a line, as a longer unpacking makes (and the GC counts) a tuple
+        span = _new(LiveSpan)
+        span.path = path
+        span.block = self
+        span.parent = parent
+        span.input = input
         span.t0 = t0 = _clock()
         log.spans.append(span)
         inner = _new(Context)
-        inner._frame, inner.step_id, inner.sequencer, inner._concurrent, inner._span = \
-            frame, self.name, ctx.sequencer, ctx._concurrent, span
+        inner._frame = frame
+        inner.step_id = self.name
+        inner.sequencer = ctx.sequencer
+        inner._concurrent = ctx._concurrent
+        inner._span = span
         token = _CURRENT.set(inner)
         try:
             call = self._call2

@@ -449,8 +449,10 @@ class RunLog:
             return hit[1]
 
         rows = []
+        append = rows.append
         attempt = self.attempt
         codes: dict[int, str | None] = {}
+        no_changes: list = []  # shared by the rows of spans without changes (only encoded)
         for span in _kept(self.spans):
             block = span.block
             code = codes.get(id(block), _MISSING)
@@ -465,7 +467,7 @@ class RunLog:
                 else:
                     changes = [{"$more": len(changes)}]
             else:
-                changes = []
+                changes = no_changes
             status = span.status
             duration = span.duration
             parent = span.parent
@@ -473,17 +475,19 @@ class RunLog:
             shown_in = value if type(value) in plain else pv(value)
             if status == "ok":
                 value = span.output
-                shown_out = value if type(value) in plain else pv(value)
+                if type(value) in plain:  # _output_type's answer for these: None
+                    shown_out, shown_type = value, None
+                else:
+                    shown_out, shown_type = pv(value), _output_type(value, block)
             else:
-                shown_out = None
+                shown_out = shown_type = None
             error = span.error
-            rows.append([span.path, block.name, block.kind,
-                         parent.path if parent is not None else None, shown_in, shown_out,
-                         int((span.t0 - clock0) * 1e6),
-                         None if duration is None else int(duration * 1e6 + 0.5), status,
-                         None if error is None else _error_info(error, error_chars),
-                         changes, attempt, code,
-                         _output_type(span.output, block) if status == "ok" else None])
+            append([span.path, block.name, block.kind,
+                    parent.path if parent is not None else None, shown_in, shown_out,
+                    int((span.t0 - clock0) * 1e6),
+                    None if duration is None else int(duration * 1e6 + 0.5), status,
+                    None if error is None else _error_info(error, error_chars),
+                    changes, attempt, code, shown_type])
         return rows
 
     def trace_text(self) -> str:
