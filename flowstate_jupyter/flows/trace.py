@@ -48,6 +48,7 @@ import hashlib
 import importlib
 import json
 import math
+import operator
 import sys
 import traceback as _traceback
 from collections.abc import Iterator
@@ -498,8 +499,8 @@ class RunLog:
             data: dict[str, Any] = {"columns": COLUMNS, "t0": self.wall0, "rows": rows,
                                     "dropped": dropped, "truncated": not with_changes}
             text = _dump(data)
-            if len(text.encode()) <= TRACE_MAX_BYTES:
-                self.last_trace = text
+            if len(text) <= TRACE_MAX_BYTES // 4 or len(text.encode()) <= TRACE_MAX_BYTES:
+                self.last_trace = text  # (UTF-8 takes at most 4 bytes a character)
                 return text
         while len(data["rows"]) > 2:
             rows = data["rows"]
@@ -614,17 +615,21 @@ def _dump(data: Any) -> str:
                           allow_nan=False, default=repr, separators=(",", ":"))
 
 
+_status = operator.attrgetter("status")
+
+
 def _kept(spans: list[LiveSpan]) -> list[LiveSpan]:
     """The spans a trace keeps: all, or within :data:`SPAN_LIMIT` every span that did not end ok
     (up to half the limit), then the first and the last of the others."""
     spans = list(spans)
     if len(spans) <= SPAN_LIMIT:
         return spans
-    keep = [i for i, s in enumerate(spans) if s.status != "ok"][:SPAN_LIMIT // 2]
+    statuses = list(map(_status, spans))  # looked at in C: a long run's spans are many
+    if statuses.count("ok") == len(statuses):  # all ok (the usual case): the first and the last
+        return spans[:SPAN_LIMIT - SPAN_LIMIT // 2] + spans[len(spans) - SPAN_LIMIT // 2:]
+    keep = [i for i, s in enumerate(statuses) if s != "ok"][:SPAN_LIMIT // 2]
     room = SPAN_LIMIT - len(keep)
-    if not keep:  # all ok (the usual case): the first and the last
-        return spans[:room - room // 2] + spans[len(spans) - room // 2:]
-    ok = [i for i, s in enumerate(spans) if s.status == "ok"]
+    ok = [i for i, s in enumerate(statuses) if s == "ok"]
     chosen = set(keep) | set(ok[:room - room // 2]) | set(ok[len(ok) - room // 2:])
     return [s for i, s in enumerate(spans) if i in chosen]
 
