@@ -394,6 +394,8 @@ class Handler(Block):
     """A block that calls one function ``fn(input, ctx)``."""
 
     kind = "handler"
+    #: ``(parent path, segment, path)`` of this handler's last traced step (see ``_run_sync``).
+    _last_path: tuple[Any, Any, str] = (None, None, "")
 
     def __init__(self, fn: Callable, name: str | None = None, **options: Any) -> None:
         self._fn = _Fn(fn, "a handler's function")
@@ -429,8 +431,14 @@ class Handler(Block):
         parent = ctx._span
         if _at is None:
             path = log.path(parent, self.name, False)
-        else:
-            path = _at if parent is None else f"{parent.path}/{_at}"
+        elif parent is None:
+            path = _at
+        else:  # most often the path this step had last time (its sequencer's, the same run's)
+            under, at, path = self._last_path
+            if at is not _at or under != parent.path:
+                under = parent.path
+                path = f"{under}/{_at}"
+                self._last_path = (under, _at, path)
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
