@@ -30,6 +30,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -66,6 +67,9 @@ _Resources = Mapping[str, ResourceDefinition | CollectionDefinition] | None
 _KEEP = object()
 _clock = time.perf_counter
 _new = object.__new__
+#: References to an object (CPython); elsewhere nothing is known, so nothing is reused.
+_refs: Callable[[Any], int] = sys.getrefcount if sys.implementation.name == "cpython" \
+    else (lambda obj: 0)
 #: Bumped whenever a sequencer gains a step: blocks' cached ``_sync()`` answers are then stale.
 _SHAPE = [0]
 
@@ -453,8 +457,13 @@ class Handler(Block):
         span.input = input
         span.t0 = t0 = _clock()
         log.spans.append(span)
-        inner = _new(Context)
-        inner._frame = frame
+        inner = ctx._spare  # the context of the step before, which nothing kept (see below)
+        if inner is None:
+            inner = _new(Context)
+            inner._frame = frame
+            inner._spare = None
+        else:
+            ctx._spare = None
         inner.step_id = self.name
         inner.sequencer = ctx.sequencer
         inner._concurrent = ctx._concurrent
@@ -474,6 +483,8 @@ class Handler(Block):
         finally:
             _CURRENT.reset(token)
         span.output, span.status, span.duration = out, "ok", _clock() - t0
+        if _refs(inner) == 2:  # held by this frame alone (and the call): no one can see it
+            ctx._spare = inner  # change, so the next step run under ctx may reuse it
         return out
 
     async def _execute(self, value: Any, ctx: Context) -> Any:
