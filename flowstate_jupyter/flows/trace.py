@@ -278,7 +278,9 @@ _SAID_BY_SPAN = frozenset({"request_id", "span", "write"})  # the span says thes
 def _change_preview(event: dict) -> dict:
     """A change event as a span keeps it: its delta previewed, the fields the span gives left
     out."""
-    out = {k: v for k, v in event.items() if k not in _SAID_BY_SPAN}
+    out = dict(event)
+    for key in _SAID_BY_SPAN.intersection(out):
+        del out[key]
     if "delta" in out:
         out["delta"] = preview(out["delta"], DELTA_CHARS)
     return out
@@ -597,10 +599,16 @@ def _plain(value: Any, budget: list[int]) -> bool:
         return True
     if kind is float:
         return math.isfinite(value)
-    if kind is dict:
-        return all(type(k) is str and _plain(v, budget) for k, v in value.items())
+    if kind is dict:  # (loops, not all() of a generator: this runs for every output kept)
+        for k, v in value.items():
+            if type(k) is not str or not _plain(v, budget):
+                return False
+        return True
     if kind is list:
-        return all(_plain(v, budget) for v in value)
+        for v in value:
+            if not _plain(v, budget):
+                return False
+        return True
     return False
 
 
