@@ -188,7 +188,7 @@ class Context:
     same for the whole run is shared, so making one per step stays cheap.
     """
 
-    __slots__ = ("_concurrent", "_frame", "_spare", "_span", "sequencer", "step_id")
+    __slots__ = ("_concurrent", "_frame", "_span", "_spare", "sequencer", "step_id")
 
     def __init__(self, *, request: Any, session: Any, user: Any, project: Any,
                  run_id: str, store: Store, flow: Any, flow_path: str,

@@ -61,7 +61,7 @@ from pydantic_core import PydanticSerializationError, to_json, to_jsonable_pytho
 from ..base.text import short
 from ..errors import RunStateError
 from ..handles.records import SKIP
-from .fingerprint import fingerprint
+from .fingerprint import KEPT_AS, fingerprint, generation
 
 __all__ = [
     "CHANGES_PER_SPAN",
@@ -101,7 +101,6 @@ LOG_MAX_BYTES = 4 * 1024 * 1024
 COLUMNS = ("path", "block", "kind", "parent", "input", "output", "started_at", "duration_s",
            "status", "error", "changes", "attempt", "code", "output_type")
 _FORMAT = 1
-_MISSING = object()
 
 
 # ---------------------------------------------------------------------------- public records
@@ -454,13 +453,12 @@ class RunLog:
         rows = []
         append = rows.append
         attempt = self.attempt
-        codes: dict[int, str | None] = {}
+        now = generation()
         no_changes: list = []  # shared by the rows of spans without changes (only encoded)
         for span in _kept(self.spans):
             block = span.block
-            code = codes.get(id(block), _MISSING)
-            if code is _MISSING:
-                code = codes[id(block)] = fingerprint(block)
+            code = getattr(block, KEPT_AS, None)  # fingerprint(block), without a call when kept
+            code = code[1] if code is not None and code[0] == now else fingerprint(block)
             changes: Any = span.changes
             if changes:
                 if with_changes:
@@ -599,13 +597,13 @@ def _plain(value: Any, budget: list[int]) -> bool:
         return True
     if kind is float:
         return math.isfinite(value)
-    if kind is dict:  # (loops, not all() of a generator: this runs for every output kept)
-        for k, v in value.items():
+    if kind is dict:
+        for k, v in value.items():  # noqa: SIM110 - a loop: all() of a generator costs more
             if type(k) is not str or not _plain(v, budget):
                 return False
         return True
     if kind is list:
-        for v in value:
+        for v in value:  # noqa: SIM110 - as above
             if not _plain(v, budget):
                 return False
         return True
