@@ -450,7 +450,7 @@ class RunLog:
                 hit = cache[id(value)] = (value, preview(value, limit))
             return hit[1]
 
-        rows = []
+        rows: list[list] = []
         append = rows.append
         attempt = self.attempt
         now = generation()
