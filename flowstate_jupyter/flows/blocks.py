@@ -30,6 +30,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -66,6 +67,9 @@ _Resources = Mapping[str, ResourceDefinition | CollectionDefinition] | None
 _KEEP = object()
 _clock = time.perf_counter
 _new = object.__new__
+#: References to an object (CPython); elsewhere nothing is known, so nothing is reused.
+_refs: Callable[[Any], int] = sys.getrefcount if sys.implementation.name == "cpython" \
+    else (lambda obj: 0)
 #: Bumped whenever a sequencer gains a step: blocks' cached ``_sync()`` answers are then stale.
 _SHAPE = [0]
 
@@ -394,6 +398,8 @@ class Handler(Block):
     """A block that calls one function ``fn(input, ctx)``."""
 
     kind = "handler"
+    #: ``(parent path, segment, path)`` of this handler's last traced step (see ``_run_sync``).
+    _last_path: tuple[Any, Any, str] = (None, None, "")
 
     def __init__(self, fn: Callable, name: str | None = None, **options: Any) -> None:
         self._fn = _Fn(fn, "a handler's function")
@@ -429,20 +435,39 @@ class Handler(Block):
         parent = ctx._span
         if _at is None:
             path = log.path(parent, self.name, False)
-        else:
-            path = _at if parent is None else f"{parent.path}/{_at}"
+        elif parent is None:
+            path = _at
+        else:  # most often the path this step had last time (its sequencer's, the same run's)
+            under, at, path = self._last_path
+            if at is not _at or under != parent.path:
+                under = parent.path
+                path = f"{under}/{_at}"
+                self._last_path = (under, _at, path)
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
             if entry is not None:
                 return self._replay(entry)
-        span = _new(LiveSpan)  # LiveSpan(path, self, parent, input, t0), one call less
-        span.path, span.block, span.parent, span.input = path, self, parent, input
+        # LiveSpan(path, self, parent, input, t0) and ctx._enter(name, span), a call less each;
+        # one assignment a line, as a longer unpacking makes (and the GC counts) a tuple
+        span = _new(LiveSpan)
+        span.path = path
+        span.block = self
+        span.parent = parent
+        span.input = input
         span.t0 = t0 = _clock()
         log.spans.append(span)
-        inner = _new(Context)
-        inner._frame, inner.step_id, inner.sequencer, inner._concurrent, inner._span = \
-            frame, self.name, ctx.sequencer, ctx._concurrent, span
+        inner = ctx._spare  # the context of the step before, which nothing kept (see below)
+        if inner is None:
+            inner = _new(Context)
+            inner._frame = frame
+            inner._spare = None
+        else:
+            ctx._spare = None
+        inner.step_id = self.name
+        inner.sequencer = ctx.sequencer
+        inner._concurrent = ctx._concurrent
+        inner._span = span
         token = _CURRENT.set(inner)
         try:
             call = self._call2
@@ -458,6 +483,8 @@ class Handler(Block):
         finally:
             _CURRENT.reset(token)
         span.output, span.status, span.duration = out, "ok", _clock() - t0
+        if _refs(inner) == 2:  # held by this frame alone (and the call): no one can see it
+            ctx._spare = inner  # change, so the next step run under ctx may reuse it
         return out
 
     async def _execute(self, value: Any, ctx: Context) -> Any:

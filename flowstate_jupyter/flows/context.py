@@ -188,7 +188,7 @@ class Context:
     same for the whole run is shared, so making one per step stays cheap.
     """
 
-    __slots__ = ("_concurrent", "_frame", "_span", "sequencer", "step_id")
+    __slots__ = ("_concurrent", "_frame", "_span", "_spare", "sequencer", "step_id")
 
     def __init__(self, *, request: Any, session: Any, user: Any, project: Any,
                  run_id: str, store: Store, flow: Any, flow_path: str,
@@ -201,6 +201,7 @@ class Context:
         self.sequencer = sequencer
         self._concurrent = concurrent
         self._span: LiveSpan | None = None
+        self._spare: Context | None = None  # a step's context no one kept (blocks.py)
 
     request = property(lambda self: self._frame.handle("request"),
                        doc="The request scope handle.")
@@ -225,6 +226,7 @@ class Context:
         new.sequencer = self.sequencer if sequencer is _KEEP else sequencer
         new._concurrent = self._concurrent if concurrent is _KEEP else concurrent
         new._span = self._span
+        new._spare = None
         return new
 
     def _enter(self, step_id: str, span: LiveSpan | None) -> Context:
@@ -235,6 +237,7 @@ class Context:
         new.sequencer = self.sequencer
         new._concurrent = self._concurrent
         new._span = span
+        new._spare = None
         return new
 
     def emit(self, kind: str, data: Any = None) -> None:

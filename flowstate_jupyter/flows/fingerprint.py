@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["DEPTH", "fingerprint", "generation", "new_generation"]
+__all__ = ["DEPTH", "KEPT_AS", "fingerprint", "generation", "new_generation"]
 
 #: Levels of functions followed through global names and closures.
 DEPTH = 3
@@ -48,8 +48,9 @@ DEPTH = 3
 _ITEMS = 64
 
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
-#: The attribute a block keeps its fingerprint in: ``(generation, digest)``.
-_KEPT = "_fingerprint"
+#: The attribute a block keeps its fingerprint in: ``(generation, digest)`` (only blocks have
+#: it: a trace's encoder reads it directly).
+KEPT_AS = _KEPT = "_fingerprint"
 _GENERATION = [0]
 
 

@@ -48,6 +48,7 @@ import hashlib
 import importlib
 import json
 import math
+import operator
 import sys
 import traceback as _traceback
 from collections.abc import Iterator
@@ -60,7 +61,7 @@ from pydantic_core import PydanticSerializationError, to_json, to_jsonable_pytho
 from ..base.text import short
 from ..errors import RunStateError
 from ..handles.records import SKIP
-from .fingerprint import fingerprint
+from .fingerprint import KEPT_AS, fingerprint, generation
 
 __all__ = [
     "CHANGES_PER_SPAN",
@@ -100,7 +101,6 @@ LOG_MAX_BYTES = 4 * 1024 * 1024
 COLUMNS = ("path", "block", "kind", "parent", "input", "output", "started_at", "duration_s",
            "status", "error", "changes", "attempt", "code", "output_type")
 _FORMAT = 1
-_MISSING = object()
 
 
 # ---------------------------------------------------------------------------- public records
@@ -277,7 +277,9 @@ _SAID_BY_SPAN = frozenset({"request_id", "span", "write"})  # the span says thes
 def _change_preview(event: dict) -> dict:
     """A change event as a span keeps it: its delta previewed, the fields the span gives left
     out."""
-    out = {k: v for k, v in event.items() if k not in _SAID_BY_SPAN}
+    out = dict(event)
+    for key in _SAID_BY_SPAN.intersection(out):
+        del out[key]
     if "delta" in out:
         out["delta"] = preview(out["delta"], DELTA_CHARS)
     return out
@@ -448,14 +450,15 @@ class RunLog:
                 hit = cache[id(value)] = (value, preview(value, limit))
             return hit[1]
 
-        rows = []
+        rows: list[list] = []
+        append = rows.append
         attempt = self.attempt
-        codes: dict[int, str | None] = {}
+        now = generation()
+        no_changes: list = []  # shared by the rows of spans without changes (only encoded)
         for span in _kept(self.spans):
             block = span.block
-            code = codes.get(id(block), _MISSING)
-            if code is _MISSING:
-                code = codes[id(block)] = fingerprint(block)
+            code = getattr(block, KEPT_AS, None)  # fingerprint(block), without a call when kept
+            code = code[1] if code is not None and code[0] == now else fingerprint(block)
             changes: Any = span.changes
             if changes:
                 if with_changes:
@@ -465,7 +468,7 @@ class RunLog:
                 else:
                     changes = [{"$more": len(changes)}]
             else:
-                changes = []
+                changes = no_changes
             status = span.status
             duration = span.duration
             parent = span.parent
@@ -473,17 +476,19 @@ class RunLog:
             shown_in = value if type(value) in plain else pv(value)
             if status == "ok":
                 value = span.output
-                shown_out = value if type(value) in plain else pv(value)
+                if type(value) in plain:  # _output_type's answer for these: None
+                    shown_out, shown_type = value, None
+                else:
+                    shown_out, shown_type = pv(value), _output_type(value, block)
             else:
-                shown_out = None
+                shown_out = shown_type = None
             error = span.error
-            rows.append([span.path, block.name, block.kind,
-                         parent.path if parent is not None else None, shown_in, shown_out,
-                         int((span.t0 - clock0) * 1e6),
-                         None if duration is None else int(duration * 1e6 + 0.5), status,
-                         None if error is None else _error_info(error, error_chars),
-                         changes, attempt, code,
-                         _output_type(span.output, block) if status == "ok" else None])
+            append([span.path, block.name, block.kind,
+                    parent.path if parent is not None else None, shown_in, shown_out,
+                    int((span.t0 - clock0) * 1e6),
+                    None if duration is None else int(duration * 1e6 + 0.5), status,
+                    None if error is None else _error_info(error, error_chars),
+                    changes, attempt, code, shown_type])
         return rows
 
     def trace_text(self) -> str:
@@ -494,8 +499,8 @@ class RunLog:
             data: dict[str, Any] = {"columns": COLUMNS, "t0": self.wall0, "rows": rows,
                                     "dropped": dropped, "truncated": not with_changes}
             text = _dump(data)
-            if len(text.encode()) <= TRACE_MAX_BYTES:
-                self.last_trace = text
+            if len(text) <= TRACE_MAX_BYTES // 4 or len(text.encode()) <= TRACE_MAX_BYTES:
+                self.last_trace = text  # (UTF-8 takes at most 4 bytes a character)
                 return text
         while len(data["rows"]) > 2:
             rows = data["rows"]
@@ -593,9 +598,15 @@ def _plain(value: Any, budget: list[int]) -> bool:
     if kind is float:
         return math.isfinite(value)
     if kind is dict:
-        return all(type(k) is str and _plain(v, budget) for k, v in value.items())
+        for k, v in value.items():  # noqa: SIM110 - a loop: all() of a generator costs more
+            if type(k) is not str or not _plain(v, budget):
+                return False
+        return True
     if kind is list:
-        return all(_plain(v, budget) for v in value)
+        for v in value:  # noqa: SIM110 - as above
+            if not _plain(v, budget):
+                return False
+        return True
     return False
 
 
@@ -610,17 +621,21 @@ def _dump(data: Any) -> str:
                           allow_nan=False, default=repr, separators=(",", ":"))
 
 
+_status = operator.attrgetter("status")
+
+
 def _kept(spans: list[LiveSpan]) -> list[LiveSpan]:
     """The spans a trace keeps: all, or within :data:`SPAN_LIMIT` every span that did not end ok
     (up to half the limit), then the first and the last of the others."""
     spans = list(spans)
     if len(spans) <= SPAN_LIMIT:
         return spans
-    keep = [i for i, s in enumerate(spans) if s.status != "ok"][:SPAN_LIMIT // 2]
+    statuses = list(map(_status, spans))  # looked at in C: a long run's spans are many
+    if statuses.count("ok") == len(statuses):  # all ok (the usual case): the first and the last
+        return spans[:SPAN_LIMIT - SPAN_LIMIT // 2] + spans[len(spans) - SPAN_LIMIT // 2:]
+    keep = [i for i, s in enumerate(statuses) if s != "ok"][:SPAN_LIMIT // 2]
     room = SPAN_LIMIT - len(keep)
-    if not keep:  # all ok (the usual case): the first and the last
-        return spans[:room - room // 2] + spans[len(spans) - room // 2:]
-    ok = [i for i, s in enumerate(spans) if s.status == "ok"]
+    ok = [i for i, s in enumerate(statuses) if s == "ok"]
     chosen = set(keep) | set(ok[:room - room // 2]) | set(ok[len(ok) - room // 2:])
     return [s for i, s in enumerate(spans) if i in chosen]
 

@@ -342,6 +342,41 @@ def test_ctx_carries_scopes_ids_flow_path_and_step_id(mem):
     assert fs.current_context() is None
 
 
+class Tally(BaseModel):
+    n: int = 0
+
+
+def test_a_ctx_kept_by_a_step_still_names_that_step_after_later_steps_ran(store):
+    kept, seen = [], []
+
+    def count(x, ctx):
+        seen.append((ctx.step_id, ctx.span_path, fs.current_context() is ctx))
+        ctx.session.inc_state(n=1)
+        return x + 1
+
+    def keep(x, ctx):
+        kept.append((ctx, ctx.step_id, ctx.span_path))
+        return count(x, ctx)
+
+    steps = [fs.handler(count, name="a", session_state=Tally),
+             fs.handler(count, name="b", session_state=Tally),
+             fs.handler(keep, name="k", session_state=Tally),
+             fs.handler(count, name="c", session_state=Tally),
+             fs.handler(count, name="d", session_state=Tally)]
+    seq = fs.sequencer("s")
+    for step in steps:
+        seq.then(step)
+    result = _flow(seq).run("go", 0, user="u", session="s-1", store=store)
+    assert result.ok and result.output == 5
+    paths = [f"go/then[{i}]/{name}" for i, name in enumerate("abkcd")]
+    assert seen == [(name, path, True) for name, path in zip("abkcd", paths)]
+    ctx, step, path = kept[0]
+    assert (ctx.step_id, ctx.span_path) == (step, path) == ("k", "go/then[2]/k")
+    spans = {s.path: s for s in result.trace.spans}
+    assert [[c["version"] for c in spans[p].changes] for p in paths] == [[1], [2], [3], [4], [5]]
+    assert fs.current_context() is None
+
+
 def test_current_context_follows_the_block_into_worker_threads(mem):
     steps = []
 
