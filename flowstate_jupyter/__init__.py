@@ -34,7 +34,7 @@ from .errors import (
     ValidationError,
     VersionConflictError,
 )
-from .flows.blocks import Block, Handler, Router, Sequencer, handler, router, sequencer
+from .flows.blocks import Block, Handler, Router, handler, router
 from .flows.client_data import ClientDataContext
 from .flows.compare import compare
 from .flows.context import Context, current_context
@@ -42,6 +42,7 @@ from .flows.durable import Suspension
 from .flows.flow import Action, Flow, ScopeConfig, action, define_flow, scope
 from .flows.replay import ReplayResult
 from .flows.runs import RunResult
+from .flows.sequencer import Sequencer, sequencer
 from .flows.sessions import Session
 from .flows.trace import Span, Trace
 from .handles.resources import (

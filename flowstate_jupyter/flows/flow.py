@@ -54,7 +54,7 @@ from ..model import schema
 from ..model.graph import FlowGraph
 from ..stores.base import Store
 from ..stores.default import default_store
-from .blocks import Block, Sequencer
+from .blocks import Block
 from .bookkeeping import DEFAULT_PAGE, list_sessions
 from .bridge import run_sync
 from .bubbling import Declarations, merge_resources, merge_state_model
@@ -63,6 +63,7 @@ from .durable import claim_resume, list_runs, read_run
 from .graph import flow_graph
 from .replay import ReplayResult, recorded_input, replay_run
 from .runs import Resumption, RunResult, execute, execute_now
+from .sequencer import Sequencer
 from .sessions import Session
 from .trace import Trace, read_content, trace_from
 

@@ -32,9 +32,8 @@ from pydantic import BaseModel
 from ..handles.resources import CollectionDefinition
 from ..model import schema
 from ..model.graph import FlowGraph, Node
-from .blocks import (
-    Block,
-    Router,
+from .blocks import Block, Router
+from .sequencer import (
     Sequencer,
     _Branch,
     _ForEach,

@@ -294,7 +294,7 @@ def test_loops_stop_with_a_clear_error_at_the_default_limit_of_1000():
     assert isinstance(result.error, fs.LoopLimitError) and len(calls) == 1000
     assert str(result.error).startswith(
         "do_while over handler 'spin' in step 'forever' did not stop after 1000 iterations")
-    from flowstate_jupyter.flows.blocks import DEFAULT_MAX_ITERATIONS
+    from flowstate_jupyter.flows.sequencer import DEFAULT_MAX_ITERATIONS
     assert DEFAULT_MAX_ITERATIONS == 1000
 
 
