@@ -24,7 +24,7 @@ before it stops, and an event stream stays open, so give it ``--timeout-graceful
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     import starlette  # noqa: F401
@@ -34,17 +34,14 @@ except ImportError as exc:  # pragma: no cover - the message is the point
                       f"pip install 'flowstate-jupyter[serve]'") from exc
 
 from ..stores.base import Store
-from ._app import build_app
+from ._app import ServedFlow, build_app
 from ._identity import TOKENS_ENV, TokenSource, load_tokens
 from ._server import BackgroundServer, bind, check_binding, run_foreground, url_of
-
-if TYPE_CHECKING:
-    from ..flows.flow import Flow
 
 __all__ = ["TOKENS_ENV", "BackgroundServer", "asgi_app", "load_tokens", "serve", "start"]
 
 
-def asgi_app(flow: Flow, *, store: Store | None = None, tokens: TokenSource | None = None,
+def asgi_app(flow: ServedFlow, *, store: Store | None = None, tokens: TokenSource | None = None,
              **options: Any) -> Any:
     """The Starlette application serving ``flow`` (what ``flow.asgi_app()`` returns).
 
@@ -58,15 +55,16 @@ def asgi_app(flow: Flow, *, store: Store | None = None, tokens: TokenSource | No
     return build_app(flow, store=store, tokens=tokens, **options)
 
 
-def _prepared(flow: Flow, store: Store | None, tokens: TokenSource | None, host: str,
+def _prepared(flow: ServedFlow, store: Store | None, tokens: TokenSource | None, host: str,
               port: int, options: dict) -> tuple[Any, Any]:
     app = asgi_app(flow, store=store, tokens=tokens, **options)
     check_binding(app.state.flowstate, host)
     return app, bind(host, port)
 
 
-def serve(flow: Flow, *, store: Store | None = None, host: str = "127.0.0.1", port: int = 8000,
-          tokens: TokenSource | None = None, log_level: str = "info", **options: Any) -> None:
+def serve(flow: ServedFlow, *, store: Store | None = None, host: str = "127.0.0.1",
+          port: int = 8000, tokens: TokenSource | None = None, log_level: str = "info",
+          **options: Any) -> None:
     """Serve ``flow`` with uvicorn until interrupted (what ``flowstate serve`` runs).
 
     Raises ``ValueError`` for a non-loopback ``host`` without tokens, ``OSError`` when the
@@ -81,8 +79,9 @@ def serve(flow: Flow, *, store: Store | None = None, host: str = "127.0.0.1", po
     run_foreground(app, sock, log_level=log_level)
 
 
-def start(flow: Flow, *, store: Store | None = None, host: str = "127.0.0.1", port: int = 8000,
-          tokens: TokenSource | None = None, **options: Any) -> BackgroundServer:
+def start(flow: ServedFlow, *, store: Store | None = None, host: str = "127.0.0.1",
+          port: int = 8000, tokens: TokenSource | None = None,
+          **options: Any) -> BackgroundServer:
     """Serve ``flow`` on a background thread (what ``%flow serve`` runs); returns the server.
 
     ``port=0`` picks a free port; ``server.url`` says which. ``server.stop()`` ends it.

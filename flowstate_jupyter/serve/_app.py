@@ -43,7 +43,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel
@@ -75,10 +75,7 @@ from ._hub import Client, Hub, TooManyClients, client_view
 from ._identity import Identity, TokenSource
 from ._workers import Workers
 
-if TYPE_CHECKING:
-    from ..flows.flow import Flow
-
-__all__ = ["COOKIE", "Service", "build_app"]
+__all__ = ["COOKIE", "ServedFlow", "Service", "build_app"]
 
 log = logging.getLogger("flowstate_jupyter.serve")
 
@@ -127,11 +124,31 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ServedFlow(Protocol):
+    """What serving uses of a :class:`~flowstate_jupyter.Flow`.
+
+    A Protocol rather than an import of ``flows/flow.py``: that module imports this package (for
+    ``Flow.asgi_app``), and a module must not sit in an import circle.
+    """
+
+    kind: str
+    actions: Any  # {name: action}; an action has ``input_model``
+
+    @property
+    def session(self) -> Callable[..., Any]: ...
+    @property
+    def arun(self) -> Callable[..., Awaitable[Any]]: ...
+    @property
+    def resume(self) -> Callable[..., Any]: ...
+    @property
+    def aresume(self) -> Callable[..., Awaitable[Any]]: ...
+
+
 @dataclass
 class Service:
     """Everything the routes share: the flow, the store, who may call, streams and workers."""
 
-    flow: Flow
+    flow: ServedFlow
     store: Store
     identity: Identity
     project: str
@@ -479,7 +496,7 @@ def _guarded(endpoint: Callable[[Request], Awaitable[Response]]
     return guarded
 
 
-def _page_html(flow: Flow, identity: Identity) -> str:
+def _page_html(flow: ServedFlow, identity: Identity) -> str:
     """The page with the flow's actions and input schemas in it (read once)."""
     folder = resources.files("flowstate_jupyter.serve") / "page"
     html = (folder / "index.html").read_text(encoding="utf-8")
@@ -504,7 +521,7 @@ def _escape(text: str) -> str:
             .replace('"', "&quot;"))
 
 
-def build_app(flow: Flow, *, store: Store | None = None, tokens: TokenSource | None = None,
+def build_app(flow: ServedFlow, *, store: Store | None = None, tokens: TokenSource | None = None,
               max_body_bytes: int = MAX_BODY_BYTES, max_clients: int = 1000,
               queue_limit: int = 32, workers: int = 8, ping_s: float = 15.0,
               local_user: str | None = None) -> Starlette:
