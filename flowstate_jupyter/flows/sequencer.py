@@ -587,9 +587,7 @@ class Sequencer(Block):
 
         Raises :class:`LoopLimitError` after ``max_iterations`` runs (default 1000).
         """
-        return self._add(_Loop(_Fn(cond, "do_while's condition"),
-                               self._block(block, "do_while"), False,
-                               _check_iterations(max_iterations)))
+        return self._loop("do_while", cond, block, False, max_iterations)
 
     def do_until(self, cond: Callable, block: Block, *,
                  max_iterations: int = DEFAULT_MAX_ITERATIONS) -> Sequencer:
@@ -597,8 +595,11 @@ class Sequencer(Block):
 
         Raises :class:`LoopLimitError` after ``max_iterations`` runs (default 1000).
         """
-        return self._add(_Loop(_Fn(cond, "do_until's condition"),
-                               self._block(block, "do_until"), True,
+        return self._loop("do_until", cond, block, True, max_iterations)
+
+    def _loop(self, what: str, cond: Callable, block: Block, until: bool,
+              max_iterations: int) -> Sequencer:
+        return self._add(_Loop(_Fn(cond, f"{what}'s condition"), self._block(block, what), until,
                                _check_iterations(max_iterations)))
 
     def _block(self, block: Any, what: str) -> Block:

@@ -713,3 +713,52 @@ class Store(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+class _WatchingStore(Store):
+    """A store that sees other processes' writes through one watcher thread, run only while
+    someone subscribes (SQLite and PostgreSQL; the memory store sees everything it holds).
+
+    A backend sets ``_watch_guard`` (the lock that starting, stopping and closing hold) and
+    defines ``_last_seq`` (the newest change-log position, read under that lock) and ``_watch``
+    (the thread's body, from that position on).
+    """
+
+    _watcher: _Watcher | None = None
+    _watch_guard: threading.Lock | threading.RLock
+
+    def _watch_name(self) -> str:
+        return f"flowstate-watch {self.url}"
+
+    @abc.abstractmethod
+    def _last_seq(self) -> int:
+        """The newest change-log position: a new watcher reports what comes after it."""
+
+    @abc.abstractmethod
+    def _watch(self, watcher: _Watcher, last_seq: int) -> None:
+        """The watcher thread: deliver other processes' changes until ``watcher`` stops."""
+
+    def _start_watching(self) -> None:
+        with self._watch_guard:
+            if self._watcher is not None or self._closed or not self._subs.watched:
+                return
+            watcher = _Watcher()
+            watcher.thread = threading.Thread(target=self._watch, args=(watcher, self._last_seq()),
+                                              daemon=True, name=self._watch_name())
+            self._watcher = watcher
+            watcher.thread.start()
+
+    def _stop_watching(self) -> None:
+        with self._watch_guard:
+            if self._watcher is not None and (self._closed or not self._subs.watched):
+                self._watcher.stop()
+                self._watcher = None
+
+    def _end_watching(self) -> None:
+        """On close, once ``_closed`` is set: stop the watcher and give it 2 s to end."""
+        with self._watch_guard:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            if watcher.thread not in (None, threading.current_thread()):
+                watcher.thread.join(timeout=2)

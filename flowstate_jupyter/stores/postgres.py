@@ -67,7 +67,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     import psycopg
@@ -84,11 +84,11 @@ from .base import (
     Change,
     HistoryEntry,
     Record,
-    Store,
     _recent_after,
     _recent_limit,
     _recent_where,
     _Watcher,
+    _WatchingStore,
     default_event,
     dump_json,
     event_json,
@@ -262,7 +262,15 @@ class _CreateRace(Exception):
     """Another connection created the record between our read and our INSERT: run again."""
 
 
-class PostgresStore(Store):
+_T = TypeVar("_T")
+
+
+def _fetch(conn: psycopg.Connection, sql: str, params: Any) -> builtins.list[tuple]:
+    cursor = conn.execute(sql, params)
+    return cursor.fetchall() if cursor.description else []
+
+
+class PostgresStore(_WatchingStore):
     """A flowstate store in a PostgreSQL database. Use :func:`flowstate_jupyter.open_store`.
 
     Options: ``pool_size`` (connections kept, default 5), ``schema`` (where the tables live;
@@ -310,8 +318,8 @@ class PostgresStore(Store):
                 f"history_limit_bytes, changelog_limit, changelog_item_bytes; anything else "
                 f"must be a libpq connection parameter") from exc
         self._local = threading.local()  # the open transaction of each thread, if any
-        self._watch_lock = threading.Lock()
-        self._watcher: _Watcher | None = None
+        self._watch_guard = threading.Lock()
+        self._watcher = None
         self._pool: ConnectionPool | None = None
 
         self.schema = self._init_schema(schema)
@@ -588,15 +596,21 @@ class PostgresStore(Store):
         self._check_open()
         conn = getattr(self._local, "conn", None)
         if conn is not None:  # inside a write's fn: see (and join) its transaction
-            cursor = conn.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
+            return _fetch(conn, sql, params)
+        return self._on_pooled(lambda pooled: _fetch(pooled, sql, params))
+
+    def _on_pooled(self, use: Callable[[psycopg.Connection], _T], *,
+                   abandon: bool = False) -> _T:
+        """``use(conn)`` on a pooled connection, run again on a fresh one if the connection
+        dropped; ``abandon``: roll back what ``use`` left open when it fails."""
         attempts = self.pool_size + 2
         for attempt in range(attempts):
             conn = self._getconn()
             try:
-                cursor = conn.execute(sql, params)
-                return cursor.fetchall() if cursor.description else []
+                return use(conn)
             except psycopg.Error as exc:
+                if abandon:
+                    self._abandon(conn)
                 if self._lost(conn, exc) and attempt + 1 < attempts:
                     self._recover_pool()
                     continue
@@ -698,20 +712,7 @@ class PostgresStore(Store):
         self._check_open()
         if getattr(self._local, "conn", None) is not None:
             return self._run_read(sql, params)
-        attempts = self.pool_size + 2
-        for attempt in range(attempts):
-            conn = self._getconn()
-            try:
-                return self._read_log(conn, sql, params)
-            except psycopg.Error as exc:
-                self._abandon(conn)
-                if self._lost(conn, exc) and attempt + 1 < attempts:
-                    self._recover_pool()
-                    continue
-                raise self._store_error(exc) from exc
-            finally:
-                self._putconn(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._on_pooled(lambda conn: self._read_log(conn, sql, params), abandon=True)
 
     # -- writing -----------------------------------------------------------------------------
     def touch(self, scope: str, scope_id: str, name: str) -> None:
@@ -966,22 +967,11 @@ class PostgresStore(Store):
         return row[0] if row else None
 
     # -- watching other processes and machines -------------------------------------------------
-    def _start_watching(self) -> None:
-        with self._watch_lock:
-            if self._watcher is not None or self._closed or not self._subs.watched:
-                return
-            last = self._run_log(self._sql["max_seq"], ())[0][0]
-            watcher = _Watcher()
-            watcher.thread = threading.Thread(target=self._watch, args=(watcher, last),
-                                              daemon=True, name=f"flowstate-listen {self.schema}")
-            self._watcher = watcher
-            watcher.thread.start()
+    def _watch_name(self) -> str:
+        return f"flowstate-listen {self.schema}"
 
-    def _stop_watching(self) -> None:
-        with self._watch_lock:
-            if self._watcher is not None and (self._closed or not self._subs.watched):
-                self._watcher.stop()
-                self._watcher = None
+    def _last_seq(self) -> int:
+        return int(self._run_log(self._sql["max_seq"], ())[0][0])
 
     def _watch(self, watcher: _Watcher, last_seq: int) -> None:
         """The watcher thread: ``LISTEN``, and read the change log when notified.
@@ -1189,12 +1179,7 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
-        with self._watch_lock:
-            watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
-            if watcher.thread not in (None, threading.current_thread()):
-                watcher.thread.join(timeout=2)
+        self._end_watching()
         if self._pool is not None:
             self._pool.close(timeout=2)
 

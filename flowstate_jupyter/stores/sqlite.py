@@ -49,11 +49,11 @@ from .base import (
     Expected,
     HistoryEntry,
     Record,
-    Store,
     _recent_after,
     _recent_limit,
     _recent_where,
     _Watcher,
+    _WatchingStore,
     bounded_event_text,
     default_event,
     dump_json,
@@ -316,7 +316,7 @@ def _to_record(row: tuple) -> Record:
                   row[7], row[8], row[9])
 
 
-class SQLiteStore(Store):
+class SQLiteStore(_WatchingStore):
     """A flowstate store in one SQLite file. Use :func:`flowstate_jupyter.open_store`.
 
     Options beyond the shared ones (:class:`~flowstate_jupyter.stores.base.Store`):
@@ -347,7 +347,8 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
-        self._watcher: _Watcher | None = None
+        self._watcher = None
+        self._watch_guard = self._lock  # the watcher's start reads the change log on _conn
         with _OPENING:
             self._inspect_existing()
             self._conn = self._connect()
@@ -1003,22 +1004,11 @@ class SQLiteStore(Store):
         return report
 
     # -- watching other processes ------------------------------------------------------------
-    def _start_watching(self) -> None:
-        with self._lock:
-            if self._watcher is not None or self._closed or not self._subs.watched:
-                return
-            last = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-            watcher = _Watcher()
-            watcher.thread = threading.Thread(target=self._watch, args=(watcher, last),
-                                              daemon=True, name=f"flowstate-watch {self.path.name}")
-            self._watcher = watcher
-            watcher.thread.start()
+    def _watch_name(self) -> str:
+        return f"flowstate-watch {self.path.name}"
 
-    def _stop_watching(self) -> None:
-        with self._lock:
-            if self._watcher is not None and (self._closed or not self._subs.watched):
-                self._watcher.stop()
-                self._watcher = None
+    def _last_seq(self) -> int:
+        return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
 
     def _watch(self, watcher: _Watcher, last_seq: int) -> None:
         """The watcher thread: every ``poll_interval``, ``PRAGMA data_version`` (a counter in
@@ -1051,8 +1041,4 @@ class SQLiteStore(Store):
         with self._lock:
             self._closed = True
             self._conn.close()
-            watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
-            if watcher.thread not in (None, threading.current_thread()):
-                watcher.thread.join(timeout=2)
+        self._end_watching()
