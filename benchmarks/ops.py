@@ -14,8 +14,9 @@ Both run on the same machine, in the same process and run, on fresh files in one
 folder, in WAL mode with the same ``synchronous`` setting (NORMAL, then FULL as a second set of
 rows). Calls are warmed up, then timed one by one, alternating between ours and raw in chunks
 of five calls (ours, raw, raw, ours, ...) so that machine noise hits both alike. The ratio is
-ours / raw; the target is <= 2.0 at the median. A full run measures each pair in three rounds on
-fresh files and reports the median round (by ratio), with the range of the rounds in the note:
+ours / raw; the target at the median is <= 1.3 under NORMAL (issue 19) and <= 2.0 under FULL
+(issue 7). A full run measures each pair in three rounds on fresh files and reports the median
+round (by ratio), with the range of the rounds in the note:
 on a noisy 2-core machine one round's ratio moves by about ±0.15 from run to run.
 
 Ours does more per operation than the baseline: typed validation with pydantic, the no-op
@@ -45,7 +46,8 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 import flowstate_jupyter as fs  # noqa: E402
 
-TARGET = 2.0
+#: Issue 19's bound under ``synchronous=NORMAL``; ``FULL`` keeps the first release's 2.0 (issue 7).
+TARGETS = {"normal": 1.3, "full": 2.0}
 OPERATIONS = ("inc_state", "patch_state", "push_state")
 DURABILITIES = ("normal", "full")
 ROUNDS = 3  # full runs: independent measurements of each pair; the median round is reported
@@ -229,7 +231,7 @@ def run(quick: bool) -> list[dict]:
                 common = {"group": group, "op": op, "durability": durability,
                           "samples": int(ours["n"])}
                 rows.append(row(f"{op} p50 [{durability}]", ours["p50"], base["p50"], "µs",
-                                target=TARGET, stat="p50", note=spread, **common))
+                                target=TARGETS[durability], stat="p50", note=spread, **common))
                 rows.append(row(f"{op} p99 [{durability}]", ours["p99"], base["p99"], "µs",
                                 stat="p99", **common))
                 rows.append(row(f"{op} p50 [{durability}] vs raw+history+log",
@@ -271,7 +273,7 @@ def main(argv: list[str]) -> int:
     if "--profile" in argv:
         profile(is_quick(argv))
         return 0
-    return standalone(run, argv, missed=f"above the target ratio {TARGET:g}")
+    return standalone(run, argv, missed="above the target ratio (1.3 NORMAL, 2.0 FULL)")
 
 
 if __name__ == "__main__":
