@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -205,7 +206,9 @@ class Lease:
                                    self.request_id if own_event else None)
 
             try:
-                record = self.store.update("request", self.request_id, REQUEST, fn)
+                # the first write makes a new record (fresh id): insert it without a read
+                write = self.store.create if expected == 0 else self.store.update
+                record = write("request", self.request_id, REQUEST, fn)
             except VersionConflictError:
                 self.lost = (f"run {self.request_id} was taken over by another process (its "
                              f"lease passed and it was resumed there); this process stopped "
@@ -539,18 +542,49 @@ def retention_batch(limit: int) -> int:
     return min(32, max(1, limit // 4))
 
 
+def retention_check_every(limit: int) -> int:
+    """Runs of a session a store object ends between two looks at its ended runs: half a
+    batch (the look costs a query that visits about ``limit`` rows)."""
+    return max(1, retention_batch(limit) // 2)
+
+
+#: Per store object: session id -> runs ended there since its last look (``runs_to_purge``).
+_ENDED_SINCE: weakref.WeakKeyDictionary[Store, dict[str, int]] = weakref.WeakKeyDictionary()
+_ENDED_SINCE_LOCK = threading.Lock()
+_ENDED_SINCE_SESSIONS = 4096  # sessions remembered per store object; beyond, it starts over
+
+
 def runs_to_purge(store: Store, session_id: str) -> list[str]:
-    """The session's oldest ended runs that retention purges now: none while the session keeps
-    at most ``trace_limit`` + :func:`retention_batch` of them, else all but the newest
-    ``trace_limit``. Called inside a run's final write (before its request record is written:
-    the run counts as the newest); purge them with ``Store.purge`` once it has committed (a
-    purge inside it costs a deleted run about twice as much on SQLite). The store finds them
-    from an index over request records (``Store.ended_runs``), without reading them; ended runs
-    are never written again (only suspended and interrupted runs are resumed), so what it names
-    may go without another look."""
+    """The session's oldest ended runs that retention purges now (none, mostly).
+
+    A store object looks at a session's ended runs at the first run of the session it ends,
+    then once every :func:`retention_check_every` runs of it (``every``); it purges all but the
+    newest ``trace_limit`` when more than ``retention_batch - every`` are beyond them. So a
+    session whose runs one store object ends keeps at most ``trace_limit`` +
+    :func:`retention_batch` of them; each further store object (process) ending runs of the
+    same session meanwhile can add up to ``every - 1`` more until one of them looks.
+
+    Called inside a run's final write (before its request record is written: the run counts
+    as the newest); purge them with ``Store.purge`` once it has committed (a purge inside it
+    costs a deleted run about twice as much on SQLite). The store finds them from an index over
+    request records (``Store.ended_runs``), without reading them; ended runs are never written
+    again (only suspended and interrupted runs are resumed), so what it names may go without
+    another look."""
     limit = store.trace_limit
+    every = retention_check_every(limit)
+    with _ENDED_SINCE_LOCK:
+        counts = _ENDED_SINCE.get(store)
+        if counts is None:
+            counts = _ENDED_SINCE[store] = {}
+        since = counts.get(session_id)
+        if since is not None and since + 1 < every:
+            counts[session_id] = since + 1
+            return []
+        if len(counts) >= _ENDED_SINCE_SESSIONS and session_id not in counts:
+            counts.clear()
+        counts[session_id] = 0
     older = store.ended_runs(session_id, skip=limit - 1)
-    return older if len(older) > retention_batch(limit) else []
+    return older if len(older) > retention_batch(limit) - every else []
 
 
 def prune_store(store: Store, *, trace_limit: int | None = None,

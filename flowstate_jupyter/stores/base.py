@@ -510,6 +510,24 @@ class Store(abc.ABC):
         from ``fn`` roll everything back and propagate.
         """
 
+    def create(self, scope: str, scope_id: str, name: str,
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
+        """:meth:`update` of a record the caller believes was never written: ``fn(None)``.
+
+        If the record exists (live or a tombstone), :class:`VersionConflictError` as for
+        ``expected="absent"``, and nothing ``fn`` did in this write is kept. For writers that
+        make a new record under a fresh key (a run's request record): backends override this to
+        insert without reading first. Returns the committed record, or ``None`` when ``fn``
+        returned ``None``.
+        """
+        where = record_where(scope, scope_id, name)
+
+        def guarded(record: Record | None) -> Change | None:
+            check_expected(record, "absent", where)
+            return fn(None)
+
+        return self.update(scope, scope_id, name, guarded)
+
     def commit_next(self, known: Record, change: Change) -> Record | None:
         """Commit ``change`` as the next version of ``known`` if that is still the stored record.
 

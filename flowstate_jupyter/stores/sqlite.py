@@ -55,6 +55,7 @@ from .base import (
     _Watcher,
     _WatchingStore,
     bounded_event_text,
+    check_expected,
     default_event,
     dump_json,
     kept_history,
@@ -220,6 +221,7 @@ _WRITE_LIVE = _UPDATE + " AND deleted = 0 RETURNING content, created_at"
 _WRITE_LIVE_KEEP = _WRITE_LIVE.replace("content = ?, ", "")
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND name = ?"
+_PURGE_CHUNK = 200  # scope instances per purging statement (bound parameters stay few)
 _TOUCH = "UPDATE records SET accessed_at = ? WHERE scope = ? AND scope_id = ? AND name = ?"
 
 def _schema_version(value: object, path: Path) -> int:
@@ -763,6 +765,29 @@ class SQLiteStore(_WatchingStore):
 
         return self._transaction(body)
 
+    def create(self, scope: str, scope_id: str, name: str,
+               fn: Callable[[Record | None], Change | None]) -> Record | None:
+        # One INSERT, no read: the unique key refuses a record that exists.
+        self._check_open()
+        key = (scope, scope_id, name)
+
+        def body(conn: sqlite3.Connection) -> Record | None:
+            change = fn(None)
+            if change is None:
+                return None
+            record, event, params = self._prepare(key, change, None)
+            try:
+                conn.execute(_INSERT, (*key, *params[:4], record.created_at, *params[4:]))
+            except sqlite3.IntegrityError as exc:  # it exists (or fn created it re-entrantly)
+                row = conn.execute(_SELECT, key).fetchone()
+                check_expected(_to_record(row) if row else None, "absent", record_where(*key))
+                raise VersionConflictError(f"{record_where(*key)}: created while it was "
+                                           f"being written", current=1) from exc
+            self._pending.append(_stamped(event, record))
+            return record
+
+        return self._transaction(body)
+
     def write(self, scope: str, scope_id: str, name: str, state: Any, *,
               expected: Expected = "any", operation: str = "set", content: Any = KEEP,
               event: dict | None = None, request_id: str | None = None) -> Record:
@@ -904,13 +929,16 @@ class SQLiteStore(_WatchingStore):
 
         def body(conn: sqlite3.Connection) -> int:
             removed = 0
+            if wanted is None and not only_deleted:  # whole scope instances: a statement
+                for at in range(0, len(ids), _PURGE_CHUNK):  # per table per chunk of them
+                    chunk = ids[at:at + _PURGE_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    removed += conn.execute(f"DELETE FROM records WHERE scope = ? AND "
+                                            f"scope_id IN ({marks})", (scope, *chunk)).rowcount
+                    conn.execute(f"DELETE FROM history WHERE scope = ? AND scope_id IN ({marks})",
+                                 (scope, *chunk))
+                return removed
             for scope_id in ids:
-                if wanted is None and not only_deleted:  # the whole scope instance
-                    removed += conn.execute("DELETE FROM records WHERE scope = ? AND "
-                                            "scope_id = ?", (scope, scope_id)).rowcount
-                    conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ?",
-                                 (scope, scope_id))
-                    continue
                 targets = wanted if wanted is not None else [r[0] for r in conn.execute(
                     "SELECT name FROM records WHERE scope = ? AND scope_id = ? AND deleted = 1",
                     (scope, scope_id))]
