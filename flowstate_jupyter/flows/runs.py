@@ -151,12 +151,26 @@ class RunResult:
 
 # ---------------------------------------------------------------------------- the run
 
+_SHORT_TEXT = RECORD_VALUE_LIMIT // 6 - 2  # a str this long is under the limit as JSON
+_BIG_INT = 1 << 63
+
+
+def _plain(value: Any) -> bool:
+    """``value`` is its own JSON and within :data:`RECORD_VALUE_LIMIT` (checked without
+    encoding it): ``None``, a bool, an int of up to 64 bits or a short str."""
+    kind = type(value)
+    return value is None or kind is bool or (kind is int and -_BIG_INT <= value < _BIG_INT) \
+        or (kind is str and len(value) <= _SHORT_TEXT)
+
+
 def for_record(value: Any) -> Any:
     """``value`` as JSON for the request record: models dumped, odd objects as ``repr``.
 
     Values above :data:`RECORD_VALUE_LIMIT` bytes of JSON are kept as
     ``{"$truncated": True, "preview": <first 2,000 characters>}``.
     """
+    if _plain(value):
+        return value
     try:
         data = to_jsonable_python(value, fallback=repr)
         text = json.dumps(data, ensure_ascii=False, allow_nan=False)
@@ -268,9 +282,10 @@ class _Run:
                                    request_id=request_id)
             value = self.value
             shown = self.input_for_record if self.input_for_record is not None else value
-            logged_input = _logged_input(value)
-            if logged_input is not None and shown is value and \
-                    len(json.dumps(logged_input)) <= RECORD_VALUE_LIMIT:
+            plain = shown is value and _plain(value)
+            logged_input = value if plain else _logged_input(value)
+            if plain or (logged_input is not None and shown is value and
+                         len(json.dumps(logged_input)) <= RECORD_VALUE_LIMIT):
                 shown_json, in_record = logged_input, True  # the record keeps it whole
             else:
                 shown_json, in_record = for_record(shown), False
