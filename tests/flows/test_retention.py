@@ -5,7 +5,10 @@ bounded.
 evictions), leave at most ``trace_limit`` + one batch ended runs per session, at most
 ``tombstone_limit`` + one batch tombstones in the collection, and a SQLite file under
 :data:`FILE_BOUND` bytes. A re-created key never reuses a version after its tombstone was
-purged; ``flowstate prune`` applies the same bounds to a store written without them.
+purged; ``flowstate prune`` applies the same bounds to a store written without them. A store
+object looks at a session's ended runs every half batch of runs it ends, so runs are purged a
+batch at a time and the bound holds after every run (plus half a batch for each further store
+object ending runs of the same session).
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from pydantic import BaseModel
 
 import flowstate_jupyter as fs
 from flowstate_jupyter.cli import main as cli
-from flowstate_jupyter.flows.durable import prune_store, retention_batch
+from flowstate_jupyter.flows.durable import (
+    prune_store,
+    retention_batch,
+    retention_check_every,
+)
 from flowstate_jupyter.handles.resources import tombstone_batch
 
 #: The documented bound on the file after 10,000 runs and 10,000 evictions (docs/concepts.md).
@@ -125,3 +132,43 @@ def test_flowstate_prune_applies_the_bounds_to_a_store_written_without_them(tmp_
         assert prune_store(store, trace_limit=10, tombstone_limit=3)["runs"] == 0
     finally:
         store.close()
+
+
+def _echo_flow() -> fs.Flow:
+    return fs.define_flow("echo", {"echo": fs.handler(lambda value: value, name="echo")})
+
+
+def test_after_every_run_a_session_keeps_at_most_trace_limit_plus_a_batch(tmp_path):
+    store = fs.open_store(f"sqlite:///{tmp_path / 'kept.db'}", trace_limit=40)
+    limit, batch = 40, retention_batch(40)
+    assert retention_check_every(limit) > 1  # the store object does not look after every run
+    flow = _echo_flow()
+    try:
+        seen = []
+        for i in range(150):
+            flow.run("echo", i, user="u", session="s", store=store)
+            seen.append(len(store.ended_runs("s")))
+        assert seen[:limit] == list(range(1, limit + 1))
+        assert all(limit <= n <= limit + batch for n in seen[limit:])
+        assert max(seen) > limit  # purged a batch at a time, not one run per run
+        newest = [r["request_id"] for r in flow.runs(store=store, session="s", limit=None)]
+        assert len(newest) == seen[-1] and store.ended_runs("s") == newest
+    finally:
+        store.close()
+
+
+def test_two_store_objects_ending_runs_of_one_session_stay_within_half_a_batch_more(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    stores = [fs.open_store(url, trace_limit=40), fs.open_store(url, trace_limit=40)]
+    limit, batch, every = 40, retention_batch(40), retention_check_every(40)
+    flow = _echo_flow()
+    try:
+        seen = []
+        for i in range(200):
+            flow.run("echo", i, user="u", session="s", store=stores[i % 2])
+            seen.append(len(stores[0].ended_runs("s")))
+        assert all(limit <= n <= limit + batch + every - 1 for n in seen[limit:])
+        assert len(stores[1].ended_runs("s")) == seen[-1]
+    finally:
+        for store in stores:
+            store.close()

@@ -206,6 +206,57 @@ def test_commit_next_inside_another_write_is_undone_with_it(store):
     assert store.read(S, SID) is None
 
 
+# -- create: a record the writer believes new ------------------------------------------------
+
+def test_create_writes_a_new_record_from_nothing_with_its_history_and_event(store):
+    events = []
+    store.subscribe(events.append)
+    seen = []
+
+    def fn(record):
+        seen.append(record)
+        return Change(state={"status": "running"}, content="log", request_id="r1",
+                      event={"type": "request", "scope": S, "scope_id": SID, "request_id": "r1"})
+
+    record = store.create(S, SID, "$run", fn)
+    assert seen == [None]
+    assert (record.version, record.state, record.content, record.deleted) == \
+        (1, {"status": "running"}, "log", False)
+    assert record == store.read(S, SID, "$run")
+    assert [(h.version, h.request_id) for h in store.history(S, SID, "$run")] == [(1, "r1")]
+    assert [(e["type"], e["version"], e["ts"]) for e in events] == \
+        [("request", 1, record.updated_at)]
+    assert store.changes()[-1][1] == events[0]
+
+
+@pytest.mark.parametrize("there", ["live", "tombstone"])
+def test_create_where_a_record_exists_raises_and_keeps_nothing_of_the_write(store, there):
+    store.write(S, SID, "$run", {"n": 1})
+    if there == "tombstone":
+        store.delete(S, SID, "$run")
+    before, other = snapshot(store, name="$run"), snapshot(store, name="other")
+    events = []
+    store.subscribe(events.append)
+
+    def fn(record):
+        store.write(S, SID, "other", {"written": "inside"})  # part of this write: undone
+        return Change(state={"n": 99})
+
+    with pytest.raises(VersionConflictError) as conflict:
+        store.create(S, SID, "$run", fn)
+    assert (conflict.value.current, conflict.value.deleted) == \
+        ((1, False) if there == "live" else (2, True))
+    assert snapshot(store, name="$run") == before
+    assert snapshot(store, name="other") == other and store.read(S, SID, "other") is None
+    assert events == []
+
+
+def test_create_whose_function_returns_none_writes_nothing(store):
+    assert store.create(S, SID, "$run", lambda record: None) is None
+    assert store.read(S, SID, "$run") is None
+    assert store.changes() == []
+
+
 # -- tombstones and deletes --------------------------------------------------------------------
 
 def test_delete_leaves_a_tombstone_with_the_last_state(store):
