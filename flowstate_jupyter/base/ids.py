@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from typing import Any
 
 from ..errors import InvalidIdError
@@ -44,4 +44,4 @@ def check_scope(scope: Any) -> str:
 
 def new_id(prefix: str) -> str:
     """A fresh random id such as ``s-3f9c0a1b2d4e``."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+    return f"{prefix}-{os.urandom(6).hex()}"  # 12 random hex digits, as uuid4().hex[:12] were
