@@ -19,8 +19,9 @@ Everything here is kept in the records the run machinery already has
   claim on the slot and its first write of its request record are one transaction.
 * **Retention.** When a run ends, its final transaction asks the store for the session's ended
   runs beyond the store's ``trace_limit`` (an index over request records, which name their
-  session: ``Store.ended_runs``); once they pass it by a batch, they are purged (request
-  record, trace, step log, request-scope state).
+  session: ``Store.ended_runs``) — at the first run of the session a store object ends, then
+  every half batch of them (:func:`runs_to_purge`); once they are more than half a batch
+  beyond it, they are purged (request record, trace, step log, request-scope state).
   :func:`prune_store` (``flowstate prune``) applies the same bounds to a whole store, plus
   collection tombstones and stale runs.
 """

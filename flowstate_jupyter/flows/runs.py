@@ -20,9 +20,11 @@ then call :func:`execute`, which
    calls it without one — keeping spans and the step log in memory (``trace.py``);
 5. rewrites the request record with status ``"ok"`` and the output, or ``"error"`` and the error's
    type and message, with the trace as its content, in one transaction with touching the
-   session's ``$meta`` record (its last use) and finding the session's oldest ended runs once
-   they pass the store's ``trace_limit`` by a batch, which it then purges, and returns a
-   :class:`RunResult`. A block that called
+   session's ``$meta`` record (its last use) and, every half batch of the session's runs this
+   store object ends, finding its oldest ended runs beyond the store's ``trace_limit``, which it
+   then purges (``durable.runs_to_purge``), and returns a :class:`RunResult`. A record written
+   for the first time (a short run's only write) is inserted without being read
+   (``Store.create``). A block that called
    ``ctx.suspend`` ends the run as ``"suspended"`` instead, its step log kept for the resume.
 
 :func:`execute` also continues a run that ``flow.resume`` claimed (``resumption``): same request

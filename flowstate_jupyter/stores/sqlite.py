@@ -24,6 +24,8 @@ is a single autocommit ``UPDATE ... WHERE version = ? AND updated_at = ?`` witho
 another writer got there first, nothing is written and the caller takes the ordinary path.
 A plain ``write(..., expected=version)`` needs no read either: it is one
 ``UPDATE ... WHERE version = ? RETURNING`` and takes the ordinary path only when that misses.
+``create`` (a record the writer believes new, such as a run's request record) is one ``INSERT``
+in its transaction: the unique key refuses a record that exists.
 """
 
 from __future__ import annotations
