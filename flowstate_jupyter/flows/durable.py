@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError, to_json
 
 from ..base.names import ACTION_SLOT_PREFIX, REQUEST, is_reserved
 from ..errors import RunConflictError, RunStateError, ValidationError, VersionConflictError
@@ -150,6 +151,22 @@ def validate_resume_value(request_id: str, suspension: dict, value: Any) -> Any:
 
 # ---------------------------------------------------------------------------- leases
 
+def _record_json(value: dict) -> str | None:
+    """``value`` (a request record's state or event) as JSON text, by pydantic-core: about four
+    times quicker than the store's strict encoder, and the same JSON for what these hold (every
+    value in them is JSON already: ids, times, and inputs, outputs and errors made JSON as the
+    run records them). ``None`` — the store encodes it, and refuses what is not JSON — for
+    anything else: text that is not valid Unicode, or a number that is not finite (a
+    suspension's schema may hold one; "NaN" or "Infinity" anywhere sends the value there)."""
+    try:
+        text = to_json(value, inf_nan_mode="constants")
+    except (PydanticSerializationError, ValueError, TypeError, RecursionError):
+        return None
+    if b"NaN" in text or b"Infinity" in text:
+        return None
+    return text.decode()
+
+
 class Lease:
     """A run's claim on its request record. Every write of that record by the run goes here.
 
@@ -180,7 +197,8 @@ class Lease:
 
     def change(self, state: dict, content: Any, event: dict, request_id: str | None) -> Change:
         return Change(state=state, operation="set", content=content, event=event,
-                      request_id=request_id)
+                      request_id=request_id, text=_record_json(state),
+                      event_text=_record_json(event))
 
     def write(self, state: dict, *, content: Any = KEEP, event: dict,
               also: Callable[[], None] | None = None, own_event: bool = True,

@@ -560,14 +560,14 @@ class SQLiteStore(_WatchingStore):
 
     def _begin(self) -> None:
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
             raise self._store_error(exc) from exc
 
     def _commit(self) -> list[dict]:
         """Commit the open transaction; returns its events, to deliver once the lock is let go."""
         try:
-            self._conn.execute("COMMIT")
+            self._cursor.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             self._rollback()
             raise self._store_error(exc) from exc
@@ -640,7 +640,7 @@ class SQLiteStore(_WatchingStore):
         self._check_open()
         with self._lock:
             try:
-                return self._conn.execute(sql, params).fetchall()
+                return self._cursor.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
 
@@ -779,7 +779,8 @@ class SQLiteStore(_WatchingStore):
                 return None
             record, event, params = self._prepare(key, change, None)
             try:
-                conn.execute(_INSERT, (*key, *params[:4], record.created_at, *params[4:]))
+                self._cursor.execute(_INSERT, (*key, *params[:4], record.created_at,
+                                               *params[4:]))
             except sqlite3.IntegrityError as exc:  # it exists (or fn created it re-entrantly)
                 row = conn.execute(_SELECT, key).fetchone()
                 check_expected(_to_record(row) if row else None, "absent", record_where(*key))
