@@ -30,7 +30,7 @@ from .blocks import (
 )
 from .bubbling import Declarations, merge_state_model
 from .context import Context, SequencerState
-from .trace import LiveSpan, MapStep, RunLog, resolve_type
+from .trace import MapStep, RunLog, resolve_type
 
 __all__ = ["DEFAULT_MAX_ITERATIONS", "Sequencer", "SequencerState", "sequencer"]
 
@@ -167,9 +167,10 @@ class _Map(_Step):
         try:
             out = await self.fn(value, ctx)
         except BaseException as exc:
-            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            log.fail(span, "error", exc, clock())
             raise
-        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        log.outputs[span] = out
+        log.ends[span] = clock()  # (ended ok)
         return out
 
     def sync(self) -> bool:
@@ -186,14 +187,15 @@ class _Map(_Step):
         try:
             out = self.fn.now(value, ctx)
         except BaseException as exc:
-            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            log.fail(span, "error", exc, clock())
             raise
-        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        log.outputs[span] = out
+        log.ends[span] = clock()  # (ended ok)
         return out
 
 
 def _map_span(log: RunLog, at: str, fn: _Fn, value: Any,
-              ctx: Context) -> tuple[Any, LiveSpan | None]:
+              ctx: Context) -> tuple[Any, int | None]:
     """A ``map`` step as a span of its own (writes in it count as the sequencer's): its logged
     output and ``None`` when an earlier attempt completed it, else ``(None, its new span)``."""
     path = log.path(ctx._span, at, True)
@@ -203,9 +205,7 @@ def _map_span(log: RunLog, at: str, fn: _Fn, value: Any,
         cls = resolve_type(entry[1])
         return (cls.model_validate(data) if cls is not None and issubclass(cls, BaseModel)
                 else data), None
-    span = LiveSpan(path, MapStep(fn.name), ctx._span, value, time.perf_counter())
-    log.spans.append(span)
-    return None, span
+    return None, log.open(path, MapStep(fn.name), ctx._span, value, time.perf_counter())
 
 
 async def _run_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int | None,
@@ -648,9 +648,9 @@ class Sequencer(Block):
     # -- running ---------------------------------------------------------------------------
     async def _execute(self, value: Any, ctx: Context) -> Any:
         if self._instance is not None:
-            span = ctx._span  # this sequencer's own span: its path names the instance stably
+            path = ctx.span_path  # this sequencer's own span's: it names the instance stably
             instance = SequencerState(ctx.store, ctx.run_id, self.name,
-                                      span.path if span is not None
+                                      path if path is not None
                                       else ctx._services.next_instance(), self.instance_model)
             ctx = ctx._derive(sequencer=instance)
         steps = self._steps
@@ -685,9 +685,9 @@ class Sequencer(Block):
 
     def _execute_sync(self, value: Any, ctx: Context) -> Any:
         if self._instance is not None:
-            span = ctx._span
+            path = ctx.span_path
             instance = SequencerState(ctx.store, ctx.run_id, self.name,
-                                      span.path if span is not None
+                                      path if path is not None
                                       else ctx._services.next_instance(), self.instance_model)
             ctx = ctx._derive(sequencer=instance)
         pending: Exception | None = None  # an error waiting for a matching rescue
