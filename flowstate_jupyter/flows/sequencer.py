@@ -21,16 +21,24 @@ from pydantic import BaseModel
 from ..errors import LoopLimitError
 from ..model import ops
 from .blocks import (
+    _CURRENT,
     _KEEP,
+    _PLAIN,
     _SHAPE,
     Block,
+    Handler,
+    _awaitable,
+    _clock,
     _Fn,
+    _new,
+    _refs,
     _Resources,
     _segments,
 )
+from .bridge import drive
 from .bubbling import Declarations, merge_state_model
 from .context import Context, SequencerState
-from .trace import MapStep, RunLog, resolve_type
+from .trace import MapStep, RunLog, Suspended, resolve_type
 
 __all__ = ["DEFAULT_MAX_ITERATIONS", "Sequencer", "SequencerState", "sequencer"]
 
@@ -470,6 +478,8 @@ class Sequencer(Block):
             self._instance.add_state("sequencer", state, self.source)
         self._instance_model: Any = _KEEP  # built lazily, reset when a step is added
         self._direct: list[tuple[Callable, str | None]] | None = None  # steps' ``direct``
+        self._handlers: list[Handler | None] = []  # steps' plain handlers (_steps_traced)
+        self._sites: tuple[str, list] = ("", [])  # (parent path, the steps' sites under it)
         self._sealed_by: str | None = None  # set by define_flow: the flow's models are built
 
     # -- construction --------------------------------------------------------------------
@@ -690,21 +700,16 @@ class Sequencer(Block):
                                       path if path is not None
                                       else ctx._services.next_instance(), self.instance_model)
             ctx = ctx._derive(sequencer=instance)
-        pending: Exception | None = None  # an error waiting for a matching rescue
         direct = self._direct
         if direct is None or len(direct) != len(self._steps):
-            direct = self._direct = [step.direct for step in self._steps]
+            self._handlers = [_plain_handler(step) for step in self._steps]  # first: a thread
+            direct = self._direct = [step.direct for step in self._steps]  # seeing this sees it
+        if ctx._frame.log is not None and ctx._span is not None:
+            return self._steps_traced(value, ctx, direct)
+        pending: Exception | None = None  # an error waiting for a matching rescue
         for k, (fn, at) in enumerate(direct):
             if pending is not None:
-                step = self._steps[k]
-                if isinstance(step, _Rescue):
-                    found = step.match(pending)
-                    if found is not None:
-                        caught, pending = pending, None
-                        try:
-                            value = found[0]._run_sync(caught, ctx, found[1])
-                        except Exception as exc:  # noqa: BLE001 - may be rescued further on
-                            pending = exc
+                pending, value = self._rescue(k, pending, value, ctx)
                 continue
             try:
                 value = fn(value, ctx, at)
@@ -713,6 +718,114 @@ class Sequencer(Block):
         if pending is not None:
             raise pending
         return value
+
+    def _rescue(self, k: int, pending: Exception, value: Any,
+                ctx: Context) -> tuple[Exception | None, Any]:
+        """Step ``k`` while an error waits: a matching ``rescue`` runs its block on it."""
+        step = self._steps[k]
+        if isinstance(step, _Rescue):
+            found = step.match(pending)
+            if found is not None:
+                try:
+                    return None, found[0]._run_sync(pending, ctx, found[1])
+                except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                    return exc, value
+        return pending, value
+
+    def _steps_traced(self, value: Any, ctx: Context, direct: list[tuple[Callable, Any]]) -> Any:
+        """The steps of a run that keeps spans. A ``then`` of a plain handler (no models, no
+        connector: ``_handlers``) runs inline, as ``Handler._run_sync`` would run it (keep the
+        two in step): its span opened on the log's columns, its ``ctx`` the one the step before
+        used when nothing kept that (``sys.getrefcount``), one clock reading between two such
+        steps (the end of one is the start of the next). Other steps run through ``direct``."""
+        frame = ctx._frame
+        log = frame.log
+        assert log is not None and ctx._span is not None
+        parent = ctx._span
+        above = log.sites[parent][0]
+        known = self._sites
+        if known[0] != above or len(known[1]) != len(direct):  # each step's (path, block)
+            known = self._sites = (above, [
+                None if h is None else (f"{above}/{at}", h)
+                for h, (_, at) in zip(self._handlers, direct)])
+        sites = known[1]
+        handlers = self._handlers
+        done = log.done
+        columns = log.sites
+        parents, inputs, outputs, starts, ends = (log.parents, log.inputs, log.outputs,
+                                                  log.starts, log.ends)
+        sequencer, concurrent = ctx.sequencer, ctx._concurrent
+        inner: Context | None = None  # a step context nothing else holds, to use again
+        now: float | None = None  # the clock at the end of the step before (None: read it)
+        pending: Exception | None = None  # an error waiting for a matching rescue
+        for k, site in enumerate(sites):
+            if pending is not None:
+                pending, value = self._rescue(k, pending, value, ctx)
+                now = None
+                continue
+            if site is None or (done and site[0] in done):
+                fn, at = direct[k]
+                now = None
+                try:
+                    value = fn(value, ctx, at)
+                except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                    pending = exc
+                continue
+            block = handlers[k]
+            span = len(columns)
+            columns.append(site)
+            parents.append(parent)
+            inputs.append(value)
+            outputs.append(None)
+            starts.append(_clock() if now is None else now)
+            ends.append(None)
+            if inner is None:
+                inner = _new(Context)
+                inner._frame = frame
+                inner._spare = None
+            inner.step_id = block.name  # type: ignore[union-attr]
+            inner.sequencer = sequencer
+            inner._concurrent = concurrent
+            inner._span = span
+            token = _CURRENT.set(inner)
+            try:
+                call = block._call2  # type: ignore[union-attr]
+                out = call(value, inner) if call is not None \
+                    else block._fn.call(value, inner)  # type: ignore[union-attr]
+                if type(out) not in _PLAIN and _awaitable(out):
+                    out = drive(out)
+            except Suspended:
+                log.fail(span, "suspended", None, _clock())
+                raise
+            except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                log.fail(span, "error", exc, _clock())
+                pending, inner, now = exc, None, None
+                continue
+            except BaseException as exc:
+                log.fail(span, "error", exc, _clock())
+                raise
+            finally:
+                _CURRENT.reset(token)
+            outputs[span] = out
+            ends[span] = now = _clock()  # (ended ok)
+            value = out
+            if _refs(inner) != 2:  # kept by someone (held by this frame and the call alone
+                inner = None  # otherwise): the next step gets a new one
+        if pending is not None:
+            raise pending
+        return value
+
+
+def _plain_handler(step: _Step) -> Any:
+    """The handler a ``then`` step runs when :meth:`Sequencer._steps_traced` may run it inline
+    (a plain function, no models, no connector, ``Handler``'s own ``_run_sync``), else ``None``."""
+    if type(step) is not _Then or step.connector is not None:
+        return None
+    block = step.block
+    if not isinstance(block, Handler) or not block._plain or block.input is not None \
+            or block.output is not None or type(block)._run_sync is not Handler._run_sync:
+        return None
+    return block
 
 
 def _check_iterations(limit: Any) -> int:
