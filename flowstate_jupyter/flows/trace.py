@@ -470,17 +470,39 @@ class RunLog:
         append = rows.append
         attempt = self.attempt
         now = generation()
-        known: dict[Any, tuple[str, str, str | None]] = {}  # block -> name, kind, fingerprint
         sites, parents, inputs, outputs = self.sites, self.parents, self.inputs, self.outputs
         starts, ends, failed, noted = self.starts, self.ends, self.failed, self.noted
         no_changes: list = []  # shared by the rows of spans without changes (only encoded)
-        for i in self._kept(final):
-            path, block = sites[i]
-            said = known.get(block)
-            if said is None:
+        kept = self._kept(final)
+        if final and not failed and not noted:  # every span ended ok, none wrote: the lean loop
+            for i in kept:
+                end = ends[i]
+                if end is None:  # (not expected once the run ended): the full loop says it
+                    rows.clear()
+                    break
+                path, block = sites[i]
                 code = getattr(block, KEPT_AS, None)  # fingerprint(block), no call when kept
                 code = code[1] if code is not None and code[0] == now else fingerprint(block)
-                said = known[block] = (block.name, block.kind, code)
+                parent = parents[i]
+                start = starts[i]
+                value = inputs[i]
+                if type(value) not in plain:
+                    value = pv(value)
+                out = outputs[i]
+                if type(out) in plain:  # _output_type's answer for these: None
+                    shown_type = None
+                else:
+                    out, shown_type = pv(out), _output_type(out, block)
+                append([path, block.name, block.kind,
+                        sites[parent][0] if parent is not None else None, value, out,
+                        int((start - clock0) * 1e6), int((end - start) * 1e6 + 0.5), "ok",
+                        None, no_changes, attempt, code, shown_type])
+            else:
+                return rows
+        for i in kept:
+            path, block = sites[i]
+            code = getattr(block, KEPT_AS, None)
+            code = code[1] if code is not None and code[0] == now else fingerprint(block)
             changes: Any = noted.get(i) if noted else None
             if changes:
                 if with_changes:
@@ -514,11 +536,11 @@ class RunLog:
                 else:
                     shown_out, shown_type = pv(value), _output_type(value, block)
             start = starts[i]
-            append([path, said[0], said[1],
+            append([path, block.name, block.kind,
                     sites[parent][0] if parent is not None else None, shown_in, shown_out,
                     int((start - clock0) * 1e6),
                     None if end is None else int((end - start) * 1e6 + 0.5), status,
-                    error, changes, attempt, said[2], shown_type])
+                    error, changes, attempt, code, shown_type])
         return rows
 
     def _kept(self, final: bool) -> range | list[int]:
