@@ -388,9 +388,9 @@ class Handler(Block):
     """A block that calls one function ``fn(input, ctx)``."""
 
     kind = "handler"
-    #: ``(parent path, segment, (path, self))`` of this handler's last traced step (see
-    #: ``_run_sync``): the site its span names, made once for every run of the same path.
-    _last_site: tuple[Any, Any, tuple[str, Any]] = (None, None, ("", None))
+    #: ``(segment, site)`` of this handler's last traced step (see ``_run_sync``): the site
+    #: ``(path, self, parent path)`` its span names, made once for every run at the same place.
+    _last_site: tuple[Any, tuple[str, Any, str | None]] = (None, ("", None, None))
 
     def __init__(self, fn: Callable, name: str | None = None, **options: Any) -> None:
         self._fn = _Fn(fn, "a handler's function")
@@ -426,16 +426,16 @@ class Handler(Block):
         parent = ctx._span
         if _at is None:
             path = log.path(parent, self.name, False)
-            site = (path, self)
+            site = (path, self, None if parent is None else log.sites[parent][0])
         elif parent is None:
             path = _at
-            site = (path, self)
+            site = (path, self, None)
         else:  # most often the site this step had last time (its sequencer's, the same run's)
-            under, at, site = self._last_site
+            at, site = self._last_site
             above = log.sites[parent][0]
-            if at is not _at or under != above:
-                site = (f"{above}/{_at}", self)
-                self._last_site = (above, _at, site)
+            if at is not _at or site[2] != above:
+                site = (f"{above}/{_at}", self, above)
+                self._last_site = (_at, site)
             path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
@@ -445,7 +445,6 @@ class Handler(Block):
         # log.open(path, self, parent, input, t0) and ctx._enter(name, span), a call less each
         span = len(log.sites)
         log.sites.append(site)
-        log.parents.append(parent)
         log.inputs.append(input)
         log.outputs.append(None)
         log.starts.append(_clock())

@@ -479,7 +479,7 @@ class Sequencer(Block):
         self._instance_model: Any = _KEEP  # built lazily, reset when a step is added
         self._direct: list[tuple[Callable, str | None]] | None = None  # steps' ``direct``
         self._handlers: list[Handler | None] = []  # steps' plain handlers (_steps_traced)
-        self._sites: tuple[str, list] = ("", [])  # (parent path, the steps' sites under it)
+        self._plan: tuple[str, list] = ("", [])  # (parent path, what _steps_traced runs)
         self._sealed_by: str | None = None  # set by define_flow: the flow's models are built
 
     # -- construction --------------------------------------------------------------------
@@ -743,27 +743,26 @@ class Sequencer(Block):
         assert log is not None and ctx._span is not None
         parent = ctx._span
         above = log.sites[parent][0]
-        known = self._sites
-        if known[0] != above or len(known[1]) != len(direct):  # each step's (path, block)
-            known = self._sites = (above, [
-                None if h is None else (f"{above}/{at}", h)
+        known = self._plan
+        if known[0] != above or len(known[1]) != len(direct):  # (site, call, name) per step
+            known = self._plan = (above, [
+                None if h is None else ((f"{above}/{at}", h, above),
+                                        h._call2 if h._call2 is not None else h._fn.call, h.name)
                 for h, (_, at) in zip(self._handlers, direct)])
-        sites = known[1]
-        handlers = self._handlers
+        plan = known[1]
         done = log.done
-        columns = log.sites
-        parents, inputs, outputs, starts, ends = (log.parents, log.inputs, log.outputs,
-                                                  log.starts, log.ends)
+        sites = log.sites
+        inputs, outputs, starts, ends = log.inputs, log.outputs, log.starts, log.ends
         sequencer, concurrent = ctx.sequencer, ctx._concurrent
         inner: Context | None = None  # a step context nothing else holds, to use again
         now: float | None = None  # the clock at the end of the step before (None: read it)
         pending: Exception | None = None  # an error waiting for a matching rescue
-        for k, site in enumerate(sites):
+        for k, step in enumerate(plan):
             if pending is not None:
                 pending, value = self._rescue(k, pending, value, ctx)
                 now = None
                 continue
-            if site is None or (done and site[0] in done):
+            if step is None or (done and step[0][0] in done):
                 fn, at = direct[k]
                 now = None
                 try:
@@ -771,10 +770,9 @@ class Sequencer(Block):
                 except Exception as exc:  # noqa: BLE001 - may be rescued further on
                     pending = exc
                 continue
-            block = handlers[k]
-            span = len(columns)
-            columns.append(site)
-            parents.append(parent)
+            site, call, name = step
+            span = len(sites)
+            sites.append(site)
             inputs.append(value)
             outputs.append(None)
             starts.append(_clock() if now is None else now)
@@ -783,15 +781,13 @@ class Sequencer(Block):
                 inner = _new(Context)
                 inner._frame = frame
                 inner._spare = None
-            inner.step_id = block.name  # type: ignore[union-attr]
+            inner.step_id = name
             inner.sequencer = sequencer
             inner._concurrent = concurrent
             inner._span = span
             token = _CURRENT.set(inner)
             try:
-                call = block._call2  # type: ignore[union-attr]
-                out = call(value, inner) if call is not None \
-                    else block._fn.call(value, inner)  # type: ignore[union-attr]
+                out = call(value, inner)
                 if type(out) not in _PLAIN and _awaitable(out):
                     out = drive(out)
             except Suspended:

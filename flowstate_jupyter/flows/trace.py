@@ -330,12 +330,12 @@ class RunLog:
     resumable. Built by ``runs.py``; a resume hands in what earlier attempts logged.
 
     **Spans are columns**, not objects: span ``i`` (a block's ``ctx._span``) is ``sites[i]``
-    (``(path, block)``: a pair a block keeps from run to run for the same path), ``parents[i]``
-    (the parent's index, or ``None``), ``inputs[i]``, ``outputs[i]`` (by reference), ``starts[i]``
+    (``(path, block, parent's path or None)``: a triple a block keeps from run to run for the
+    same place), ``inputs[i]``, ``outputs[i]`` (by reference), ``starts[i]``
     and ``ends[i]`` (``perf_counter`` readings; ``None`` while it runs). What few spans have sits
     in dicts by index: ``failed`` (``(status, error)`` of a span that ended otherwise than ok),
     ``noted`` (its committed change events), ``counts`` (its writes per record and operation),
-    ``suspends``. Appending to six lists makes no object the garbage collector tracks, where a
+    ``suspends``. Appending to five lists makes no object the garbage collector tracks, where a
     span object per block made a long run collect every 700 blocks; rows are built from the
     columns when the log is encoded. Spans open on the thread that runs the run's blocks (the
     event loop's, or the caller's when no loop runs; worker threads run plain functions only).
@@ -349,8 +349,7 @@ class RunLog:
         self.durable = durable
         self.wall0, self.clock0 = wall0, clock0
         self.attempt = attempt
-        self.sites: list[tuple[str, Any]] = []
-        self.parents: list[int | None] = []
+        self.sites: list[tuple[str, Any, str | None]] = []
         self.inputs: list[Any] = []
         self.outputs: list[Any] = []
         self.starts: list[float] = []
@@ -389,8 +388,7 @@ class RunLog:
     def open(self, path: str, block: Any, parent: int | None, input: Any, start: float) -> int:
         """Start a span; returns its index (the hot paths in ``blocks.py`` do this inline)."""
         span = len(self.sites)
-        self.sites.append((path, block))
-        self.parents.append(parent)
+        self.sites.append((path, block, None if parent is None else self.sites[parent][0]))
         self.inputs.append(input)
         self.outputs.append(None)
         self.starts.append(start)
@@ -470,7 +468,7 @@ class RunLog:
         append = rows.append
         attempt = self.attempt
         now = generation()
-        sites, parents, inputs, outputs = self.sites, self.parents, self.inputs, self.outputs
+        sites, inputs, outputs = self.sites, self.inputs, self.outputs
         starts, ends, failed, noted = self.starts, self.ends, self.failed, self.noted
         no_changes: list = []  # shared by the rows of spans without changes (only encoded)
         kept = self._kept(final)
@@ -480,10 +478,9 @@ class RunLog:
                 if end is None:  # (not expected once the run ended): the full loop says it
                     rows.clear()
                     break
-                path, block = sites[i]
+                path, block, parent = sites[i]
                 code = getattr(block, KEPT_AS, None)  # fingerprint(block), no call when kept
                 code = code[1] if code is not None and code[0] == now else fingerprint(block)
-                parent = parents[i]
                 start = starts[i]
                 value = inputs[i]
                 if type(value) not in plain:
@@ -493,14 +490,13 @@ class RunLog:
                     shown_type = None
                 else:
                     out, shown_type = pv(out), _output_type(out, block)
-                append([path, block.name, block.kind,
-                        sites[parent][0] if parent is not None else None, value, out,
+                append([path, block.name, block.kind, parent, value, out,
                         int((start - clock0) * 1e6), int((end - start) * 1e6 + 0.5), "ok",
                         None, no_changes, attempt, code, shown_type])
             else:
                 return rows
         for i in kept:
-            path, block = sites[i]
+            path, block, parent = sites[i]
             code = getattr(block, KEPT_AS, None)
             code = code[1] if code is not None and code[0] == now else fingerprint(block)
             changes: Any = noted.get(i) if noted else None
@@ -516,7 +512,6 @@ class RunLog:
                 changes = no_changes
             end = ends[i]
             fail = failed.get(i) if failed else None
-            parent = parents[i]
             value = inputs[i]
             shown_in = value if type(value) in plain else pv(value)
             error = None
@@ -536,8 +531,7 @@ class RunLog:
                 else:
                     shown_out, shown_type = pv(value), _output_type(value, block)
             start = starts[i]
-            append([path, block.name, block.kind,
-                    sites[parent][0] if parent is not None else None, shown_in, shown_out,
+            append([path, block.name, block.kind, parent, shown_in, shown_out,
                     int((start - clock0) * 1e6),
                     None if end is None else int((end - start) * 1e6 + 0.5), status,
                     error, changes, attempt, code, shown_type])
@@ -594,16 +588,14 @@ class RunLog:
         for p, w in list(self.committed.items()):
             writes[p] = sorted(set(writes.get(p, ())) | set(w))
         done = dict(self.done)
-        sites, parents, outputs, status = self.sites, self.parents, self.outputs, self.status
+        sites, outputs, status = self.sites, self.outputs, self.status
         total = len(sites)
         ok = [i for i in range(total) if status(i) == "ok"]
         finished = {sites[i][0] for i in ok} | set(done)
         budget = LOG_MAX_BYTES
         omitted = 0
         for i in ok:  # the outermost completed blocks: a resume never asks for the rest
-            path, block = sites[i]
-            parent = parents[i]
-            above = sites[parent][0] if parent is not None else None
+            path, block, above = sites[i]
             if path in done or above in finished:
                 continue
             output = outputs[i]
