@@ -152,6 +152,9 @@ class Block:
     kind = "block"
     #: A handler of a plain function whose ``_execute`` is Handler's: ``run`` calls it inline.
     _plain = False
+    #: ``(segment, site)`` of this block's last traced run at an explicit segment: the site
+    #: ``(path, self, parent path)`` its span names, made once for every run at the same place.
+    _last_site: tuple[Any, tuple[str, Any, str | None]] = (None, ("", None, None))
 
     def __init__(self, name: str, *, input: type[BaseModel] | None = None,
                  output: type[BaseModel] | None = None,
@@ -230,15 +233,30 @@ class Block:
         parent = ctx._span
         if _at is None:
             path = log.path(parent, self.name, False)
-        else:
-            path = _at if parent is None else f"{log.sites[parent][0]}/{_at}"
+            site = (path, self, None if parent is None else log.sites[parent][0])
+        elif parent is None:
+            path = _at
+            site = (path, self, None)
+        else:  # most often the site this block had last time (the same run's, or the last's)
+            at, site = self._last_site
+            above = log.sites[parent][0]
+            if at is not _at or site[2] != above:
+                site = (f"{above}/{_at}", self, above)
+                self._last_site = (_at, site)
+            path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
             if entry is not None:
                 return self._replay(entry)
         clock = time.perf_counter
-        span = log.open(path, self, parent, input, clock())
+        sites = log.sites  # log.open(path, self, parent, input, clock()), a call less
+        span = len(sites)
+        sites.append(site)
+        log.inputs.append(input)
+        log.outputs.append(None)
+        log.starts.append(clock())
+        log.ends.append(None)
         inner = ctx._enter(self.name, span)
         token = _CURRENT.set(inner)
         try:
@@ -309,15 +327,30 @@ class Block:
         parent = ctx._span
         if _at is None:
             path = log.path(parent, self.name, False)
-        else:
-            path = _at if parent is None else f"{log.sites[parent][0]}/{_at}"
+            site = (path, self, None if parent is None else log.sites[parent][0])
+        elif parent is None:
+            path = _at
+            site = (path, self, None)
+        else:  # most often the site this block had last time (the same run's, or the last's)
+            at, site = self._last_site
+            above = log.sites[parent][0]
+            if at is not _at or site[2] != above:
+                site = (f"{above}/{_at}", self, above)
+                self._last_site = (_at, site)
+            path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
             if entry is not None:
                 return self._replay(entry)
         clock = time.perf_counter
-        span = log.open(path, self, parent, input, clock())
+        sites = log.sites  # log.open(path, self, parent, input, clock()), a call less
+        span = len(sites)
+        sites.append(site)
+        log.inputs.append(input)
+        log.outputs.append(None)
+        log.starts.append(clock())
+        log.ends.append(None)
         inner = ctx._enter(self.name, span)
         token = _CURRENT.set(inner)
         try:
@@ -388,9 +421,6 @@ class Handler(Block):
     """A block that calls one function ``fn(input, ctx)``."""
 
     kind = "handler"
-    #: ``(segment, site)`` of this handler's last traced step (see ``_run_sync``): the site
-    #: ``(path, self, parent path)`` its span names, made once for every run at the same place.
-    _last_site: tuple[Any, tuple[str, Any, str | None]] = (None, ("", None, None))
 
     def __init__(self, fn: Callable, name: str | None = None, **options: Any) -> None:
         self._fn = _Fn(fn, "a handler's function")
