@@ -456,7 +456,7 @@ class RunLog:
         cache: dict[int, tuple[Any, Any]] = {}
         clock0 = self.clock0
         error_chars = ERROR_TEXT_CHARS if with_changes else 500
-        plain = (type(None), int, bool)  # kept as they are, so not looked up
+        plain = _AS_THEY_ARE
 
         def pv(value: Any) -> Any:
             hit = cache.get(id(value))
@@ -637,6 +637,7 @@ class RunLog:
 
 
 _SCALARS = (str, int, bool, type(None))
+_AS_THEY_ARE = frozenset({type(None), int, bool})  # a row keeps these values as they are
 _NODES = 200  # values of an output looked at to tell plain JSON
 
 
