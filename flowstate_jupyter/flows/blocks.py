@@ -41,7 +41,7 @@ from ..model import ops, schema
 from .bridge import drive
 from .bubbling import Declarations
 from .context import _CURRENT, Context, current_context
-from .trace import LiveSpan, Suspended, resolve_type
+from .trace import Suspended, resolve_type
 
 __all__ = [
     "Block",
@@ -152,6 +152,9 @@ class Block:
     kind = "block"
     #: A handler of a plain function whose ``_execute`` is Handler's: ``run`` calls it inline.
     _plain = False
+    #: ``(segment, site)`` of this block's last traced run at an explicit segment: the site
+    #: ``(path, self, parent path)`` its span names, made once for every run at the same place.
+    _last_site: tuple[Any, tuple[str, Any, str | None]] = (None, ("", None, None))
 
     def __init__(self, name: str, *, input: type[BaseModel] | None = None,
                  output: type[BaseModel] | None = None,
@@ -230,22 +233,36 @@ class Block:
         parent = ctx._span
         if _at is None:
             path = log.path(parent, self.name, False)
-        else:
-            path = _at if parent is None else f"{parent.path}/{_at}"
+            site = (path, self, None if parent is None else log.sites[parent][0])
+        elif parent is None:
+            path = _at
+            site = (path, self, None)
+        else:  # most often the site this block had last time (the same run's, or the last's)
+            at, site = self._last_site
+            above = log.sites[parent][0]
+            if at is not _at or site[2] != above:
+                site = (f"{above}/{_at}", self, above)
+                self._last_site = (_at, site)
+            path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
             if entry is not None:
                 return self._replay(entry)
         clock = time.perf_counter
-        span = LiveSpan(path, self, parent, input, clock())
-        log.spans.append(span)
+        sites = log.sites  # log.open(path, self, parent, input, clock()), a call less
+        span = len(sites)
+        sites.append(site)
+        log.inputs.append(input)
+        log.outputs.append(None)
+        log.starts.append(clock())
+        log.ends.append(None)
         inner = ctx._enter(self.name, span)
         token = _CURRENT.set(inner)
         try:
             if self.input is not None:
-                input = span.input = schema.validate_value(self.input, input,
-                                                           where=f"{self.source} input")
+                input = log.inputs[span] = schema.validate_value(self.input, input,
+                                                                 where=f"{self.source} input")
             if self._plain and not inner._concurrent:  # Handler._execute inlined
                 out = self._fn.call(input, inner)  # type: ignore[attr-defined]
                 if type(out) not in _PLAIN and _awaitable(out):
@@ -255,14 +272,15 @@ class Block:
             if self.output is not None:
                 out = schema.validate_value(self.output, out, where=f"{self.source} output")
         except Suspended:
-            span.status, span.duration = "suspended", clock() - span.t0
+            log.fail(span, "suspended", None, clock())
             raise
         except BaseException as exc:
-            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            log.fail(span, "error", exc, clock())
             raise
         finally:
             _CURRENT.reset(token)
-        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        log.outputs[span] = out
+        log.ends[span] = clock()  # (ended ok)
         return out
 
     def _sync(self) -> bool:
@@ -309,34 +327,49 @@ class Block:
         parent = ctx._span
         if _at is None:
             path = log.path(parent, self.name, False)
-        else:
-            path = _at if parent is None else f"{parent.path}/{_at}"
+            site = (path, self, None if parent is None else log.sites[parent][0])
+        elif parent is None:
+            path = _at
+            site = (path, self, None)
+        else:  # most often the site this block had last time (the same run's, or the last's)
+            at, site = self._last_site
+            above = log.sites[parent][0]
+            if at is not _at or site[2] != above:
+                site = (f"{above}/{_at}", self, above)
+                self._last_site = (_at, site)
+            path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
             if entry is not None:
                 return self._replay(entry)
         clock = time.perf_counter
-        span = LiveSpan(path, self, parent, input, clock())
-        log.spans.append(span)
+        sites = log.sites  # log.open(path, self, parent, input, clock()), a call less
+        span = len(sites)
+        sites.append(site)
+        log.inputs.append(input)
+        log.outputs.append(None)
+        log.starts.append(clock())
+        log.ends.append(None)
         inner = ctx._enter(self.name, span)
         token = _CURRENT.set(inner)
         try:
             if self.input is not None:
-                input = span.input = schema.validate_value(self.input, input,
-                                                           where=f"{self.source} input")
+                input = log.inputs[span] = schema.validate_value(self.input, input,
+                                                                 where=f"{self.source} input")
             out = self._execute_sync(input, inner)
             if self.output is not None:
                 out = schema.validate_value(self.output, out, where=f"{self.source} output")
         except Suspended:
-            span.status, span.duration = "suspended", clock() - span.t0
+            log.fail(span, "suspended", None, clock())
             raise
         except BaseException as exc:
-            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            log.fail(span, "error", exc, clock())
             raise
         finally:
             _CURRENT.reset(token)
-        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        log.outputs[span] = out
+        log.ends[span] = clock()  # (ended ok)
         return out
 
     def _execute_sync(self, value: Any, ctx: Context) -> Any:
@@ -388,8 +421,6 @@ class Handler(Block):
     """A block that calls one function ``fn(input, ctx)``."""
 
     kind = "handler"
-    #: ``(parent path, segment, path)`` of this handler's last traced step (see ``_run_sync``).
-    _last_path: tuple[Any, Any, str] = (None, None, "")
 
     def __init__(self, fn: Callable, name: str | None = None, **options: Any) -> None:
         self._fn = _Fn(fn, "a handler's function")
@@ -417,7 +448,7 @@ class Handler(Block):
 
     def _run_sync(self, input: Any, ctx: Context, _at: str | None = None) -> Any:
         # Block._run_sync with _execute_sync and ctx._enter inlined: the hot path of a traced
-        # run (a step of a sequencer of handlers); keep the three in step.
+        # run; keep the three in step, and Sequencer._steps_traced, which inlines this again.
         frame = ctx._frame
         log = frame.log
         if log is None or self.input is not None or self.output is not None:
@@ -425,28 +456,29 @@ class Handler(Block):
         parent = ctx._span
         if _at is None:
             path = log.path(parent, self.name, False)
+            site = (path, self, None if parent is None else log.sites[parent][0])
         elif parent is None:
             path = _at
-        else:  # most often the path this step had last time (its sequencer's, the same run's)
-            under, at, path = self._last_path
-            if at is not _at or under != parent.path:
-                under = parent.path
-                path = f"{under}/{_at}"
-                self._last_path = (under, _at, path)
+            site = (path, self, None)
+        else:  # most often the site this step had last time (its sequencer's, the same run's)
+            at, site = self._last_site
+            above = log.sites[parent][0]
+            if at is not _at or site[2] != above:
+                site = (f"{above}/{_at}", self, above)
+                self._last_site = (_at, site)
+            path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
             if entry is not None:
                 return self._replay(entry)
-        # LiveSpan(path, self, parent, input, t0) and ctx._enter(name, span), a call less each;
-        # one assignment a line, as a longer unpacking makes (and the GC counts) a tuple
-        span = _new(LiveSpan)
-        span.path = path
-        span.block = self
-        span.parent = parent
-        span.input = input
-        span.t0 = t0 = _clock()
-        log.spans.append(span)
+        # log.open(path, self, parent, input, t0) and ctx._enter(name, span), a call less each
+        span = len(log.sites)
+        log.sites.append(site)
+        log.inputs.append(input)
+        log.outputs.append(None)
+        log.starts.append(_clock())
+        log.ends.append(None)
         inner = ctx._spare  # the context of the step before, which nothing kept (see below)
         if inner is None:
             inner = _new(Context)
@@ -465,14 +497,15 @@ class Handler(Block):
             if type(out) not in _PLAIN and _awaitable(out):
                 out = drive(out)
         except Suspended:
-            span.status, span.duration = "suspended", _clock() - t0
+            log.fail(span, "suspended", None, _clock())
             raise
         except BaseException as exc:
-            span.status, span.error, span.duration = "error", exc, _clock() - t0
+            log.fail(span, "error", exc, _clock())
             raise
         finally:
             _CURRENT.reset(token)
-        span.output, span.status, span.duration = out, "ok", _clock() - t0
+        log.outputs[span] = out
+        log.ends[span] = _clock()  # (ended ok)
         if _refs(inner) == 2:  # held by this frame alone (and the call): no one can see it
             ctx._spare = inner  # change, so the next step run under ctx may reuse it
         return out

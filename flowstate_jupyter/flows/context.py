@@ -30,7 +30,7 @@ from ..errors import RunStateError
 from ..handles.records import RecordHandle, install_write_hook
 from ..model import ops, schema
 from ..stores.base import Store
-from .trace import LiveSpan, RunLog, Suspended
+from .trace import RunLog, Suspended
 
 __all__ = [
     "RESERVED_EVENT_TYPES",
@@ -200,7 +200,7 @@ class Context:
         self.step_id = step_id
         self.sequencer = sequencer
         self._concurrent = concurrent
-        self._span: LiveSpan | None = None
+        self._span: int | None = None  # this block's span: its index in the run's log
         self._spare: Context | None = None  # a step's context no one kept (blocks.py)
 
     request = property(lambda self: self._frame.handle("request"),
@@ -229,7 +229,7 @@ class Context:
         new._spare = None
         return new
 
-    def _enter(self, step_id: str, span: LiveSpan | None) -> Context:
+    def _enter(self, step_id: str, span: int | None) -> Context:
         """The context of a block starting here: its step id and span (the hot path)."""
         new = object.__new__(Context)
         new._frame = self._frame
@@ -266,7 +266,7 @@ class Context:
         """The stable path of the block running now (``None`` in an untraced, non-durable
         run)."""
         span = self._span
-        return span.path if span is not None else None
+        return self._frame.log.sites[span][0] if span is not None else None  # type: ignore[union-attr]
 
     @property
     def idempotency_key(self) -> str:
@@ -277,7 +277,8 @@ class Context:
         log = self._frame.log
         if log is not None and log.start is not None:
             log.start()  # an outside service is about to see this run: record it first
-        return f"{self.run_id}:{span.path if span is not None else self.step_id}"
+        path = log.sites[span][0] if span is not None and log is not None else self.step_id
+        return f"{self.run_id}:{path}"
 
     def suspend(self, model: type[BaseModel], *, message: str | None = None,
                 timeout_s: float | None = None) -> Any:
@@ -306,12 +307,14 @@ class Context:
                                       or not 0 < timeout_s < float("inf")):
             raise ValueError(f"ctx.suspend timeout_s must be a positive number of seconds or "
                              f"None, not {timeout_s!r}")
-        key = f"{span.path}#{span.suspends}"
-        span.suspends += 1
+        path = log.sites[span][0]
+        asked = log.suspends.get(span, 0)
+        key = f"{path}#{asked}"
+        log.suspends[span] = asked + 1
         if key in log.resumed:
             return schema.validate_value(model, log.resumed[key],
-                                         where=f"resume value for {span.path}")
-        raise Suspended(key, span.path, model, message, timeout_s)
+                                         where=f"resume value for {path}")
+        raise Suspended(key, path, model, message, timeout_s)
 
     def run_once(self, key: str, fn: Callable[[], Any]) -> Any:
         """Call ``fn()`` once per run and return its result as JSON; on resume, the recorded

@@ -21,16 +21,24 @@ from pydantic import BaseModel
 from ..errors import LoopLimitError
 from ..model import ops
 from .blocks import (
+    _CURRENT,
     _KEEP,
+    _PLAIN,
     _SHAPE,
     Block,
+    Handler,
+    _awaitable,
+    _clock,
     _Fn,
+    _new,
+    _refs,
     _Resources,
     _segments,
 )
+from .bridge import drive
 from .bubbling import Declarations, merge_state_model
 from .context import Context, SequencerState
-from .trace import LiveSpan, MapStep, RunLog, resolve_type
+from .trace import MapStep, RunLog, Suspended, resolve_type
 
 __all__ = ["DEFAULT_MAX_ITERATIONS", "Sequencer", "SequencerState", "sequencer"]
 
@@ -167,9 +175,10 @@ class _Map(_Step):
         try:
             out = await self.fn(value, ctx)
         except BaseException as exc:
-            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            log.fail(span, "error", exc, clock())
             raise
-        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        log.outputs[span] = out
+        log.ends[span] = clock()  # (ended ok)
         return out
 
     def sync(self) -> bool:
@@ -186,14 +195,15 @@ class _Map(_Step):
         try:
             out = self.fn.now(value, ctx)
         except BaseException as exc:
-            span.status, span.error, span.duration = "error", exc, clock() - span.t0
+            log.fail(span, "error", exc, clock())
             raise
-        span.output, span.status, span.duration = out, "ok", clock() - span.t0
+        log.outputs[span] = out
+        log.ends[span] = clock()  # (ended ok)
         return out
 
 
 def _map_span(log: RunLog, at: str, fn: _Fn, value: Any,
-              ctx: Context) -> tuple[Any, LiveSpan | None]:
+              ctx: Context) -> tuple[Any, int | None]:
     """A ``map`` step as a span of its own (writes in it count as the sequencer's): its logged
     output and ``None`` when an earlier attempt completed it, else ``(None, its new span)``."""
     path = log.path(ctx._span, at, True)
@@ -203,9 +213,7 @@ def _map_span(log: RunLog, at: str, fn: _Fn, value: Any,
         cls = resolve_type(entry[1])
         return (cls.model_validate(data) if cls is not None and issubclass(cls, BaseModel)
                 else data), None
-    span = LiveSpan(path, MapStep(fn.name), ctx._span, value, time.perf_counter())
-    log.spans.append(span)
-    return None, span
+    return None, log.open(path, MapStep(fn.name), ctx._span, value, time.perf_counter())
 
 
 async def _run_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int | None,
@@ -470,6 +478,8 @@ class Sequencer(Block):
             self._instance.add_state("sequencer", state, self.source)
         self._instance_model: Any = _KEEP  # built lazily, reset when a step is added
         self._direct: list[tuple[Callable, str | None]] | None = None  # steps' ``direct``
+        self._handlers: list[Handler | None] = []  # steps' plain handlers (_steps_traced)
+        self._plan: tuple[str, list] = ("", [])  # (parent path, what _steps_traced runs)
         self._sealed_by: str | None = None  # set by define_flow: the flow's models are built
 
     # -- construction --------------------------------------------------------------------
@@ -648,9 +658,9 @@ class Sequencer(Block):
     # -- running ---------------------------------------------------------------------------
     async def _execute(self, value: Any, ctx: Context) -> Any:
         if self._instance is not None:
-            span = ctx._span  # this sequencer's own span: its path names the instance stably
+            path = ctx.span_path  # this sequencer's own span's: it names the instance stably
             instance = SequencerState(ctx.store, ctx.run_id, self.name,
-                                      span.path if span is not None
+                                      path if path is not None
                                       else ctx._services.next_instance(), self.instance_model)
             ctx = ctx._derive(sequencer=instance)
         steps = self._steps
@@ -685,26 +695,21 @@ class Sequencer(Block):
 
     def _execute_sync(self, value: Any, ctx: Context) -> Any:
         if self._instance is not None:
-            span = ctx._span
+            path = ctx.span_path
             instance = SequencerState(ctx.store, ctx.run_id, self.name,
-                                      span.path if span is not None
+                                      path if path is not None
                                       else ctx._services.next_instance(), self.instance_model)
             ctx = ctx._derive(sequencer=instance)
-        pending: Exception | None = None  # an error waiting for a matching rescue
         direct = self._direct
         if direct is None or len(direct) != len(self._steps):
-            direct = self._direct = [step.direct for step in self._steps]
+            self._handlers = [_plain_handler(step) for step in self._steps]  # first: a thread
+            direct = self._direct = [step.direct for step in self._steps]  # seeing this sees it
+        if ctx._frame.log is not None and ctx._span is not None:
+            return self._steps_traced(value, ctx, direct)
+        pending: Exception | None = None  # an error waiting for a matching rescue
         for k, (fn, at) in enumerate(direct):
             if pending is not None:
-                step = self._steps[k]
-                if isinstance(step, _Rescue):
-                    found = step.match(pending)
-                    if found is not None:
-                        caught, pending = pending, None
-                        try:
-                            value = found[0]._run_sync(caught, ctx, found[1])
-                        except Exception as exc:  # noqa: BLE001 - may be rescued further on
-                            pending = exc
+                pending, value = self._rescue(k, pending, value, ctx)
                 continue
             try:
                 value = fn(value, ctx, at)
@@ -713,6 +718,110 @@ class Sequencer(Block):
         if pending is not None:
             raise pending
         return value
+
+    def _rescue(self, k: int, pending: Exception, value: Any,
+                ctx: Context) -> tuple[Exception | None, Any]:
+        """Step ``k`` while an error waits: a matching ``rescue`` runs its block on it."""
+        step = self._steps[k]
+        if isinstance(step, _Rescue):
+            found = step.match(pending)
+            if found is not None:
+                try:
+                    return None, found[0]._run_sync(pending, ctx, found[1])
+                except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                    return exc, value
+        return pending, value
+
+    def _steps_traced(self, value: Any, ctx: Context, direct: list[tuple[Callable, Any]]) -> Any:
+        """The steps of a run that keeps spans. A ``then`` of a plain handler (no models, no
+        connector: ``_handlers``) runs inline, as ``Handler._run_sync`` would run it (keep the
+        two in step): its span opened on the log's columns, its ``ctx`` the one the step before
+        used when nothing kept that (``sys.getrefcount``), one clock reading between two such
+        steps (the end of one is the start of the next). Other steps run through ``direct``."""
+        frame = ctx._frame
+        log = frame.log
+        assert log is not None and ctx._span is not None
+        parent = ctx._span
+        above = log.sites[parent][0]
+        known = self._plan
+        if known[0] != above or len(known[1]) != len(direct):  # (site, call, name) per step
+            known = self._plan = (above, [
+                None if h is None else ((f"{above}/{at}", h, above),
+                                        h._call2 if h._call2 is not None else h._fn.call, h.name)
+                for h, (_, at) in zip(self._handlers, direct)])
+        plan = known[1]
+        done = log.done
+        sites = log.sites
+        inputs, outputs, starts, ends = log.inputs, log.outputs, log.starts, log.ends
+        sequencer, concurrent = ctx.sequencer, ctx._concurrent
+        inner: Context | None = None  # a step context nothing else holds, to use again
+        now: float | None = None  # the clock at the end of the step before (None: read it)
+        pending: Exception | None = None  # an error waiting for a matching rescue
+        for k, step in enumerate(plan):
+            if pending is not None:
+                pending, value = self._rescue(k, pending, value, ctx)
+                now = None
+                continue
+            if step is None or (done and step[0][0] in done):
+                fn, at = direct[k]
+                now = None
+                try:
+                    value = fn(value, ctx, at)
+                except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                    pending = exc
+                continue
+            site, call, name = step
+            span = len(sites)
+            sites.append(site)
+            inputs.append(value)
+            outputs.append(None)
+            starts.append(_clock() if now is None else now)
+            ends.append(None)
+            if inner is None:
+                inner = _new(Context)
+                inner._frame = frame
+                inner._spare = None
+            inner.step_id = name
+            inner.sequencer = sequencer
+            inner._concurrent = concurrent
+            inner._span = span
+            token = _CURRENT.set(inner)
+            try:
+                out = call(value, inner)
+                if type(out) not in _PLAIN and _awaitable(out):
+                    out = drive(out)
+            except Suspended:
+                log.fail(span, "suspended", None, _clock())
+                raise
+            except Exception as exc:  # noqa: BLE001 - may be rescued further on
+                log.fail(span, "error", exc, _clock())
+                pending, inner, now = exc, None, None
+                continue
+            except BaseException as exc:
+                log.fail(span, "error", exc, _clock())
+                raise
+            finally:
+                _CURRENT.reset(token)
+            outputs[span] = out
+            ends[span] = now = _clock()  # (ended ok)
+            value = out
+            if _refs(inner) != 2:  # kept by someone (held by this frame and the call alone
+                inner = None  # otherwise): the next step gets a new one
+        if pending is not None:
+            raise pending
+        return value
+
+
+def _plain_handler(step: _Step) -> Any:
+    """The handler a ``then`` step runs when :meth:`Sequencer._steps_traced` may run it inline
+    (a plain function, no models, no connector, ``Handler``'s own ``_run_sync``), else ``None``."""
+    if type(step) is not _Then or step.connector is not None:
+        return None
+    block = step.block
+    if not isinstance(block, Handler) or not block._plain or block.input is not None \
+            or block.output is not None or type(block)._run_sync is not Handler._run_sync:
+        return None
+    return block
 
 
 def _check_iterations(limit: Any) -> int:

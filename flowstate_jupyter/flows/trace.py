@@ -1,10 +1,10 @@
 """Traces and the step log of a run: one span per block, kept in the run's request record.
 
-While a run executes, :class:`RunLog` keeps one :class:`LiveSpan` per block (and per ``map``
-step) in memory: its stable path, block, kind, parent, input and output (by reference), timing,
-status, error and the changes it committed. Nothing is written per block. The spans are encoded
-once, into the *content* of the run's request record (``request/<id>/$request``), by the writes
-the run makes anyway: its final write (so a trace commits with the run's outcome, in one
+While a run executes, :class:`RunLog` keeps one span per block (and per ``map`` step) in memory,
+as a row of its columns: its stable path, block, kind, parent, input and output (by reference),
+timing, status, error and the changes it committed. Nothing is written per block. The spans are
+encoded once, into the *content* of the run's request record (``request/<id>/$request``), by the
+writes the run makes anyway: its final write (so a trace commits with the run's outcome, in one
 transaction on every backend), and the few writes a durable run makes before that (lease
 renewals, ``ctx.run_once``, a suspension).
 
@@ -48,7 +48,6 @@ import hashlib
 import importlib
 import json
 import math
-import operator
 import sys
 import traceback as _traceback
 from collections.abc import Iterator
@@ -70,7 +69,6 @@ __all__ = [
     "PREVIEW_CHARS",
     "SPAN_LIMIT",
     "TRACE_MAX_BYTES",
-    "LiveSpan",
     "MapStep",
     "RunLog",
     "Span",
@@ -313,32 +311,6 @@ def resolve_type(ref: str | None) -> type | None:
 
 # ---------------------------------------------------------------------------- the live log
 
-class LiveSpan:
-    """A span while its run executes (output by reference; encoded when the log is written).
-
-    ``block`` is the block (or, for a ``map`` step, a :class:`MapStep`): its name, kind and
-    output model are read from it when the span is encoded. Made once per block run, so it holds
-    only what changes: what a span starts with is set when it starts, the rest keeps the class's
-    defaults until it happens (a plain instance with five attributes is the cheapest to make).
-    """
-
-    output: Any = None
-    duration: float | None = None
-    status = "running"
-    error: BaseException | None = None
-    changes: list[dict] | None = None
-    writes: dict[str, int] | None = None
-    suspends = 0
-
-    def __init__(self, path: str, block: Any, parent: LiveSpan | None, input: Any,
-                 t0: float) -> None:
-        self.path = path
-        self.block = block
-        self.parent = parent
-        self.input = input
-        self.t0 = t0
-
-
 class MapStep:
     """What a ``map`` step's span names as its block."""
 
@@ -356,6 +328,17 @@ class RunLog:
     ``trace`` and ``durable`` are the run's switches: without ``trace`` no spans are written to
     the store; without ``durable`` the run keeps no step log, cannot suspend and is not
     resumable. Built by ``runs.py``; a resume hands in what earlier attempts logged.
+
+    **Spans are columns**, not objects: span ``i`` (a block's ``ctx._span``) is ``sites[i]``
+    (``(path, block, parent's path or None)``: a triple a block keeps from run to run for the
+    same place), ``inputs[i]``, ``outputs[i]`` (by reference), ``starts[i]``
+    and ``ends[i]`` (``perf_counter`` readings; ``None`` while it runs). What few spans have sits
+    in dicts by index: ``failed`` (``(status, error)`` of a span that ended otherwise than ok),
+    ``noted`` (its committed change events), ``counts`` (its writes per record and operation),
+    ``suspends``. Appending to five lists makes no object the garbage collector tracks, where a
+    span object per block made a long run collect every 700 blocks; rows are built from the
+    columns when the log is encoded. Spans open on the thread that runs the run's blocks (the
+    event loop's, or the caller's when no loop runs; worker threads run plain functions only).
     """
 
     def __init__(self, request_id: str, *, trace: bool, durable: bool, wall0: float,
@@ -366,8 +349,16 @@ class RunLog:
         self.durable = durable
         self.wall0, self.clock0 = wall0, clock0
         self.attempt = attempt
-        self.spans: list[LiveSpan] = []
-        self.by_path: dict[str, LiveSpan] = {}
+        self.sites: list[tuple[str, Any, str | None]] = []
+        self.inputs: list[Any] = []
+        self.outputs: list[Any] = []
+        self.starts: list[float] = []
+        self.ends: list[float | None] = []
+        self.failed: dict[int, tuple[str, BaseException | None]] = {}
+        self.noted: dict[int, list[dict]] = {}
+        self.counts: dict[int, dict[str, int]] = {}
+        self.suspends: dict[int, int] = {}
+        self.by_path: dict[str, int] = {}
         self.repeats: dict[str, int] = {}
         self.previous = previous or []  # trace rows of earlier attempts
         logged = logged or {}
@@ -384,15 +375,37 @@ class RunLog:
         self.last_trace: str | None = None  # the trace as last encoded (JSON)
 
     # -- spans ------------------------------------------------------------------------------
-    def path(self, parent: LiveSpan | None, segment: str, explicit: bool) -> str:
-        """The path of a block run at ``segment`` under ``parent`` (see the module doc)."""
-        path = segment if parent is None else f"{parent.path}/{segment}"
+    def path(self, parent: int | None, segment: str, explicit: bool) -> str:
+        """The path of a block run at ``segment`` under span ``parent`` (see the module doc)."""
+        path = segment if parent is None else f"{self.sites[parent][0]}/{segment}"
         if not explicit:  # a block a handler ran itself: number repeats
             seen = self.repeats.get(path, 0) + 1
             self.repeats[path] = seen
             if seen > 1:
                 path = f"{path}#{seen}"
         return path
+
+    def open(self, path: str, block: Any, parent: int | None, input: Any, start: float) -> int:
+        """Start a span; returns its index (the hot paths in ``blocks.py`` do this inline)."""
+        span = len(self.sites)
+        self.sites.append((path, block, None if parent is None else self.sites[parent][0]))
+        self.inputs.append(input)
+        self.outputs.append(None)
+        self.starts.append(start)
+        self.ends.append(None)
+        return span
+
+    def fail(self, span: int, status: str, error: BaseException | None, end: float) -> None:
+        """End span ``span`` otherwise than ok (``"error"`` or ``"suspended"``)."""
+        self.failed[span] = (status, error)
+        self.ends[span] = end
+
+    def status(self, span: int) -> str:
+        """``"ok"``, ``"error"``, ``"suspended"`` or ``"running"``."""
+        failed = self.failed.get(span)
+        if failed is not None:
+            return failed[0]
+        return "running" if self.ends[span] is None else "ok"
 
     def replayed(self, path: str, block: Any, input: Any) -> list | None:
         """The logged entry to return instead of running ``block`` at ``path`` on ``input``
@@ -402,16 +415,16 @@ class RunLog:
 
 
     # -- writes -----------------------------------------------------------------------------
-    def tag(self, span: LiveSpan, key: str) -> Any:
-        """The identity of the write ``span`` is about to make to ``key`` (or ``SKIP``)."""
+    def tag(self, span: int, key: str) -> Any:
+        """The identity of the write span ``span`` is about to make to ``key`` (or ``SKIP``)."""
         if self.lost is not None:
             raise RunStateError(self.lost)
         if self.start is not None:  # the run's record first: a resume must find this write's
             self.start()
-        counts = span.writes
-        path = compact(span.path)
+        counts = self.counts.get(span)
+        path = compact(self.sites[span][0])
         if counts is None:
-            counts = span.writes = {}
+            counts = self.counts[span] = {}
             self.by_path[path] = span  # where its committed changes are attributed
         n = counts.get(key, 0)
         counts[key] = n + 1
@@ -428,21 +441,22 @@ class RunLog:
             return
         span = self.by_path.get(path)
         if span is not None:
-            if span.changes is None:
-                span.changes = []
-            span.changes.append(event)
+            noted = self.noted.get(span)
+            if noted is None:
+                noted = self.noted[span] = []
+            noted.append(event)
         write = event.get("write")
         if write is not None:
             self.committed.setdefault(path, set()).add(write)
 
     # -- encoding ---------------------------------------------------------------------------
-    def _rows(self, limit: int, with_changes: bool) -> list[list]:
-        """This attempt's spans as stored rows (``started_at`` and ``duration_s`` in whole
-        microseconds, ``started_at`` counted from ``wall0``)."""
+    def _rows(self, limit: int, with_changes: bool, final: bool) -> list[list]:
+        """This attempt's kept spans as stored rows (``started_at`` and ``duration_s`` in
+        whole microseconds, ``started_at`` counted from ``wall0``)."""
         cache: dict[int, tuple[Any, Any]] = {}
         clock0 = self.clock0
         error_chars = ERROR_TEXT_CHARS if with_changes else 500
-        plain = (type(None), int, bool)  # kept as they are, so not looked up
+        plain = _AS_THEY_ARE
 
         def pv(value: Any) -> Any:
             hit = cache.get(id(value))
@@ -454,48 +468,97 @@ class RunLog:
         append = rows.append
         attempt = self.attempt
         now = generation()
+        sites, inputs, outputs = self.sites, self.inputs, self.outputs
+        starts, ends, failed, noted = self.starts, self.ends, self.failed, self.noted
         no_changes: list = []  # shared by the rows of spans without changes (only encoded)
-        for span in _kept(self.spans):
-            block = span.block
-            code = getattr(block, KEPT_AS, None)  # fingerprint(block), without a call when kept
+        kept = self._kept(final)
+        if final and not failed and not noted:  # every span ended ok, none wrote: the lean loop
+            for i in kept:
+                end = ends[i]
+                if end is None:  # (not expected once the run ended): the full loop says it
+                    rows.clear()
+                    break
+                path, block, parent = sites[i]
+                code = getattr(block, KEPT_AS, None)  # fingerprint(block), no call when kept
+                code = code[1] if code is not None and code[0] == now else fingerprint(block)
+                start = starts[i]
+                value = inputs[i]
+                if type(value) not in plain:
+                    value = pv(value)
+                out = outputs[i]
+                if type(out) in plain:  # _output_type's answer for these: None
+                    shown_type = None
+                else:
+                    out, shown_type = pv(out), _output_type(out, block)
+                append([path, block.name, block.kind, parent, value, out,
+                        int((start - clock0) * 1e6), int((end - start) * 1e6 + 0.5), "ok",
+                        None, no_changes, attempt, code, shown_type])
+            else:
+                return rows
+        for i in kept:
+            path, block, parent = sites[i]
+            code = getattr(block, KEPT_AS, None)
             code = code[1] if code is not None and code[0] == now else fingerprint(block)
-            changes: Any = span.changes
+            changes: Any = noted.get(i) if noted else None
             if changes:
                 if with_changes:
+                    more = len(changes) - CHANGES_PER_SPAN
                     changes = [_change_preview(e) for e in changes[:CHANGES_PER_SPAN]]
-                    if len(span.changes or ()) > CHANGES_PER_SPAN:
-                        changes.append({"$more": len(span.changes or ()) - CHANGES_PER_SPAN})
+                    if more > 0:
+                        changes.append({"$more": more})
                 else:
                     changes = [{"$more": len(changes)}]
             else:
                 changes = no_changes
-            status = span.status
-            duration = span.duration
-            parent = span.parent
-            value = span.input
+            end = ends[i]
+            fail = failed.get(i) if failed else None
+            value = inputs[i]
             shown_in = value if type(value) in plain else pv(value)
-            if status == "ok":
-                value = span.output
+            error = None
+            if fail is not None:
+                status = fail[0]
+                shown_out = shown_type = None
+                if fail[1] is not None:
+                    error = _error_info(fail[1], error_chars)
+            elif end is None:
+                status = "running"
+                shown_out = shown_type = None
+            else:
+                status = "ok"
+                value = outputs[i]
                 if type(value) in plain:  # _output_type's answer for these: None
                     shown_out, shown_type = value, None
                 else:
                     shown_out, shown_type = pv(value), _output_type(value, block)
-            else:
-                shown_out = shown_type = None
-            error = span.error
-            append([span.path, block.name, block.kind,
-                    parent.path if parent is not None else None, shown_in, shown_out,
-                    int((span.t0 - clock0) * 1e6),
-                    None if duration is None else int(duration * 1e6 + 0.5), status,
-                    None if error is None else _error_info(error, error_chars),
-                    changes, attempt, code, shown_type])
+            start = starts[i]
+            append([path, block.name, block.kind, parent, shown_in, shown_out,
+                    int((start - clock0) * 1e6),
+                    None if end is None else int((end - start) * 1e6 + 0.5), status,
+                    error, changes, attempt, code, shown_type])
         return rows
 
-    def trace_text(self) -> str:
-        """The trace as stored (JSON, within :data:`TRACE_MAX_BYTES`); keeps it for the result."""
+    def _kept(self, final: bool) -> range | list[int]:
+        """The spans a trace keeps: all, or within :data:`SPAN_LIMIT` every span that did not
+        end ok (up to half the limit), then the first and the last of the others. ``final``:
+        the run has ended, so no span is still running."""
+        total = len(self.sites)
+        if total <= SPAN_LIMIT:
+            return range(total)
+        half = SPAN_LIMIT // 2
+        if final and not self.failed:  # all ok (the usual case): the first and the last
+            return [*range(SPAN_LIMIT - half), *range(total - half, total)]
+        status = self.status
+        keep = [i for i in range(total) if status(i) != "ok"][:half]
+        room = SPAN_LIMIT - len(keep)
+        ok = [i for i in range(total) if status(i) == "ok"]
+        return sorted(set(keep) | set(ok[:room - room // 2]) | set(ok[len(ok) - room // 2:]))
+
+    def trace_text(self, final: bool = False) -> str:
+        """The trace as stored (JSON, within :data:`TRACE_MAX_BYTES`); keeps it for the result.
+        ``final``: the run has ended (see :meth:`_kept`)."""
         for limit, with_changes in ((PREVIEW_CHARS, True), (100, False)):
-            rows, dropped = _merge(self.previous, self._rows(limit, with_changes), self.wall0,
-                                   len(self.spans))
+            rows, dropped = _merge(self.previous, self._rows(limit, with_changes, final),
+                                   self.wall0, len(self.sites))
             data: dict[str, Any] = {"columns": COLUMNS, "t0": self.wall0, "rows": rows,
                                     "dropped": dropped, "truncated": not with_changes}
             text = _dump(data)
@@ -525,16 +588,19 @@ class RunLog:
         for p, w in list(self.committed.items()):
             writes[p] = sorted(set(writes.get(p, ())) | set(w))
         done = dict(self.done)
-        spans = list(self.spans)
-        finished = {s.path for s in spans if s.status == "ok"} | set(done)
+        sites, outputs, status = self.sites, self.outputs, self.status
+        total = len(sites)
+        ok = [i for i in range(total) if status(i) == "ok"]
+        finished = {sites[i][0] for i in ok} | set(done)
         budget = LOG_MAX_BYTES
         omitted = 0
-        for span in spans:  # the outermost completed blocks: a resume never asks for the rest
-            parent = span.parent.path if span.parent is not None else None
-            if span.status != "ok" or span.path in done or parent in finished:
+        for i in ok:  # the outermost completed blocks: a resume never asks for the rest
+            path, block, above = sites[i]
+            if path in done or above in finished:
                 continue
+            output = outputs[i]
             try:
-                data = to_jsonable_python(span.output)
+                data = to_jsonable_python(output)
                 size = len(_dump(data))
             except (TypeError, ValueError, RecursionError, RuntimeError):
                 omitted += 1
@@ -543,8 +609,8 @@ class RunLog:
                 omitted += 1
                 continue
             budget -= size
-            ref = _type_ref(span.output) if span.block.output is None else None
-            done[span.path] = [data, ref, parent]
+            ref = _type_ref(output) if block.output is None else None
+            done[path] = [data, ref, above]
         done = {p: e for p, e in done.items() if e[2] is None or e[2] not in finished}
         return {"input": self.input_json, "done": done, "once": self.once,
                 "resumed": self.resumed, "writes": writes, "omitted": omitted}
@@ -553,7 +619,7 @@ class RunLog:
         """The JSON kept as the request record's content (``None``: nothing to keep)."""
         parts = []
         if self.trace:
-            parts.append('"trace":' + self.trace_text())
+            parts.append('"trace":' + self.trace_text(final))
         if self.durable:
             log = self.log_data(final=final)
             if log is not None:
@@ -571,6 +637,7 @@ class RunLog:
 
 
 _SCALARS = (str, int, bool, type(None))
+_AS_THEY_ARE = frozenset({type(None), int, bool})  # a row keeps these values as they are
 _NODES = 200  # values of an output looked at to tell plain JSON
 
 
@@ -619,25 +686,6 @@ def _dump(data: Any) -> str:
     except PydanticSerializationError:
         return json.dumps(to_jsonable_python(data, fallback=repr), ensure_ascii=True,
                           allow_nan=False, default=repr, separators=(",", ":"))
-
-
-_status = operator.attrgetter("status")
-
-
-def _kept(spans: list[LiveSpan]) -> list[LiveSpan]:
-    """The spans a trace keeps: all, or within :data:`SPAN_LIMIT` every span that did not end ok
-    (up to half the limit), then the first and the last of the others."""
-    spans = list(spans)
-    if len(spans) <= SPAN_LIMIT:
-        return spans
-    statuses = list(map(_status, spans))  # looked at in C: a long run's spans are many
-    if statuses.count("ok") == len(statuses):  # all ok (the usual case): the first and the last
-        return spans[:SPAN_LIMIT - SPAN_LIMIT // 2] + spans[len(spans) - SPAN_LIMIT // 2:]
-    keep = [i for i, s in enumerate(statuses) if s != "ok"][:SPAN_LIMIT // 2]
-    room = SPAN_LIMIT - len(keep)
-    ok = [i for i, s in enumerate(statuses) if s == "ok"]
-    chosen = set(keep) | set(ok[:room - room // 2]) | set(ok[len(ok) - room // 2:])
-    return [s for i, s in enumerate(spans) if i in chosen]
 
 
 def _merge(previous: list[list], rows: list[list], wall0: float,

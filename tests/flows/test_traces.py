@@ -10,6 +10,7 @@ kept for the newest ``trace_limit`` runs of a session only.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -230,6 +231,83 @@ def test_a_trace_keeps_at_most_span_limit_spans_and_counts_the_rest(mem, monkeyp
     paths = [s.path for s in trace.spans]
     assert "go/for_each[0]/item[77]" in paths  # a span that did not end ok is always kept
     assert paths[0] == "go" and paths[-1] == "go/rescue[1]/rescue"
+
+
+def test_a_sequencer_of_plain_handlers_gives_each_step_its_span_error_rescue_and_ctx(store):
+    """Plain-handler steps run inline in a traced sequencer (``Sequencer._steps_traced``): each
+    still gets its own span in order (one step's end is the next one's start), an error is
+    recorded on its step and rescued, and a step after an error gets a ``ctx`` of its own."""
+    seen = []
+
+    def add(x, ctx):
+        seen.append((ctx.step_id, ctx.span_path, fs.current_context() is ctx, id(ctx)))
+        return x + 1
+
+    def fail(x, ctx):
+        seen.append((ctx.step_id, ctx.span_path, fs.current_context() is ctx, id(ctx)))
+        raise ValueError(f"no {x}")
+
+    seq = (fs.sequencer("s").then(fs.handler(add, name="a")).then(fs.handler(add, name="b"))
+           .then(fs.handler(fail, name="f")).then(fs.handler(add, name="skipped"))
+           .rescue([(ValueError, fs.handler(lambda exc: 10, name="r"))])
+           .then(fs.handler(add, name="c")).map(lambda x: x * 2).then(fs.handler(add, name="d")))
+    result = fs.define_flow("plain", {"go": seq}).run("go", 0, user="u", store=store)
+    assert result.ok and result.output == 23
+    spans = result.trace.spans
+    assert [(s.path, s.parent, s.status, s.input, s.output) for s in spans] == [
+        ("go", None, "ok", 0, 23),
+        ("go/then[0]/a", "go", "ok", 0, 1),
+        ("go/then[1]/b", "go", "ok", 1, 2),
+        ("go/then[2]/f", "go", "error", 2, None),
+        ("go/rescue[4]/r", "go", "ok", "ValueError('no 2')", 10),
+        ("go/then[5]/c", "go", "ok", 10, 11),
+        ("go/map[6]", "go", "ok", 11, 22),
+        ("go/then[7]/d", "go", "ok", 22, 23),
+    ]
+    assert spans[3].error["type"] == "ValueError" and spans[3].error["message"] == "no 2"
+    for before, after in itertools.pairwise(spans[1:]):  # whole microseconds: 1 for rounding
+        assert after.started_at >= before.started_at + before.duration_s - 2e-6
+    assert [(step, path, current) for step, path, current, _ in seen] == [
+        ("a", "go/then[0]/a", True), ("b", "go/then[1]/b", True), ("f", "go/then[2]/f", True),
+        ("c", "go/then[5]/c", True), ("d", "go/then[7]/d", True)]
+    # f's ctx, held by the error's traceback (kept as the rescue's input), was not handed to c
+    assert seen[3][3] != seen[2][3]
+
+
+def test_an_interrupt_in_a_plain_step_is_recorded_on_its_span_and_raised(mem):
+    ran = []
+
+    def add(x):
+        ran.append(x)
+        return x + 1
+
+    def stop(x):
+        raise KeyboardInterrupt
+
+    seq = (fs.sequencer("s").then(fs.handler(add, name="a")).then(fs.handler(stop, name="stop"))
+           .then(fs.handler(add, name="never")))
+    flow = fs.define_flow("interrupted", {"go": seq})
+    with pytest.raises(KeyboardInterrupt):
+        flow.run("go", 1, user="u", session="s", store=mem)
+    assert ran == [1]
+    [record] = mem.list(scope="request", name="$request")
+    assert record.state["status"] == "error"
+    trace = flow.trace(record.scope_id, store=mem)
+    assert [(s.path, s.status, (s.error or {}).get("type")) for s in trace.spans] == [
+        ("go", "error", "KeyboardInterrupt"), ("go/then[0]/a", "ok", None),
+        ("go/then[1]/stop", "error", "KeyboardInterrupt")]
+
+
+def test_a_long_run_of_ok_steps_keeps_the_first_and_the_last_spans(mem, monkeypatch):
+    monkeypatch.setattr(trace_module, "SPAN_LIMIT", 10)
+    seq = fs.sequencer("long")
+    for i in range(30):
+        seq.then(fs.handler(lambda x: x + 1, name=f"n{i}"))
+    result = fs.define_flow("long", {"go": seq}).run("go", 0, user="u", store=mem)
+    assert result.output == 30 and result.trace.dropped == 31 - 10
+    assert [(s.path, s.input, s.output) for s in result.trace.spans] == \
+        [("go", 0, 30)] + [(f"go/then[{i}]/n{i}", i, i + 1) for i in (0, 1, 2, 3, 25, 26, 27,
+                                                                        28, 29)]
 
 
 def test_the_byte_bound_shrinks_previews_and_says_so(mem, monkeypatch):
