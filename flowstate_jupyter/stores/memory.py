@@ -189,16 +189,21 @@ class MemoryStore(Store):
         record = Record(scope, scope_id, name, version, None, content, change.delete,
                         now if old is None else old.created_at, now, now)
         # -- nothing below can fail: mutate, and remember how to undo if an outer write fails
-        history = self._history.get(key)
-        if history is None:
-            history = self._history[key] = collections.deque()
+        # a run's request record keeps no history (docs/decisions.md)
+        history: collections.deque | None = None
+        if name != REQUEST or scope != "request":
+            history = self._history.get(key)
+            if history is None:
+                history = self._history[key] = collections.deque()
         history_bytes = self._history_bytes.get(key, 0)
         dropped_log = self._log[0] if len(self._log) == self._log.maxlen else None
         self._records[key] = (record, text)
-        history.append((version, now, change.operation, text, change.delete,
-                        change.request_id))
-        self._history_bytes[key], dropped_history = self._bound_history(
-            history, history_bytes + utf8_size(text))
+        dropped_history: builtins.list = []
+        if history is not None:
+            history.append((version, now, change.operation, text, change.delete,
+                            change.request_id))
+            self._history_bytes[key], dropped_history = self._bound_history(
+                history, history_bytes + utf8_size(text))
         self._seq += 1
         self._log.append((self._seq, event_text))
         if self._depth > 1:  # nested in another write: undoable until the outermost commits
@@ -207,9 +212,10 @@ class MemoryStore(Store):
                     self._records.pop(key, None)
                 else:
                     self._records[key] = before
-                history.pop()
-                history.extendleft(reversed(dropped_history))
-                self._history_bytes[key] = history_bytes
+                if history is not None:
+                    history.pop()
+                    history.extendleft(reversed(dropped_history))
+                    self._history_bytes[key] = history_bytes
                 self._log.pop()
                 if dropped_log is not None:
                     self._log.appendleft(dropped_log)

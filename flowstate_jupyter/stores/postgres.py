@@ -78,6 +78,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("PostgreSQL stores need psycopg 3 and psycopg-pool: "
                       "pip install 'flowstate-jupyter[postgres]'") from exc
 
+from ..base.names import REQUEST
 from ..errors import StoreError, ValidationError, VersionConflictError
 from .base import (
     KEEP,
@@ -447,7 +448,7 @@ class PostgresStore(_WatchingStore):
             f"SELECT {origin}, %(event)s, %(write_id)s FROM u RETURNING id), "
             f"h AS (INSERT INTO {t['history']} {history_cols} SELECT %(scope)s, %(scope_id)s, "
             f"%(name)s, %(version)s, %(now)s, %(op)s, %(state)s, %(deleted)s, %(request_id)s, "
-            f"%(write_id)s, c.id FROM c), "
+            f"%(write_id)s, c.id FROM c WHERE %(history)s), "
             f"q AS (DELETE FROM {t['changes']} WHERE id = ANY (ARRAY (SELECT id "
             f"FROM {t['changes']} WHERE ((SELECT id FROM c) - {limit + 1}) %% {batch} = 0 "
             f"AND id <= (SELECT id FROM c) - {limit - batch + 1} "
@@ -933,7 +934,9 @@ class PostgresStore(_WatchingStore):
         params.update(version=version, state=text, content=content, deleted=deleted, now=now,
                       op=change.operation, request_id=change.request_id, event=event_text,
                       write_id=tx.write_id, write_lock=tx.write_lock)
-        params["state_bytes"] = utf8_size(text)
+        # a run's request record keeps no history (docs/decisions.md): no row, nothing counted
+        params["history"] = keeps = name != REQUEST or scope != "request"
+        params["state_bytes"] = utf8_size(text) if keeps else 0
         if before is None:
             row = conn.execute(self._sql["create"], params).fetchone()
             if row is None:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..base.names import REQUEST
 from ..errors import FlowStateWarning, StoreError, VersionConflictError
 from .base import (
     KEEP,
@@ -180,7 +181,7 @@ _HISTORY_KEY = "scope = new.scope AND scope_id = new.scope_id AND name = new.nam
 _PRUNE_ROWS = ("new.version > {history} AND (new.version - {history} - 1) % {history_batch} = 0")
 _LOG_TRIGGERS = """
 CREATE TEMP TRIGGER IF NOT EXISTS fs_log_{kind} AFTER {event} ON main.records
-WHEN new.event IS NOT NULL BEGIN
+WHEN new.event IS NOT NULL AND NOT (new.scope = 'request' AND new.name = '$request') BEGIN
     INSERT INTO history (scope, scope_id, name, version, ts, operation, state, deleted,
                          request_id)
     VALUES (new.scope, new.scope_id, new.name, new.version, new.updated_at, new.operation,
@@ -203,6 +204,15 @@ WHEN new.event IS NOT NULL BEGIN
         SELECT COALESCE(SUM({state_bytes}), 0) FROM history WHERE {key}
             AND version < new.version)
     WHERE new.history_bytes > {history_bytes} AND rowid = new.rowid;
+END;
+"""
+# A run's request record keeps no history (docs/decisions.md, 'A run's record keeps no
+# history'): its writes get their change-log row alone.
+_RUN_LOG_TRIGGERS = """
+CREATE TEMP TRIGGER IF NOT EXISTS fs_log_run_{kind} AFTER {event} ON main.records
+WHEN new.event IS NOT NULL AND new.scope = 'request' AND new.name = '$request' BEGIN
+    INSERT INTO changes (origin, event, version, ts)
+    VALUES ('{origin}', new.event, new.version, new.updated_at);
 END;
 """
 _PRUNE_CHANGES_TRIGGER = """
@@ -520,7 +530,8 @@ class SQLiteStore(_WatchingStore):
                   "state_bytes": _BYTES.format("state"), "new_bytes": _BYTES.format("new.state"),
                   "changes": self.changelog_limit,
                   "changes_batch": prune_batch(self.changelog_limit)}
-        script = "".join(_LOG_TRIGGERS.format(kind=kind, event=event, **limits)
+        script = "".join(template.format(kind=kind, event=event, **limits)
+                         for template in (_LOG_TRIGGERS, _RUN_LOG_TRIGGERS)
                          for kind, event in (("insert", "INSERT"), ("update", "UPDATE OF version")))
         script += _PRUNE_CHANGES_TRIGGER.format(**limits)
         for statement in script.split("END;"):
@@ -884,8 +895,10 @@ class SQLiteStore(_WatchingStore):
             event_text = bounded_event_text(event_text, event, self.changelog_item_bytes)
         # The change-log row gets version and ts from the record's columns (see _LOG_TRIGGERS);
         # the last value adds the state's UTF-8 size to the record's history_bytes.
+        # (a run's request record keeps no history: nothing to count)
         params = (version, text, content, int(change.delete), now, now, change.operation,
                   change.request_id, event_text,
+                  0 if key[2] == REQUEST and key[0] == "request" else
                   len(text) if text.isascii() else len(text.encode("utf-8")), *condition)
         record = Record(*key, version, change.state, content, change.delete,
                         before.created_at if before is not None else now, now, now)

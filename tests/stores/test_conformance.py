@@ -229,6 +229,27 @@ def test_create_writes_a_new_record_from_nothing_with_its_history_and_event(stor
     assert store.changes()[-1][1] == events[0]
 
 
+def test_a_runs_request_record_keeps_no_history_but_every_write_is_in_the_change_log(store):
+    # docs/decisions.md, 'A run's record keeps no history': its versions are the run's own life
+    # (running, suspended, ok), which its trace, step log and change-log events already tell.
+    before = len(store.changes())
+    store.create("request", "r1", "$request",
+                 lambda record: Change(state={"status": "running"}, request_id="r1"))
+    store.write("request", "r1", "$request", {"status": "ok"}, expected=1, request_id="r1")
+    store.update("request", "r1", "$request",
+                 lambda record: Change(state={"status": "ok", "again": True}, request_id="r1"))
+    assert (store.read("request", "r1", "$request").version,
+            state_of(store, "request", "r1", "$request")) == (3, {"status": "ok", "again": True})
+    assert store.history("request", "r1", "$request") == []
+    assert [(e["scope"], e["version"]) for _, e in store.changes()[before:]] == \
+        [("request", 1), ("request", 2), ("request", 3)]
+    # the request's other records, and a record named $request in another scope, keep theirs
+    store.write("request", "r1", "", {"step": 1})
+    store.write(S, SID, "$request", {"n": 1})
+    assert [h.version for h in store.history("request", "r1", "")] == [1]
+    assert [h.version for h in store.history(S, SID, "$request")] == [1]
+
+
 @pytest.mark.parametrize("there", ["live", "tombstone"])
 def test_create_where_a_record_exists_raises_and_keeps_nothing_of_the_write(store, there):
     store.write(S, SID, "$run", {"n": 1})
