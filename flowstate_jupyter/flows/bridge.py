@@ -42,9 +42,9 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]],
     ``now``, if given, does the same job without an event loop; it is called instead when no
     loop runs in this thread (see the module doc).
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    # ``_get_running_loop`` (public in ``asyncio.events``) answers None where no loop runs;
+    # ``get_running_loop`` raises, and a raised and caught exception costs a run ~0.3 µs
+    if asyncio._get_running_loop() is None:
         if now is not None:
             return now()
         return _run_here(make)
