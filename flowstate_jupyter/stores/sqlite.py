@@ -206,8 +206,8 @@ WHEN new.event IS NOT NULL AND NOT (new.scope = 'request' AND new.name = '$reque
     WHERE new.history_bytes > {history_bytes} AND rowid = new.rowid;
 END;
 """
-# A run's request record keeps no history (docs/decisions.md, 'A run's record keeps no
-# history'): its writes get their change-log row alone.
+# A run's request record keeps no history: its writes get their change-log row alone
+# (docs/decisions.md, 'Request records keep no history').
 _RUN_LOG_TRIGGERS = """
 CREATE TEMP TRIGGER IF NOT EXISTS fs_log_run_{kind} AFTER {event} ON main.records
 WHEN new.event IS NOT NULL AND new.scope = 'request' AND new.name = '$request' BEGIN

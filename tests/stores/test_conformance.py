@@ -230,7 +230,7 @@ def test_create_writes_a_new_record_from_nothing_with_its_history_and_event(stor
 
 
 def test_a_runs_request_record_keeps_no_history_but_every_write_is_in_the_change_log(store):
-    # docs/decisions.md, 'A run's record keeps no history': its versions are the run's own life
+    # docs/decisions.md, 'Request records keep no history': its versions are the run's life
     # (running, suspended, ok), which its trace, step log and change-log events already tell.
     before = len(store.changes())
     store.create("request", "r1", "$request",
