@@ -88,12 +88,11 @@ class _Step:
         return "\n".join(lines)
 
 
-class _Then(_Step):
-    kind = "then"
+class _OneBlock(_Step):
+    """A step around one block (``then``, ``then_if``, ``tap``): its path is ``at``."""
 
-    def __init__(self, block: Block, connector: _Fn | None) -> None:
-        self.block, self.connector = block, connector
-        self.label = "then" if connector is None else f"then (via {connector.name})"
+    block: Block
+    at: str
 
     def bind(self, index: int) -> None:
         super().bind(index)
@@ -101,6 +100,14 @@ class _Then(_Step):
 
     def blocks(self) -> list[Block]:
         return [self.block]
+
+
+class _Then(_OneBlock):
+    kind = "then"
+
+    def __init__(self, block: Block, connector: _Fn | None) -> None:
+        self.block, self.connector = block, connector
+        self.label = "then" if connector is None else f"then (via {connector.name})"
 
     async def run(self, value: Any, ctx: Context) -> Any:
         if self.connector is not None:
@@ -122,7 +129,7 @@ class _Then(_Step):
         return self.block._run_sync(value, ctx, self.at)
 
 
-class _If(_Step):
+class _If(_OneBlock):
     """``then_if`` / ``tap_if`` (and ``tap`` with no condition)."""
 
     def __init__(self, cond: _Fn | None, block: Block, keep_value: bool) -> None:
@@ -130,13 +137,6 @@ class _If(_Step):
         name = "tap" if keep_value else "then"
         self.label = name if cond is None else f"{name}_if {cond.name}"
         self.kind = name if cond is None else f"{name}_if"
-
-    def bind(self, index: int) -> None:
-        super().bind(index)
-        self.at = self.prefix + self.block.name
-
-    def blocks(self) -> list[Block]:
-        return [self.block]
 
     async def run(self, value: Any, ctx: Context) -> Any:
         if self.cond is not None and not await self.cond(value, ctx):
