@@ -41,7 +41,7 @@ from ..model import ops, schema
 from .bridge import drive
 from .bubbling import Declarations
 from .context import _CURRENT, Context, current_context
-from .trace import Suspended, resolve_type
+from .trace import RunLog, Suspended, resolve_type
 
 __all__ = [
     "Block",
@@ -156,6 +156,23 @@ class Block:
     #: ``(path, self, parent path)`` its span names, made once for every run at the same place.
     _last_site: tuple[Any, tuple[str, Any, str | None]] = (None, ("", None, None))
 
+    def _site(self, log: RunLog, parent: int | None,
+              at: str | None) -> tuple[str, Any, str | None]:
+        """The site ``(path, self, parent path)`` of this block's span under span ``parent``,
+        at segment ``at`` of its parent (``None``: named by the log). Most often the site this
+        block had last time at the same place (the same run's, or the last run's): kept."""
+        if at is None:
+            path = log.path(parent, self.name, False)
+            return (path, self, None if parent is None else log.sites[parent][0])
+        if parent is None:
+            return (at, self, None)
+        last, site = self._last_site
+        above = log.sites[parent][0]
+        if last is not at or site[2] != above:
+            site = (f"{above}/{at}", self, above)
+            self._last_site = (at, site)
+        return site
+
     def __init__(self, name: str, *, input: type[BaseModel] | None = None,
                  output: type[BaseModel] | None = None,
                  request_state: type[BaseModel] | None = None,
@@ -231,19 +248,8 @@ class Block:
                 out = schema.validate_value(self.output, out, where=f"{self.source} output")
             return out
         parent = ctx._span
-        if _at is None:
-            path = log.path(parent, self.name, False)
-            site = (path, self, None if parent is None else log.sites[parent][0])
-        elif parent is None:
-            path = _at
-            site = (path, self, None)
-        else:  # most often the site this block had last time (the same run's, or the last's)
-            at, site = self._last_site
-            above = log.sites[parent][0]
-            if at is not _at or site[2] != above:
-                site = (f"{above}/{_at}", self, above)
-                self._last_site = (_at, site)
-            path = site[0]
+        site = self._site(log, parent, _at)
+        path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
@@ -325,19 +331,8 @@ class Block:
                 out = schema.validate_value(self.output, out, where=f"{self.source} output")
             return out
         parent = ctx._span
-        if _at is None:
-            path = log.path(parent, self.name, False)
-            site = (path, self, None if parent is None else log.sites[parent][0])
-        elif parent is None:
-            path = _at
-            site = (path, self, None)
-        else:  # most often the site this block had last time (the same run's, or the last's)
-            at, site = self._last_site
-            above = log.sites[parent][0]
-            if at is not _at or site[2] != above:
-                site = (f"{above}/{_at}", self, above)
-                self._last_site = (_at, site)
-            path = site[0]
+        site = self._site(log, parent, _at)
+        path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
@@ -454,19 +449,8 @@ class Handler(Block):
         if log is None or self.input is not None or self.output is not None:
             return Block._run_sync(self, input, ctx, _at)
         parent = ctx._span
-        if _at is None:
-            path = log.path(parent, self.name, False)
-            site = (path, self, None if parent is None else log.sites[parent][0])
-        elif parent is None:
-            path = _at
-            site = (path, self, None)
-        else:  # most often the site this step had last time (its sequencer's, the same run's)
-            at, site = self._last_site
-            above = log.sites[parent][0]
-            if at is not _at or site[2] != above:
-                site = (f"{above}/{_at}", self, above)
-                self._last_site = (_at, site)
-            path = site[0]
+        site = self._site(log, parent, _at)
+        path = site[0]
         done = log.done
         if done and path in done:  # completed by an earlier attempt of this run (or reusable)
             entry = log.replayed(path, self, input)
