@@ -423,8 +423,15 @@ class _Run:
                          else Suspension.from_record(request_id, suspension), flow=self.flow)
 
     def close(self) -> None:
-        if self.lease is not None:
-            RENEWER.remove(self.lease)
+        lease, log = self.lease, self.log
+        if lease is not None:
+            if not lease.ended:
+                RENEWER.remove(lease)
+            else:  # ended (and off the renewer): cut the references between the log and the
+                # lease, so that the run's objects go with it, not with the garbage collector
+                lease.content = lease.on_lost = None
+                if log is not None:
+                    log.flush = log.start = None
         if self.unsubscribe is not None:
             self.unsubscribe()
 
