@@ -275,8 +275,8 @@ class Context:
         service that deduplicates requests (payments, email)."""
         span = self._span
         log = self._frame.log
-        if log is not None and log.start is not None:
-            log.start()  # an outside service is about to see this run: record it first
+        if log is not None and log.lease is not None:
+            log.lease.start()  # an outside service is about to see this run: record it first
         path = log.sites[span][0] if span is not None and log is not None else self.step_id
         return f"{self.run_id}:{path}"
 
@@ -365,8 +365,8 @@ class Context:
             result = result.model_dump(mode="json")
         data = ops.copy_json(result, where=f"ctx.run_once({key!r}) result")
         log.once[key] = data
-        if log.flush is not None:
-            log.flush()
+        if log.lease is not None:
+            log.lease.flush()
         return ops.copy_json(data, where=f"ctx.run_once({key!r})")
 
     def __repr__(self) -> str:

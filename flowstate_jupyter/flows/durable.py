@@ -179,20 +179,24 @@ class Lease:
     A run may put off its first write (``first`` holds its content and event): :meth:`start`
     makes it when the run needs its record, and the renewing thread makes it once the run has
     lasted :data:`START_AFTER_S`. Until then the record does not exist (version 0).
+
+    ``log`` is the run's ``RunLog`` (``None`` for a run that keeps neither trace nor step log):
+    told when the lease is lost, and, for a durable run, the step log a renewal or
+    :meth:`flush` writes.
     """
 
-    def __init__(self, store: Store, request_id: str, seconds: float, state: dict) -> None:
+    def __init__(self, store: Store, request_id: str, seconds: float, state: dict,
+                 log: Any = None) -> None:
         self.store = store
         self.request_id = request_id
         self.seconds = seconds
         self.state = state
+        self.log = log
         self.version = 0
         self.started = False
         self.ended = False  # the run has ended: no renewal may write after its final write
         self.first: tuple[Any, dict] | None = None
         self.lost: str | None = None
-        self.content: Callable[[], str | None] | None = None
-        self.on_lost: Callable[[str], None] | None = None
         self.lock = threading.RLock()
         self.last = time.monotonic()
 
@@ -233,8 +237,8 @@ class Lease:
                 self.lost = (f"run {self.request_id} was taken over by another process (its "
                              f"lease passed and it was resumed there); this process stopped "
                              f"writing for it")
-                if self.on_lost is not None:
-                    self.on_lost(self.lost)
+                if self.log is not None:
+                    self.log.lost = self.lost
                 raise RunStateError(self.lost) from None
             assert record is not None
             if adopt:
@@ -259,6 +263,14 @@ class Lease:
             self.write({**self.state, "lease_until": time.time() + self.seconds},
                        content=content, event=event)
 
+    def flush(self) -> None:
+        """Write the step log now, extending the lease (``ctx.run_once``, durable runs)."""
+        self.write({**self.state, "lease_until": time.time() + self.seconds},
+                   content=self.log.content(final=False),
+                   event={"type": "request", "scope": "request", "scope_id": self.request_id,
+                          "status": "running", "logged": True, "request_id": None},
+                   own_event=False)
+
     def due(self) -> float:
         """When (``time.monotonic()``) the renewing thread should next write the record."""
         if self.started:
@@ -275,7 +287,8 @@ class Lease:
                 self.start()
                 return
             state = {**self.state, "lease_until": time.time() + self.seconds}
-            content = self.content() if self.content is not None else KEEP
+            log = self.log
+            content = log.content(final=False) if log is not None and log.durable else KEEP
             event = {"type": "request", "scope": "request", "scope_id": self.request_id,
                      "status": "running", "renewal": True, "request_id": None}
             try:

@@ -62,7 +62,7 @@ from .client_data import ClientDataContext
 from .durable import claim_resume, list_runs, read_run
 from .graph import flow_graph
 from .replay import ReplayResult, recorded_input, replay_run
-from .runs import Resumption, RunResult, execute, execute_now
+from .runs import Resumption, RunResult, _Run, execute
 from .sequencer import Sequencer
 from .sessions import Session
 from .trace import Trace, read_content, trace_from
@@ -260,10 +260,10 @@ class Flow:
         """
         act = self._action(action)
         value = _validate_input(act.input_model, input, f"action {action!r} input")
-        return self._run(act.block, value, self._options(
-            action=action, input=_shown(value, input), user=user, session=session, project=project,
-            store=store, on_event=on_event, trace=trace, durable=durable,
-            concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
+        return self._run(self._new_run(
+            act.block, value, action=action, input=_shown(value, input), user=user,
+            session=session, project=project, store=store, on_event=on_event, trace=trace,
+            durable=durable, concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
 
     async def arun(self, action: str, input: Any = None, *, user: str | None = None,
                    session: str | None = None, project: str = DEFAULT_PROJECT,
@@ -272,10 +272,11 @@ class Flow:
         """The async twin of :meth:`run`."""
         act = self._action(action)
         value = _validate_input(act.input_model, input, f"action {action!r} input")
-        return await execute(self, act.block, value, **self._options(
-            action=action, input=_shown(value, input), user=user, session=session, project=project,
-            store=store, on_event=on_event, trace=trace, durable=durable,
-            concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
+        return await self._new_run(
+            act.block, value, action=action, input=_shown(value, input), user=user,
+            session=session, project=project, store=store, on_event=on_event, trace=trace,
+            durable=durable, concurrency=act.concurrency,
+            queue_timeout_s=act.queue_timeout_s).execute()
 
     def run_block(self, block: Block, input: Any = None, *, user: str | None = None,
                   session: str | None = None, project: str = DEFAULT_PROJECT,
@@ -284,9 +285,9 @@ class Flow:
         """Run one block of this flow (any block, not only an action) as a request."""
         self._check_block(block)
         value = _validate_input(block.input, input, f"{block.source} input")
-        return self._run(block, value, self._options(
-            action=None, input=_shown(value, input), user=user, session=session, project=project,
-            store=store, on_event=on_event, trace=trace, durable=durable))
+        return self._run(self._new_run(
+            block, value, action=None, input=_shown(value, input), user=user, session=session,
+            project=project, store=store, on_event=on_event, trace=trace, durable=durable))
 
     async def arun_block(self, block: Block, input: Any = None, *, user: str | None = None,
                          session: str | None = None, project: str = DEFAULT_PROJECT,
@@ -296,9 +297,10 @@ class Flow:
         """The async twin of :meth:`run_block`."""
         self._check_block(block)
         value = _validate_input(block.input, input, f"{block.source} input")
-        return await execute(self, block, value, **self._options(
-            action=None, input=_shown(value, input), user=user, session=session, project=project,
-            store=store, on_event=on_event, trace=trace, durable=durable))
+        return await self._new_run(
+            block, value, action=None, input=_shown(value, input), user=user, session=session,
+            project=project, store=store, on_event=on_event, trace=trace,
+            durable=durable).execute()
 
     # -- durable runs and traces (docs/concepts.md, 'Durable runs', 'Traces') --------------------
     def resume(self, request_id: str, value: Any = None, *, store: Store | None = None,
@@ -317,8 +319,9 @@ class Flow:
         change log no longer reaches back to its last recorded step — ``force=True`` then
         resumes anyway, accepting that the unfinished blocks' writes since may repeat.
         """
-        return self._run(*self._resumed(request_id, value, store=store, on_event=on_event,
-                                        force=force))
+        block, value_in, options = self._resumed(request_id, value, store=store,
+                                                 on_event=on_event, force=force)
+        return self._run(_Run(self, block, value_in, **options))
 
     async def aresume(self, request_id: str, value: Any = None, *, store: Store | None = None,
                       on_event: Callable[[dict], None] | None = None,
@@ -452,27 +455,28 @@ class Flow:
                         f"resource {name!r}, which the flow does not have; add the block to "
                         f"one of the flow's actions")
 
-    def _options(self, *, action: str | None, input: Any, user: str | None,
-                 session: str | None, project: str, store: Store | None,
+    def _new_run(self, block: Block, value: Any, *, action: str | None, input: Any,
+                 user: str | None, session: str | None, project: str, store: Store | None,
                  on_event: Callable[[dict], None] | None, trace: bool = True,
                  durable: bool = True, concurrency: str = "allow",
-                 queue_timeout_s: float = 30.0) -> dict[str, Any]:
-        """Check ids and fill in defaults: the options of a new run (``runs.execute``);
-        ``input`` is what its request record shows."""
+                 queue_timeout_s: float = 30.0) -> _Run:
+        """Check ids and fill in defaults: a new run of ``block`` on ``value`` (``runs.py``),
+        not started; ``input`` is what its request record shows."""
         if user is not None:
             check_id(user, "user id")
         check_id(project, "project id")
         session_id = check_id(session, "session id") if session is not None else new_id("s")
-        return dict(action=action, session_id=session_id, user=user, project=project,
-                    store=store or default_store(), request_id=new_id("r"), on_event=on_event,
-                    input_for_record=input, trace=bool(trace), durable=bool(durable),
-                    concurrency=concurrency, queue_timeout_s=queue_timeout_s)
+        return _Run(self, block, value, action=action, session_id=session_id, user=user,
+                    project=project, store=store or default_store(), request_id=new_id("r"),
+                    on_event=on_event, input_for_record=input, trace=bool(trace),
+                    durable=bool(durable), concurrency=concurrency,
+                    queue_timeout_s=queue_timeout_s)
 
-    def _run(self, block: Block, value: Any, options: dict[str, Any]) -> RunResult:
+    @staticmethod
+    def _run(run: _Run) -> RunResult:
         """Run from synchronous code: with no event loop when every block is a plain function
         and none runs in this thread, else on a loop (``bridge.run_sync``)."""
-        now = (lambda: execute_now(self, block, value, **options)) if block._sync() else None
-        return run_sync(lambda: execute(self, block, value, **options), now)
+        return run_sync(run.execute, run.execute_now if run.block._sync() else None)
 
     # -- sessions --------------------------------------------------------------------------------
     def session(self, id: str | None = None, *, user: str | None = None,

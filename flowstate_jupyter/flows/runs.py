@@ -208,11 +208,11 @@ class Resumption:
     value: Any
 
 
-def _request_event(request_id: str, record: dict, **extra: Any) -> dict:
+def _request_event(request_id: str, record: dict) -> dict:
     return {"type": "request", "scope": "request", "scope_id": request_id,
             "status": record["status"], "action": record["action"], "block": record["block"],
             "flow": record["flow"], "session": record["session"], "user": record["user"],
-            "error": record["error"], "request_id": request_id, **extra}
+            "error": record["error"], "request_id": request_id}
 
 
 class _Run:
@@ -220,7 +220,7 @@ class _Run:
 
     ``begin`` does everything before the block runs and returns its ``ctx``; ``end`` records
     the outcome and builds the :class:`RunResult`; ``close`` lets go of the subscription and
-    the lease, whatever happened.
+    the lease, whatever happened. :meth:`execute` and :meth:`execute_now` do all three.
     """
 
     def __init__(self, flow: FlowSpec, block: Block, value: Any, *, action: str | None,
@@ -237,7 +237,6 @@ class _Run:
         self.concurrency, self.queue_timeout_s = concurrency, queue_timeout_s
         self.root = action if action is not None else block.name
         self.services = RunServices(request_id, on_event)
-        self.wall0, self.clock0 = time.time(), time.perf_counter()
         self.lease: Lease | None = None
         self.unsubscribe: Callable[[], None] | None = None
         self.log: RunLog | None = run_log
@@ -249,9 +248,10 @@ class _Run:
         flow kind, an unreachable store, a run of the action in flight with
         ``concurrency="reject"``, a resume another process won).
         """
+        self.wall0 = wall0 = time.time()
+        self.clock0 = clock0 = time.perf_counter()
         store, request_id, services = self.store, self.request_id, self.services
         resumption, trace, durable = self.resumption, self.trace, self.durable
-        wall0, clock0 = self.wall0, self.clock0
         action, session_id, flow, block = self.action, self.session_id, self.flow, self.block
         seconds = lease_seconds()
         if resumption is not None:
@@ -313,9 +313,10 @@ class _Run:
                       "attempt": log.attempt if log is not None else 1, "owner": owner_token(),
                       "suspension": None, "ended_at": None, "error": None, "output": None}
             self.previous_duration = float(state.get("duration_s") or 0.0)
-            event = _request_event(request_id, record, resumed=True)
+            event = _request_event(request_id, record)
+            event["resumed"] = True
         self.owner, self.record = owner, record
-        lease = self.lease = Lease(store, request_id, seconds, record)
+        lease = self.lease = Lease(store, request_id, seconds, record, log)
         if resumption is not None:
             lease.version = resumption.record.version
             content = log.content(final=False) if log is not None else None
@@ -327,8 +328,6 @@ class _Run:
             # (docs/decisions.md). Its "running" event is the run's all the same.
             lease.first = (content, {**event, "request_id": None})
             services.record({**event, "ts": wall0})
-            if log is not None:
-                log.start = lease.start
         else:
             claim = lambda: lease.write(record, content=content, event=event,
                                         adopt=False)
@@ -347,15 +346,7 @@ class _Run:
             lease.adopt(written)
         lease.state = record
         if log is not None:
-            lease.on_lost = lambda why: setattr(log, "lost", why)
-        if log is not None and durable:
-            lease.content = lambda: log.content(final=False)
-            log.flush = lambda: lease.write(
-                {**lease.state, "lease_until": time.time() + seconds},
-                content=log.content(final=False),
-                event={"type": "request", "scope": "request", "scope_id": request_id,
-                       "status": "running", "logged": True, "request_id": None},
-                own_event=False)
+            log.lease = lease
         RENEWER.add(lease)
         return _root_context(flow, block, store, request_id, session_id, owner, self.project,
                              services, log)
@@ -390,17 +381,18 @@ class _Run:
                                                suspended.message, suspended.timeout_s)
             except Exception as exc:  # noqa: BLE001 - a model without a JSON Schema: an error
                 error, suspended = exc, None
+        # (each a new dict: a lease renewal may still be reading the old one)
         if suspended is not None:
-            record = {**record}  # a new dict: a lease renewal may still be reading the old one
-            record.update(status="suspended", lease_until=None, suspension=suspension,
-                          duration_s=self.previous_duration + duration)
+            record = {**record, "status": "suspended", "lease_until": None,
+                      "suspension": suspension,
+                      "duration_s": self.previous_duration + duration}
             content = log.content(final=False) if log is not None else None
         else:
-            record = {**record}  # a new dict: a lease renewal may still be reading the old one
-            record.update(status="ok" if error is None else "error", ended_at=time.time(),
-                          duration_s=self.previous_duration + duration, lease_until=None,
-                          output=for_record(output) if error is None else None,
-                          error=None if error is None else _error_summary(error))
+            record = {**record, "status": "ok" if error is None else "error",
+                      "ended_at": time.time(), "duration_s": self.previous_duration + duration,
+                      "lease_until": None,
+                      "output": for_record(output) if error is None else None,
+                      "error": None if error is None else _error_summary(error)}
             content = log.content(final=True) if log is not None else None
         try:
             lease.write(record, content=content, event=_request_event(request_id, record),
@@ -429,11 +421,44 @@ class _Run:
                 RENEWER.remove(lease)
             else:  # ended (and off the renewer): cut the references between the log and the
                 # lease, so that the run's objects go with it, not with the garbage collector
-                lease.content = lease.on_lost = None
+                lease.log = None
                 if log is not None:
-                    log.flush = log.start = None
+                    log.lease = None
         if self.unsubscribe is not None:
             self.unsubscribe()
+
+    async def execute(self) -> RunResult:
+        """Begin, await the block, end (see :func:`execute`)."""
+        try:
+            ctx = self.begin()
+            try:
+                output = await self.block.run(self.value, ctx, self.root)
+            except Suspended as signal:
+                return self.end(None, None, None, signal)
+            except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
+                return self.end(None, exc, None, None)
+            except BaseException as exc:  # noqa: BLE001 - cancelled or interrupted: recorded, re-raised
+                return self.end(None, exc, exc, None)
+            return self.end(output, None, None, None)
+        finally:
+            self.close()
+
+    def execute_now(self) -> RunResult:
+        """:meth:`execute` with no event loop, for a block tree of plain functions
+        (``block._sync()``); called where no loop runs (``bridge.run_sync``)."""
+        try:
+            ctx = self.begin()
+            try:
+                output = self.block._run_sync(self.value, ctx, self.root)
+            except Suspended as signal:
+                return self.end(None, None, None, signal)
+            except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
+                return self.end(None, exc, None, None)
+            except BaseException as exc:  # noqa: BLE001 - interrupted: recorded, re-raised
+                return self.end(None, exc, exc, None)
+            return self.end(output, None, None, None)
+        finally:
+            self.close()
 
 
 async def execute(flow: FlowSpec, block: Block, value: Any, **options: Any) -> RunResult:
@@ -445,39 +470,13 @@ async def execute(flow: FlowSpec, block: Block, value: Any, **options: Any) -> R
     :class:`_Run`'s; ``run_log`` among them is the log to keep instead of a new one (a replay's,
     ``flows/replay.py``, which starts from what the original run recorded).
     """
-    run = _Run(flow, block, value, **options)
-    try:
-        ctx = run.begin()
-        try:
-            output = await block.run(value, ctx, run.root)
-        except Suspended as signal:
-            return run.end(None, None, None, signal)
-        except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
-            return run.end(None, exc, None, None)
-        except BaseException as exc:  # noqa: BLE001 - cancelled or interrupted: recorded, re-raised
-            return run.end(None, exc, exc, None)
-        return run.end(output, None, None, None)
-    finally:
-        run.close()
+    return await _Run(flow, block, value, **options).execute()
 
 
 def execute_now(flow: FlowSpec, block: Block, value: Any, **options: Any) -> RunResult:
     """:func:`execute` with no event loop, for a block tree of plain functions
     (``block._sync()``); called where no loop runs (``bridge.run_sync``)."""
-    run = _Run(flow, block, value, **options)
-    try:
-        ctx = run.begin()
-        try:
-            output = block._run_sync(value, ctx, run.root)
-        except Suspended as signal:
-            return run.end(None, None, None, signal)
-        except Exception as exc:  # noqa: BLE001 - the run ends with status "error"
-            return run.end(None, exc, None, None)
-        except BaseException as exc:  # noqa: BLE001 - interrupted: recorded, re-raised
-            return run.end(None, exc, exc, None)
-        return run.end(output, None, None, None)
-    finally:
-        run.close()
+    return _Run(flow, block, value, **options).execute_now()
 
 
 def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, session_id: str,

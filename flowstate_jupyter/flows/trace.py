@@ -361,17 +361,24 @@ class RunLog:
         self.by_path: dict[str, int] = {}
         self.repeats: dict[str, int] = {}
         self.previous = previous or []  # trace rows of earlier attempts
-        logged = logged or {}
-        self.input_json: Any = logged.get("input")
-        self.done: dict[str, list] = dict(logged.get("done") or {})
-        self.once: dict[str, Any] = dict(logged.get("once") or {})
-        self.resumed: dict[str, Any] = dict(logged.get("resumed") or {})
-        self.earlier: dict[str, set[str]] = {p: set(w) for p, w in
-                                             (logged.get("writes") or {}).items()}
         self.committed: dict[str, set[str]] = {}
+        if logged is None:  # a new run (the usual case): nothing logged before
+            self.input_json: Any = None
+            self.done: dict[str, list] = {}
+            self.once: dict[str, Any] = {}
+            self.resumed: dict[str, Any] = {}
+            self.earlier: dict[str, set[str]] = {}
+        else:
+            self.input_json = logged.get("input")
+            self.done = dict(logged.get("done") or {})
+            self.once = dict(logged.get("once") or {})
+            self.resumed = dict(logged.get("resumed") or {})
+            self.earlier = {p: set(w) for p, w in (logged.get("writes") or {}).items()}
         self.lost: str | None = None  # why this run may not write any more (lease lost)
-        self.flush: Any = None  # set by the run: writes the log now (run_once)
-        self.start: Any = None  # set by a run that put off its first write: makes it now
+        # the run's claim on its request record (``durable.Lease``), set by the run once it
+        # holds it: writes the record before the run's first write if the run put it off
+        # (``start``), and the step log at once (``flush``, for ``run_once``)
+        self.lease: Any = None
         self.last_trace: str | None = None  # the trace as last encoded (JSON)
 
     # -- spans ------------------------------------------------------------------------------
@@ -419,8 +426,9 @@ class RunLog:
         """The identity of the write span ``span`` is about to make to ``key`` (or ``SKIP``)."""
         if self.lost is not None:
             raise RunStateError(self.lost)
-        if self.start is not None:  # the run's record first: a resume must find this write's
-            self.start()
+        lease = self.lease
+        if lease is not None and not lease.started:
+            lease.start()  # the run's record first: a resume must find this write's
         counts = self.counts.get(span)
         path = compact(self.sites[span][0])
         if counts is None:
