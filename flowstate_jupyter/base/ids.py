@@ -18,12 +18,22 @@ _ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 _NOT_ID = re.compile(r"[^A-Za-z0-9._@:-]+")
 
 
+_VALID: set[str] = set()  # ids found valid (a run checks the same few again and again)
+_VALID_KEPT = 4096  # beyond, the set starts over
+
+
 def check_id(value: Any, what: str = "id") -> str:
     """Return ``value`` if it is a valid scope id, else raise :class:`InvalidIdError`."""
+    if type(value) is str and value in _VALID:
+        return value
     if not isinstance(value, str) or not _ID.fullmatch(value):
         shown = short(value, 60)
         raise InvalidIdError(
             f"invalid {what} {shown}: use 1-128 characters of letters, digits and . _ @ : -")
+    if type(value) is str:
+        if len(_VALID) >= _VALID_KEPT:
+            _VALID.clear()
+        _VALID.add(value)
     return value
 
 
