@@ -297,13 +297,19 @@ class Block:
     def _declares_nothing(self) -> bool:
         """Whether neither this block nor any block inside it declares state (of any scope,
         sequencer instance state included) or resources."""
-        return self._known("quiet", lambda: not any(
-            any(m is not None for m in b.state.values()) or any(b.resources.values())
-            or getattr(b, "instance_state", None) is not None for b in self.walk()))
+        return self._known("quiet", self._quiet)
+
+    def _quiet(self) -> bool:
+        return not any(any(m is not None for m in b.state.values()) or any(b.resources.values())
+                       or getattr(b, "instance_state", None) is not None for b in self.walk())
+
+    _shape_cache: dict[str, tuple[int, bool]] | None = None
 
     def _known(self, what: str, compute: Callable[[], bool]) -> bool:
         """``compute()``, kept until a sequencer anywhere gains a step."""
-        cache = self.__dict__.setdefault("_shape_cache", {})
+        cache = self._shape_cache
+        if cache is None:
+            cache = self._shape_cache = {}
         known = cache.get(what)
         if known is not None and known[0] == _SHAPE[0]:
             return known[1]

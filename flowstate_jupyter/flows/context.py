@@ -156,9 +156,14 @@ class _RunFrame:
     def __init__(self, request: Any, session: Any, user: Any, project: Any, run_id: str,
                  store: Store, flow: Any, flow_path: str, services: RunServices,
                  log: RunLog | None = None, make: Callable[[str], Any] | None = None) -> None:
-        self._handles = {scope: handle for scope, handle in (
-            ("request", request), ("session", session), ("user", user), ("project", project))
-            if handle is not None}
+        handles: dict[str, Any] = {}
+        if request is not None or session is not None or user is not None \
+                or project is not None:
+            for scope, handle in (("request", request), ("session", session), ("user", user),
+                                  ("project", project)):
+                if handle is not None:
+                    handles[scope] = handle
+        self._handles = handles
         self._make = make
         self.run_id, self.store, self.flow, self.flow_path = run_id, store, flow, flow_path
         self.services = services

@@ -589,9 +589,12 @@ class RunLog:
         """The step log as stored; ``final``: only what outlives the run (``run_once`` results
         and resume values, which a replay returns)."""
         if final:
-            kept = {key: value for key, value in (("once", self.once),
-                                                  ("resumed", self.resumed)) if value}
-            return kept or None
+            once, resumed = self.once, self.resumed
+            if not once and not resumed:
+                return None
+            kept = {key: value for key, value in (("once", once), ("resumed", resumed))
+                    if value}
+            return kept
         writes = {p: sorted(w) for p, w in list(self.earlier.items())}
         for p, w in list(self.committed.items()):
             writes[p] = sorted(set(writes.get(p, ())) | set(w))
