@@ -35,6 +35,7 @@ import time
 import uuid
 import warnings
 import weakref
+from _thread import RLock as _RLock  # threading.RLock's C lock, without its Python wrapper
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -197,7 +198,7 @@ class Lease:
         self.ended = False  # the run has ended: no renewal may write after its final write
         self.first: tuple[Any, dict] | None = None
         self.lost: str | None = None
-        self.lock = threading.RLock()
+        self.lock = _RLock()
         self.last = time.monotonic()
 
     def change(self, state: dict, content: Any, event: dict, request_id: str | None) -> Change:
@@ -604,7 +605,8 @@ def runs_to_purge(store: Store, session_id: str) -> list[str]:
     again (only suspended and interrupted runs are resumed), so what it names may go without
     another look."""
     limit = store.trace_limit
-    every = retention_check_every(limit)
+    batch = min(32, max(1, limit // 4))  # retention_batch(limit), inline: every run asks
+    every = max(1, batch // 2)  # retention_check_every(limit)
     with _ENDED_SINCE_LOCK:
         counts = _ENDED_SINCE.get(store)
         if counts is None:
@@ -617,7 +619,7 @@ def runs_to_purge(store: Store, session_id: str) -> list[str]:
             counts.clear()
         counts[session_id] = 0
     older = store.ended_runs(session_id, skip=limit - 1)
-    return older if len(older) > retention_batch(limit) - every else []
+    return older if len(older) > batch - every else []
 
 
 def prune_store(store: Store, *, trace_limit: int | None = None,

@@ -161,8 +161,9 @@ def _plain(value: Any) -> bool:
     """``value`` is its own JSON and within :data:`RECORD_VALUE_LIMIT` (checked without
     encoding it): ``None``, a bool, an int of up to 64 bits or a short str."""
     kind = type(value)
-    return value is None or kind is bool or (kind is int and -_BIG_INT <= value < _BIG_INT) \
-        or (kind is str and len(value) <= _SHORT_TEXT)
+    if kind is int:
+        return -_BIG_INT <= value < _BIG_INT
+    return value is None or kind is bool or (kind is str and len(value) <= _SHORT_TEXT)
 
 
 def for_record(value: Any) -> Any:
@@ -240,6 +241,7 @@ class _Run:
         self.lease: Lease | None = None
         self.unsubscribe: Callable[[], None] | None = None
         self.log: RunLog | None = run_log
+        self.dropped: list[str] | None = None  # the runs retention purges (``end``)
 
     def begin(self) -> Context:
         """Check the session, claim (or put off) the request record, build ``ctx``.
@@ -365,16 +367,6 @@ class _Run:
         RENEWER.remove(lease)
         lease.ended = True
         suspension = None
-        dropped: list[str] = []
-        slot = self.concurrency != "allow" and action is not None
-
-        def also() -> None:
-            if slot:
-                release_slot(store, session_id, str(action), request_id)
-            store.touch("session", session_id, SESSION_META)  # its last use (sessions())
-            if suspended is None:
-                dropped[:] = runs_to_purge(store, session_id)
-
         if suspended is not None:
             try:
                 suspension = suspension_record(suspended.key, suspended.path, suspended.model,
@@ -388,6 +380,7 @@ class _Run:
                       "duration_s": self.previous_duration + duration}
             content = log.content(final=False) if log is not None else None
         else:
+            self.dropped = []  # (an ended run: retention looks)
             record = {**record, "status": "ok" if error is None else "error",
                       "ended_at": time.time(), "duration_s": self.previous_duration + duration,
                       "lease_until": None,
@@ -396,13 +389,13 @@ class _Run:
             content = log.content(final=True) if log is not None else None
         try:
             lease.write(record, content=content, event=_request_event(request_id, record),
-                        also=also)
+                        also=self._also)
         except RunStateError as lost:  # taken over meanwhile: the other process owns it now
             if interrupt is None:
                 error, suspended, output = lost, None, None
                 record.update(status="error", error=_error_summary(lost), output=None)
-        if dropped:
-            store.purge("request", dropped)
+        if self.dropped:
+            store.purge("request", self.dropped)
         if interrupt is not None:
             raise interrupt
         return RunResult(output=output if record["status"] == "ok" else None, error=error,
@@ -413,6 +406,17 @@ class _Run:
                          trace=log.result_trace() if log is not None else None,
                          suspension=None if suspension is None
                          else Suspension.from_record(request_id, suspension), flow=self.flow)
+
+    def _also(self) -> None:
+        """What the final write does in its transaction: let go of the action's slot, touch
+        the session (its last use, for ``sessions()``) and, for an ended run, find the runs
+        retention purges (``self.dropped``; purged once the write committed)."""
+        store, session_id = self.store, self.session_id
+        if self.concurrency != "allow" and self.action is not None:
+            release_slot(store, session_id, str(self.action), self.request_id)
+        store.touch("session", session_id, SESSION_META)
+        if self.dropped is not None:
+            self.dropped = runs_to_purge(store, session_id)
 
     def close(self) -> None:
         lease, log = self.lease, self.log
