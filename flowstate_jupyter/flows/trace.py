@@ -461,17 +461,10 @@ class RunLog:
     def _rows(self, limit: int, with_changes: bool, final: bool) -> list[list]:
         """This attempt's kept spans as stored rows (``started_at`` and ``duration_s`` in
         whole microseconds, ``started_at`` counted from ``wall0``)."""
-        cache: dict[int, tuple[Any, Any]] = {}
+        cache: dict[int, tuple[Any, Any]] = {}  # each value previewed once (see _preview)
         clock0 = self.clock0
         error_chars = ERROR_TEXT_CHARS if with_changes else 500
         plain = _AS_THEY_ARE
-
-        def pv(value: Any) -> Any:
-            hit = cache.get(id(value))
-            if hit is None or hit[0] is not value:
-                hit = cache[id(value)] = (value, preview(value, limit))
-            return hit[1]
-
         rows: list[list] = []
         append = rows.append
         attempt = self.attempt
@@ -479,7 +472,7 @@ class RunLog:
         sites, inputs, outputs = self.sites, self.inputs, self.outputs
         starts, ends, failed, noted = self.starts, self.ends, self.failed, self.noted
         no_changes: list = []  # shared by the rows of spans without changes (only encoded)
-        kept = self._kept(final)
+        kept = range(len(sites)) if len(sites) <= SPAN_LIMIT else self._kept(final)
         if final and not failed and not noted:  # every span ended ok, none wrote: the lean loop
             for i in kept:
                 end = ends[i]
@@ -492,12 +485,12 @@ class RunLog:
                 start = starts[i]
                 value = inputs[i]
                 if type(value) not in plain:
-                    value = pv(value)
+                    value = _preview(cache, value, limit)
                 out = outputs[i]
                 if type(out) in plain:  # _output_type's answer for these: None
                     shown_type = None
                 else:
-                    out, shown_type = pv(out), _output_type(out, block)
+                    out, shown_type = _preview(cache, out, limit), _output_type(out, block)
                 append([path, block.name, block.kind, parent, value, out,
                         int((start - clock0) * 1e6), int((end - start) * 1e6 + 0.5), "ok",
                         None, no_changes, attempt, code, shown_type])
@@ -521,7 +514,7 @@ class RunLog:
             end = ends[i]
             fail = failed.get(i) if failed else None
             value = inputs[i]
-            shown_in = value if type(value) in plain else pv(value)
+            shown_in = value if type(value) in plain else _preview(cache, value, limit)
             error = None
             if fail is not None:
                 status = fail[0]
@@ -537,7 +530,8 @@ class RunLog:
                 if type(value) in plain:  # _output_type's answer for these: None
                     shown_out, shown_type = value, None
                 else:
-                    shown_out, shown_type = pv(value), _output_type(value, block)
+                    shown_out = _preview(cache, value, limit)
+                    shown_type = _output_type(value, block)
             start = starts[i]
             append([path, block.name, block.kind, parent, shown_in, shown_out,
                     int((start - clock0) * 1e6),
@@ -628,16 +622,14 @@ class RunLog:
 
     def content(self, *, final: bool) -> str | None:
         """The JSON kept as the request record's content (``None``: nothing to keep)."""
-        parts = []
+        log = self.log_data(final=final) if self.durable else None
         if self.trace:
-            parts.append('"trace":' + self.trace_text(final))
-        if self.durable:
-            log = self.log_data(final=final)
-            if log is not None:
-                parts.append('"log":' + _dump(log))
-        if not parts:
+            if log is None:  # (a finished run's usual content)
+                return f'{{"v":{_FORMAT},"trace":{self.trace_text(final)}}}'
+            return f'{{"v":{_FORMAT},"trace":{self.trace_text(final)},"log":{_dump(log)}}}'
+        if log is None:
             return None
-        return f'{{"v":{_FORMAT},{",".join(parts)}}}'
+        return f'{{"v":{_FORMAT},"log":{_dump(log)}}}'
 
     def result_trace(self) -> Trace | None:
         """The :class:`Trace` a run's result carries: what was last stored (decoded only if
@@ -645,6 +637,14 @@ class RunLog:
         if not self.trace or self.last_trace is None:
             return None
         return Trace(self.request_id, text=self.last_trace)
+
+
+def _preview(cache: dict[int, tuple[Any, Any]], value: Any, limit: int) -> Any:
+    """``preview(value, limit)``, made once per value object of a trace (``cache``)."""
+    hit = cache.get(id(value))
+    if hit is None or hit[0] is not value:
+        hit = cache[id(value)] = (value, preview(value, limit))
+    return hit[1]
 
 
 _SCALARS = (str, int, bool, type(None))
