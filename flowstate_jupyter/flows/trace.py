@@ -561,9 +561,9 @@ class RunLog:
         for limit, with_changes in ((PREVIEW_CHARS, True), (100, False)):
             rows, dropped = _merge(self.previous, self._rows(limit, with_changes, final),
                                    self.wall0, len(self.sites))
-            data: dict[str, Any] = {"columns": COLUMNS, "t0": self.wall0, "rows": rows,
-                                    "dropped": dropped, "truncated": not with_changes}
-            text = _dump(data)
+            data: dict[str, Any] = {"t0": self.wall0, "rows": rows, "dropped": dropped,
+                                    "truncated": not with_changes}
+            text = _trace_json(data)
             if len(text) <= TRACE_MAX_BYTES // 4 or len(text.encode()) <= TRACE_MAX_BYTES:
                 self.last_trace = text  # (UTF-8 takes at most 4 bytes a character)
                 return text
@@ -573,7 +573,7 @@ class RunLog:
             middle = len(rows) // 2
             data["rows"] = rows[:middle - cut // 2] + rows[middle + (cut - cut // 2):]
             data["dropped"] += cut
-            text = _dump(data)
+            text = _trace_json(data)
             if len(text.encode()) <= TRACE_MAX_BYTES:
                 break
         self.last_trace = text
@@ -697,6 +697,15 @@ def _dump(data: Any) -> str:
     except PydanticSerializationError:
         return json.dumps(to_jsonable_python(data, fallback=repr), ensure_ascii=True,
                           allow_nan=False, default=repr, separators=(",", ":"))
+
+
+def _trace_json(data: dict[str, Any]) -> str:
+    """A trace as stored: ``{"columns": COLUMNS, **data}`` as :func:`_dump` encodes it, the
+    columns' JSON made once."""
+    return _TRACE_START + _dump(data)[1:]
+
+
+_TRACE_START = '{"columns":' + _dump(COLUMNS) + ","
 
 
 def _merge(previous: list[list], rows: list[list], wall0: float,
