@@ -234,6 +234,18 @@ class Context:
         new._spare = None
         return new
 
+    @staticmethod
+    def _top(frame: _RunFrame, sequencer: Any) -> Context:
+        """The context of a run's top block (``runs.py``), made as :meth:`_enter` makes one."""
+        new = object.__new__(Context)
+        new._frame = frame
+        new.step_id = None
+        new.sequencer = sequencer
+        new._concurrent = False
+        new._span = None
+        new._spare = None
+        return new
+
     def _enter(self, step_id: str, span: int | None) -> Context:
         """The context of a block starting here: its step id and span (the hot path)."""
         new = object.__new__(Context)

@@ -62,7 +62,7 @@ from ..stores.base import Record, Store
 from .blocks import Block
 from .bookkeeping import ensure_session
 from .bridge import run_sync
-from .context import Context, RunServices, SequencerState
+from .context import Context, RunServices, SequencerState, _RunFrame
 from .durable import (
     RENEWER,
     Lease,
@@ -498,6 +498,5 @@ def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, s
     if needed:  # blocks declare sequencer_state with no stateful sequencer above them
         sequencer = SequencerState(store, request_id, block.name,
                                    0 if log is not None else services.next_instance(), model)
-    return Context(request=None, session=None, user=None, project=None, run_id=request_id,
-                   store=store, flow=flow, flow_path=flow.path, services=services,
-                   sequencer=sequencer, log=log, handles=handle)
+    return Context._top(_RunFrame(None, None, None, None, request_id, store, flow, flow.path,
+                                  services, log, handle), sequencer)
