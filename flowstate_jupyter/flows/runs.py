@@ -224,6 +224,11 @@ class _Run:
     the lease, whatever happened. :meth:`execute` and :meth:`execute_now` do all three.
     """
 
+    __slots__ = ("action", "block", "clock0", "concurrency", "dropped", "durable", "flow",
+                 "input_for_record", "lease", "log", "owner", "previous_duration", "project",
+                 "queue_timeout_s", "record", "request_id", "resumption", "root", "services",
+                 "session_id", "store", "trace", "unsubscribe", "user", "value", "wall0")
+
     def __init__(self, flow: FlowSpec, block: Block, value: Any, *, action: str | None,
                  session_id: str, user: str | None, project: str, store: Store,
                  request_id: str, on_event: Callable[[dict], None] | None = None,
