@@ -94,8 +94,16 @@ CREATE TABLE IF NOT EXISTS {table} (
 );
 CREATE INDEX IF NOT EXISTS records_by_name ON records (scope, name);
 """
+# Schema 8: the by-name index leaves out the ``request`` scope, whose records (a run's request
+# record and its request-scoped state) are found by id, by session (``records_runs``) or by a
+# scan of the scope's range of the unique key, never by name alone: one B-tree fewer written
+# per run (9.1 -> 8.1 WAL pages, about 4% of a 1-step run). A query uses it only when it names
+# the scope as a literal (SQLite must see that the scope is not ``request``): see ``list``.
+_BY_NAME_INDEX = ("CREATE INDEX IF NOT EXISTS records_by_name ON records (scope, name) "
+                  "WHERE scope <> 'request'")
 _RECORDS = _RECORDS_V3.replace("event TEXT,\n",
-                               "event TEXT, history_bytes INTEGER NOT NULL DEFAULT 0,\n")
+                               "event TEXT, history_bytes INTEGER NOT NULL DEFAULT 0,\n"
+                               ).replace(_RECORDS_V3.split(";")[1].strip(), _BY_NAME_INDEX)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """ + _RECORDS.format(table="records") + """
@@ -162,6 +170,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _MIGRATE_FROM_4,
     (_RECENT_INDEX,),  # 5 -> 6
     (_RUNS_INDEX,),  # 6 -> 7
+    ("DROP INDEX IF EXISTS records_by_name", _BY_NAME_INDEX),  # 7 -> 8
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 #: The tables a flowstate store file must have.
@@ -323,6 +332,11 @@ def _processes_on_deleted_files(files: list[str]) -> list[tuple[int, str, str]]:
             command = "?"
         result.append((pid, name, command[:120]))
     return result
+
+
+def _literal(text: str) -> str:
+    """``text`` as an SQL string literal (for the few queries whose index needs one)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _to_record(row: tuple) -> Record:
@@ -666,7 +680,12 @@ class SQLiteStore(_WatchingStore):
              prefix: str = "", name: str | None = None,
              include_deleted: bool = False) -> builtins.list[Record]:
         where, params = [], []
-        for column, value in (("scope", scope), ("scope_id", scope_id), ("name", name)):
+        if scope is not None and scope != "request":  # a literal: see _BY_NAME_INDEX
+            where.append(f"scope = {_literal(scope)}")
+        elif scope is not None:
+            where.append("scope = ?")
+            params.append(scope)
+        for column, value in (("scope_id", scope_id), ("name", name)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)

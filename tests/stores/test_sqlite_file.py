@@ -270,7 +270,27 @@ def test_an_older_store_is_upgraded_in_place_keeping_records_and_history(db, old
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master "
                                               "WHERE type = 'index' AND sql IS NOT NULL")}
     assert indexes == {"records_by_name", "records_recent", "records_runs"}
+    assert conn.execute("SELECT sql FROM sqlite_master WHERE name = 'records_by_name'"
+                        ).fetchone()[0].endswith("WHERE scope <> 'request'")
     conn.close()
+
+
+def test_a_run_record_adds_no_by_name_index_entry_and_listing_by_name_finds_every_scope(db):
+    with SQLiteStore(db) as store:
+        for i in range(3):
+            store.write("request", f"r-{i}", "$request", {"session": "s1"})
+            store.write("session", f"s-{i}", "$meta", {"user": "u"})
+        store.write("o'brien", "x", "$meta", {"quoted": True})  # a scope the SQL must quote
+        conn = store._conn
+        partial = {row[1]: row[4] for row in conn.execute("PRAGMA index_list(records)")}
+        assert partial["records_by_name"] == 1
+        entries = conn.execute("SELECT scope, name FROM records INDEXED BY records_by_name "
+                               "WHERE scope <> 'request' AND name >= ''").fetchall()
+        assert sorted(entries) == [("o'brien", "$meta")] + [("session", "$meta")] * 3
+        assert [r.scope_id for r in store.list("request", name="$request")] == \
+            ["r-0", "r-1", "r-2"]
+        assert [r.scope_id for r in store.list("session", name="$meta")] == ["s-0", "s-1", "s-2"]
+        assert [r.state for r in store.list("o'brien", name="$meta")] == [{"quoted": True}]
 
 
 def test_a_sessions_ended_runs_are_found_from_an_index_without_reading_all_runs(db):
