@@ -680,7 +680,8 @@ class SQLiteStore(_WatchingStore):
              prefix: str = "", name: str | None = None,
              include_deleted: bool = False) -> builtins.list[Record]:
         where, params = [], []
-        if scope is not None and scope != "request":  # a literal: see _BY_NAME_INDEX
+        # a literal where it can be one: see _BY_NAME_INDEX (SQL text cannot hold a NUL)
+        if scope is not None and scope != "request" and "\x00" not in scope:
             where.append(f"scope = {_literal(scope)}")
         elif scope is not None:
             where.append("scope = ?")
@@ -707,8 +708,8 @@ class SQLiteStore(_WatchingStore):
         cursor = _recent_after(after)
         _recent_limit(limit)
         # the name as a literal: SQLite uses the partial index only for a query that names it
-        sql = [f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND name = "
-               f"'{name.replace(chr(39), chr(39) * 2)}' AND deleted = 0"]
+        sql = [f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND name = {_literal(name)} "
+               f"AND deleted = 0"]
         params: builtins.list[Any] = [scope]
         for field_name, value in checks:
             path = f"$.{field_name}"

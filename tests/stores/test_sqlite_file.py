@@ -291,6 +291,8 @@ def test_a_run_record_adds_no_by_name_index_entry_and_listing_by_name_finds_ever
             ["r-0", "r-1", "r-2"]
         assert [r.scope_id for r in store.list("session", name="$meta")] == ["s-0", "s-1", "s-2"]
         assert [r.state for r in store.list("o'brien", name="$meta")] == [{"quoted": True}]
+        store.write("nul\x00scope", "x", "n", {"n": 1})  # SQL text cannot hold it: bound instead
+        assert [r.state for r in store.list("nul\x00scope", name="n")] == [{"n": 1}]
 
 
 def test_a_sessions_ended_runs_are_found_from_an_index_without_reading_all_runs(db):
