@@ -605,8 +605,7 @@ def runs_to_purge(store: Store, session_id: str) -> list[str]:
     again (only suspended and interrupted runs are resumed), so what it names may go without
     another look."""
     limit = store.trace_limit
-    batch = min(32, max(1, limit // 4))  # retention_batch(limit), inline: every run asks
-    every = max(1, batch // 2)  # retention_check_every(limit)
+    every = retention_check_every(limit)
     with _ENDED_SINCE_LOCK:
         counts = _ENDED_SINCE.get(store)
         if counts is None:
@@ -619,7 +618,7 @@ def runs_to_purge(store: Store, session_id: str) -> list[str]:
             counts.clear()
         counts[session_id] = 0
     older = store.ended_runs(session_id, skip=limit - 1)
-    return older if len(older) > batch - every else []
+    return older if len(older) > retention_batch(limit) - every else []
 
 
 def prune_store(store: Store, *, trace_limit: int | None = None,

@@ -16,7 +16,7 @@ then call :func:`execute`, which
    among the run's events either way;
 4. builds ``ctx`` (request, session, user and project handles typed by the flow's merged models,
    each made when a block first uses it) and runs the block — ``await block.run(input, ctx)``,
-   or, for a tree of plain functions with no event loop in the thread, :func:`execute_now`
+   or, for a tree of plain functions with no event loop in the thread, :meth:`_Run.execute_now`
    calls it without one — keeping spans and the step log in memory (``trace.py``);
 5. rewrites the request record with status ``"ok"`` and the output, or ``"error"`` and the error's
    type and message, with the trace as its content, in one transaction with touching the
@@ -77,7 +77,7 @@ from .graph import result_graph
 from .spec import FlowSpec
 from .trace import RunLog, Suspended, Trace, read_content, trace_rows
 
-__all__ = ["Resumption", "RunResult", "execute", "execute_now", "run_sync"]
+__all__ = ["Resumption", "RunResult", "execute", "run_sync"]
 
 #: Inputs and outputs larger than this (as JSON) are kept in the request record as a preview.
 RECORD_VALUE_LIMIT = 64 * 1024
@@ -217,7 +217,7 @@ def _request_event(request_id: str, record: dict) -> dict:
 
 
 class _Run:
-    """One run from its start to its end: what :func:`execute` and :func:`execute_now` share.
+    """One run from its start to its end (:func:`execute` makes one and runs it).
 
     ``begin`` does everything before the block runs and returns its ``ctx``; ``end`` records
     the outcome and builds the :class:`RunResult`; ``close`` lets go of the subscription and
@@ -481,11 +481,6 @@ async def execute(flow: FlowSpec, block: Block, value: Any, **options: Any) -> R
     """
     return await _Run(flow, block, value, **options).execute()
 
-
-def execute_now(flow: FlowSpec, block: Block, value: Any, **options: Any) -> RunResult:
-    """:func:`execute` with no event loop, for a block tree of plain functions
-    (``block._sync()``); called where no loop runs (``bridge.run_sync``)."""
-    return _Run(flow, block, value, **options).execute_now()
 
 
 def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, session_id: str,
