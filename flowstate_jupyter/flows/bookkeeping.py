@@ -13,6 +13,7 @@ Each run keeps a request record ``request/<id>/$request`` (see ``runs.py``).
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,15 @@ __all__ = ["ensure_session", "list_runs", "list_sessions"]
 #: Called with the store before runs are listed: writes the records that runs of this process
 #: put off (``durable.py`` sets it; see its ``Lease``), so this process lists them.
 _before_listing: Callable[[Store], None] | None = None
+
+
+#: Per store object: the sessions :func:`ensure_session` found in order, as
+#: ``(session id, user, flow kind) -> (store's _meta_token then, owner)``. A run checks its
+#: session before it starts; while the store's token is unchanged the record is too, so the
+#: check is not read again (docs/decisions.md, 'A session checked once is not read again').
+_CHECKED: weakref.WeakKeyDictionary[Store, dict[tuple, tuple[object, str]]] = \
+    weakref.WeakKeyDictionary()
+_CHECKED_MAX = 1024  # sessions remembered per store object (then it starts over)
 
 
 def set_before_listing(hook: Callable[[Store], None] | None) -> None:
@@ -47,6 +57,13 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
     check_id(session_id, "session id")
     if user is not None:
         check_id(user, "user id")
+    # Taken before the read: a change committed after it makes the next call read again.
+    token = store._meta_token()
+    checked = None if token is None else _CHECKED.get(store)
+    if checked is not None:
+        known = checked.get((session_id, user, flow_kind))
+        if known is not None and known[0] == token:
+            return known[1]
     record = store.read("session", session_id, SESSION_META)
     if record is None or record.deleted:
         wanted = user or current_user()
@@ -80,6 +97,12 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
     if user is not None and owner != user:
         raise AccessDeniedError(f"session {session_id!r} belongs to user {owner!r}, not "
                                 f"{user!r}; use another session id (or none, for a new one)")
+    if token is not None and record is not None:  # (a session just created: its write moved
+        if checked is None:                        # the token on, so nothing to remember)
+            checked = _CHECKED.setdefault(store, {})
+        elif len(checked) >= _CHECKED_MAX:
+            checked.clear()
+        checked[(session_id, user, flow_kind)] = (token, owner)
     return owner
 
 

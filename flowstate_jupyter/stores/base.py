@@ -678,6 +678,13 @@ class Store(abc.ABC):
 
         return unsubscribe
 
+    def _meta_token(self) -> object | None:
+        """A value two calls return equal only if no write committed in between (through this
+        store object or any other, in any process) can have changed a session's ``$meta`` record;
+        ``None`` if this store cannot tell cheaply. A run's session check (``flows/bookkeeping.py``)
+        uses it to skip reading a session record it has already checked."""
+        return None
+
     def _start_watching(self) -> None:  # noqa: B027 - a hook for backends that can see others
         """Start noticing other processes' changes if there are subscribers and no watcher
         (backends that can see them override; called after every subscribe)."""

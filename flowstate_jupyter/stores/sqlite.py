@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..base.names import REQUEST
+from ..base.names import REQUEST, SESSION_META
 from ..errors import FlowStateWarning, StoreError, VersionConflictError
 from .base import (
     KEEP,
@@ -372,6 +372,7 @@ class SQLiteStore(_WatchingStore):
         self.wal_limit_bytes = wal_limit_bytes
         self._wal_path = f"{self.path}-wal"
         self._writes = 0  # writes committed through this object (the WAL is looked at now and then)
+        self._meta_writes = 0  # writes through this object that may change a $meta record
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
@@ -752,6 +753,19 @@ class SQLiteStore(_WatchingStore):
                            "ORDER BY seq LIMIT ?", (after, -1 if limit is None else limit))
         return [(row[0], _to_event(*row[1:])) for row in rows]
 
+    def _meta_token(self) -> object | None:
+        # SQLite's data_version changes when another connection commits (a store object in
+        # this process or another); this object's own writes of $meta records are counted.
+        self._check_open()
+        with self._lock:
+            if self._depth:  # inside a write: its uncommitted changes count too; read instead
+                return None
+            try:
+                version = self._cursor.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise self._store_error(exc) from exc
+            return version, self._meta_writes
+
     # -- writing -----------------------------------------------------------------------------
     def touch(self, scope: str, scope_id: str, name: str) -> None:
         self._check_open()
@@ -895,6 +909,8 @@ class SQLiteStore(_WatchingStore):
         """The committed record, its event (without version and ts: see ``_stamped``) and the
         UPDATE's SET values for ``change``, followed by the ``condition`` values (the WHERE
         clause's)."""
+        if key[2] == SESSION_META:
+            self._meta_writes += 1
         text = change.text
         if text is None:
             text = dump_json(change.state, record_where(*key))
@@ -939,6 +955,8 @@ class SQLiteStore(_WatchingStore):
         history_bytes = sum(len(row[6].encode("utf-8")) for row in rows)
 
         def body(conn: sqlite3.Connection) -> None:
+            if record.name == SESSION_META:
+                self._meta_writes += 1
             if conn.execute("SELECT 1 FROM records WHERE scope = ? AND scope_id = ? AND name = ?",
                             key).fetchone():
                 if not replace:
@@ -964,6 +982,8 @@ class SQLiteStore(_WatchingStore):
         only = " AND deleted = 1" if only_deleted else ""
 
         def body(conn: sqlite3.Connection) -> int:
+            if scope != "request":  # (retention's purges of runs leave sessions alone)
+                self._meta_writes += 1
             removed = 0
             if wanted is None and not only_deleted:  # whole scope instances: a statement
                 for at in range(0, len(ids), _PURGE_CHUNK):  # per table per chunk of them

@@ -3,6 +3,8 @@ journal, history, client data."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,6 +12,7 @@ from pydantic import BaseModel, Field
 
 import flowstate_jupyter as fs
 from flowstate_jupyter.flows.bookkeeping import ensure_session
+from flowstate_jupyter.stores.base import Change
 
 
 class SessionState(BaseModel):
@@ -330,3 +333,85 @@ def test_run_block_refuses_a_stranger_whose_field_type_differs(mem):
     with pytest.raises(fs.StateSchemaConflictError, match="'turns' is declared as int by "
                        "flow 'sessions' and as str by handler 'stranger'"):
         s.run_block(stranger, 1)
+
+
+# ---------------------------------------------------- a session checked once (docs/decisions.md)
+
+def _give_s1_to_bob(store, how):
+    """Make ``bob`` the owner of session s1 through ``store``, by one of its write paths."""
+    meta = {"user": "bob", "flow": "sessions", "created_at": 1.0}
+    current = store.read("session", "s1", "$meta")
+    if how == "write":
+        store.write("session", "s1", "$meta", meta)
+    elif how == "write_expected":  # SQLite's one-statement path
+        store.write("session", "s1", "$meta", meta, expected=current.version)
+    elif how == "update":
+        store.update("session", "s1", "$meta", lambda record: Change(state=meta))
+    elif how == "restore":
+        store.restore(current._replace(state=meta, version=current.version + 1), [], replace=True)
+    elif how == "restore_many":
+        store.restore_many([(current._replace(state=meta), [])], replace=True)
+    elif how == "purge":  # deleted, then bob's run starts the session afresh
+        store.purge("session", ["s1"])
+        assert _flow().run("turn", 1, user="bob", session="s1", store=store).ok
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["write", "write_expected", "update", "restore", "restore_many",
+                                 "purge"])
+def test_a_run_sees_its_sessions_owner_changed_through_the_same_store(store, how):
+    flow = _flow()
+    for _ in range(2):  # the first creates the session; the second's check is remembered
+        assert flow.run("turn", 1, user="alice", session="s1", store=store).ok
+    _give_s1_to_bob(store, how)
+    with pytest.raises(fs.AccessDeniedError, match="belongs to user 'bob', not 'alice'"):
+        flow.run("turn", 1, user="alice", session="s1", store=store)
+    assert flow.run("turn", 1, session="s1", store=store).user == "bob"
+    assert flow.run("turn", 1, user="bob", session="s1", store=store).ok
+
+
+def test_a_run_sees_its_sessions_owner_changed_through_another_store_object(tmp_path):
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    flow = _flow()
+    with fs.open_store(url) as mine, fs.open_store(url) as other:
+        for _ in range(2):
+            assert flow.run("turn", 1, user="alice", session="s1", store=mine).ok
+        _give_s1_to_bob(other, "write")
+        with pytest.raises(fs.AccessDeniedError, match="belongs to user 'bob'"):
+            flow.run("turn", 1, user="alice", session="s1", store=mine)
+        other.purge("session", ["s1"])  # gone: alice's next run starts it as hers again
+        assert flow.run("turn", 1, user="alice", session="s1", store=mine).ok
+        assert mine.read("session", "s1", "$meta").state["user"] == "alice"
+
+
+def test_a_run_sees_its_sessions_owner_changed_by_another_process(tmp_path):
+    url = f"sqlite:///{tmp_path / 'procs.db'}"
+    flow = _flow()
+    script = ("import sys, flowstate_jupyter as fs\n"
+              "with fs.open_store(sys.argv[1]) as store:\n"
+              "    store.write('session', 's1', '$meta', "
+              "{'user': 'bob', 'flow': 'sessions', 'created_at': 1.0})\n")
+    with fs.open_store(url) as store:
+        for _ in range(2):
+            assert flow.run("turn", 1, user="alice", session="s1", store=store).ok
+        subprocess.run([sys.executable, "-c", script, url], check=True, timeout=60)
+        with pytest.raises(fs.AccessDeniedError, match="belongs to user 'bob'"):
+            flow.run("turn", 1, user="alice", session="s1", store=store)
+
+
+def test_a_run_in_a_session_already_checked_does_not_read_the_session_record(tmp_path):
+    flow = _flow()
+    with fs.open_store(f"sqlite:///{tmp_path / 'reads.db'}") as store:
+        for _ in range(2):  # the first creates the session; the second's check is remembered
+            flow.run("turn", 1, user="alice", session="s1", store=store)
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        flow.run("turn", 1, user="alice", session="s1", store=store)
+        reads = [s for s in statements if s.startswith("SELECT") and "'$meta'" in s]
+        assert reads == [] and "PRAGMA data_version" in statements
+        with fs.open_store(store.url) as other:  # any commit by another connection
+            other.write("project", "default", "", {"n": 1})
+        statements.clear()
+        flow.run("turn", 1, user="alice", session="s1", store=store)
+        assert [s for s in statements if s.startswith("SELECT") and "'$meta'" in s]
