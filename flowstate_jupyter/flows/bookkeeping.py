@@ -32,9 +32,9 @@ _before_listing: Callable[[Store], None] | None = None
 
 
 #: Per store object: the sessions :func:`ensure_session` found in order, as
-#: ``(session id, user, flow kind) -> (store's _meta_token then, owner)``. A run checks its
-#: session before it starts; while the store's token is unchanged the record is too, so the
-#: check is not read again (docs/decisions.md, 'A session checked once is not read again').
+#: ``(session id, user, flow kind) -> (store's _meta_token then, owner)``. While the store's token
+#: is unchanged the record is too, so a run's session check is not read again (docs/decisions.md,
+#: 'A session checked once is not read again while nothing changed').
 _CHECKED: weakref.WeakKeyDictionary[Store, dict[tuple, tuple[object, str]]] = \
     weakref.WeakKeyDictionary()
 _CHECKED_MAX = 1024  # sessions remembered per store object (then it starts over)
