@@ -3,6 +3,8 @@ timeouts, schema versioning, commit-ordered change log, URLs and options."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import threading
 import time
@@ -13,7 +15,7 @@ from _helpers import wait_for
 
 from flowstate_jupyter.errors import StoreError, ValidationError
 from flowstate_jupyter.stores import open_store
-from flowstate_jupyter.stores.base import Change
+from flowstate_jupyter.stores.base import Change, recent_key
 
 pytestmark = pytest.mark.postgres
 
@@ -335,6 +337,219 @@ def test_a_store_of_schema_1_is_upgraded_in_place_and_its_change_log_goes_on(pg_
     store.write("request", "r-1", "$request", {"session": "s1", "ended_at": 5.0})
     assert store.ended_runs("s1") == ["r-1"]
     pg_backend.open().close()  # opening it again finds it current
+
+
+# -- HOT updates: the indexes name no column a plain record's write changes (schema 4) ---------
+
+def _counted_updates(store, admin, table):
+    """(updates, HOT updates) the server has counted for ``table`` so far. ``store`` has one
+    pooled connection, which is asked to report its counts first (a backend sends them only
+    now and then); ``admin`` is in autocommit, so each read is a fresh snapshot of them."""
+    store._run_read("SELECT pg_stat_force_next_flush()", ())
+    return admin.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                         "WHERE relid = %s::regclass", (table,)).fetchone()
+
+
+def test_writes_and_touches_of_a_plain_record_are_hot_updates(pg_backend):
+    """No index of the records table names a column a plain record's write or touch changes,
+    so the server updates its row without new index entries (a HOT update), and so does a
+    running run's request record, until the write that ends the run."""
+    store = pg_backend.open(pool_size=1)
+    store.write(S, SID, "", {"n": 0})
+    store.write(S, SID, "$meta", {"user": "ann"})  # rows the partial indexes hold
+    store.write("request", "r-0", "$request", {"session": SID, "ended_at": 1.0})
+    store.write("request", "r-1", "$request", {"session": SID, "status": "running"})
+    n = 40
+    with pg_backend.admin() as admin:
+        table = pg_backend.table("records")
+        before = _counted_updates(store, admin, table)
+        for _ in range(n):
+            store.update(S, SID, "", increment)
+            store.touch(S, SID, "")
+        writes = _counted_updates(store, admin, table)
+        for i in range(n):
+            store.write("request", "r-1", "$request",
+                        {"session": SID, "status": "running", "step": i})
+        runs = _counted_updates(store, admin, table)
+    assert writes[0] - before[0] == 2 * n
+    assert writes[1] - before[1] >= 2 * n * 0.9  # (one finding its page full is not HOT)
+    assert runs[0] - writes[0] == n
+    assert runs[1] - writes[1] >= n * 0.9
+    assert store.read(S, SID).state == {"n": n}
+    assert store.ended_runs(SID) == ["r-0"]
+
+
+def _derived_columns_wrong(admin, table):
+    """Rows whose index columns disagree with the record (what schema 4 keeps them as)."""
+    return admin.execute(
+        f"SELECT scope, scope_id, name FROM {table} WHERE recent_at IS DISTINCT FROM "
+        f"(CASE WHEN name = '$meta' THEN GREATEST(updated_at, accessed_at) END) "
+        f"OR run_session IS DISTINCT FROM (CASE WHEN scope = 'request' AND name = '$request' "
+        f"AND NOT deleted THEN state::jsonb -> 'session' END) "
+        f"OR run_ended_at IS DISTINCT FROM (CASE WHEN scope = 'request' AND name = '$request' "
+        f"AND NOT deleted THEN state::jsonb -> 'ended_at' END)").fetchall()
+
+
+def test_every_write_path_keeps_the_columns_the_indexes_read(pg_backend):
+    """Creates, updates, touches, deletes, nested writes, restores and imports set the columns
+    ``list_recent`` and ``ended_runs`` read to what the record says, and both answer as the
+    memory store does after the same operations."""
+    from flowstate_jupyter.stores.base import HistoryEntry, Record
+    from flowstate_jupyter.stores.memory import MemoryStore
+
+    pg = pg_backend.open()
+    memory = MemoryStore()
+
+    def both(action):
+        action(memory)
+        action(pg)
+        time.sleep(0.002)  # distinct times, so that the order is the same on both
+
+    def run(scope_id, **state):
+        return lambda store: store.write("request", scope_id, "$request", state)
+
+    for sid in ("s1", "s2", "s3"):
+        both(lambda store, sid=sid: store.write(S, sid, "$meta", {"user": "ann"}))
+    both(run("r-1", session="s1", status="running"))
+    both(run("r-2", session="s1", ended_at=5.0))
+    both(run("r-3", session="s1", ended_at=7.5))
+    both(run("r-1", session="s1", ended_at=6))  # ended by an update
+    both(lambda store: store.touch(S, "s1", "$meta"))
+    both(lambda store: store.update(S, "s2", "$meta", lambda r: Change(state={"user": "bob"})))
+    both(lambda store: store.touch(S, "s1", ""))  # no record: nothing
+    both(lambda store: store.delete(S, "s3", "$meta"))
+    both(lambda store: store.delete("request", "r-3", "$request"))
+    both(run("r-4", session="s2", ended_at=1.0))
+    both(lambda store: store.delete("request", "r-4", "$request"))
+    both(run("r-4", session="s2", ended_at=2.0))  # written again after its tombstone
+
+    def nested(store):
+        def outer(record):
+            store.write("request", "r-5", "$request", {"session": "s2", "ended_at": 3.0})
+            return Change(state={"user": "cy"})
+        store.update(S, "s4", "$meta", outer)
+    both(nested)
+    restored = [Record(S, "s5", "$meta", 3, {"user": "dee"}, None, False, 50.0, 50.0, 90.0),
+                Record("request", "r-6", "$request", 2, {"session": "s2", "ended_at": 4.0},
+                       None, False, 1.0, 1.0, 1.0),
+                Record("request", "r-7", "$request", 2, {"session": "s2", "ended_at": 9.0},
+                       None, True, 1.0, 1.0, 1.0)]
+    both(lambda store: store.restore(restored[0], [HistoryEntry(3, 50.0, "set", {}, False)]))
+    both(lambda store: store.restore_many([(r, []) for r in restored[1:]]))
+    both(lambda store: store.restore(  # over a live run: it is deleted now
+        Record("request", "r-2", "$request", 9, {"session": "s1", "ended_at": 5.0}, None,
+               True, 1.0, 1.0, 1.0), [], replace=True))
+
+    for store in (memory, pg):
+        assert [r.scope_id for r in store.list_recent(S, "$meta")] == \
+            ["s4", "s2", "s1", "s5"]
+        assert store.ended_runs("s1") == ["r-1"]
+        assert store.ended_runs("s2") == ["r-6", "r-5", "r-4"]
+    page = pg.list_recent(S, "$meta", limit=2)
+    assert [r.scope_id for r in pg.list_recent(S, "$meta", after=recent_key(page[-1]))] == \
+        ["s1", "s5"]
+    with pg_backend.admin() as admin:
+        table = pg_backend.table("records")
+        assert _derived_columns_wrong(admin, table) == []
+        assert admin.execute(f"SELECT count(recent_at), count(run_session) FROM {table}"
+                             ).fetchone() == (5, 4)  # s1-s5 ($meta); r-1, r-4, r-5, r-6
+
+
+def test_a_store_of_schema_3_is_upgraded_and_lists_its_sessions_and_runs_as_before(pg_backend):
+    """The upgrade to schema 4 fills the new columns of the rows schema-3 code wrote and swaps
+    the indexes; ``list_recent`` and ``ended_runs`` answer as the memory store does with the
+    same records, and go on doing so after more writes."""
+    from flowstate_jupyter.stores import postgres
+    from flowstate_jupyter.stores.base import Record
+    from flowstate_jupyter.stores.memory import MemoryStore
+
+    names = postgres._names(pg_backend.schema)
+    records = [Record(S, f"s{i}", "$meta", 1, {"user": "ann" if i % 2 else "bob"}, None,
+                      i == 3, 100.0 + i, 100.0 + i, 100.0 + i + (50 if i == 2 else 0))
+               for i in range(6)]
+    records += [Record(S, "s1", "", 4, {"n": 4}, None, False, 1.0, 500.0, 500.0),
+                Record("user", "u1", "$meta", 1, {}, None, False, 1.0, 600.0, 600.0)]
+    for i, (session, ended_at, deleted) in enumerate([
+            ("s1", 10.0, False), ("s1", 30, False), ("s1", None, False), ("s1", 20.0, False),
+            ("s1", 40.0, True), ("s2", 5.0, False), (1, 50.0, False)]):
+        state = {"session": session, "status": "ended"}
+        if ended_at is not None:
+            state["ended_at"] = ended_at
+        records.append(Record("request", f"r-{i}", "$request", 2, state, None, deleted,
+                              1.0, 1.0, 1.0))
+    with pg_backend.admin() as admin:  # a store as schema-3 code left it
+        admin.execute(f'CREATE SCHEMA "{pg_backend.schema}"')
+        for statement in postgres._DDL.format(**names).split(";"):
+            admin.execute(statement)
+        for step in postgres.MIGRATIONS[:2]:
+            for statement in step:
+                admin.execute(statement.format(**names))
+        admin.execute(f"INSERT INTO {names['meta']} VALUES ('app', 'flowstate-jupyter'), "
+                      f"('schema_version', '3')")
+        for r in records:
+            admin.execute(f"INSERT INTO {names['records']} ({postgres._COLUMNS}) "
+                          f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                          (r.scope, r.scope_id, r.name, r.version, json.dumps(r.state),
+                           r.content, r.deleted, r.created_at, r.updated_at, r.accessed_at))
+    memory = MemoryStore()
+    memory.restore_many((r, []) for r in records)
+    store = pg_backend.open()
+
+    def same_answers():
+        for scope in (S, "user"):
+            expected = [r.scope_id for r in memory.list_recent(scope, "$meta")]
+            assert [r.scope_id for r in store.list_recent(scope, "$meta")] == expected
+            assert [r.scope_id for r in store.list_recent(scope, "$meta", limit=2, after=(
+                101.0, "s1"))] == [r.scope_id for r in memory.list_recent(
+                    scope, "$meta", limit=2, after=(101.0, "s1"))]
+            assert [r.scope_id for r in store.list_recent(scope, "$meta", where={
+                "user": "ann"})] == [r.scope_id for r in memory.list_recent(
+                    scope, "$meta", where={"user": "ann"})]
+        for session in ("s1", "s2", "1", "s9"):
+            assert store.ended_runs(session) == memory.ended_runs(session)
+            assert store.ended_runs(session, skip=1) == memory.ended_runs(session, skip=1)
+
+    same_answers()
+    assert [r.scope_id for r in store.list_recent(S, "$meta")] == ["s2", "s5", "s4", "s1", "s0"]
+    assert store.ended_runs("s1") == ["r-1", "r-3", "r-0"]
+    with pg_backend.admin() as admin:
+        assert admin.execute(f"SELECT value FROM {names['meta']} WHERE key = 'schema_version'"
+                             ).fetchone() == (str(postgres.SCHEMA_VERSION),)
+        assert _derived_columns_wrong(admin, names["records"]) == []
+        indexes = dict(admin.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND "
+            "tablename = 'flowstate_records'", (pg_backend.schema,)).fetchall())
+    assert "recent_at" in indexes["flowstate_records_recent"]
+    assert "run_session" in indexes["flowstate_records_runs"]
+    written = re.compile(r"\b(state|updated_at|accessed_at|deleted)\b")  # by every write
+    assert not any(written.search(d.split(" USING ")[1]) for d in indexes.values()), indexes
+    for each in (memory, store):  # and on from there
+        each.touch(S, "s0", "$meta")
+        each.write("request", "r-2", "$request", {"session": "s1", "ended_at": 35.0})
+        each.delete("request", "r-1", "$request")
+    same_answers()
+    assert store.list_recent(S, "$meta")[0].scope_id == "s0"
+    assert store.ended_runs("s1") == ["r-2", "r-3", "r-0"]
+    pg_backend.open().close()  # opening it again finds it current
+
+
+def test_list_recent_and_ended_runs_are_answered_from_their_indexes(pg_backend):
+    """The queries imply the partial indexes' predicates, with a generic plan too (the store
+    plans its statements once per connection): with sequential scans off, they use them."""
+    store = pg_backend.open(pool_size=1, options="-c enable_seqscan=off")
+    for i in range(3):
+        store.write(S, f"s{i}", "$meta", {"user": "ann"})
+        store.write("request", f"r-{i}", "$request", {"session": "s1", "ended_at": float(i)})
+    for _ in range(6):  # past psycopg's prepare threshold (5)
+        assert [r.scope_id for r in store.list_recent(S, "$meta", limit=2)] == ["s2", "s1"]
+        assert store.ended_runs("s1", skip=1) == ["r-1", "r-0"]
+    store._run_read("SELECT pg_stat_force_next_flush()", ())
+    with pg_backend.admin() as admin:
+        scans = dict(admin.execute(
+            "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE schemaname = %s",
+            (pg_backend.schema,)).fetchall())
+    assert scans["flowstate_records_recent"] >= 6
+    assert scans["flowstate_records_runs"] >= 6
 
 
 def test_nul_characters_in_content_are_refused_and_nothing_is_stored(pg_backend):
