@@ -164,47 +164,29 @@ _MIGRATE_FROM_2 = (
     "WHERE scope = 'request' AND name = '$request' AND NOT deleted",
 )
 
-# Schema 3 -> 4: a plain record's write is a HOT update (the server writes no index entry for
-# it and leaves none dead) only if no column any index names (key, expression or predicate)
-# changes. The two partial indexes named ``state``, ``updated_at``, ``accessed_at`` and
-# ``deleted``, which every write changes, so no write was HOT. They now index columns of their
-# own, set only for the records they serve and NULL for every other record, whose writes leave
-# them NULL: ``recent_at`` (a ``$meta`` record's GREATEST(updated_at, accessed_at)) and
-# ``run_session`` / ``run_ended_at`` (a live ``request/<id>/$request`` record's state fields
-# ``session`` and ``ended_at``, as jsonb). ``_RECENT_AT`` and ``_RUN_FIELD`` say how they are
-# computed; every statement that writes a record sets them through these.
-_RECENT_AT = "CASE WHEN {name} = '$meta' THEN {at} END"
-# (``::text`` first: psycopg sends a str untyped, and a parameter first seen cast to jsonb would
-# be typed jsonb, its text normalised where it is stored as the record's state)
-_RUN_FIELD = ("CASE WHEN {scope} = 'request' AND {name} = '$request' AND NOT {deleted} "
-              "THEN ({state})::text::jsonb -> '{field}' END")
-
-
-def _derived(*, scope: str, name: str, deleted: str, state: str, at: str) -> str:
-    """SQL for ``recent_at, run_session, run_ended_at`` from the SQL of a record's new values
-    (``at``: its GREATEST(updated_at, accessed_at)), in that order."""
-    run = {"scope": scope, "name": name, "deleted": deleted, "state": state}
-    return ", ".join((_RECENT_AT.format(name=name, at=at),
-                      _RUN_FIELD.format(field="session", **run),
-                      _RUN_FIELD.format(field="ended_at", **run)))
-
-
-_DERIVED_COLUMNS = ("recent_at", "run_session", "run_ended_at")
-
+# Schema 3 -> 4: a plain record's write is a HOT update (the server adds no index entry for it
+# and leaves none dead) only if no column that an index names (in its key, an expression or its
+# predicate) changes value. The two partial indexes named ``state``, ``updated_at``,
+# ``accessed_at`` and ``deleted``, which writes change, so no write was HOT. They now index
+# generated columns with a value only for the records they serve (NULL for every other record,
+# whose writes leave them NULL): ``recent_at``, a ``$meta`` record's time in ``list_recent``'s
+# order, and ``run_session`` / ``run_ended_at``, a live run's request record's ``session`` and
+# ``ended_at``. Generated, so that every statement that writes a record keeps them right — a
+# store object of schema-3 code still open elsewhere too. Adding them rewrites the table once
+# (the partial indexes are dropped first, so that it does not rebuild them).
+_RUN_FIELD = ("GENERATED ALWAYS AS (CASE WHEN scope = 'request' AND name = '$request' "
+              "AND NOT deleted THEN state::jsonb -> '{}' END) STORED")
 _MIGRATE_FROM_3 = (
-    "ALTER TABLE {records} ADD COLUMN recent_at DOUBLE PRECISION, "
-    "ADD COLUMN run_session JSONB, ADD COLUMN run_ended_at JSONB",
     "DROP INDEX {schema}{recent_index}",
     "DROP INDEX {schema}{runs_index}",
-    # only the rows they serve, so that the others are not rewritten
-    "UPDATE {records} SET (" + ", ".join(_DERIVED_COLUMNS) + ") = (" + _derived(
-        scope="scope", name="name", deleted="deleted", state="state",
-        at="GREATEST(updated_at, accessed_at)") + ") "
-    "WHERE name = '$meta' OR (scope = 'request' AND name = '$request' AND NOT deleted)",
+    "ALTER TABLE {records} ADD COLUMN recent_at DOUBLE PRECISION GENERATED ALWAYS AS "
+    "(CASE WHEN name = '$meta' THEN GREATEST(updated_at, accessed_at) END) STORED, "
+    "ADD COLUMN run_session JSONB " + _RUN_FIELD.format("session") + ", "
+    "ADD COLUMN run_ended_at JSONB " + _RUN_FIELD.format("ended_at"),
     "CREATE INDEX {recent_index} ON {records} (scope, recent_at DESC, scope_id DESC) "
     "WHERE name = '$meta'",
-    # run_session is set only for live request records, and ``run_session = x`` implies the
-    # predicate: the planner uses the index for ended_runs, a generic plan too
+    # ``run_session = x`` implies the predicate: the planner uses the index for ended_runs
+    # (a generic plan too), and reads the index alone
     "CREATE INDEX {runs_index} ON {records} (run_session, run_ended_at DESC, scope_id DESC) "
     "WHERE run_session IS NOT NULL",
 )
@@ -501,18 +483,15 @@ class PostgresStore(_WatchingStore):
             f"ORDER BY id LIMIT {2 * batch + 64}))) "
             f"SELECT c.id, (SELECT history_bytes FROM u), pg_notify({channel}, {origin})::text, "
             f"pg_advisory_xact_lock(%(write_lock)s)::text FROM c")
-        derived = ", ".join(_DERIVED_COLUMNS)
         return {
             "select_for_update": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key} FOR UPDATE",
             "select": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key}",
             "version": f"SELECT version, deleted FROM {t['records']} WHERE {key}",
             "create": (
-                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes, {derived}) "
-                f"VALUES (%(scope)s, %(scope_id)s, %(name)s, %(version)s, %(state)s, "
-                f"%(content)s, %(deleted)s, %(now)s, %(now)s, %(now)s, %(state_bytes)s, "
-                + _derived(scope="%(scope)s", name="%(name)s", deleted="%(deleted)s",
-                           state="%(state)s", at="%(now)s")
-                + ") ON CONFLICT DO NOTHING RETURNING version, history_bytes), " + tail),
+                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
+                f"(%(scope)s, %(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, "
+                f"%(deleted)s, %(now)s, %(now)s, %(now)s, %(state_bytes)s) ON CONFLICT DO NOTHING "
+                f"RETURNING version, history_bytes), " + tail),
             # History is pruned like SQLite's (see ``prune_cutoff``): most writes delete nothing
             # (``prune`` is 0); every ``batch`` versions the oldest batch goes. The byte bound is
             # checked on the record's ``history_bytes``; past it, ``trim`` runs.
@@ -521,11 +500,8 @@ class PostgresStore(_WatchingStore):
                 f"content = %(content)s, deleted = %(deleted)s, updated_at = %(now)s, "
                 f"accessed_at = %(now)s, history_bytes = history_bytes + %(state_bytes)s - "
                 f"CASE WHEN %(prune)s > 0 THEN (SELECT COALESCE(SUM(octet_length(state)), 0) "
-                f"FROM {t['history']} WHERE {key} AND version <= %(prune)s) ELSE 0 END, "
-                f"({derived}) = ("
-                + _derived(scope="scope", name="name", deleted="%(deleted)s", state="%(state)s",
-                           at="%(now)s")
-                + f") WHERE {key} AND version = %(previous)s RETURNING version, history_bytes), "
+                f"FROM {t['history']} WHERE {key} AND version <= %(prune)s) ELSE 0 END "
+                f"WHERE {key} AND version = %(previous)s RETURNING version, history_bytes), "
                 f"p AS (DELETE FROM {t['history']} WHERE %(prune)s > 0 AND {key} "
                 f"AND version <= %(prune)s AND EXISTS (SELECT 1 FROM u)), " + tail),
             # past the byte bound: the oldest versions go until the rest, this write's state
@@ -564,9 +540,7 @@ class PostgresStore(_WatchingStore):
                 f"OR EXISTS (SELECT 1 FROM {t['changes']} WHERE id = (SELECT change_id "
                 f"FROM {t['history']} WHERE {key} AND version < %(version)s "
                 f"AND change_id IS NOT NULL ORDER BY version DESC LIMIT 1))"),
-            "touch": (f"UPDATE {t['records']} SET accessed_at = %(now)s, recent_at = "
-                      + _RECENT_AT.format(name="name", at="GREATEST(updated_at, %(now)s)")
-                      + f" WHERE {key}"),
+            "touch": f"UPDATE {t['records']} SET accessed_at = %(now)s WHERE {key}",
             "history": (f"SELECT version, ts, operation, state, deleted, request_id "
                         f"FROM {t['history']} WHERE {key} ORDER BY version DESC LIMIT %(limit)s"),
             "changes": (f"SELECT seq, event FROM {t['changes']} WHERE seq > %s ORDER BY seq "
@@ -706,7 +680,7 @@ class PostgresStore(_WatchingStore):
         cursor = _recent_after(after)
         _recent_limit(limit)
         # the name as a literal, so that the planner can use the partial index for ``$meta``,
-        # which orders by the copy of the time that only ``$meta`` records keep (``recent_at``)
+        # which orders by the column that has this time for ``$meta`` records only (recent_at)
         at = "recent_at" if name == SESSION_META else "GREATEST(updated_at, accessed_at)"
         sql = [f"SELECT {_COLUMNS} FROM {self._t['records']} WHERE scope = %s AND name = "
                f"'{name.replace(chr(39), chr(39) * 2)}' AND NOT deleted"]
@@ -1146,18 +1120,12 @@ class PostgresStore(_WatchingStore):
                 refuse_existing(record)
             conn.execute(f"DELETE FROM {t['records']} WHERE {match}", key)
             conn.execute(f"DELETE FROM {t['history']} WHERE {match}", key)
-        conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}, history_bytes, "
-                     f"{', '.join(_DERIVED_COLUMNS)}) VALUES (%(scope)s, %(scope_id)s, "
-                     f"%(name)s, %(version)s, %(state)s, %(content)s, %(deleted)s, "
-                     f"%(created_at)s, %(updated_at)s, %(accessed_at)s, %(history_bytes)s, "
-                     + _derived(scope="%(scope)s", name="%(name)s", deleted="%(deleted)s",
-                                state="%(state)s",
-                                at="GREATEST(%(updated_at)s, %(accessed_at)s)") + ")",
-                     {**key, "version": record.version, "state": text,
-                      "content": record.content, "deleted": record.deleted,
-                      "created_at": record.created_at, "updated_at": record.updated_at,
-                      "accessed_at": record.accessed_at,
-                      "history_bytes": sum(utf8_size(texts[i]) for i in kept)})
+        conn.execute(f"INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
+                     f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                     (record.scope, record.scope_id, record.name, record.version, text,
+                      record.content, record.deleted, record.created_at,
+                      record.updated_at, record.accessed_at,
+                      sum(utf8_size(texts[i]) for i in kept)))
         with conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO {t['history']} (scope, scope_id, name, version, ts, "

@@ -380,7 +380,7 @@ def test_writes_and_touches_of_a_plain_record_are_hot_updates(pg_backend):
 
 
 def _derived_columns_wrong(admin, table):
-    """Rows whose index columns disagree with the record (what schema 4 keeps them as)."""
+    """Rows whose indexed columns (schema 4) disagree with the record."""
     return admin.execute(
         f"SELECT scope, scope_id, name FROM {table} WHERE recent_at IS DISTINCT FROM "
         f"(CASE WHEN name = '$meta' THEN GREATEST(updated_at, accessed_at) END) "
@@ -391,9 +391,9 @@ def _derived_columns_wrong(admin, table):
 
 
 def test_every_write_path_keeps_the_columns_the_indexes_read(pg_backend):
-    """Creates, updates, touches, deletes, nested writes, restores and imports set the columns
-    ``list_recent`` and ``ended_runs`` read to what the record says, and both answer as the
-    memory store does after the same operations."""
+    """After creates, updates, touches, deletes, nested writes, restores and imports, the
+    columns ``list_recent`` and ``ended_runs`` read say what the records say, and both answer
+    as the memory store does after the same operations."""
     from flowstate_jupyter.stores.base import HistoryEntry, Record
     from flowstate_jupyter.stores.memory import MemoryStore
 
@@ -458,7 +458,8 @@ def test_every_write_path_keeps_the_columns_the_indexes_read(pg_backend):
 def test_a_store_of_schema_3_is_upgraded_and_lists_its_sessions_and_runs_as_before(pg_backend):
     """The upgrade to schema 4 fills the new columns of the rows schema-3 code wrote and swaps
     the indexes; ``list_recent`` and ``ended_runs`` answer as the memory store does with the
-    same records, and go on doing so after more writes."""
+    same records, and go on doing so after more writes, those of schema-3 code still running
+    elsewhere (which knows nothing of the new columns) included."""
     from flowstate_jupyter.stores import postgres
     from flowstate_jupyter.stores.base import Record
     from flowstate_jupyter.stores.memory import MemoryStore
@@ -530,6 +531,21 @@ def test_a_store_of_schema_3_is_upgraded_and_lists_its_sessions_and_runs_as_befo
     same_answers()
     assert store.list_recent(S, "$meta")[0].scope_id == "s0"
     assert store.ended_runs("s1") == ["r-2", "r-3", "r-0"]
+    touched = Record(S, "s4", "$meta", 1, {"user": "bob"}, None, False, 104.0, 104.0, 4e9)
+    ended = Record("request", "r-9", "$request", 1, {"session": "s1", "ended_at": 99.0}, None,
+                   False, 1.0, 1.0, 1.0)
+    with pg_backend.admin() as admin:  # as schema-3 code's statements write them
+        admin.execute(f"UPDATE {names['records']} SET accessed_at = %s WHERE scope = %s "
+                      f"AND scope_id = %s AND name = %s", (touched.accessed_at, S, "s4", "$meta"))
+        admin.execute(f"INSERT INTO {names['records']} ({postgres._COLUMNS}) "
+                      f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                      (ended.scope, ended.scope_id, ended.name, ended.version,
+                       json.dumps(ended.state), None, False, 1.0, 1.0, 1.0))
+        assert _derived_columns_wrong(admin, names["records"]) == []
+    memory.restore_many([(touched, []), (ended, [])], replace=True)
+    same_answers()
+    assert store.list_recent(S, "$meta")[0].scope_id == "s4"
+    assert store.ended_runs("s1") == ["r-9", "r-2", "r-3", "r-0"]
     pg_backend.open().close()  # opening it again finds it current
 
 
