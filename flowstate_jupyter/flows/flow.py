@@ -259,11 +259,15 @@ class Flow:
         resumed).
         """
         act = self._action(action)
-        value = _validate_input(act.input_model, input, f"action {action!r} input")
+        if act.input_model is None:  # (the input as given: no message to build for a refusal)
+            value = shown = input
+        else:
+            value = _validate_input(act.input_model, input, f"action {action!r} input")
+            shown = _shown(value, input)
         return self._run(self._new_run(
-            act.block, value, action=action, input=_shown(value, input), user=user,
-            session=session, project=project, store=store, on_event=on_event, trace=trace,
-            durable=durable, concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
+            act.block, value, action=action, input=shown, user=user, session=session,
+            project=project, store=store, on_event=on_event, trace=trace, durable=durable,
+            concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
 
     async def arun(self, action: str, input: Any = None, *, user: str | None = None,
                    session: str | None = None, project: str = DEFAULT_PROJECT,
