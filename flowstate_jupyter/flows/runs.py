@@ -48,6 +48,7 @@ import time
 import traceback as _traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -277,14 +278,7 @@ class _Run:
         else:
             log = None
         self.log = log
-
-        def keep(event: dict) -> None:
-            if event.get("request_id") == request_id:
-                services.record(event)
-                if log is not None:
-                    log.observe(event)
-
-        self.unsubscribe = store._listen(keep)  # its own writes: no watcher
+        self.unsubscribe = store._listen(self._keep)  # its own writes: no watcher
         content: str | None = None
         if resumption is None:
             owner = ensure_session(store, session_id, user=self.user, flow_kind=flow.kind,
@@ -336,15 +330,14 @@ class _Run:
             lease.first = (content, {**event, "request_id": None})
             services.record({**event, "ts": wall0})
         else:
-            claim = lambda: lease.write(record, content=content, event=event,
-                                        adopt=False)
             try:
                 if not slot:
-                    written = claim()
+                    written = lease.write(record, content=content, event=event, adopt=False)
                 else:
                     written = acquire_slot(store, session_id, str(action), request_id,
                                            self.concurrency, self.queue_timeout_s, seconds,
-                                           claim)
+                                           partial(lease.write, record, content=content,
+                                                   event=event, adopt=False))
             except RunStateError:
                 if resumption is None:
                     raise
@@ -357,6 +350,15 @@ class _Run:
         RENEWER.add(lease)
         return _root_context(flow, block, store, request_id, session_id, owner, self.project,
                              services, log)
+
+    def _keep(self, event: dict) -> None:
+        """A change committed through the run's store: one of the run's events if it carries
+        the run's request id (a method, not a closure: ``begin`` then makes no cells)."""
+        if event.get("request_id") == self.request_id:
+            self.services.record(event)
+            log = self.log
+            if log is not None:
+                log.observe(event)
 
     def end(self, output: Any, error: BaseException | None, interrupt: BaseException | None,
             suspended: Suspended | None) -> RunResult:
@@ -433,8 +435,10 @@ class _Run:
                 lease.log = None
                 if log is not None:
                     log.lease = None
-        if self.unsubscribe is not None:
-            self.unsubscribe()
+        unsubscribe = self.unsubscribe
+        if unsubscribe is not None:  # (it holds self._keep, so it goes: no cycle is left)
+            self.unsubscribe = None
+            unsubscribe()
 
     async def execute(self) -> RunResult:
         """Begin, await the block, end (see :func:`execute`)."""
