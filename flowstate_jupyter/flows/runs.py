@@ -348,8 +348,21 @@ class _Run:
         if log is not None:
             log.lease = lease
         RENEWER.add(lease)
-        return _root_context(flow, block, store, request_id, session_id, owner, self.project,
-                             services, log)
+        sequencer = None
+        model, needed = flow.root_sequencer_model(block)
+        if needed:  # blocks declare sequencer_state with no stateful sequencer above them
+            sequencer = SequencerState(store, request_id, block.name,
+                                       0 if log is not None else services.next_instance(), model)
+        return Context._top(_RunFrame(None, None, None, None, request_id, store, flow, flow.path,
+                                      services, log, self._handle), sequencer)
+
+    def _handle(self, scope: str) -> ScopeHandle:
+        """The run's handle on ``scope``, made when a block first uses it (``ctx.session``)."""
+        flow, request_id = self.flow, self.request_id
+        ids = {"request": request_id, "session": self.session_id, "user": self.owner,
+               "project": self.project}
+        return ScopeHandle(self.store, scope, ids[scope], state=flow.state_model(scope),
+                           resources=flow.resources(scope), request_id=request_id)
 
     def _keep(self, event: dict) -> None:
         """A change committed through the run's store: one of the run's events if it carries
@@ -484,23 +497,3 @@ async def execute(flow: FlowSpec, block: Block, value: Any, **options: Any) -> R
     ``flows/replay.py``, which starts from what the original run recorded).
     """
     return await _Run(flow, block, value, **options).execute()
-
-
-
-def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, session_id: str,
-                  user: str, project: str, services: RunServices,
-                  log: RunLog | None = None) -> Context:
-    """The ``ctx`` the top block of a run receives (its scope handles made on first use)."""
-    ids = {"request": request_id, "session": session_id, "user": user, "project": project}
-
-    def handle(scope: str) -> ScopeHandle:
-        return ScopeHandle(store, scope, ids[scope], state=flow.state_model(scope),
-                           resources=flow.resources(scope), request_id=request_id)
-
-    sequencer = None
-    model, needed = flow.root_sequencer_model(block)
-    if needed:  # blocks declare sequencer_state with no stateful sequencer above them
-        sequencer = SequencerState(store, request_id, block.name,
-                                   0 if log is not None else services.next_instance(), model)
-    return Context._top(_RunFrame(None, None, None, None, request_id, store, flow, flow.path,
-                                  services, log, handle), sequencer)
