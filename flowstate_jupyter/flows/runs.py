@@ -327,7 +327,7 @@ class _Run:
             # its idempotency key or runs something once, or once it has run for
             # ``START_AFTER_S``; a run that ends sooner writes its record once, at its end
             # (docs/decisions.md). Its "running" event is the run's all the same.
-            lease.first = (content, {**event, "request_id": None})
+            lease.first = (content, event)  # (Lease.start makes its write's event from it)
             services.record({**event, "ts": wall0})
         else:
             try:
