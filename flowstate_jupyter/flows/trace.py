@@ -559,8 +559,11 @@ class RunLog:
         """The trace as stored (JSON, within :data:`TRACE_MAX_BYTES`); keeps it for the result.
         ``final``: the run has ended (see :meth:`_kept`)."""
         for limit, with_changes in ((PREVIEW_CHARS, True), (100, False)):
-            rows, dropped = _merge(self.previous, self._rows(limit, with_changes, final),
-                                   self.wall0, len(self.sites))
+            rows = self._rows(limit, with_changes, final)
+            if self.previous or len(rows) > SPAN_LIMIT:
+                rows, dropped = _merge(self.previous, rows, self.wall0, len(self.sites))
+            else:  # (no earlier attempt, within the limit: what _merge would give)
+                dropped = len(self.sites) - len(rows)
             data: dict[str, Any] = {"t0": self.wall0, "rows": rows, "dropped": dropped,
                                     "truncated": not with_changes}
             text = _trace_json(data)
