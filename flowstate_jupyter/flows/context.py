@@ -16,7 +16,6 @@ import concurrent.futures
 import contextlib
 import contextvars
 import inspect
-import itertools
 import threading
 import time
 import warnings
@@ -103,7 +102,7 @@ class RunServices:
         self._on_event = on_event
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._instances = itertools.count(1)
+        self._instances = 0  # numbers handed out by next_instance
 
     def record(self, event: dict) -> None:
         """Keep ``event`` on the run and hand it to ``on_event`` (whose errors are warned)."""
@@ -118,7 +117,9 @@ class RunServices:
 
     def next_instance(self) -> int:
         """A number unique within this run, for sequencer instance-state records."""
-        return next(self._instances)
+        with self._lock:
+            self._instances += 1
+            return self._instances
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
