@@ -328,6 +328,8 @@ class Context:
         path = log.sites[span][0]
         asked = log.suspends.get(span, 0)
         key = f"{path}#{asked}"
+        if not log.suspends:
+            log.suspends = {}
         log.suspends[span] = asked + 1
         if key in log.resumed:
             return schema.validate_value(model, log.resumed[key],
