@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from asyncio import _get_running_loop  # (public in asyncio.events; see bridge.py)
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -482,7 +483,10 @@ class Flow:
     def _run(run: _Run) -> RunResult:
         """Run from synchronous code: with no event loop when every block is a plain function
         and none runs in this thread, else on a loop (``bridge.run_sync``)."""
-        return run_sync(run.execute, run.execute_now if run.block._sync() else None)
+        sync = run.block._sync()
+        if sync and _get_running_loop() is None:  # run_sync's first case, without its call
+            return run.execute_now()
+        return run_sync(run.execute, run.execute_now if sync else None)
 
     # -- sessions --------------------------------------------------------------------------------
     def session(self, id: str | None = None, *, user: str | None = None,
