@@ -471,7 +471,8 @@ class Flow:
         not started; ``input`` is what its request record shows."""
         if user is not None:
             check_id(user, "user id")
-        check_id(project, "project id")
+        if project is not DEFAULT_PROJECT:  # (the default is an id)
+            check_id(project, "project id")
         session_id = check_id(session, "session id") if session is not None else new_id("s")
         return _Run(self, block, value, action=action, session_id=session_id, user=user,
                     project=project, store=store or default_store(), request_id=new_id("r"),

@@ -383,7 +383,8 @@ class _Run:
                                                  self.action)
         log, lease, record = self.log, self.lease, self.record
         assert lease is not None
-        self.services.close()  # every job has finished by now: this only releases the threads
+        if self.services._executor is not None:  # (a run that had worker threads)
+            self.services.close()  # every job has finished by now: this only releases them
         RENEWER.remove(lease)
         lease.ended = True
         suspension = None

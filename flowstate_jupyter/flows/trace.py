@@ -644,7 +644,9 @@ class RunLog:
 
     def content(self, *, final: bool) -> str | None:
         """The JSON kept as the request record's content (``None``: nothing to keep)."""
-        log = self.log_data(final=final) if self.durable else None
+        # (a final log keeps only run_once results and resume values: most runs have none)
+        log = self.log_data(final=final) if self.durable and (
+            not final or self.once or self.resumed) else None
         if self.trace:
             if log is None:  # (a finished run's usual content)
                 return f'{{"v":{_FORMAT},"trace":{self.trace_text(final)}}}'
