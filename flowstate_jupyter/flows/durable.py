@@ -38,7 +38,6 @@ import weakref
 from _thread import RLock as _RLock  # threading.RLock's C lock, without its Python wrapper
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
@@ -203,6 +202,11 @@ class Lease:
         self.lock = _RLock()
         self.last = time.monotonic()
 
+    def change(self, state: dict, content: Any, event: dict, request_id: str | None) -> Change:
+        return Change(state=state, operation="set", content=content, event=event,
+                      request_id=request_id, text=_record_json(state),
+                      event_text=_record_json(event))
+
     def write(self, state: dict, *, content: Any = KEEP, event: dict,
               also: Callable[[], None] | None = None, own_event: bool = True,
               adopt: bool = True) -> Record:
@@ -215,8 +219,18 @@ class Lease:
             if self.lost is not None:
                 raise RunStateError(self.lost)
             expected = self.version
-            fn = partial(self._change, expected, state, content, event, also,
-                         self.request_id if own_event else None)
+
+            def fn(current: Record | None) -> Change:
+                found = 0 if current is None else current.version
+                if found != expected:
+                    raise VersionConflictError(f"run {self.request_id}: its request record is "
+                                               f"at version {found}, not {expected}",
+                                               current=found)
+                if also is not None:
+                    also()
+                return self.change(state, content, event,
+                                   self.request_id if own_event else None)
+
             try:
                 # the first write makes a new record (fresh id): insert it without a read
                 write = self.store.create if expected == 0 else self.store.update
@@ -233,22 +247,6 @@ class Lease:
                 self.adopt(record)
                 self.state = state
             return record
-
-    def _change(self, expected: int, state: dict, content: Any, event: dict,
-                also: Callable[[], None] | None, request_id: str | None,
-                current: Record | None) -> Change:
-        """What :meth:`write` hands the store (as a partial: no closure a write): the change,
-        made inside the transaction if the record is still at version ``expected`` (the
-        compare-and-swap), after ``also()``."""
-        found = 0 if current is None else current.version
-        if found != expected:
-            raise VersionConflictError(f"run {self.request_id}: its request record is at "
-                                       f"version {found}, not {expected}", current=found)
-        if also is not None:
-            also()
-        return Change(state=state, operation="set", content=content, event=event,
-                      request_id=request_id, text=_record_json(state),
-                      event_text=_record_json(event))
 
     def adopt(self, record: Record) -> None:
         """This run wrote ``record`` (possibly nested in another write that committed)."""
