@@ -81,10 +81,7 @@ def store_url() -> str:
 
 def lease_seconds() -> float:
     """``FLOWSTATE_LEASE_S`` (a positive number of seconds), else :data:`DEFAULT_LEASE_S`."""
-    try:  # read at every call (it may change); indexed, not .get: one Python frame less
-        text = os.environ["FLOWSTATE_LEASE_S"]
-    except KeyError:
-        return DEFAULT_LEASE_S
+    text = os.environ.get("FLOWSTATE_LEASE_S")
     if not text:
         return DEFAULT_LEASE_S
     try:
