@@ -259,9 +259,7 @@ class Flow:
         trace; ``durable=False`` keeps no step log (the run can then neither suspend nor be
         resumed).
         """
-        act = self.actions.get(action) if type(action) is str else None
-        if act is None:
-            act = self._action(action)  # (an unknown action: it raises)
+        act = self._action(action)
         if act.input_model is None:  # (the input as given: no message to build for a refusal)
             value = shown = input
         else:
