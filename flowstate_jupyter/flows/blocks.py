@@ -289,34 +289,29 @@ class Block:
         log.ends[span] = clock()  # (ended ok)
         return out
 
+    # (``_SHAPE`` when it was found, the answer): kept until a sequencer anywhere gains a step
+    _sync_known: tuple[int, bool] = (-1, False)
+    _quiet_known: tuple[int, bool] = (-1, False)
+
     def _sync(self) -> bool:
         """Whether this block and every block and function inside it are plain functions, so
         that it can run with no event loop (:meth:`_run_sync`)."""
-        return self._known("sync", self._can_sync)
+        known = self._sync_known
+        if known[0] != _SHAPE[0]:
+            known = self._sync_known = (_SHAPE[0], self._can_sync())
+        return known[1]
 
     def _declares_nothing(self) -> bool:
         """Whether neither this block nor any block inside it declares state (of any scope,
         sequencer instance state included) or resources."""
-        return self._known("quiet", self._quiet)
+        known = self._quiet_known
+        if known[0] != _SHAPE[0]:
+            known = self._quiet_known = (_SHAPE[0], self._quiet())
+        return known[1]
 
     def _quiet(self) -> bool:
         return not any(any(m is not None for m in b.state.values()) or any(b.resources.values())
                        or getattr(b, "instance_state", None) is not None for b in self.walk())
-
-    _shape_cache: dict[str, tuple[int, bool]] | None = None
-
-    def _known(self, what: str, compute: Callable[[], bool]) -> bool:
-        """``compute()``, kept until a sequencer anywhere gains a step."""
-        cache = self._shape_cache
-        if cache is None:
-            cache = self._shape_cache = {}
-        known = cache.get(what)
-        if known is not None and known[0] == _SHAPE[0]:
-            return known[1]
-        shape = _SHAPE[0]
-        answer = compute()
-        cache[what] = (shape, answer)
-        return answer
 
     def _can_sync(self) -> bool:
         return False  # a block class of its own: only its ``run`` is known

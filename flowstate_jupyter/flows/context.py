@@ -16,7 +16,6 @@ import concurrent.futures
 import contextlib
 import contextvars
 import inspect
-import itertools
 import threading
 import time
 import warnings
@@ -103,12 +102,11 @@ class RunServices:
         self._on_event = on_event
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._instances = itertools.count(1)
+        self._instances = 0  # numbers handed out by next_instance
 
     def record(self, event: dict) -> None:
         """Keep ``event`` on the run and hand it to ``on_event`` (whose errors are warned)."""
-        with self._lock:
-            self.events.append(event)
+        self.events.append(event)  # (one append is atomic: no lock needed for the order)
         if self._on_event is not None:
             try:
                 self._on_event(event)
@@ -118,7 +116,9 @@ class RunServices:
 
     def next_instance(self) -> int:
         """A number unique within this run, for sequencer instance-state records."""
-        return next(self._instances)
+        with self._lock:
+            self._instances += 1
+            return self._instances
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -327,6 +327,8 @@ class Context:
         path = log.sites[span][0]
         asked = log.suspends.get(span, 0)
         key = f"{path}#{asked}"
+        if not log.suspends:
+            log.suspends = {}
         log.suspends[span] = asked + 1
         if key in log.resumed:
             return schema.validate_value(model, log.resumed[key],

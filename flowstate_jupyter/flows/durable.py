@@ -177,8 +177,9 @@ class Lease:
     then on the run may not write (``lost``). ``renew`` extends ``lease_until`` and writes the
     run's step log (``content``), from the renewing thread.
 
-    A run may put off its first write (``first`` holds its content and event): :meth:`start`
-    makes it when the run needs its record, and the renewing thread makes it once the run has
+    A run may put off its first write (``first`` holds its content and the run's
+    ``"running"`` event, which the write's event is made from): :meth:`start` makes it when
+    the run needs its record, and the renewing thread makes it once the run has
     lasted :data:`START_AFTER_S`. Until then the record does not exist (version 0).
 
     ``log`` is the run's ``RunLog`` (``None`` for a run that keeps neither trace nor step log):
@@ -260,9 +261,9 @@ class Lease:
         with self.lock:
             if self.started or self.lost is not None or self.first is None:
                 return
-            content, event = self.first
+            content, running = self.first
             self.write({**self.state, "lease_until": time.time() + self.seconds},
-                       content=content, event=event)
+                       content=content, event={**running, "request_id": None})
 
     def flush(self) -> None:
         """Write the step log now, extending the lease (``ctx.run_once``, durable runs)."""

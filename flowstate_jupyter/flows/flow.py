@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from asyncio import _get_running_loop  # (public in asyncio.events; see bridge.py)
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,11 +260,15 @@ class Flow:
         resumed).
         """
         act = self._action(action)
-        value = _validate_input(act.input_model, input, f"action {action!r} input")
+        if act.input_model is None:  # (the input as given: no message to build for a refusal)
+            value = shown = input
+        else:
+            value = _validate_input(act.input_model, input, f"action {action!r} input")
+            shown = _shown(value, input)
         return self._run(self._new_run(
-            act.block, value, action=action, input=_shown(value, input), user=user,
-            session=session, project=project, store=store, on_event=on_event, trace=trace,
-            durable=durable, concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
+            act.block, value, action=action, input=shown, user=user, session=session,
+            project=project, store=store, on_event=on_event, trace=trace, durable=durable,
+            concurrency=act.concurrency, queue_timeout_s=act.queue_timeout_s))
 
     async def arun(self, action: str, input: Any = None, *, user: str | None = None,
                    session: str | None = None, project: str = DEFAULT_PROJECT,
@@ -464,7 +469,8 @@ class Flow:
         not started; ``input`` is what its request record shows."""
         if user is not None:
             check_id(user, "user id")
-        check_id(project, "project id")
+        if project is not DEFAULT_PROJECT:  # (the default is an id)
+            check_id(project, "project id")
         session_id = check_id(session, "session id") if session is not None else new_id("s")
         return _Run(self, block, value, action=action, session_id=session_id, user=user,
                     project=project, store=store or default_store(), request_id=new_id("r"),
@@ -476,7 +482,10 @@ class Flow:
     def _run(run: _Run) -> RunResult:
         """Run from synchronous code: with no event loop when every block is a plain function
         and none runs in this thread, else on a loop (``bridge.run_sync``)."""
-        return run_sync(run.execute, run.execute_now if run.block._sync() else None)
+        sync = run.block._sync()
+        if sync and _get_running_loop() is None:  # run_sync's first case, without its call
+            return run.execute_now()
+        return run_sync(run.execute, run.execute_now if sync else None)
 
     # -- sessions --------------------------------------------------------------------------------
     def session(self, id: str | None = None, *, user: str | None = None,

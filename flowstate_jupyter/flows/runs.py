@@ -48,6 +48,7 @@ import time
 import traceback as _traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -277,14 +278,7 @@ class _Run:
         else:
             log = None
         self.log = log
-
-        def keep(event: dict) -> None:
-            if event.get("request_id") == request_id:
-                services.record(event)
-                if log is not None:
-                    log.observe(event)
-
-        self.unsubscribe = store._listen(keep)  # its own writes: no watcher
+        self.unsubscribe = store._listen(self._keep)  # its own writes: no watcher
         content: str | None = None
         if resumption is None:
             owner = ensure_session(store, session_id, user=self.user, flow_kind=flow.kind,
@@ -333,18 +327,17 @@ class _Run:
             # its idempotency key or runs something once, or once it has run for
             # ``START_AFTER_S``; a run that ends sooner writes its record once, at its end
             # (docs/decisions.md). Its "running" event is the run's all the same.
-            lease.first = (content, {**event, "request_id": None})
+            lease.first = (content, event)  # (Lease.start makes its write's event from it)
             services.record({**event, "ts": wall0})
         else:
-            claim = lambda: lease.write(record, content=content, event=event,
-                                        adopt=False)
             try:
                 if not slot:
-                    written = claim()
+                    written = lease.write(record, content=content, event=event, adopt=False)
                 else:
                     written = acquire_slot(store, session_id, str(action), request_id,
                                            self.concurrency, self.queue_timeout_s, seconds,
-                                           claim)
+                                           partial(lease.write, record, content=content,
+                                                   event=event, adopt=False))
             except RunStateError:
                 if resumption is None:
                     raise
@@ -355,8 +348,30 @@ class _Run:
         if log is not None:
             log.lease = lease
         RENEWER.add(lease)
-        return _root_context(flow, block, store, request_id, session_id, owner, self.project,
-                             services, log)
+        sequencer = None
+        model, needed = flow.root_sequencer_model(block)
+        if needed:  # blocks declare sequencer_state with no stateful sequencer above them
+            sequencer = SequencerState(store, request_id, block.name,
+                                       0 if log is not None else services.next_instance(), model)
+        return Context._top(_RunFrame(None, None, None, None, request_id, store, flow, flow.path,
+                                      services, log, self._handle), sequencer)
+
+    def _handle(self, scope: str) -> ScopeHandle:
+        """The run's handle on ``scope``, made when a block first uses it (``ctx.session``)."""
+        flow, request_id = self.flow, self.request_id
+        ids = {"request": request_id, "session": self.session_id, "user": self.owner,
+               "project": self.project}
+        return ScopeHandle(self.store, scope, ids[scope], state=flow.state_model(scope),
+                           resources=flow.resources(scope), request_id=request_id)
+
+    def _keep(self, event: dict) -> None:
+        """A change committed through the run's store: one of the run's events if it carries
+        the run's request id (a method, not a closure: ``begin`` then makes no cells)."""
+        if event.get("request_id") == self.request_id:
+            self.services.record(event)
+            log = self.log
+            if log is not None:
+                log.observe(event)
 
     def end(self, output: Any, error: BaseException | None, interrupt: BaseException | None,
             suspended: Suspended | None) -> RunResult:
@@ -368,7 +383,8 @@ class _Run:
                                                  self.action)
         log, lease, record = self.log, self.lease, self.record
         assert lease is not None
-        self.services.close()  # every job has finished by now: this only releases the threads
+        if self.services._executor is not None:  # (a run that had worker threads)
+            self.services.close()  # every job has finished by now: this only releases them
         RENEWER.remove(lease)
         lease.ended = True
         suspension = None
@@ -433,8 +449,10 @@ class _Run:
                 lease.log = None
                 if log is not None:
                     log.lease = None
-        if self.unsubscribe is not None:
-            self.unsubscribe()
+        unsubscribe = self.unsubscribe
+        if unsubscribe is not None:  # (it holds self._keep, so it goes: no cycle is left)
+            self.unsubscribe = None
+            unsubscribe()
 
     async def execute(self) -> RunResult:
         """Begin, await the block, end (see :func:`execute`)."""
@@ -480,23 +498,3 @@ async def execute(flow: FlowSpec, block: Block, value: Any, **options: Any) -> R
     ``flows/replay.py``, which starts from what the original run recorded).
     """
     return await _Run(flow, block, value, **options).execute()
-
-
-
-def _root_context(flow: FlowSpec, block: Block, store: Store, request_id: str, session_id: str,
-                  user: str, project: str, services: RunServices,
-                  log: RunLog | None = None) -> Context:
-    """The ``ctx`` the top block of a run receives (its scope handles made on first use)."""
-    ids = {"request": request_id, "session": session_id, "user": user, "project": project}
-
-    def handle(scope: str) -> ScopeHandle:
-        return ScopeHandle(store, scope, ids[scope], state=flow.state_model(scope),
-                           resources=flow.resources(scope), request_id=request_id)
-
-    sequencer = None
-    model, needed = flow.root_sequencer_model(block)
-    if needed:  # blocks declare sequencer_state with no stateful sequencer above them
-        sequencer = SequencerState(store, request_id, block.name,
-                                   0 if log is not None else services.next_instance(), model)
-    return Context._top(_RunFrame(None, None, None, None, request_id, store, flow, flow.path,
-                                  services, log, handle), sequencer)

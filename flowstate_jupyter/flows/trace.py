@@ -52,6 +52,7 @@ import sys
 import traceback as _traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import BaseModel
@@ -322,6 +323,11 @@ class MapStep:
         self.name = name
 
 
+#: An empty map no one may change: a ``RunLog``'s maps until something is put in them.
+_NONE: Any = MappingProxyType({})
+_NO_ROWS: list[list] = []  # (never changed: a log without earlier rows shares it)
+
+
 class RunLog:
     """Everything one run records about itself in memory: spans, writes, the step log.
 
@@ -341,6 +347,18 @@ class RunLog:
     event loop's, or the caller's when no loop runs; worker threads run plain functions only).
     """
 
+    # maps most runs leave empty: the shared read-only _NONE until something is put in one
+    # (``done`` and ``earlier`` are only read: a resume's or a replay's log sets its own)
+    failed: dict[int, tuple[str, BaseException | None]] = _NONE
+    noted: dict[int, list[dict]] = _NONE
+    counts: dict[int, dict[str, int]] = _NONE
+    suspends: dict[int, int] = _NONE
+    by_path: dict[str, int] = _NONE
+    repeats: dict[str, int] = _NONE
+    committed: dict[str, set[str]] = _NONE
+    done: dict[str, list] = _NONE
+    earlier: dict[str, set[str]] = _NONE
+
     def __init__(self, request_id: str, *, trace: bool, durable: bool, wall0: float,
                  clock0: float, attempt: int = 1, logged: dict | None = None,
                  previous: list[list] | None = None) -> None:
@@ -354,20 +372,11 @@ class RunLog:
         self.outputs: list[Any] = []
         self.starts: list[float] = []
         self.ends: list[float | None] = []
-        self.failed: dict[int, tuple[str, BaseException | None]] = {}
-        self.noted: dict[int, list[dict]] = {}
-        self.counts: dict[int, dict[str, int]] = {}
-        self.suspends: dict[int, int] = {}
-        self.by_path: dict[str, int] = {}
-        self.repeats: dict[str, int] = {}
-        self.previous = previous or []  # trace rows of earlier attempts
-        self.committed: dict[str, set[str]] = {}
+        self.previous = previous or _NO_ROWS  # trace rows of earlier attempts
         if logged is None:  # a new run (the usual case): nothing logged before
             self.input_json: Any = None
-            self.done: dict[str, list] = {}
             self.once: dict[str, Any] = {}
             self.resumed: dict[str, Any] = {}
-            self.earlier: dict[str, set[str]] = {}
         else:
             self.input_json = logged.get("input")
             self.done = dict(logged.get("done") or {})
@@ -386,8 +395,10 @@ class RunLog:
         """The path of a block run at ``segment`` under span ``parent`` (see the module doc)."""
         path = segment if parent is None else f"{self.sites[parent][0]}/{segment}"
         if not explicit:  # a block a handler ran itself: number repeats
-            seen = self.repeats.get(path, 0) + 1
-            self.repeats[path] = seen
+            repeats = self.repeats
+            if repeats is _NONE:
+                repeats = self.repeats = {}
+            seen = repeats[path] = repeats.get(path, 0) + 1
             if seen > 1:
                 path = f"{path}#{seen}"
         return path
@@ -404,6 +415,8 @@ class RunLog:
 
     def fail(self, span: int, status: str, error: BaseException | None, end: float) -> None:
         """End span ``span`` otherwise than ok (``"error"`` or ``"suspended"``)."""
+        if self.failed is _NONE:
+            self.failed = {}
         self.failed[span] = (status, error)
         self.ends[span] = end
 
@@ -432,6 +445,8 @@ class RunLog:
         counts = self.counts.get(span)
         path = compact(self.sites[span][0])
         if counts is None:
+            if self.counts is _NONE:
+                self.counts, self.by_path = {}, {}
             counts = self.counts[span] = {}
             self.by_path[path] = span  # where its committed changes are attributed
         n = counts.get(key, 0)
@@ -451,10 +466,14 @@ class RunLog:
         if span is not None:
             noted = self.noted.get(span)
             if noted is None:
+                if self.noted is _NONE:
+                    self.noted = {}
                 noted = self.noted[span] = []
             noted.append(event)
         write = event.get("write")
         if write is not None:
+            if self.committed is _NONE:
+                self.committed = {}
             self.committed.setdefault(path, set()).add(write)
 
     # -- encoding ---------------------------------------------------------------------------
@@ -559,8 +578,11 @@ class RunLog:
         """The trace as stored (JSON, within :data:`TRACE_MAX_BYTES`); keeps it for the result.
         ``final``: the run has ended (see :meth:`_kept`)."""
         for limit, with_changes in ((PREVIEW_CHARS, True), (100, False)):
-            rows, dropped = _merge(self.previous, self._rows(limit, with_changes, final),
-                                   self.wall0, len(self.sites))
+            rows = self._rows(limit, with_changes, final)
+            if self.previous or len(rows) > SPAN_LIMIT:
+                rows, dropped = _merge(self.previous, rows, self.wall0, len(self.sites))
+            else:  # (no earlier attempt, within the limit: what _merge would give)
+                dropped = len(self.sites) - len(rows)
             data: dict[str, Any] = {"t0": self.wall0, "rows": rows, "dropped": dropped,
                                     "truncated": not with_changes}
             text = _trace_json(data)
@@ -622,7 +644,9 @@ class RunLog:
 
     def content(self, *, final: bool) -> str | None:
         """The JSON kept as the request record's content (``None``: nothing to keep)."""
-        log = self.log_data(final=final) if self.durable else None
+        # (a final log keeps only run_once results and resume values: most runs have none)
+        log = self.log_data(final=final) if self.durable and (
+            not final or self.once or self.resumed) else None
         if self.trace:
             if log is None:  # (a finished run's usual content)
                 return f'{{"v":{_FORMAT},"trace":{self.trace_text(final)}}}'
