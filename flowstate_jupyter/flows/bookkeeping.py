@@ -32,10 +32,12 @@ _before_listing: Callable[[Store], None] | None = None
 
 
 #: Per store object: the sessions :func:`ensure_session` found in order, as
-#: ``(session id, user, flow kind) -> (store's _meta_token then, owner)``. While the store's token
-#: is unchanged the record is too, so a run's session check is not read again (docs/decisions.md,
-#: 'A session checked once is not read again while nothing changed').
-_CHECKED: weakref.WeakKeyDictionary[Store, dict[tuple, tuple[object, str]]] = \
+#: ``(session id, user, flow kind) -> (store's _meta_token then, owner)``, or ``None`` for a
+#: session checked once without a token. While the store's token is unchanged the record is too,
+#: so a run's session check is not read again (docs/decisions.md, 'A session checked once is not
+#: read again while nothing changed'). The token is asked for from a session's second check on:
+#: one seen once (a new session, or one of many each used once) costs no more than before.
+_CHECKED: weakref.WeakKeyDictionary[Store, dict[tuple, tuple[object, str] | None]] = \
     weakref.WeakKeyDictionary()
 _CHECKED_MAX = 1024  # sessions remembered per store object (then it starts over)
 
@@ -57,12 +59,14 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
     check_id(session_id, "session id")
     if user is not None:
         check_id(user, "user id")
-    # Taken before the read: a change committed after it makes the next call read again.
-    token = store._meta_token()
-    checked = None if token is None else _CHECKED.get(store)
-    if checked is not None:
-        known = checked.get((session_id, user, flow_kind))
-        if known is not None and known[0] == token:
+    key = (session_id, user, flow_kind)
+    checked = _CHECKED.get(store)
+    token = None
+    if checked is not None and key in checked:
+        # Taken before the read: a change committed after it makes the next call read again.
+        token = store._meta_token()
+        known = checked[key]
+        if token is not None and known is not None and known[0] == token:
             return known[1]
     record = store.read("session", session_id, SESSION_META)
     if record is None or record.deleted:
@@ -80,7 +84,8 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
                                  "request_id": request_id})
 
         store.update("session", session_id, SESSION_META, create)
-        if not found:
+        if not found:  # created: its write moved the token on, so only that it was seen
+            _remember(store, checked, key, None)
             return wanted
         meta = found
     else:
@@ -97,13 +102,20 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
     if user is not None and owner != user:
         raise AccessDeniedError(f"session {session_id!r} belongs to user {owner!r}, not "
                                 f"{user!r}; use another session id (or none, for a new one)")
-    if token is not None and record is not None:  # (a session just created: its write moved
-        if checked is None:                        # the token on, so nothing to remember)
-            checked = _CHECKED.setdefault(store, {})
-        elif len(checked) >= _CHECKED_MAX:
-            checked.clear()
-        checked[(session_id, user, flow_kind)] = (token, owner)
+    # (found just created by another writer: the token was taken before that, so only seen)
+    _remember(store, checked, key, (token, owner) if token is not None and record is not None
+              else None)
     return owner
+
+
+def _remember(store: Store, checked: dict | None, key: tuple,
+              value: tuple[object, str] | None) -> None:
+    """Keep what :func:`ensure_session` found for ``key`` (see ``_CHECKED``)."""
+    if checked is None:
+        checked = _CHECKED.setdefault(store, {})
+    elif len(checked) >= _CHECKED_MAX and key not in checked:
+        checked.clear()
+    checked[key] = value
 
 
 DEFAULT_PAGE = 100  # sessions per page of ``flow.sessions()``

@@ -415,3 +415,19 @@ def test_a_run_in_a_session_already_checked_does_not_read_the_session_record(tmp
         statements.clear()
         flow.run("turn", 1, user="alice", session="s1", store=store)
         assert [s for s in statements if s.startswith("SELECT") and "'$meta'" in s]
+
+
+def test_sessions_each_checked_once_cost_no_extra_statement(tmp_path):
+    # many sessions, each used once by this store object (made elsewhere): a read each, no token
+    flow = _flow()
+    url = f"sqlite:///{tmp_path / 'once.db'}"
+    with fs.open_store(url) as elsewhere:
+        for i in range(3):
+            flow.session(f"s{i}", user="alice", store=elsewhere)
+    with fs.open_store(url) as store:
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        for i in range(3):
+            assert flow.run("turn", 1, user="alice", session=f"s{i}", store=store).ok
+        assert "PRAGMA data_version" not in statements
+        assert sum(s.startswith("SELECT") and "'$meta'" in s for s in statements) == 3
