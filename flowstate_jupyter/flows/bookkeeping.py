@@ -34,9 +34,10 @@ _before_listing: Callable[[Store], None] | None = None
 #: Per store object: the sessions :func:`ensure_session` found in order, as
 #: ``(session id, user, flow kind) -> (store's _meta_token then, owner)``, or ``None`` for a
 #: session checked once without a token. While the store's token is unchanged the record is too,
-#: so a run's session check is not read again (docs/decisions.md, 'A session checked once is not
-#: read again while nothing changed'). The token is asked for from a session's second check on:
-#: one seen once (a new session, or one of many each used once) costs no more than before.
+#: so a run's session check is not read again; see docs/decisions.md,
+#: 'A session checked once is not read again while nothing changed'. The token is asked for from
+#: a session's second check on: one seen once (a new session, or one of many each used once)
+#: costs no more than before.
 _CHECKED: weakref.WeakKeyDictionary[Store, dict[tuple, tuple[object, str] | None]] = \
     weakref.WeakKeyDictionary()
 _CHECKED_MAX = 1024  # sessions remembered per store object (then it starts over)
