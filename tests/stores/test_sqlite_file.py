@@ -303,6 +303,108 @@ def test_a_sessions_ended_runs_are_found_from_an_index_without_reading_all_runs(
         store._conn.set_trace_callback(seen.append)
         assert store.ended_runs("s1", skip=1) == ["r-1", "r-0"]
         store._conn.set_trace_callback(None)
-        plan = " ".join(str(row[3]) for row in store._conn.execute(
-            "EXPLAIN QUERY PLAN " + seen[-1]))
+        query = next(s for s in seen if s.startswith("SELECT"))
+        plan = " ".join(str(row[3]) for row in store._conn.execute("EXPLAIN QUERY PLAN " + query))
+        listing = next(s for s in seen if s.startswith("UPDATE"))  # the runs written since
+        listing_plan = [row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + listing)]
     assert "USING INDEX records_runs" in plan and "SCAN" not in plan, plan
+    assert "SEARCH records USING INTEGER PRIMARY KEY (rowid>?)" in listing_plan, listing_plan
+
+
+def _indexed_runs(conn) -> list[str]:
+    """The request records in ``records_runs`` (read from the index alone)."""
+    return sorted(row[0] for row in conn.execute(
+        "SELECT scope_id FROM records INDEXED BY records_runs WHERE scope = 'request' "
+        "AND name = '$request' AND deleted = 0 AND run_listed = 1 "
+        "AND json_extract(state, '$.session') >= ''"))
+
+
+def test_a_run_enters_the_runs_index_when_ended_runs_next_looks_not_when_written(db):
+    with SQLiteStore(db) as store, SQLiteStore(db) as other:
+        for i in range(3):
+            store.write("request", f"r-{i}", "$request", {"session": "s1", "ended_at": 1.0 + i})
+        assert _indexed_runs(store._conn) == []
+        assert other.ended_runs("s1") == ["r-2", "r-1", "r-0"]  # another connection lists them
+        assert _indexed_runs(store._conn) == ["r-0", "r-1", "r-2"]
+        store.write("request", "r-3", "$request", {"session": "s1", "ended_at": 9.0})
+        store.write("request", "r-4", "$request", {"session": "s2", "ended_at": None})
+        assert _indexed_runs(store._conn) == ["r-0", "r-1", "r-2"]
+        assert store.ended_runs("s2") == [] and store.ended_runs("s1", skip=1) == [
+            "r-2", "r-1", "r-0"]
+        assert _indexed_runs(store._conn) == ["r-0", "r-1", "r-2", "r-3", "r-4"]
+        # a run listed while unended is found once it ends (its index entry follows its state)
+        store.write("request", "r-4", "$request", {"session": "s2", "ended_at": 3.0})
+        assert store.ended_runs("s2") == ["r-4"]
+
+
+def test_ended_runs_finds_every_run_after_purges_restores_and_other_writers_as_memory_does(db):
+    """Every run not listed yet has a rowid above the highest listed one, whatever happened in
+    between: the newest rows purged (their rowids handed out again), a listed run restored over
+    (a new row), runs written through another connection, inside a transaction and rolled back."""
+    from flowstate_jupyter.stores.memory import MemoryStore
+
+    memory = MemoryStore()
+    with SQLiteStore(db) as store, SQLiteStore(db) as other:
+        def both(action) -> None:
+            action(store)
+            action(memory)
+
+        def run(rid: str, session: str, ended: float | None, via=None) -> None:
+            state = {"session": session, "ended_at": ended}
+            (via or store).write("request", rid, "$request", state)
+            memory.write("request", rid, "$request", state)
+
+        def check() -> None:
+            for session in ("s1", "s2"):
+                for skip in (0, 1):
+                    assert store.ended_runs(session, skip=skip) == \
+                        memory.ended_runs(session, skip=skip), (session, skip)
+
+        for i in range(4):
+            run(f"r-{i}", "s1", 1.0 + i)
+        check()  # all listed
+        both(lambda s: s.purge("request", ["r-3", "r-2"]))  # the two newest rows go
+        run("r-5", "s1", 5.0)  # its rowid was r-2's
+        run("r-6", "s2", 6.0, via=other)
+        check()
+        record = store.read("request", "r-1", "$request")
+        both(lambda s: s.restore(record._replace(state={"session": "s2", "ended_at": 7.0}), [],
+                                 replace=True))
+        run("r-8", "s1", None)
+        check()
+        run("r-8", "s1", 8.0)  # ended after it was listed
+        with pytest.raises(RuntimeError):
+            def fail(current):
+                store.ended_runs("s1")  # lists inside the write, which then rolls back
+                raise RuntimeError("rolled back")
+            store.update("request", "r-9", "$request", fail)
+        run("r-10", "s2", 10.0)
+        check()
+        assert _indexed_runs(store._conn) == sorted(
+            ["r-0", "r-1", "r-5", "r-6", "r-8", "r-10"])
+
+
+def test_a_store_of_schema_8_lists_its_runs_and_new_ones_after_the_upgrade(db):
+    from flowstate_jupyter.stores.sqlite import _RUNS_INDEX
+
+    with SQLiteStore(db) as store:
+        for i in range(3):
+            store.write("request", f"r-{i}", "$request", {"session": "s1", "ended_at": 1.0 + i})
+    conn = sqlite3.connect(db)  # make it a schema-8 file again, its runs in schema 7's index
+    conn.execute("DROP INDEX records_runs")
+    conn.execute("ALTER TABLE records DROP COLUMN run_listed")
+    conn.execute(_RUNS_INDEX)
+    conn.execute("UPDATE fs_meta SET value = '8' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with SQLiteStore(db) as store:
+        assert _indexed_runs(store._conn) == ["r-0", "r-1", "r-2"]  # listed as they were
+        store.write("request", "r-3", "$request", {"session": "s1", "ended_at": 4.0})
+        assert store.ended_runs("s1") == ["r-3", "r-2", "r-1", "r-0"]
+        assert store.doctor()["integrity"] == "ok"
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM fs_meta WHERE key = 'schema_version'"
+                        ).fetchone()[0] == str(SCHEMA_VERSION) == "9"
+    assert conn.execute("SELECT sql FROM sqlite_master WHERE name = 'records_runs'"
+                        ).fetchone()[0].endswith("AND run_listed = 1")
+    conn.close()
