@@ -202,44 +202,20 @@ _TABLES = frozenset({"fs_meta", "records", "history", "changes"})
 # the newest) until the rest fit in three quarters of the bound, so that this, too, runs now and
 # then rather than on every write.
 #
-# Each trigger SQLite fires costs a call into its sub-program, taken or not (the WHEN clause is
-# checked inside it), and the call costs more the bigger the program is: the history trigger's
-# (pruning included) costs ~2.5 us a write even when its WHEN is false. So the fewest, smallest
-# triggers fire per write:
-# * one INSERT trigger for every record: a new record has no older history (a record's history
-#   goes with it when it is purged), so neither bound can prune anything and it has no pruning;
-#   a run's request record (no history: docs/decisions.md, 'Request records keep no history')
-#   is left out of the history INSERT by its WHERE.
-# * two UPDATE triggers, one for request records (change-log row alone) and one for the rest.
-# * the change log is pruned by each of them right after its INSERT (``last_insert_rowid()``
-#   is that row's seq while the trigger runs), not by a trigger of its own on ``changes``.
-# The pruning statements are guarded by conditions on ``new`` alone, which SQLite checks once,
-# before it looks at any row; the change log's by a bound of 0 (no row) when it is not due.
+# One trigger per kind of write does all of it: each trigger SQLite fires costs a call into a
+# sub-program, taken or not. The pruning statements are guarded by conditions on ``new`` alone,
+# which SQLite checks once, before it looks at any row.
 _HISTORY_KEY = "scope = new.scope AND scope_id = new.scope_id AND name = new.name"
 _PRUNE_ROWS = ("new.version > {history} AND (new.version - {history} - 1) % {history_batch} = 0")
-_LOG_CHANGE = """
-    INSERT INTO changes (origin, event, version, ts)
-    VALUES ('{origin}', new.event, new.version, new.updated_at);
-    DELETE FROM changes WHERE seq <= CASE WHEN last_insert_rowid() > {changes}
-        AND (last_insert_rowid() - {changes} - 1) % {changes_batch} = 0
-        THEN last_insert_rowid() - {changes} + {changes_batch} - 1 ELSE 0 END;"""
-_INSERT_TRIGGER = """
-CREATE TEMP TRIGGER IF NOT EXISTS fs_log_insert AFTER INSERT ON main.records
-WHEN new.event IS NOT NULL BEGIN
-    INSERT INTO history (scope, scope_id, name, version, ts, operation, state, deleted,
-                         request_id)
-    SELECT new.scope, new.scope_id, new.name, new.version, new.updated_at, new.operation,
-           new.state, new.deleted, new.request_id
-    WHERE NOT (new.scope = 'request' AND new.name = '$request');""" + _LOG_CHANGE + """
-END;
-"""
-_UPDATE_TRIGGER = """
-CREATE TEMP TRIGGER IF NOT EXISTS fs_log_update AFTER UPDATE OF version ON main.records
+_LOG_TRIGGERS = """
+CREATE TEMP TRIGGER IF NOT EXISTS fs_log_{kind} AFTER {event} ON main.records
 WHEN new.event IS NOT NULL AND NOT (new.scope = 'request' AND new.name = '$request') BEGIN
     INSERT INTO history (scope, scope_id, name, version, ts, operation, state, deleted,
                          request_id)
     VALUES (new.scope, new.scope_id, new.name, new.version, new.updated_at, new.operation,
-            new.state, new.deleted, new.request_id);""" + _LOG_CHANGE + """
+            new.state, new.deleted, new.request_id);
+    INSERT INTO changes (origin, event, version, ts)
+    VALUES ('{origin}', new.event, new.version, new.updated_at);
     UPDATE records SET history_bytes = history_bytes - (
         SELECT COALESCE(SUM({state_bytes}), 0) FROM history WHERE {key}
             AND version <= new.version - {history} + {history_batch} - 1)
@@ -258,11 +234,19 @@ WHEN new.event IS NOT NULL AND NOT (new.scope = 'request' AND new.name = '$reque
     WHERE new.history_bytes > {history_bytes} AND rowid = new.rowid;
 END;
 """
-# A run's request record keeps no history: its updates get their change-log row alone.
-_RUN_UPDATE_TRIGGER = """
-CREATE TEMP TRIGGER IF NOT EXISTS fs_log_run_update AFTER UPDATE OF version ON main.records
-WHEN new.event IS NOT NULL AND new.scope = 'request' AND new.name = '$request' BEGIN""" \
-    + _LOG_CHANGE + """
+# A run's request record keeps no history: its writes get their change-log row alone
+# (docs/decisions.md, 'Request records keep no history').
+_RUN_LOG_TRIGGERS = """
+CREATE TEMP TRIGGER IF NOT EXISTS fs_log_run_{kind} AFTER {event} ON main.records
+WHEN new.event IS NOT NULL AND new.scope = 'request' AND new.name = '$request' BEGIN
+    INSERT INTO changes (origin, event, version, ts)
+    VALUES ('{origin}', new.event, new.version, new.updated_at);
+END;
+"""
+_PRUNE_CHANGES_TRIGGER = """
+CREATE TEMP TRIGGER IF NOT EXISTS fs_prune_changes AFTER INSERT ON main.changes
+WHEN new.seq > {changes} AND (new.seq - {changes} - 1) % {changes_batch} = 0 BEGIN
+    DELETE FROM changes WHERE seq <= new.seq - {changes} + {changes_batch} - 1;
 END;
 """
 _INSERT = (f"INSERT INTO records ({_RECORD_COLUMNS}, history_bytes, run_listed) "
@@ -279,13 +263,6 @@ _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SELECT = f"SELECT {_COLUMNS} FROM records WHERE scope = ? AND scope_id = ? AND name = ?"
 _PURGE_CHUNK = 200  # scope instances per purging statement (bound parameters stay few)
 _TOUCH = "UPDATE records SET accessed_at = ? WHERE scope = ? AND scope_id = ? AND name = ?"
-# A touch finds the row by the rowid it had last time (no search of the unique key); the key is
-# checked all the same, since a purged and re-created record has another rowid and its old one
-# may be another row's by now. A miss takes the search by key, which tells the rowid for next time.
-_TOUCH_ROWID = ("UPDATE records SET accessed_at = ? "
-                "WHERE rowid = ? AND scope = ? AND scope_id = ? AND name = ?")
-_TOUCH_KEY = _TOUCH + " RETURNING rowid"
-_ROWIDS_MAX = 4096  # rowids of touched records remembered per store object (then it starts over)
 
 def _schema_version(value: object, path: Path) -> int:
     """The schema version a file records, or :class:`StoreError` if it is not a number."""
@@ -415,7 +392,6 @@ class SQLiteStore(_WatchingStore):
         self._wal_path = f"{self.path}-wal"
         self._writes = 0  # writes committed through this object (the WAL is looked at now and then)
         self._meta_writes = 0  # writes through this object that may change a $meta record
-        self._rowids: dict[tuple[str, str, str], int] = {}  # touched records' rowids (touch)
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
@@ -588,8 +564,13 @@ class SQLiteStore(_WatchingStore):
                   "state_bytes": _BYTES.format("state"), "new_bytes": _BYTES.format("new.state"),
                   "changes": self.changelog_limit,
                   "changes_batch": prune_batch(self.changelog_limit)}
-        for template in (_INSERT_TRIGGER, _UPDATE_TRIGGER, _RUN_UPDATE_TRIGGER):
-            self._conn.execute(template.format(**limits))
+        script = "".join(template.format(kind=kind, event=event, **limits)
+                         for template in (_LOG_TRIGGERS, _RUN_LOG_TRIGGERS)
+                         for kind, event in (("insert", "INSERT"), ("update", "UPDATE OF version")))
+        script += _PRUNE_CHANGES_TRIGGER.format(**limits)
+        for statement in script.split("END;"):
+            if statement.strip():
+                self._conn.execute(statement + "END;")
 
     # -- plumbing ----------------------------------------------------------------------------
     def _transaction(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -813,37 +794,18 @@ class SQLiteStore(_WatchingStore):
     # -- writing -----------------------------------------------------------------------------
     def touch(self, scope: str, scope_id: str, name: str) -> None:
         self._check_open()
-        key = (scope, scope_id, name)
-        now = self._now()
+        params = (self._now(), scope, scope_id, name)
         with self._lock:
             if self._depth:  # inside a write: one statement of its transaction
-                self._touch(key, now)
+                self._cursor.execute(_TOUCH, params)
                 return
             try:  # else one statement, committed on its own
-                self._touch(key, now)
+                self._cursor.execute(_TOUCH, params)
             except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
             self._writes += 1
             if not self._writes % _WAL_CHECK_EVERY:
                 self._bound_wal()
-
-    def _touch(self, key: tuple[str, str, str], now: float) -> None:
-        """Set the record's access time: by its rowid if known (see ``_TOUCH_ROWID``)."""
-        cursor = self._cursor
-        rowid = self._rowids.get(key)
-        if rowid is not None and cursor.execute(_TOUCH_ROWID, (now, rowid, *key)).rowcount:
-            return
-        if not _HAS_RETURNING:
-            cursor.execute(_TOUCH, (now, *key))
-            return
-        rows = cursor.execute(_TOUCH_KEY, (now, *key)).fetchall()  # (and finishes the statement)
-        rowids = self._rowids
-        if not rows:
-            rowids.pop(key, None)
-            return
-        if len(rowids) >= _ROWIDS_MAX:
-            rowids.clear()
-        rowids[key] = rows[0][0]
 
     def update(self, scope: str, scope_id: str, name: str,
                fn: Callable[[Record | None], Change | None]) -> Record | None:
@@ -992,7 +954,7 @@ class SQLiteStore(_WatchingStore):
             event_text = dump_json(event, key, "event")
         if len(event_text) * 4 > self.changelog_item_bytes:  # else it cannot be over
             event_text = bounded_event_text(event_text, event, self.changelog_item_bytes)
-        # The change-log row gets version and ts from the record's columns (see _INSERT_TRIGGER);
+        # The change-log row gets version and ts from the record's columns (see _LOG_TRIGGERS);
         # the last value adds the state's UTF-8 size to the record's history_bytes.
         # (a run's request record keeps no history: nothing to count)
         params = (version, text, content, int(change.delete), now, now, change.operation,
