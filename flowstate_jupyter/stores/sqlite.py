@@ -104,7 +104,7 @@ _BY_NAME_INDEX = ("CREATE INDEX IF NOT EXISTS records_by_name ON records (scope,
 # ``run_listed`` (schema 9): whether a request record is in ``records_runs`` yet (see there).
 _RECORDS = _RECORDS_V3.replace("event TEXT,\n",
                                "event TEXT, history_bytes INTEGER NOT NULL DEFAULT 0,\n"
-                               "    run_listed INTEGER NOT NULL DEFAULT 1,\n"
+                               "    run_listed INTEGER NOT NULL DEFAULT 0,\n"
                                ).replace(_RECORDS_V3.split(";")[1].strip(), _BY_NAME_INDEX)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -132,15 +132,17 @@ _RUNS_INDEX = ("CREATE INDEX IF NOT EXISTS records_runs ON records "
                "(json_extract(state, '$.session'), json_extract(state, '$.ended_at') DESC, "
                "scope_id DESC) WHERE scope = 'request' AND name = '$request' AND deleted = 0")
 # Schema 9: a request record enters the index when a session's ended runs are next asked for,
-# not when it is written. Every record is inserted with ``run_listed = 0`` (only request records
-# matter); ``ended_runs`` first lists, in its transaction, the request records inserted since it
-# last did, then reads the index. Those are found from the end of the table by rowid: a new row
-# gets a rowid above every row in the table, so the request records not listed yet are exactly
-# those above the highest listed one (listing lists them all; purging only removes rows; an
-# upgraded file starts with every row listed, the column's default). So a run writes no index
-# entry (and evaluates no JSON for it): one B-tree page fewer a run, ~8 us of a 1-step run; the
-# entries of a dozen runs are written together, on the run that checks retention. See
-# docs/decisions.md, 'A run enters the runs index when retention next looks'.
+# not when it is written. Every record is inserted with ``run_listed = 0``, the column's default
+# (only request records matter); ``ended_runs`` first lists, in its transaction, the request
+# records inserted since it last did, then reads the index. Those are found from the end of the
+# table by rowid: a new row gets a rowid above every row in the table, so the request records
+# not listed yet are exactly those above the highest listed one (listing lists them all; purging
+# only removes rows; the upgrade lists every request record there is). The default, not the
+# INSERT, says "not listed", so that a process of an older version still writing to an upgraded
+# file keeps this true too. So a run writes no index entry (and evaluates no JSON for it): one
+# B-tree page fewer a run, ~8 us of a 1-step run; the entries of a dozen runs are written
+# together, on the run that checks retention. See docs/decisions.md, 'A run enters the runs
+# index when retention next looks'.
 _RUNS_INDEX_9 = _RUNS_INDEX.replace("deleted = 0", "deleted = 0 AND run_listed = 1")
 _SCHEMA += _RUNS_INDEX_9 + ";\n"
 _IS_RUN = "scope = 'request' AND name = '$request'"
@@ -188,8 +190,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (_RECENT_INDEX,),  # 5 -> 6
     (_RUNS_INDEX,),  # 6 -> 7
     ("DROP INDEX IF EXISTS records_by_name", _BY_NAME_INDEX),  # 7 -> 8
-    ("ALTER TABLE records ADD COLUMN run_listed INTEGER NOT NULL DEFAULT 1",  # 8 -> 9
-     "DROP INDEX IF EXISTS records_runs", _RUNS_INDEX_9),
+    ("DROP INDEX IF EXISTS records_runs",  # 8 -> 9
+     "ALTER TABLE records ADD COLUMN run_listed INTEGER NOT NULL DEFAULT 0",
+     f"UPDATE records SET run_listed = 1 WHERE {_IS_RUN}", _RUNS_INDEX_9),
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 #: The tables a flowstate store file must have.
@@ -249,8 +252,8 @@ WHEN new.seq > {changes} AND (new.seq - {changes} - 1) % {changes_batch} = 0 BEG
     DELETE FROM changes WHERE seq <= new.seq - {changes} + {changes_batch} - 1;
 END;
 """
-_INSERT = (f"INSERT INTO records ({_RECORD_COLUMNS}, history_bytes, run_listed) "
-           f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)")  # not listed yet: see _RUNS_INDEX_9
+_INSERT = (f"INSERT INTO records ({_RECORD_COLUMNS}, history_bytes) "
+           f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _UPDATE = ("UPDATE records SET version = ?, state = ?, content = ?, deleted = ?, updated_at = ?, "
            "accessed_at = ?, operation = ?, request_id = ?, event = ?, "
            "history_bytes = history_bytes + ? "
@@ -988,8 +991,8 @@ class SQLiteStore(_WatchingStore):
                     refuse_existing(record)
                 conn.execute("DELETE FROM history WHERE scope = ? AND scope_id = ? AND name = ?",
                              key)
-            conn.execute(f"INSERT OR REPLACE INTO records ({_COLUMNS}, history_bytes, "
-                         f"run_listed) VALUES (?,?,?,?,?,?,?,?,?,?,?,0)",
+            conn.execute(f"INSERT OR REPLACE INTO records ({_COLUMNS}, history_bytes) "
+                         f"VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                          (*key, record.version, text, record.content, int(record.deleted),
                           record.created_at, record.updated_at, record.accessed_at,
                           history_bytes))

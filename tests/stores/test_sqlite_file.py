@@ -384,6 +384,25 @@ def test_ended_runs_finds_every_run_after_purges_restores_and_other_writers_as_m
             ["r-0", "r-1", "r-5", "r-6", "r-8", "r-10"])
 
 
+def test_runs_written_by_an_older_version_into_an_upgraded_file_are_found_too(db):
+    """A process of schema 8 still open on the file when another upgrades it writes rows without
+    ``run_listed``: the column's default keeps them (and every run around them) findable."""
+    with SQLiteStore(db) as store:
+        store.write("request", "r-0", "$request", {"session": "s1", "ended_at": 1.0})
+        assert store.ended_runs("s1") == ["r-0"]
+        store.write("request", "r-1", "$request", {"session": "s1", "ended_at": 2.0})
+        old = sqlite3.connect(db)  # schema 8's INSERT, as that version's store sends it
+        old.execute("INSERT INTO records (scope, scope_id, name, version, state, content, "
+                    "deleted, created_at, updated_at, accessed_at, operation, request_id, event, "
+                    "history_bytes) VALUES ('request', 'r-old', '$request', 1, ?, NULL, 0, 3.0, "
+                    "3.0, 3.0, 'set', 'r-old', NULL, 0)",
+                    (json.dumps({"session": "s1", "ended_at": 3.0}),))
+        old.commit()
+        old.close()
+        store.write("request", "r-2", "$request", {"session": "s1", "ended_at": 4.0})
+        assert store.ended_runs("s1") == ["r-2", "r-old", "r-1", "r-0"]
+
+
 def test_a_store_of_schema_8_lists_its_runs_and_new_ones_after_the_upgrade(db):
     from flowstate_jupyter.stores.sqlite import _RUNS_INDEX
 
