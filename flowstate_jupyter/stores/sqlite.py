@@ -142,7 +142,7 @@ _RUNS_INDEX = ("CREATE INDEX IF NOT EXISTS records_runs ON records "
 # file keeps this true too. So a run writes no index entry (and evaluates no JSON for it): one
 # B-tree page fewer a run, ~8 us of a 1-step run; the entries of a dozen runs are written
 # together, on the run that checks retention. See docs/decisions.md,
-# 'A run enters the runs index when retention next looks'.
+# 'A run enters the runs index when retention next looks (SQLite schema 9)'.
 _RUNS_INDEX_9 = _RUNS_INDEX.replace("deleted = 0", "deleted = 0 AND run_listed = 1")
 _SCHEMA += _RUNS_INDEX_9 + ";\n"
 _IS_RUN = "scope = 'request' AND name = '$request'"
