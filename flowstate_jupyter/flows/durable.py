@@ -304,6 +304,13 @@ class _Renewer:
 
     It runs while some run does, and for :data:`IDLE_S` after the last one ended (so a series of
     short runs does not start a thread each); it wakes every 50 ms at most.
+
+    A run adds and removes its lease without the lock: one set operation is atomic (the GIL),
+    and the thread and ``start_pending`` read the set through a copy made in one C call. The
+    lock orders only the thread's start and end: the thread gives up its place, looks at the
+    set once more and takes it back if a lease came in meanwhile, all under the lock, and
+    ``add`` starts a thread only when, under the lock, none has its place; so a lease added
+    while the thread ends is seen either by that thread or by a new one.
     """
 
     IDLE_S = 2.0
@@ -314,39 +321,42 @@ class _Renewer:
         self.thread: threading.Thread | None = None
 
     def add(self, lease: Lease) -> None:
-        with self.lock:
-            self.leases.add(lease)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="flowstate-leases",
-                                               daemon=True)
-                self.thread.start()
+        self.leases.add(lease)
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="flowstate-leases",
+                                                   daemon=True)
+                    self.thread.start()
 
     def remove(self, lease: Lease) -> None:
-        with self.lock:
-            self.leases.discard(lease)
+        self.leases.discard(lease)
 
     def start_pending(self, store: Store, request_id: str | None = None) -> None:
         """Write now the records that runs of this process on ``store`` put off (only
         ``request_id``'s, if given): someone here is about to look for them."""
-        with self.lock:
-            pending = [lease for lease in self.leases if not lease.started
-                       and lease.store is store
-                       and (request_id is None or lease.request_id == request_id)]
+        pending = [lease for lease in tuple(self.leases) if not lease.started
+                   and lease.store is store
+                   and (request_id is None or lease.request_id == request_id)]
         for lease in pending:
             lease.start()
 
     def _run(self) -> None:
+        me = threading.current_thread()
         idle_since = None
         while True:
-            with self.lock:
-                leases = list(self.leases)
-                if not leases:
-                    idle_since = idle_since or time.monotonic()
-                    if time.monotonic() - idle_since > self.IDLE_S:
+            leases = list(self.leases)
+            if not leases:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > self.IDLE_S:
+                    with self.lock:
                         self.thread = None
-                        return
-                else:
+                        if not self.leases:
+                            return
+                        self.thread = me  # a lease came in meanwhile: keep going
                     idle_since = None
+            else:
+                idle_since = None
             now = time.monotonic()
             wait = 0.05
             for lease in leases:
