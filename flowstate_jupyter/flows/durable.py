@@ -28,6 +28,7 @@ Everything here is kept in the records the run machinery already has
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -582,11 +583,13 @@ def release_slot(store: Store, session_id: str, action: str, request_id: str) ->
 
 # ---------------------------------------------------------------------------- retention
 
+@functools.cache  # (asked at every run's end, always of the same few limits)
 def retention_batch(limit: int) -> int:
     """Ended runs beyond ``limit`` a session keeps before they are purged at once."""
     return min(32, max(1, limit // 4))
 
 
+@functools.cache
 def retention_check_every(limit: int) -> int:
     """Runs of a session a store object ends between two looks at its ended runs: half a
     batch (the look costs a query that visits about ``limit`` rows)."""
