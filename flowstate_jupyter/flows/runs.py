@@ -370,7 +370,7 @@ class _Run:
         if event.get("request_id") == self.request_id:
             self.services.record(event)
             log = self.log
-            if log is not None:
+            if log is not None and event.get("span") is not None:  # (else observe does nothing)
                 log.observe(event)
 
     def end(self, output: Any, error: BaseException | None, interrupt: BaseException | None,
