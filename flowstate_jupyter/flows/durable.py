@@ -29,6 +29,7 @@ Everything here is kept in the records the run machinery already has
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import socket
 import threading
@@ -37,7 +38,7 @@ import uuid
 import warnings
 import weakref
 from _thread import RLock as _RLock  # threading.RLock's C lock, without its Python wrapper
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -596,9 +597,12 @@ def retention_check_every(limit: int) -> int:
     return max(1, retention_batch(limit) // 2)
 
 
-#: Per store object: session id -> runs ended there since its last look (``runs_to_purge``).
-_ENDED_SINCE: weakref.WeakKeyDictionary[Store, dict[str, int]] = weakref.WeakKeyDictionary()
-_ENDED_SINCE_LOCK = threading.Lock()
+#: Per store object: session id -> a count of the runs ended there (``runs_to_purge``). No lock:
+#: ``next`` on an ``itertools.count`` and ``dict.setdefault`` are atomic, so a store object
+#: looks at every ``every``-th run of a session it ends, whatever threads end them; a count
+#: lost to a race (two threads starting over at once) makes a look sooner, never later.
+_ENDED_SINCE: weakref.WeakKeyDictionary[Store, dict[str, Iterator[int]]] = \
+    weakref.WeakKeyDictionary()
 _ENDED_SINCE_SESSIONS = 4096  # sessions remembered per store object; beyond, it starts over
 
 
@@ -620,17 +624,16 @@ def runs_to_purge(store: Store, session_id: str) -> list[str]:
     another look."""
     limit = store.trace_limit
     every = retention_check_every(limit)
-    with _ENDED_SINCE_LOCK:
-        counts = _ENDED_SINCE.get(store)
-        if counts is None:
-            counts = _ENDED_SINCE[store] = {}
-        since = counts.get(session_id)
-        if since is not None and since + 1 < every:
-            counts[session_id] = since + 1
-            return []
-        if len(counts) >= _ENDED_SINCE_SESSIONS and session_id not in counts:
+    counts = _ENDED_SINCE.get(store)
+    if counts is None:
+        counts = _ENDED_SINCE.setdefault(store, {})
+    ended = counts.get(session_id)
+    if ended is None:  # the first run of the session this store object ends: it looks
+        if len(counts) >= _ENDED_SINCE_SESSIONS:
             counts.clear()
-        counts[session_id] = 0
+        ended = counts.setdefault(session_id, itertools.count())
+    if next(ended) % every:  # (looks at the 1st, the every+1-th, the 2*every+1-th ...)
+        return []
     older = store.ended_runs(session_id, skip=limit - 1)
     return older if len(older) > retention_batch(limit) - every else []
 
