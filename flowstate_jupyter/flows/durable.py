@@ -604,6 +604,9 @@ def retention_check_every(limit: int) -> int:
 _ENDED_SINCE: weakref.WeakKeyDictionary[Store, dict[str, Iterator[int]]] = \
     weakref.WeakKeyDictionary()
 _ENDED_SINCE_SESSIONS = 4096  # sessions remembered per store object; beyond, it starts over
+#: ``(weak reference to a store, its _ENDED_SINCE map)`` of the store last asked about (found
+#: without ``WeakKeyDictionary.get``: a call and a weak reference made each time).
+_LAST_ENDED: tuple[Callable[[], Store | None], dict[str, Iterator[int]]] = (lambda: None, {})
 
 
 def runs_to_purge(store: Store, session_id: str) -> list[str]:
@@ -624,9 +627,14 @@ def runs_to_purge(store: Store, session_id: str) -> list[str]:
     another look."""
     limit = store.trace_limit
     every = retention_check_every(limit)
-    counts = _ENDED_SINCE.get(store)
-    if counts is None:
-        counts = _ENDED_SINCE.setdefault(store, {})
+    global _LAST_ENDED
+    last = _LAST_ENDED
+    if last[0]() is store:
+        counts = last[1]
+    else:
+        found = _ENDED_SINCE.get(store)
+        counts = found if found is not None else _ENDED_SINCE.setdefault(store, {})
+        _LAST_ENDED = (weakref.ref(store), counts)
     ended = counts.get(session_id)
     if ended is None:  # the first run of the session this store object ends: it looks
         if len(counts) >= _ENDED_SINCE_SESSIONS:
