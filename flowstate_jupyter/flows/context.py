@@ -99,6 +99,8 @@ class RunServices:
     #: run of the process (each holds it for a moment, none makes one per run).
     _lock = threading.Lock()
 
+    __slots__ = ("_executor", "_instances", "_on_event", "events", "request_id")
+
     def __init__(self, request_id: str,
                  on_event: Callable[[dict], None] | None = None) -> None:
         self.request_id = request_id

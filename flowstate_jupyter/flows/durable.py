@@ -189,6 +189,9 @@ class Lease:
     :meth:`flush` writes.
     """
 
+    __slots__ = ("ended", "first", "last", "lock", "log", "lost", "request_id", "seconds",
+                 "started", "state", "store", "version")
+
     def __init__(self, store: Store, request_id: str, seconds: float, state: dict,
                  log: Any = None) -> None:
         self.store = store
