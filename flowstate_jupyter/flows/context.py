@@ -170,7 +170,8 @@ class _RunFrame:
                     handles[scope] = handle
         self._handles = handles
         self._make = make
-        self.run_id, self.store, self.flow, self.flow_path = run_id, store, flow, flow_path
+        self.run_id, self.store = run_id, store
+        self.flow, self.flow_path = flow, flow_path
         self.services = services
         self.log = log
 
