@@ -41,6 +41,9 @@ _before_listing: Callable[[Store], None] | None = None
 _CHECKED: weakref.WeakKeyDictionary[Store, dict[tuple, tuple[object, str] | None]] = \
     weakref.WeakKeyDictionary()
 _CHECKED_MAX = 1024  # sessions remembered per store object (then it starts over)
+#: ``(weak reference to a store, its _CHECKED map)`` of the store last checked: a run finds its
+#: store's map without ``WeakKeyDictionary.get`` (a call and a weak reference made each time).
+_LAST_CHECKED: tuple[Callable[[], Store | None], dict | None] = (lambda: None, None)
 
 
 def set_before_listing(hook: Callable[[Store], None] | None) -> None:
@@ -60,8 +63,15 @@ def ensure_session(store: Store, session_id: str, *, user: str | None, flow_kind
     check_id(session_id, "session id")
     if user is not None:
         check_id(user, "user id")
+    global _LAST_CHECKED
     key = (session_id, user, flow_kind)
-    checked = _CHECKED.get(store)
+    last = _LAST_CHECKED
+    if last[0]() is store:
+        checked = last[1]
+    else:
+        checked = _CHECKED.get(store)
+        if checked is not None:
+            _LAST_CHECKED = (weakref.ref(store), checked)
     token = None
     if checked is not None and key in checked:
         # Taken before the read: a change committed after it makes the next call read again.

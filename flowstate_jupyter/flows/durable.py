@@ -28,6 +28,8 @@ Everything here is kept in the records the run machinery already has
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import socket
 import threading
@@ -36,7 +38,7 @@ import uuid
 import warnings
 import weakref
 from _thread import RLock as _RLock  # threading.RLock's C lock, without its Python wrapper
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,6 +189,9 @@ class Lease:
     :meth:`flush` writes.
     """
 
+    __slots__ = ("ended", "first", "last", "lock", "log", "lost", "request_id", "seconds",
+                 "started", "state", "store", "version")
+
     def __init__(self, store: Store, request_id: str, seconds: float, state: dict,
                  log: Any = None) -> None:
         self.store = store
@@ -304,6 +309,13 @@ class _Renewer:
 
     It runs while some run does, and for :data:`IDLE_S` after the last one ended (so a series of
     short runs does not start a thread each); it wakes every 50 ms at most.
+
+    A run adds and removes its lease without the lock: one set operation is atomic (the GIL),
+    and the thread and ``start_pending`` read the set through a copy made in one C call. The
+    lock orders only the thread's start and end: the thread gives up its place, looks at the
+    set once more and takes it back if a lease came in meanwhile, all under the lock, and
+    ``add`` starts a thread only when, under the lock, none has its place; so a lease added
+    while the thread ends is seen either by that thread or by a new one.
     """
 
     IDLE_S = 2.0
@@ -314,39 +326,42 @@ class _Renewer:
         self.thread: threading.Thread | None = None
 
     def add(self, lease: Lease) -> None:
-        with self.lock:
-            self.leases.add(lease)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="flowstate-leases",
-                                               daemon=True)
-                self.thread.start()
+        self.leases.add(lease)
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="flowstate-leases",
+                                                   daemon=True)
+                    self.thread.start()
 
     def remove(self, lease: Lease) -> None:
-        with self.lock:
-            self.leases.discard(lease)
+        self.leases.discard(lease)
 
     def start_pending(self, store: Store, request_id: str | None = None) -> None:
         """Write now the records that runs of this process on ``store`` put off (only
         ``request_id``'s, if given): someone here is about to look for them."""
-        with self.lock:
-            pending = [lease for lease in self.leases if not lease.started
-                       and lease.store is store
-                       and (request_id is None or lease.request_id == request_id)]
+        pending = [lease for lease in tuple(self.leases) if not lease.started
+                   and lease.store is store
+                   and (request_id is None or lease.request_id == request_id)]
         for lease in pending:
             lease.start()
 
     def _run(self) -> None:
+        me = threading.current_thread()
         idle_since = None
         while True:
-            with self.lock:
-                leases = list(self.leases)
-                if not leases:
-                    idle_since = idle_since or time.monotonic()
-                    if time.monotonic() - idle_since > self.IDLE_S:
+            leases = list(self.leases)
+            if not leases:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > self.IDLE_S:
+                    with self.lock:
                         self.thread = None
-                        return
-                else:
+                        if not self.leases:
+                            return
+                        self.thread = me  # a lease came in meanwhile: keep going
                     idle_since = None
+            else:
+                idle_since = None
             now = time.monotonic()
             wait = 0.05
             for lease in leases:
@@ -572,21 +587,29 @@ def release_slot(store: Store, session_id: str, action: str, request_id: str) ->
 
 # ---------------------------------------------------------------------------- retention
 
+@functools.cache  # (asked at every run's end, always of the same few limits)
 def retention_batch(limit: int) -> int:
     """Ended runs beyond ``limit`` a session keeps before they are purged at once."""
     return min(32, max(1, limit // 4))
 
 
+@functools.cache
 def retention_check_every(limit: int) -> int:
     """Runs of a session a store object ends between two looks at its ended runs: half a
     batch (the look costs a query that visits about ``limit`` rows)."""
     return max(1, retention_batch(limit) // 2)
 
 
-#: Per store object: session id -> runs ended there since its last look (``runs_to_purge``).
-_ENDED_SINCE: weakref.WeakKeyDictionary[Store, dict[str, int]] = weakref.WeakKeyDictionary()
-_ENDED_SINCE_LOCK = threading.Lock()
+#: Per store object: session id -> a count of the runs ended there (``runs_to_purge``). No lock:
+#: ``next`` on an ``itertools.count`` and ``dict.setdefault`` are atomic, so a store object
+#: looks at every ``every``-th run of a session it ends, whatever threads end them; a count
+#: lost to a race (two threads starting over at once) makes a look sooner, never later.
+_ENDED_SINCE: weakref.WeakKeyDictionary[Store, dict[str, Iterator[int]]] = \
+    weakref.WeakKeyDictionary()
 _ENDED_SINCE_SESSIONS = 4096  # sessions remembered per store object; beyond, it starts over
+#: ``(weak reference to a store, its _ENDED_SINCE map)`` of the store last asked about (found
+#: without ``WeakKeyDictionary.get``: a call and a weak reference made each time).
+_LAST_ENDED: tuple[Callable[[], Store | None], dict[str, Iterator[int]]] = (lambda: None, {})
 
 
 def runs_to_purge(store: Store, session_id: str) -> list[str]:
@@ -607,17 +630,21 @@ def runs_to_purge(store: Store, session_id: str) -> list[str]:
     another look."""
     limit = store.trace_limit
     every = retention_check_every(limit)
-    with _ENDED_SINCE_LOCK:
-        counts = _ENDED_SINCE.get(store)
-        if counts is None:
-            counts = _ENDED_SINCE[store] = {}
-        since = counts.get(session_id)
-        if since is not None and since + 1 < every:
-            counts[session_id] = since + 1
-            return []
-        if len(counts) >= _ENDED_SINCE_SESSIONS and session_id not in counts:
+    global _LAST_ENDED
+    last = _LAST_ENDED
+    if last[0]() is store:
+        counts = last[1]
+    else:
+        found = _ENDED_SINCE.get(store)
+        counts = found if found is not None else _ENDED_SINCE.setdefault(store, {})
+        _LAST_ENDED = (weakref.ref(store), counts)
+    ended = counts.get(session_id)
+    if ended is None:  # the first run of the session this store object ends: it looks
+        if len(counts) >= _ENDED_SINCE_SESSIONS:
             counts.clear()
-        counts[session_id] = 0
+        ended = counts.setdefault(session_id, itertools.count())
+    if next(ended) % every:  # (looks at the 1st, the every+1-th, the 2*every+1-th ...)
+        return []
     older = store.ended_runs(session_id, skip=limit - 1)
     return older if len(older) > retention_batch(limit) - every else []
 

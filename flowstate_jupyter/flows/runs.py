@@ -237,8 +237,11 @@ class _Run:
                  concurrency: str = "allow", queue_timeout_s: float = 30.0,
                  resumption: Resumption | None = None,
                  run_log: RunLog | None = None) -> None:
-        self.flow, self.block, self.value, self.action = flow, block, value, action
-        self.session_id, self.user, self.project, self.store = session_id, user, project, store
+        # (pairs and triples: a four-way assignment builds a tuple)
+        self.flow, self.block = flow, block
+        self.value, self.action = value, action
+        self.session_id, self.user = session_id, user
+        self.project, self.store = project, store
         self.request_id, self.input_for_record = request_id, input_for_record
         self.trace, self.durable, self.resumption = trace, durable, resumption
         self.concurrency, self.queue_timeout_s = concurrency, queue_timeout_s
@@ -260,7 +263,8 @@ class _Run:
         self.clock0 = clock0 = time.perf_counter()
         store, request_id, services = self.store, self.request_id, self.services
         resumption, trace, durable = self.resumption, self.trace, self.durable
-        action, session_id, flow, block = self.action, self.session_id, self.flow, self.block
+        action, session_id = self.action, self.session_id
+        flow, block = self.flow, self.block
         seconds = lease_seconds()
         if resumption is not None:
             trace = self.trace = bool(resumption.state.get("trace", True))
@@ -370,7 +374,7 @@ class _Run:
         if event.get("request_id") == self.request_id:
             self.services.record(event)
             log = self.log
-            if log is not None:
+            if log is not None and event.get("span") is not None:  # (else observe does nothing)
                 log.observe(event)
 
     def end(self, output: Any, error: BaseException | None, interrupt: BaseException | None,
@@ -379,8 +383,8 @@ class _Run:
         runs retention purges, then purged) and return its result; re-raises ``interrupt`` once
         that is recorded."""
         duration = time.perf_counter() - self.clock0
-        store, request_id, session_id, action = (self.store, self.request_id, self.session_id,
-                                                 self.action)
+        store, request_id = self.store, self.request_id
+        session_id, action = self.session_id, self.action
         log, lease, record = self.log, self.lease, self.record
         assert lease is not None
         if self.services._executor is not None:  # (a run that had worker threads)

@@ -752,7 +752,8 @@ class Sequencer(Block):
         plan = known[1]
         done = log.done
         sites = log.sites
-        inputs, outputs, starts, ends = log.inputs, log.outputs, log.starts, log.ends
+        inputs, outputs = log.inputs, log.outputs
+        starts, ends = log.starts, log.ends
         sequencer, concurrent = ctx.sequencer, ctx._concurrent
         inner: Context | None = None  # a step context nothing else holds, to use again
         now: float | None = None  # the clock at the end of the step before (None: read it)

@@ -489,7 +489,8 @@ class RunLog:
         attempt = self.attempt
         now = generation()
         sites, inputs, outputs = self.sites, self.inputs, self.outputs
-        starts, ends, failed, noted = self.starts, self.ends, self.failed, self.noted
+        starts, ends = self.starts, self.ends
+        failed, noted = self.failed, self.noted
         no_changes: list = []  # shared by the rows of spans without changes (only encoded)
         kept = range(len(sites)) if len(sites) <= SPAN_LIMIT else self._kept(final)
         if final and not failed and not noted:  # every span ended ok, none wrote: the lean loop

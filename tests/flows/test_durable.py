@@ -546,3 +546,49 @@ def test_a_resume_value_checked_by_the_recorded_schema_fetches_nothing_and_runs_
                "schema": {"$ref": "http://127.0.0.1:9/schema.json"}}
     with pytest.raises(fs.ValidationError, match="recorded schema cannot be used"):
         validate_resume_value("r-1", outside, {})
+
+
+# ---------------------------------------------------------------------------- the lease thread
+
+def test_runs_that_start_as_the_lease_thread_ends_are_still_renewed(mem, monkeypatch):
+    # The thread ends as soon as it finds no lease (IDLE_S 0), so short runs start and end it
+    # over and over; a run that then lasts (while the thread still goes, or after it ended)
+    # must still get its record written and renewed
+    # (leases of 0.3 s: the first write after 0.1 s, a renewal every 0.1 s) by that thread or
+    # a new one, read straight from the store (flow.runs() would write it itself).
+    from flowstate_jupyter.flows import durable
+
+    monkeypatch.setattr(durable._Renewer, "IDLE_S", 0.0)
+    monkeypatch.setenv("FLOWSTATE_LEASE_S", "0.3")
+    release = threading.Event()
+
+    @fs.handler
+    def wait(value):
+        release.wait(10)
+        return value
+
+    flow = fs.define_flow("churn", {"quick": fs.handler(lambda v: v, name="echo"),
+                                    "wait": wait})
+
+    def renewed(ids: list[str]) -> bool:
+        record = mem.read("request", ids[0], "$request") if ids else None
+        return record is not None and record.version >= 2  # its first write and a renewal
+
+    for attempt in range(3):
+        for i in range(20):
+            assert flow.run("quick", i, user="u", session="s", store=mem).ok
+        if attempt:  # then let it end (the first time, the run comes while it still goes)
+            assert wait_for(lambda: durable.RENEWER.thread is None
+                            or not durable.RENEWER.thread.is_alive(), timeout=5)
+        ids: list[str] = []
+        release.clear()
+        thread = threading.Thread(target=lambda: flow.run(
+            "wait", attempt, user="u", session="s", store=mem,
+            on_event=lambda e: ids.append(e["request_id"]) if e["type"] == "request" else None))
+        thread.start()
+        try:
+            assert wait_for(lambda: renewed(ids), timeout=5), f"attempt {attempt}: not renewed"
+        finally:
+            release.set()
+            thread.join()
+        assert mem.read("request", ids[0], "$request").state["status"] == "ok"
