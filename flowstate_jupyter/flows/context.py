@@ -95,17 +95,14 @@ class RunServices:
     and passes it to the run's ``on_event`` callback at once, from whichever thread produced it.
     """
 
-    #: Guards making the run's handles, worker threads and instance numbers: one lock for every
-    #: run of the process (each holds it for a moment, none makes one per run).
-    _lock = threading.Lock()
-
-    __slots__ = ("_executor", "_instances", "_on_event", "events", "request_id")
+    __slots__ = ("_executor", "_instances", "_lock", "_on_event", "events", "request_id")
 
     def __init__(self, request_id: str,
                  on_event: Callable[[dict], None] | None = None) -> None:
         self.request_id = request_id
         self.events: list[dict] = []
         self._on_event = on_event
+        self._lock = threading.Lock()  # making handles, worker threads and instance numbers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._instances = 0  # numbers handed out by next_instance
 
