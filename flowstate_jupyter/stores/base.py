@@ -155,6 +155,8 @@ class _Watcher:
 
 @dataclass(slots=True)
 class _Subscribers:
+    #: Replaced whole under ``lock``, never changed in place: a delivery reads it once, without
+    #: the lock, and gets every callback subscribed before (see ``Store._deliver``).
     callbacks: list[Callable[[dict], None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: How many of ``callbacks`` want other processes' changes too (``subscribe``, not
@@ -657,22 +659,25 @@ class Store(abc.ABC):
         """:meth:`subscribe`; with ``others=False``, for changes made through this store object
         (a run collecting its own events): no watcher is started for it. Other processes'
         changes may still reach it while someone else subscribes."""
-        with self._subs.lock:
-            self._subs.callbacks.append(callback)
+        subs = self._subs
+        with subs.lock:
+            subs.callbacks = [*subs.callbacks, callback]
             if others:
-                self._subs.watched += 1
+                subs.watched += 1
         if others:
             self._start_watching()
 
         def unsubscribe() -> None:
-            with self._subs.lock:
-                if callback not in self._subs.callbacks:
+            with subs.lock:
+                if callback not in subs.callbacks:
                     return
-                self._subs.callbacks.remove(callback)
+                callbacks = subs.callbacks.copy()
+                callbacks.remove(callback)
+                subs.callbacks = callbacks
                 if not others:
                     return
-                self._subs.watched -= 1
-                last = not self._subs.watched
+                subs.watched -= 1
+                last = not subs.watched
             if last:
                 self._stop_watching()
 
@@ -694,10 +699,10 @@ class Store(abc.ABC):
         subscribe may have come in between, so backends check again under their lock)."""
 
     def _deliver(self, events: Iterable[dict]) -> None:
-        if not self._subs.callbacks:  # the common case, checked without taking the lock
-            return
-        with self._subs.lock:
-            callbacks = list(self._subs.callbacks)
+        # No lock: subscribe and unsubscribe replace the list whole under theirs, so the one read
+        # here is a consistent list (every callback whose subscribe returned before it), and a
+        # callback that subscribes or unsubscribes changes no list a delivery is going through.
+        callbacks = self._subs.callbacks
         if not callbacks:
             return
         for event in events:
