@@ -41,6 +41,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from threading import get_ident
 from typing import Any
 from urllib.parse import quote
 
@@ -397,6 +398,9 @@ class SQLiteStore(_WatchingStore):
         self._meta_writes = 0  # writes through this object that may change a $meta record
         self._lock = threading.RLock()
         self._depth = 0  # open (possibly nested) write transactions in this process
+        # The thread whose write transaction is open (it holds ``_lock``), else None: set and
+        # cleared under the lock, so a thread that finds its own id here holds the lock already.
+        self._owner: int | None = None
         self._pending: list[dict] = []  # events of the open transaction, sent after commit
         self._watcher = None
         self._watch_guard = self._lock  # the watcher's start reads the change log on _conn
@@ -586,6 +590,7 @@ class SQLiteStore(_WatchingStore):
                 conn.execute("SAVEPOINT fs_nested")
             else:
                 self._begin()
+                self._owner = get_ident()
             self._depth += 1
             try:
                 result = body(conn)
@@ -594,6 +599,7 @@ class SQLiteStore(_WatchingStore):
                 if nested:
                     self._rollback_nested(pending_before)
                 else:
+                    self._owner = None
                     self._rollback()
                 if isinstance(exc, sqlite3.DatabaseError):  # damage, say: a library error
                     raise self._store_error(exc) from exc
@@ -602,6 +608,7 @@ class SQLiteStore(_WatchingStore):
             if nested:
                 conn.execute("RELEASE fs_nested")
                 return result
+            self._owner = None
             events = self._commit()
         self._deliver(events)
         return result
@@ -798,11 +805,14 @@ class SQLiteStore(_WatchingStore):
     def touch(self, scope: str, scope_id: str, name: str) -> None:
         self._check_open()
         params = (self._now(), scope, scope_id, name)
-        with self._lock:
-            if self._depth:  # inside a write: one statement of its transaction
-                self._cursor.execute(_TOUCH, params)
-                return
-            try:  # else one statement, committed on its own
+        if self._owner == get_ident():
+            # inside this thread's write (a run's last one touches its session): one statement
+            # of its transaction, whose lock this thread holds already (taking the re-entrant
+            # lock again costs as much as the rest of this call)
+            self._cursor.execute(_TOUCH, params)
+            return
+        with self._lock:  # (any other thread's write has ended once we hold it)
+            try:  # one statement, committed on its own
                 self._cursor.execute(_TOUCH, params)
             except sqlite3.DatabaseError as exc:
                 raise self._store_error(exc) from exc
