@@ -583,54 +583,55 @@ class SQLiteStore(_WatchingStore):
     def _transaction(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``body`` in ``BEGIN IMMEDIATE`` (or a savepoint when nested); commit or roll back."""
         with self._lock:
-            conn = self._conn
-            nested = self._depth > 0
-            pending_before = len(self._pending)
-            if nested:
-                conn.execute("SAVEPOINT fs_nested")
-            else:
-                self._begin()
-                self._owner = get_ident()
-            self._depth += 1
+            if self._depth:
+                return self._nested(body)
             try:
-                result = body(conn)
+                self._cursor.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise self._store_error(exc) from exc
+            self._owner = get_ident()
+            self._depth = 1
+            try:
+                result = body(self._conn)
             except BaseException as exc:
-                self._depth -= 1
-                if nested:
-                    self._rollback_nested(pending_before)
-                else:
-                    self._owner = None
-                    self._rollback()
+                self._depth = 0
+                self._owner = None
+                self._rollback()
                 if isinstance(exc, sqlite3.DatabaseError):  # damage, say: a library error
                     raise self._store_error(exc) from exc
                 raise
-            self._depth -= 1
-            if nested:
-                conn.execute("RELEASE fs_nested")
-                return result
+            self._depth = 0
             self._owner = None
-            events = self._commit()
+            try:
+                self._cursor.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise self._store_error(exc) from exc
+            events, self._pending = self._pending, []
+            self._writes += 1
+            if not self._writes % _WAL_CHECK_EVERY:
+                self._bound_wal()
+        # delivered once the lock is let go
         self._deliver(events)
         return result
 
-    def _begin(self) -> None:
+    def _nested(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``_transaction`` inside this thread's open write: ``body`` in a savepoint."""
+        conn = self._conn
+        pending_before = len(self._pending)
+        conn.execute("SAVEPOINT fs_nested")
+        self._depth += 1
         try:
-            self._cursor.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as exc:
-            raise self._store_error(exc) from exc
-
-    def _commit(self) -> list[dict]:
-        """Commit the open transaction; returns its events, to deliver once the lock is let go."""
-        try:
-            self._cursor.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            self._rollback()
-            raise self._store_error(exc) from exc
-        events, self._pending = self._pending, []
-        self._writes += 1
-        if not self._writes % _WAL_CHECK_EVERY:
-            self._bound_wal()
-        return events
+            result = body(conn)
+        except BaseException as exc:
+            self._depth -= 1
+            self._rollback_nested(pending_before)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._store_error(exc) from exc
+            raise
+        self._depth -= 1
+        conn.execute("RELEASE fs_nested")
+        return result
 
     def _bound_wal(self) -> None:
         """Checkpoint the WAL back to empty if it has grown past a quarter of its bound.
