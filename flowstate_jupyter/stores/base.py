@@ -725,7 +725,12 @@ class Store(abc.ABC):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(f"store {self.url} is closed; open it again with fs.open_store()")
+            raise self._closed_error()
+
+    def _closed_error(self) -> StoreError:
+        """What using a closed store raises (the hottest paths test ``_closed`` themselves
+        and raise this: a call fewer per write)."""
+        return StoreError(f"store {self.url} is closed; open it again with fs.open_store()")
 
     # The clock of every write and touch: the builtin itself, so that a call is no Python frame.
     _now = staticmethod(time.time)

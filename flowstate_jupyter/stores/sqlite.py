@@ -792,7 +792,8 @@ class SQLiteStore(_WatchingStore):
     def _meta_token(self) -> object | None:
         # SQLite's data_version changes when another connection commits (a store object in
         # this process or another); this object's own writes of $meta records are counted.
-        self._check_open()
+        if self._closed:
+            raise self._closed_error()
         with self._lock:
             if self._depth:  # inside a write: its uncommitted changes count too; read instead
                 return None
@@ -804,7 +805,8 @@ class SQLiteStore(_WatchingStore):
 
     # -- writing -----------------------------------------------------------------------------
     def touch(self, scope: str, scope_id: str, name: str) -> None:
-        self._check_open()
+        if self._closed:
+            raise self._closed_error()
         params = (self._now(), scope, scope_id, name)
         if self._owner == get_ident():
             # inside this thread's write (a run's last one touches its session): one statement
@@ -854,7 +856,8 @@ class SQLiteStore(_WatchingStore):
     def create(self, scope: str, scope_id: str, name: str,
                fn: Callable[[Record | None], Change | None]) -> Record | None:
         # One INSERT, no read: the unique key refuses a record that exists.
-        self._check_open()
+        if self._closed:
+            raise self._closed_error()
         key = (scope, scope_id, name)
 
         def body(conn: sqlite3.Connection) -> Record | None:
