@@ -253,8 +253,10 @@ WHEN new.seq > {changes} AND (new.seq - {changes} - 1) % {changes_batch} = 0 BEG
     DELETE FROM changes WHERE seq <= new.seq - {changes} + {changes_batch} - 1;
 END;
 """
-_INSERT = (f"INSERT INTO records ({_RECORD_COLUMNS}, history_bytes) "
-           f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+# The key, the values ``_prepare`` gives in its order (the UPDATE's), then created_at.
+_INSERT = ("INSERT INTO records (scope, scope_id, name, version, state, content, deleted, "
+           "updated_at, accessed_at, operation, request_id, event, history_bytes, created_at) "
+           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _UPDATE = ("UPDATE records SET version = ?, state = ?, content = ?, deleted = ?, updated_at = ?, "
            "accessed_at = ?, operation = ?, request_id = ?, event = ?, "
            "history_bytes = history_bytes + ? "
@@ -837,8 +839,7 @@ class SQLiteStore(_WatchingStore):
             record, event, params = self._prepare(key, change, before)
             if before is None:
                 try:
-                    conn.execute(_INSERT, (*key, *params[:4], record.created_at,
-                                           *params[4:]))
+                    conn.execute(_INSERT, (*key, *params, record.created_at))
                 except sqlite3.IntegrityError as exc:  # created re-entrantly from inside fn
                     raise VersionConflictError(f"{record_where(*key)}: created while it was "
                                                f"being written", current=1) from exc
@@ -866,8 +867,7 @@ class SQLiteStore(_WatchingStore):
                 return None
             record, event, params = self._prepare(key, change, None)
             try:
-                self._cursor.execute(_INSERT, (*key, *params[:4], record.created_at,
-                                               *params[4:]))
+                self._cursor.execute(_INSERT, (*key, *params, record.created_at))
             except sqlite3.IntegrityError as exc:  # it exists (or fn created it re-entrantly)
                 row = conn.execute(_SELECT, key).fetchone()
                 check_expected(_to_record(row) if row else None, "absent", record_where(*key))
