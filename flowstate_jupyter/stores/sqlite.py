@@ -978,8 +978,10 @@ class SQLiteStore(_WatchingStore):
                   change.request_id, event_text,
                   0 if key[2] == REQUEST and key[0] == "request" else
                   len(text) if text.isascii() else len(text.encode("utf-8")), *condition)
-        record = Record(*key, version, change.state, content, change.delete,
-                        before.created_at if before is not None else now, now, now)
+        # (tuple.__new__: a named tuple's own __new__ is a Python function, a frame per write)
+        record = tuple.__new__(Record, (*key, version, change.state, content, change.delete,
+                                        before.created_at if before is not None else now,
+                                        now, now))
         return record, event, params
 
     # -- maintenance ---------------------------------------------------------------------------
