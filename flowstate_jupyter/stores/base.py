@@ -701,7 +701,8 @@ class Store(abc.ABC):
     def _deliver(self, events: Iterable[dict]) -> None:
         # No lock: subscribe and unsubscribe replace the list whole under theirs, so the one read
         # here is a consistent list (every callback whose subscribe returned before it), and a
-        # callback that subscribes or unsubscribes changes no list a delivery is going through.
+        # callback that subscribes or unsubscribes changes no list a delivery is going through
+        # (docs/decisions.md, 'A store object takes a lock only where it orders something').
         callbacks = self._subs.callbacks
         if not callbacks:
             return

@@ -812,8 +812,8 @@ class SQLiteStore(_WatchingStore):
         params = (self._now(), scope, scope_id, name)
         if self._owner == get_ident():
             # inside this thread's write (a run's last one touches its session): one statement
-            # of its transaction, whose lock this thread holds already (taking the re-entrant
-            # lock again costs as much as the rest of this call)
+            # of its transaction, whose lock this thread holds already (docs/decisions.md,
+            # 'A store object takes a lock only where it orders something')
             self._cursor.execute(_TOUCH, params)
             return
         with self._lock:  # (any other thread's write has ended once we hold it)
