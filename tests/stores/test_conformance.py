@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
 import time
 
@@ -766,6 +767,94 @@ def test_a_failing_subscriber_does_not_break_the_write(store):
     assert record.version == 1
     assert state_of(store) == {"n": 1}
     assert len(seen) == 1
+
+
+def test_a_subscriber_that_subscribes_or_unsubscribes_mid_delivery_changes_no_delivery(store):
+    """A delivery goes through the subscribers as they were when it began: one that unsubscribes
+    another and subscribes a third while it is called leaves that event's other deliveries as
+    they were, and the next event reaches the new set."""
+    seen: list[tuple[str, int]] = []
+    later: list[int] = []
+    remove_second: list = []
+
+    def first(event):
+        seen.append(("first", event["version"]))
+        if event["version"] == 1:
+            remove_second[0]()
+            store.subscribe(lambda e: later.append(e["version"]))
+
+    store.subscribe(first)
+    remove_second.append(store.subscribe(lambda e: seen.append(("second", e["version"]))))
+    store.write(S, SID, "", {"n": 1})
+    assert seen == [("first", 1), ("second", 1)]
+    assert later == []
+    store.write(S, SID, "", {"n": 2})
+    assert seen == [("first", 1), ("second", 1), ("first", 2)]
+    assert later == [2]
+
+
+def test_subscribes_and_unsubscribes_from_many_threads_lose_none(store):
+    """Threads subscribing and unsubscribing at once (thread switches forced often) leave
+    exactly the callbacks still subscribed: each gets the next event once."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    got: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def churn(n: int) -> None:
+        try:
+            for i in range(100):
+                store._listen(lambda e: None)()  # in and out again
+                store._listen(lambda e, key=(n, i): got.append(key))  # stays
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=churn, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    store.write(S, SID, "", {"n": 1})
+    assert sorted(got) == [(n, i) for n in range(6) for i in range(100)]
+
+
+def test_a_touch_inside_a_write_is_part_of_it_and_another_threads_is_its_own(store):
+    """A touch made inside a write commits or rolls back with it; one from another thread while
+    the write is open is not part of it: it is kept although the write rolls back."""
+    record = store.write(S, SID, "doc", {})
+
+    def touch_then_fail(current):
+        store.touch(S, SID, "doc")
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        store.update(S, SID, "doc", touch_then_fail)
+    assert store.read(S, SID, "doc").accessed_at == record.accessed_at
+
+    started = threading.Event()
+
+    def touch_elsewhere():
+        started.set()
+        store.touch(S, SID, "doc")
+
+    other = threading.Thread(target=touch_elsewhere)
+
+    def wait_then_fail(current):
+        other.start()
+        started.wait(10)
+        other.join(0.3)  # it waits for this write (or, if it were part of it, has run)
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        store.update(S, SID, "doc", wait_then_fail)
+    other.join(10)
+    touched = store.read(S, SID, "doc")
+    assert touched.accessed_at > record.accessed_at
+    assert touched.version == record.version
 
 
 # -- refused writes change nothing -------------------------------------------------------------
