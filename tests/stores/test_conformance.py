@@ -806,7 +806,7 @@ def test_subscribes_and_unsubscribes_from_many_threads_lose_none(store):
             for i in range(100):
                 store._listen(lambda e: None)()  # in and out again
                 store._listen(lambda e, key=(n, i): got.append(key))  # stays
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     try:
