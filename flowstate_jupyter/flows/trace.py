@@ -529,10 +529,10 @@ class RunLog:
                     shown_type = None if getattr(block, "output", None) is not None \
                         else _json_type(types, out)
                     out = _preview(cache, out, limit)
-                changes = noted.get(i) if noted else None
+                events = noted.get(i) if noted else None
                 append([path, block.name, block.kind, parent, value, out,
                         int((start - clock0) * 1e6), int((end - start) * 1e6 + 0.5), "ok",
-                        None, _shown_changes(changes, with_changes) if changes else no_changes,
+                        None, _shown_changes(events, with_changes) if events else no_changes,
                         attempt, code, shown_type])
             else:
                 return rows
@@ -683,7 +683,15 @@ def _preview(cache: dict[int, tuple[Any, Any]], value: Any, limit: int) -> Any:
     """``preview(value, limit)``, made once per value object of a trace (``cache``)."""
     hit = cache.get(id(value))
     if hit is None or hit[0] is not value:
-        hit = cache[id(value)] = (value, preview(value, limit))
+        kind = type(value)
+        if kind is dict or kind is list:  # preview's answer when its JSON's bytes fit
+            try:
+                small = len(to_json(value, fallback=repr, inf_nan_mode="null")) <= limit
+            except (TypeError, ValueError, RecursionError, RuntimeError):
+                small = False  # (preview says what it is)
+            hit = cache[id(value)] = (value, value if small else preview(value, limit))
+        else:
+            hit = cache[id(value)] = (value, preview(value, limit))
     return hit[1]
 
 
@@ -697,6 +705,7 @@ def _json_type(cache: dict[int, tuple[Any, Any]], value: Any) -> str | None:
 
 
 _SCALARS = (str, int, bool, type(None))
+_LEAVES = frozenset(_SCALARS)
 _AS_THEY_ARE = frozenset({type(None), int, bool})  # a row keeps these values as they are
 _NODES = 200  # values of an output looked at to tell plain JSON
 
@@ -724,14 +733,24 @@ def _plain(value: Any, budget: list[int]) -> bool:
         return True
     if kind is float:
         return math.isfinite(value)
-    if kind is dict:
-        for k, v in value.items():  # noqa: SIM110 - a loop: all() of a generator costs more
-            if type(k) is not str or not _plain(v, budget):
+    if kind is dict:  # (a string, number, true or null inside is counted here, not called)
+        for k, v in value.items():
+            if type(k) is not str:
+                return False
+            if type(v) in _LEAVES:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return False
+            elif not _plain(v, budget):
                 return False
         return True
     if kind is list:
-        for v in value:  # noqa: SIM110 - as above
-            if not _plain(v, budget):
+        for v in value:
+            if type(v) in _LEAVES:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return False
+            elif not _plain(v, budget):
                 return False
         return True
     return False
