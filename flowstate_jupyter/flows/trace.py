@@ -270,17 +270,20 @@ def _error_info(exc: BaseException | None, limit: int) -> dict | None:
     return {"type": type(exc).__name__, "message": str(exc)[:limit], "traceback": text}
 
 
-_SAID_BY_SPAN = frozenset({"request_id", "span", "write"})  # the span says these already
-
-
 def _change_preview(event: dict) -> dict:
     """A change event as a span keeps it: its delta previewed, the fields the span gives left
     out."""
-    out = dict(event)
-    for key in _SAID_BY_SPAN.intersection(out):
-        del out[key]
-    if "delta" in out:
-        out["delta"] = preview(out["delta"], DELTA_CHARS)
+    out = event.copy()
+    pop = out.pop  # the span says these already
+    pop("request_id", None)
+    pop("span", None)
+    pop("write", None)
+    delta = out.get("delta", out)  # (out: there is none)
+    if delta is not out:
+        kind = type(delta)  # (what preview keeps as it is, told without a call)
+        if kind not in _AS_THEY_ARE and (kind is not str or len(delta) > DELTA_CHARS) and \
+                ((kind is not dict and kind is not list) or not _fits(delta, DELTA_CHARS)):
+            out["delta"] = preview(delta, DELTA_CHARS)
     return out
 
 
@@ -684,15 +687,21 @@ def _preview(cache: dict[int, tuple[Any, Any]], value: Any, limit: int) -> Any:
     hit = cache.get(id(value))
     if hit is None or hit[0] is not value:
         kind = type(value)
-        if kind is dict or kind is list:  # preview's answer when its JSON's bytes fit
-            try:
-                small = len(to_json(value, fallback=repr, inf_nan_mode="null")) <= limit
-            except (TypeError, ValueError, RecursionError, RuntimeError):
-                small = False  # (preview says what it is)
-            hit = cache[id(value)] = (value, value if small else preview(value, limit))
+        if kind is dict or kind is list:
+            hit = cache[id(value)] = (value, value if _fits(value, limit)
+                                      else preview(value, limit))
         else:
             hit = cache[id(value)] = (value, preview(value, limit))
     return hit[1]
+
+
+def _fits(value: Any, limit: int) -> bool:
+    """Whether ``value``'s JSON as :func:`_dump` makes it surely has at most ``limit``
+    characters (then ``preview`` keeps it as it is): its bytes do. One call, no decoding."""
+    try:
+        return len(to_json(value, fallback=repr, inf_nan_mode="null")) <= limit
+    except (TypeError, ValueError, RecursionError, RuntimeError):
+        return False  # (preview says what it is)
 
 
 def _json_type(cache: dict[int, tuple[Any, Any]], value: Any) -> str | None:

@@ -225,6 +225,8 @@ def test_a_value_several_spans_share_is_shown_and_typed_in_each_as_alone(mem):
     @fs.handler(session_state=Mode)
     def first(value, ctx):
         ctx.session.inc_state(count=1)
+        ctx.session.patch_state(mode="m" * 400)
+        ctx.session.push_state("notes", "n" * 400)
         return shared
 
     @fs.handler
@@ -254,7 +256,15 @@ def test_a_value_several_spans_share_is_shown_and_typed_in_each_as_alone(mem):
     spans = {s.path.rsplit("/", 1)[-1]: s for s in result.trace.spans}
     for name in ("first", "again"):
         assert spans[name].output == shared and spans[name].output_type is None
-    assert len(spans["first"].changes) == 1 and spans["again"].changes == []
+    changes = spans["first"].changes
+    assert [c["operation"] for c in changes] == ["increment", "patch", "push"]
+    assert changes[0]["delta"] == {"count": 1} and spans["again"].changes == []
+    assert all(not {"request_id", "span", "write"} & c.keys() for c in changes)
+    limit = trace_module.DELTA_CHARS
+    text = json.dumps({"mode": "m" * 400}, separators=(",", ":"))
+    assert changes[1]["delta"] == {"$truncated": True, "preview": text[:limit],
+                                   "chars": len(text)}
+    assert changes[2]["delta"] == {"$truncated": True, "preview": "n" * limit, "chars": 400}
     assert spans["again"].input == shared
     assert spans["typed"].output == {"text": "x"} and spans["typed"].output_type is None
     for name in ("weird", "weird_again"):
