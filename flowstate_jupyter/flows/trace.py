@@ -270,18 +270,34 @@ def _error_info(exc: BaseException | None, limit: int) -> dict | None:
     return {"type": type(exc).__name__, "message": str(exc)[:limit], "traceback": text}
 
 
-_SAID_BY_SPAN = frozenset({"request_id", "span", "write"})  # the span says these already
-
-
 def _change_preview(event: dict) -> dict:
     """A change event as a span keeps it: its delta previewed, the fields the span gives left
     out."""
-    out = dict(event)
-    for key in _SAID_BY_SPAN.intersection(out):
-        del out[key]
-    if "delta" in out:
-        out["delta"] = preview(out["delta"], DELTA_CHARS)
+    out = event.copy()
+    pop = out.pop  # the span says these already
+    pop("request_id", None)
+    pop("span", None)
+    pop("write", None)
+    delta = out.get("delta", out)  # (out: there is none)
+    if delta is not out:
+        kind = type(delta)  # (what preview keeps as it is, told without a call)
+        if kind not in _AS_THEY_ARE and (kind is not str or len(delta) > DELTA_CHARS) and \
+                ((kind is not dict and kind is not list) or not _fits(delta, DELTA_CHARS)):
+            out["delta"] = preview(delta, DELTA_CHARS)
     return out
+
+
+def _shown_changes(events: list[dict], with_changes: bool) -> list[dict]:
+    """A span's committed change events as its row keeps them (``with_changes``: previewed,
+    the first :data:`CHANGES_PER_SPAN`; else only counted)."""
+    if not with_changes:
+        return [{"$more": len(events)}]
+    more = len(events) - CHANGES_PER_SPAN
+    shown = [_change_preview(e) for e in events[:CHANGES_PER_SPAN]] if more > 0 \
+        else [_change_preview(e) for e in events]
+    if more > 0:
+        shown.append({"$more": more})
+    return shown
 
 
 def _type_ref(value: Any) -> str | None:
@@ -481,6 +497,7 @@ class RunLog:
         """This attempt's kept spans as stored rows (``started_at`` and ``duration_s`` in
         whole microseconds, ``started_at`` counted from ``wall0``)."""
         cache: dict[int, tuple[Any, Any]] = {}  # each value previewed once (see _preview)
+        types: dict[int, tuple[Any, Any]] = {}  # and its type looked at once (_json_type)
         clock0 = self.clock0
         error_chars = ERROR_TEXT_CHARS if with_changes else 500
         plain = _AS_THEY_ARE
@@ -493,7 +510,7 @@ class RunLog:
         failed, noted = self.failed, self.noted
         no_changes: list = []  # shared by the rows of spans without changes (only encoded)
         kept = range(len(sites)) if len(sites) <= SPAN_LIMIT else self._kept(final)
-        if final and not failed and not noted:  # every span ended ok, none wrote: the lean loop
+        if final and not failed:  # every span ended ok: the lean loop (no status, no error)
             for i in kept:
                 end = ends[i]
                 if end is None:  # (not expected once the run ended): the full loop says it
@@ -504,16 +521,22 @@ class RunLog:
                 code = code[1] if code is not None and code[0] == now else fingerprint(block)
                 start = starts[i]
                 value = inputs[i]
-                if type(value) not in plain:
+                kind = type(value)
+                if kind not in plain and (kind is not str or len(value) > limit):
                     value = _preview(cache, value, limit)
                 out = outputs[i]
-                if type(out) in plain:  # _output_type's answer for these: None
-                    shown_type = None
+                kind = type(out)
+                if kind in plain or (kind is str and len(out) <= limit):
+                    shown_type = None  # (_output_type's answer for these)
                 else:
-                    out, shown_type = _preview(cache, out, limit), _output_type(out, block)
+                    shown_type = None if getattr(block, "output", None) is not None \
+                        else _json_type(types, out)
+                    out = _preview(cache, out, limit)
+                events = noted.get(i) if noted else None
                 append([path, block.name, block.kind, parent, value, out,
                         int((start - clock0) * 1e6), int((end - start) * 1e6 + 0.5), "ok",
-                        None, no_changes, attempt, code, shown_type])
+                        None, _shown_changes(events, with_changes) if events else no_changes,
+                        attempt, code, shown_type])
             else:
                 return rows
         for i in kept:
@@ -521,20 +544,13 @@ class RunLog:
             code = getattr(block, KEPT_AS, None)
             code = code[1] if code is not None and code[0] == now else fingerprint(block)
             changes: Any = noted.get(i) if noted else None
-            if changes:
-                if with_changes:
-                    more = len(changes) - CHANGES_PER_SPAN
-                    changes = [_change_preview(e) for e in changes[:CHANGES_PER_SPAN]]
-                    if more > 0:
-                        changes.append({"$more": more})
-                else:
-                    changes = [{"$more": len(changes)}]
-            else:
-                changes = no_changes
+            changes = _shown_changes(changes, with_changes) if changes else no_changes
             end = ends[i]
             fail = failed.get(i) if failed else None
             value = inputs[i]
-            shown_in = value if type(value) in plain else _preview(cache, value, limit)
+            kind = type(value)
+            shown_in = value if kind in plain or (kind is str and len(value) <= limit) \
+                else _preview(cache, value, limit)
             error = None
             if fail is not None:
                 status = fail[0]
@@ -547,11 +563,13 @@ class RunLog:
             else:
                 status = "ok"
                 value = outputs[i]
-                if type(value) in plain:  # _output_type's answer for these: None
-                    shown_out, shown_type = value, None
+                kind = type(value)
+                if kind in plain or (kind is str and len(value) <= limit):
+                    shown_out, shown_type = value, None  # (_output_type's answer for these)
                 else:
                     shown_out = _preview(cache, value, limit)
-                    shown_type = _output_type(value, block)
+                    shown_type = None if getattr(block, "output", None) is not None \
+                        else _json_type(types, value)
             start = starts[i]
             append([path, block.name, block.kind, parent, shown_in, shown_out,
                     int((start - clock0) * 1e6),
@@ -668,11 +686,35 @@ def _preview(cache: dict[int, tuple[Any, Any]], value: Any, limit: int) -> Any:
     """``preview(value, limit)``, made once per value object of a trace (``cache``)."""
     hit = cache.get(id(value))
     if hit is None or hit[0] is not value:
-        hit = cache[id(value)] = (value, preview(value, limit))
+        kind = type(value)
+        if kind is dict or kind is list:
+            hit = cache[id(value)] = (value, value if _fits(value, limit)
+                                      else preview(value, limit))
+        else:
+            hit = cache[id(value)] = (value, preview(value, limit))
+    return hit[1]
+
+
+def _fits(value: Any, limit: int) -> bool:
+    """Whether ``value``'s JSON as :func:`_dump` makes it surely has at most ``limit``
+    characters (then ``preview`` keeps it as it is): its bytes do. One call, no decoding."""
+    try:
+        return len(to_json(value, fallback=repr, inf_nan_mode="null")) <= limit
+    except (TypeError, ValueError, RecursionError, RuntimeError):
+        return False  # (preview says what it is)
+
+
+def _json_type(cache: dict[int, tuple[Any, Any]], value: Any) -> str | None:
+    """``_output_type(value, None)``, found once per value object of a trace (``cache``): an
+    output is often the next block's input and output too."""
+    hit = cache.get(id(value))
+    if hit is None or hit[0] is not value:
+        hit = cache[id(value)] = (value, _output_type(value, None))
     return hit[1]
 
 
 _SCALARS = (str, int, bool, type(None))
+_LEAVES = frozenset(_SCALARS)
 _AS_THEY_ARE = frozenset({type(None), int, bool})  # a row keeps these values as they are
 _NODES = 200  # values of an output looked at to tell plain JSON
 
@@ -700,14 +742,24 @@ def _plain(value: Any, budget: list[int]) -> bool:
         return True
     if kind is float:
         return math.isfinite(value)
-    if kind is dict:
-        for k, v in value.items():  # noqa: SIM110 - a loop: all() of a generator costs more
-            if type(k) is not str or not _plain(v, budget):
+    if kind is dict:  # (a string, number, true or null inside is counted here, not called)
+        for k, v in value.items():
+            if type(k) is not str:
+                return False
+            if type(v) in _LEAVES:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return False
+            elif not _plain(v, budget):
                 return False
         return True
     if kind is list:
-        for v in value:  # noqa: SIM110 - as above
-            if not _plain(v, budget):
+        for v in value:
+            if type(v) in _LEAVES:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return False
+            elif not _plain(v, budget):
                 return False
         return True
     return False

@@ -212,6 +212,70 @@ def test_large_values_are_previewed_and_marked_and_the_trace_stays_under_its_bou
     assert len(content.encode()) <= trace_module.TRACE_MAX_BYTES
 
 
+def test_a_value_several_spans_share_is_shown_and_typed_in_each_as_alone(mem):
+    # One object passed along: previewed and typed once per trace, each row as if alone; the
+    # run writes state, so its rows take the lean path of a run whose spans all ended ok.
+    class Reply(BaseModel):
+        text: str = ""
+
+    long_text = "\u00e9" * (trace_module.PREVIEW_CHARS // 2 + 10)  # fits as chars, not as bytes
+    shared = {"a": {"b": [1, 2.5, None, True]}, "t": long_text}
+    odd = {"k": (1, 2)}  # a tuple inside: not plain JSON
+
+    @fs.handler(session_state=Mode)
+    def first(value, ctx):
+        ctx.session.inc_state(count=1)
+        ctx.session.patch_state(mode="m" * 400)
+        ctx.session.push_state("notes", "n" * 400)
+        return shared
+
+    @fs.handler
+    def again(value):
+        return value
+
+    @fs.handler(output=Reply)
+    def typed(value):
+        return Reply(text="x")
+
+    @fs.handler
+    def weird(value):
+        return odd
+
+    @fs.handler
+    def weird_again(value):
+        return value
+
+    @fs.handler
+    def huge(value):
+        return {"x": "y" * trace_module.PREVIEW_CHARS}
+
+    seq = (fs.sequencer("shared").then(first).then(again).then(typed).then(weird)
+           .then(weird_again).then(huge))
+    result = fs.define_flow("shared", {"go": seq}).run("go", None, user="u", store=mem)
+    assert result.ok
+    spans = {s.path.rsplit("/", 1)[-1]: s for s in result.trace.spans}
+    for name in ("first", "again"):
+        assert spans[name].output == shared and spans[name].output_type is None
+    changes = spans["first"].changes
+    assert [c["operation"] for c in changes] == ["increment", "patch", "push"]
+    assert changes[0]["delta"] == {"count": 1} and spans["again"].changes == []
+    assert all(not {"request_id", "span", "write"} & c.keys() for c in changes)
+    limit = trace_module.DELTA_CHARS
+    text = json.dumps({"mode": "m" * 400}, separators=(",", ":"))
+    assert changes[1]["delta"] == {"$truncated": True, "preview": text[:limit],
+                                   "chars": len(text)}
+    assert changes[2]["delta"] == {"$truncated": True, "preview": "n" * limit, "chars": 400}
+    assert spans["again"].input == shared
+    assert spans["typed"].output == {"text": "x"} and spans["typed"].output_type is None
+    for name in ("weird", "weird_again"):
+        assert spans[name].output == {"k": [1, 2]}
+        assert spans[name].output_type == "builtins:dict"
+    assert spans["weird_again"].input == {"k": [1, 2]}
+    out = spans["huge"].output
+    assert out["$truncated"] is True and out["chars"] == trace_module.PREVIEW_CHARS + 8
+    assert spans["go"].output == out and spans["go"].output_type is None  # (plain JSON)
+
+
 def test_a_trace_keeps_at_most_span_limit_spans_and_counts_the_rest(mem, monkeypatch):
     monkeypatch.setattr(trace_module, "SPAN_LIMIT", 50)
 
