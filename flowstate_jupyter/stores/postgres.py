@@ -9,13 +9,20 @@ How a write runs (:meth:`PostgresStore.update`), all in one server transaction o
 connection, without any lock that other writers take:
 
 1. ``BEGIN``; ``SELECT ... FOR UPDATE`` of the record (no row yet: nothing to lock; a concurrent
-   create is caught by the primary key below);
+   create is caught by the primary key below), which also draws the number of the write's
+   change-log row;
 2. ``fn(record)`` is called;
 3. one statement writes the record — ``INSERT ... ON CONFLICT DO NOTHING`` for a new record, one
    conditional ``UPDATE ... WHERE version = %s`` otherwise — and, only if that wrote a row, its
    change-log row, its history row, the pruning of both (a batch now and then), ``NOTIFY`` (which
    the server delivers only if the transaction commits) and the write's own advisory lock;
 4. ``COMMIT``; then this store's subscribers get the events, in the writing thread.
+
+An update is two round trips to the server: 1 is one message, and 3 goes with 4 when it is the
+transaction's only write and its history needs no trimming (the record is locked since 1, so
+its conditional ``UPDATE`` cannot miss). The statements of 1 and 3 are prepared on each pooled
+connection and sent as ``EXECUTE`` with their values quoted by libpq; a round trip costs more
+here than anything the server does for a write (docs/decisions.md).
 
 The change log is ordered by its readers (schema 2; see docs/decisions.md). A change-log row gets
 a row number (``id``) when it is inserted, which is not commit order; a reader first gives every
@@ -257,16 +264,75 @@ def _scalar(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
     return conn.execute(sql, params).fetchall()[0][0]
 
 
-def _command(conn: psycopg.Connection, command: bytes) -> None:
-    """Run a parameterless command (``BEGIN``, ``COMMIT``) on ``conn``, through libpq directly.
+_DONE = (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK)
 
-    ``conn.execute`` makes a cursor and looks up the statement cache: for these two, on every
-    write, that costs about 20 µs each, as much as the round trip. Failures raise the psycopg
-    error ``conn.execute`` would (a lost connection: :class:`psycopg.OperationalError`).
+#: The types of the write statements' parameters, which run as prepared statements.
+_PARAM_TYPES = {
+    "scope": "text", "scope_id": "text", "name": "text", "version": "bigint", "state": "text",
+    "content": "text", "deleted": "boolean", "now": "double precision", "op": "text",
+    "request_id": "text", "event": "text", "write_id": "text", "history": "boolean",
+    "state_bytes": "bigint", "write_lock": "bigint", "id": "bigint", "previous": "bigint",
+    "prune": "bigint"}
+
+
+def _exec(conn: psycopg.Connection, query: bytes) -> psycopg.pq.abc.PGresult:
+    """Send ``query`` (one or more statements, no parameters) and wait for its last result.
+
+    Through libpq directly, in one round trip however many statements ``query`` holds: a write
+    is two round trips this way (``BEGIN`` with its read; its writes with ``COMMIT``), where
+    ``conn.execute`` would take one per statement and build a cursor for each. The statements
+    after a failing one do not run; the failure raises the psycopg error ``conn.execute``
+    would (a lost connection: :class:`psycopg.OperationalError`).
     """
-    result = conn.pgconn.exec_(command)
-    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+    result = conn.pgconn.exec_(query)
+    if result.status not in _DONE:
         raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
+    return result
+
+
+def _prepare(name: str, sql: str) -> tuple[bytes, tuple[bytes, tuple[str, ...]]]:
+    """``PREPARE name (types) AS sql``, with ``sql``'s ``%(param)s`` numbered in the order they
+    first appear; and what :func:`_execute` needs: the name and that order."""
+    order: builtins.list[str] = []
+
+    def number(match: re.Match) -> str:
+        if match.group(1) not in order:
+            order.append(match.group(1))
+        return f"${order.index(match.group(1)) + 1}"
+
+    body = re.sub(r"%\((\w+)\)s", number, sql).replace("%%", "%")
+    types = ", ".join(_PARAM_TYPES[param] for param in order)
+    return f"PREPARE {name} ({types}) AS {body}".encode(), (name.encode(), tuple(order))
+
+
+def _execute(conn: psycopg.Connection, prepared: tuple[bytes, tuple[str, ...]],
+             params: Mapping[str, Any]) -> bytes:
+    """``EXECUTE name (...)`` of a ``prepared`` statement, with ``params`` as SQL literals.
+
+    Text is quoted by libpq (``PQescapeLiteral``, for the connection's encoding); a NUL, which
+    PostgreSQL text cannot hold, or a string the encoding cannot hold is refused with the
+    :class:`psycopg.DataError` that sending it as a parameter would raise.
+    """
+    name, order = prepared
+    escape = psycopg.pq.Escaping(conn.pgconn).escape_literal
+    codec = conn.info.encoding
+    values = []
+    for param in order:
+        value = params[param]
+        if value is None:
+            values.append(b"NULL")
+        elif value is True or value is False:
+            values.append(b"true" if value else b"false")
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+            try:
+                values.append(escape(value.encode(codec)))
+            except UnicodeEncodeError as exc:
+                raise psycopg.DataError(f"{param}: {exc}") from None
+        else:  # int, or a finite float (a time): repr() round-trips
+            values.append(repr(value).encode())
+    return b"EXECUTE " + name + b" (" + b", ".join(values) + b")"
 
 
 class _LifoPool(ConnectionPool):
@@ -357,6 +423,11 @@ class PostgresStore(_WatchingStore):
         self._place_lock = _key64(f"flowstate changes {self.schema}")  # readers numbering rows
         self._serial_lock = _key64(f"flowstate serialize {self.schema}")
         self._sql = self._statements()
+        # prepared on each pooled connection: what a write sends is EXECUTE and its values
+        prepares = {kind: _prepare(f"flowstate_{kind}", self._sql[kind])
+                    for kind in ("read", "create", "update")}
+        self._prepares = [statement for statement, _ in prepares.values()]
+        self._prepared = {kind: prepared for kind, (_, prepared) in prepares.items()}
         self._pool = _LifoPool(
             self._conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
             configure=self._configure, timeout=self.pool_timeout, open=True,
@@ -378,6 +449,23 @@ class PostgresStore(_WatchingStore):
         conn.execute("SET plan_cache_mode = force_generic_plan")
         if self.durability == "full":
             conn.execute("SET synchronous_commit = on")
+        self._prepare_on(conn)
+
+    def _prepare_on(self, conn: psycopg.Connection, *, again: bool = False) -> None:
+        """Prepare the write statements on ``conn`` (``again``: they were found gone).
+
+        psycopg sends ``DEALLOCATE ALL`` after it sees a ``ROLLBACK`` (or ``DROP``, ``ALTER``,
+        ``DISCARD ALL``) on a connection where it prepared statements of its own, which drops
+        these too: the store rolls back through libpq, past psycopg, and a write that finds its
+        statement gone prepares them again and runs once more (nothing was stored)."""
+        if not again:
+            _exec(conn, b"; ".join(self._prepares))
+            return
+        for statement in self._prepares:  # each on its own: some may be there
+            try:
+                _exec(conn, statement)
+            except psycopg.Error:
+                pass  # there already, or the connection failed: the next attempt finds out
 
     def _init_schema(self, schema: str | None) -> str:
         """Create the tables on first use, upgrade an older schema in place, or refuse."""
@@ -405,19 +493,23 @@ class PostgresStore(_WatchingStore):
                         conn.execute(f"INSERT INTO {names['meta']} (key, value) "
                                      f"VALUES ('app', %s), ('schema_version', %s)",
                                      (APP_ID, str(SCHEMA_VERSION)))
-                        return schema
-                    if "meta" not in present:
+                    elif "meta" not in present:
                         raise StoreError(
                             f"{where} has tables named {TABLE_PREFIX}* but no "
                             f"{TABLE_PREFIX}meta, so it is not a flowstate store this version "
                             f"understands; use another schema (schema=NAME) or database")
-                    meta: dict[str, str] = dict(
-                        conn.execute(f"SELECT key, value FROM {names['meta']}").fetchall())
-                    found = self._check_meta(meta, where, present)
-                    if found < SCHEMA_VERSION:
-                        self._migrate(conn, names, found)
-                        conn.execute(f"UPDATE {names['meta']} SET value = %s "
-                                     f"WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                    else:
+                        meta: dict[str, str] = dict(
+                            conn.execute(f"SELECT key, value FROM {names['meta']}").fetchall())
+                        found = self._check_meta(meta, where, present)
+                        if found < SCHEMA_VERSION:
+                            self._migrate(conn, names, found)
+                            conn.execute(f"UPDATE {names['meta']} SET value = %s "
+                                         f"WHERE key = 'schema_version'",
+                                         (str(SCHEMA_VERSION),))
+                # the change log's row numbers: a write draws its row's number with its read
+                self._changes_seq = _scalar(conn, "SELECT pg_get_serial_sequence(%s, 'id')",
+                                            (names["changes"],))
             except psycopg.Error as exc:
                 raise StoreError(f"cannot set up the flowstate tables in {self.url}: "
                                  f"{_first_line(exc)}") from exc
@@ -472,8 +564,8 @@ class PostgresStore(_WatchingStore):
         batch = prune_batch(limit)
         origin, channel = f"'{self.origin}'", f"'{self._channel}'"
         tail = (
-            f"c AS (INSERT INTO {t['changes']} (origin, event, write_id) "
-            f"SELECT {origin}, %(event)s, %(write_id)s FROM u RETURNING id), "
+            f"c AS (INSERT INTO {t['changes']} (id, origin, event, write_id) OVERRIDING SYSTEM "
+            f"VALUE SELECT %(id)s, {origin}, %(event)s, %(write_id)s FROM u RETURNING id), "
             f"h AS (INSERT INTO {t['history']} {history_cols} SELECT %(scope)s, %(scope_id)s, "
             f"%(name)s, %(version)s, %(now)s, %(op)s, %(state)s, %(deleted)s, %(request_id)s, "
             f"%(write_id)s, c.id FROM c WHERE %(history)s), "
@@ -483,8 +575,14 @@ class PostgresStore(_WatchingStore):
             f"ORDER BY id LIMIT {2 * batch + 64}))) "
             f"SELECT c.id, (SELECT history_bytes FROM u), pg_notify({channel}, {origin})::text, "
             f"pg_advisory_xact_lock(%(write_lock)s)::text FROM c")
+        sequence = self._changes_seq.replace("'", "''")
         return {
-            "select_for_update": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key} FOR UPDATE",
+            # A write's first statement: the record, locked, and the number its change-log row
+            # will have (drawn here, so that the write knows it before its last round trip).
+            "read": (f"WITH r AS (SELECT version, state, content, deleted, created_at, "
+                     f"updated_at, accessed_at, history_bytes FROM {t['records']} WHERE {key} "
+                     f"FOR UPDATE) SELECT r.*, nextval('{sequence}') "
+                     f"FROM (SELECT) AS one LEFT JOIN r ON true"),
             "select": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key}",
             "version": f"SELECT version, deleted FROM {t['records']} WHERE {key}",
             "create": (
@@ -615,7 +713,8 @@ class PostgresStore(_WatchingStore):
             return
         try:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
+                _exec(conn, b"ROLLBACK")  # (past psycopg, which would drop every prepared
+                # statement on seeing a ROLLBACK: see _prepare_on)
         except psycopg.Error:
             pass
 
@@ -764,11 +863,13 @@ class PostgresStore(_WatchingStore):
             tx.conn, tx.depth, tx.pending, tx.intents = conn, 1, [], []
             tx.written = set()
             tx.write_id, tx.write_lock = _write_id()
-            tx.committing = False
+            tx.committing = tx.committed = False
+            tx.result = None
             try:
-                _command(conn, b"BEGIN")
-                result = self._write(conn, tx, key, fn)
-                if tx.intents:  # else fn returned None and nothing nested wrote: roll back
+                tx.result = result = self._write(conn, tx, key, fn, begin=True)
+                if tx.committed:  # its last statement went with COMMIT
+                    committed = True
+                elif tx.intents:  # else fn returned None and nothing nested wrote: roll back
                     tx.committing = True
                     self._commit(conn)
                     committed = True
@@ -779,13 +880,15 @@ class PostgresStore(_WatchingStore):
                 in_commit = bool(tx.intents) and getattr(tx, "committing", False) and \
                     self._maybe_committed(conn, exc)
                 self._abandon(conn)
+                if isinstance(exc, pg_errors.InvalidSqlStatementName):
+                    self._prepare_on(conn, again=True)
                 tx.conn = None
                 self._putconn(conn)
                 if in_commit:
                     # The connection died during COMMIT: find out from the write's own rows.
                     if self._resolve(tx, exc):
                         self._deliver(tx.pending)
-                        return result
+                        return tx.result
                     lost_commits += 1
                     if lost_commits > 1:
                         raise StoreError(
@@ -794,7 +897,8 @@ class PostgresStore(_WatchingStore):
                     self._recover_pool()
                     continue  # it did not commit: run it once more on a fresh connection
                 if isinstance(exc, (_CreateRace, pg_errors.DeadlockDetected,
-                                    pg_errors.SerializationFailure)):
+                                    pg_errors.SerializationFailure,
+                                    pg_errors.InvalidSqlStatementName)):
                     races += 1
                     if races <= 5:
                         continue  # fn runs again and sees what the other writer committed
@@ -818,8 +922,9 @@ class PostgresStore(_WatchingStore):
                 self._deliver(tx.pending)
             return result
 
-    def _commit(self, conn: psycopg.Connection) -> None:
-        _command(conn, b"COMMIT")
+    def _commit(self, conn: psycopg.Connection, work: bytes = b"") -> None:
+        """``COMMIT``, sent with ``work`` (the write's last statement, if it goes with it)."""
+        _exec(conn, work + b"; COMMIT" if work else b"COMMIT")
 
     def _current(self, key: tuple[str, str, str]) -> int | None:
         rows = self._run_read(self._sql["version"], dict(zip(("scope", "scope_id", "name"), key)))
@@ -905,10 +1010,10 @@ class PostgresStore(_WatchingStore):
                        fn: Callable[[Record | None], Change | None]) -> Record | None:
         """A write from inside another write's ``fn``: a savepoint on the same connection."""
         conn = tx.conn
-        savepoint = f"fs_nested_{tx.depth}"
+        savepoint = b"fs_nested_%d" % tx.depth
         for attempt in range(5):
             pending, intents = len(tx.pending), len(tx.intents)
-            conn.execute(f"SAVEPOINT {savepoint}")
+            _exec(conn, b"SAVEPOINT " + savepoint)
             tx.depth += 1
             try:
                 result = self._write(conn, tx, key, fn)
@@ -917,8 +1022,8 @@ class PostgresStore(_WatchingStore):
                 del tx.pending[pending:], tx.intents[intents:]
                 if not self._lost(conn):
                     try:
-                        conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
-                        conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+                        _exec(conn, b"ROLLBACK TO SAVEPOINT %s; RELEASE SAVEPOINT %s"
+                              % (savepoint, savepoint))
                     except psycopg.Error:
                         pass
                 if isinstance(exc, _CreateRace) and attempt < 4:
@@ -926,20 +1031,34 @@ class PostgresStore(_WatchingStore):
                 if isinstance(exc, _CreateRace):
                     raise VersionConflictError(f"{record_where(*key)}: kept losing create races",
                                                current=None) from None
-                if isinstance(exc, psycopg.Error) and not self._lost(conn):
+                if isinstance(exc, psycopg.Error) and not self._lost(conn) and \
+                        not isinstance(exc, pg_errors.InvalidSqlStatementName):
                     raise self._store_error(exc) from exc
-                raise  # a lost connection propagates raw, so the outer write runs again
+                raise  # a lost connection (or statement) propagates raw: the outer write reruns
             tx.depth -= 1
-            conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+            _exec(conn, b"RELEASE SAVEPOINT " + savepoint)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(self, conn: psycopg.Connection, tx: Any, key: tuple[str, str, str],
-               fn: Callable[[Record | None], Change | None]) -> Record | None:
+               fn: Callable[[Record | None], Change | None], *,
+               begin: bool = False) -> Record | None:
+        """Read ``key`` locked, call ``fn``, write what it returns; ``begin``: the transaction's
+        first write, whose read goes with ``BEGIN`` and whose write may go with ``COMMIT``."""
         scope, scope_id, name = key
         params: dict[str, Any] = {"scope": scope, "scope_id": scope_id, "name": name}
-        row = conn.execute(self._sql["select_for_update"], params).fetchone()
-        before = _to_record(row) if row else None
+        read = _execute(conn, self._prepared["read"], params)
+        result = _exec(conn, b"BEGIN; " + read if begin else read)
+        # (the row in text: version, state, content, deleted, three times, history_bytes, and
+        # the change-log number; all NULL but the number when there is no record yet)
+        found: builtins.list[Any] = [result.get_value(0, i) for i in range(9)]
+        before = None
+        if found[0] is not None:
+            codec = conn.info.encoding
+            before = Record(scope, scope_id, name, int(found[0]),
+                            json.loads(found[1].decode(codec)),
+                            None if found[2] is None else found[2].decode(codec),
+                            found[3] == b"t", float(found[4]), float(found[5]), float(found[6]))
         change = fn(before)
         if change is None:
             return None
@@ -960,39 +1079,53 @@ class PostgresStore(_WatchingStore):
         event["ts"] = now
         event_text = event_json(change, event, key, self.changelog_item_bytes)
         deleted = bool(change.delete)
+        change_id = int(found[8])
         params.update(version=version, state=text, content=content, deleted=deleted, now=now,
                       op=change.operation, request_id=change.request_id, event=event_text,
-                      write_id=tx.write_id, write_lock=tx.write_lock)
+                      write_id=tx.write_id, write_lock=tx.write_lock, id=change_id)
         # a run's request record keeps no history (docs/decisions.md): no row, nothing counted
         params["history"] = keeps = name != REQUEST or scope != "request"
-        params["state_bytes"] = utf8_size(text) if keeps else 0
+        params["state_bytes"] = size = utf8_size(text) if keeps else 0
+        # (the change's own state object, as SQLite returns it: the store keeps the JSON text)
+        record = Record(scope, scope_id, name, version, change.state, content, deleted,
+                        now if before is None else before.created_at, now, now)
         if before is None:
-            row = conn.execute(self._sql["create"], params).fetchone()
-            if row is None:
+            rows = _exec(conn, _execute(conn, self._prepared["create"], params))
+            if not rows.ntuples:
                 if key in tx.written:  # created from inside fn, in this same transaction
                     raise VersionConflictError(f"{record_where(*key)}: created while it was "
                                                f"being written",
                                                current=self._version_in(conn, params))
                 raise _CreateRace()
-            created = now
         else:
-            params.update(previous=before.version,
-                          prune=prune_cutoff(version, self.history_limit))
-            row = conn.execute(self._sql["update"], params).fetchone()
-            if row is None:
+            prune = prune_cutoff(version, self.history_limit)
+            params.update(previous=before.version, prune=prune)
+            work = _execute(conn, self._prepared["update"], params)
+            if begin and not tx.intents and not prune and \
+                    int(found[7]) + size <= self.history_limit_bytes:
+                # The transaction's only write, needing no trim: it goes with COMMIT. The
+                # record has been locked since the read, by this transaction, which has written
+                # nothing else, so the conditional UPDATE finds it at ``previous``.
+                tx.written.add(key)
+                tx.intents.append((key, version, change_id))
+                tx.pending.append(event)
+                tx.result = record
+                tx.committing = True
+                self._commit(conn, work)
+                tx.committed = True
+                return record
+            rows = _exec(conn, work)
+            if not rows.ntuples:
                 raise VersionConflictError(
                     f"{record_where(*key)}: version {before.version} is no longer current",
                     current=self._version_in(conn, params))
-            created = before.created_at
-            if row[1] > self.history_limit_bytes:
+            if int(rows.get_value(0, 1) or 0) > self.history_limit_bytes:
                 params["keep_bytes"] = self.history_limit_bytes * 3 // 4
                 conn.execute(self._sql["trim"], params)
         tx.written.add(key)
-        tx.intents.append((key, version, row[0]))
+        tx.intents.append((key, version, change_id))
         tx.pending.append(event)
-        # (the change's own state object, as SQLite returns it: the store keeps the JSON text)
-        return Record(scope, scope_id, name, version, change.state, content, deleted,
-                      created, now, now)
+        return record
 
     def _version_in(self, conn: psycopg.Connection, params: dict) -> int | None:
         row = conn.execute(self._sql["version"], params).fetchone()

@@ -95,16 +95,16 @@ class CommitFaults:
         faults = self
 
         class FaultyStore(PostgresStore):
-            def _commit(self, conn):
+            def _commit(self, conn, work=b""):
                 faults.calls += 1
                 step = faults.plan.pop(0) if faults.plan else None
                 if step == "after":
-                    conn.execute("COMMIT")
+                    super()._commit(conn, work)
                 if step is not None:
                     conn.close()  # the server rolls back an uncommitted transaction
                     raise psycopg.OperationalError(
                         f"simulated: connection lost {step} the server committed")
-                super()._commit(conn)
+                super()._commit(conn, work)
 
         return FaultyStore
 
@@ -273,10 +273,10 @@ def test_a_slow_commit_holds_up_no_other_writer_and_no_reader_misses_it(pg_backe
     in_commit, release = threading.Event(), threading.Event()
 
     class HeldCommit(PostgresStore):
-        def _commit(self, conn):
+        def _commit(self, conn, work=b""):
             in_commit.set()
             assert release.wait(20)  # its change-log row is written, not committed
-            super()._commit(conn)
+            super()._commit(conn, work)
 
     slow, fast, reader = pg_backend.open(HeldCommit), pg_backend.open(), pg_backend.open()
     seen = []
@@ -566,6 +566,91 @@ def test_list_recent_and_ended_runs_are_answered_from_their_indexes(pg_backend):
             (pg_backend.schema,)).fetchall())
     assert scans["flowstate_records_recent"] >= 6
     assert scans["flowstate_records_runs"] >= 6
+
+
+# -- how a write reaches the server: two round trips, values as literals -----------------------
+
+def test_an_update_is_sent_with_its_commit_and_a_create_before_it(pg_backend):
+    """An update's statement goes to the server with ``COMMIT``, in one round trip."""
+    from flowstate_jupyter.stores.postgres import PostgresStore
+    sent = []
+
+    class Counting(PostgresStore):
+        def _commit(self, conn, work=b""):
+            sent.append(work)
+            super()._commit(conn, work)
+
+    store = pg_backend.open(Counting, pool_size=1)
+    store.update(S, SID, "", increment)  # a create: its own statement, then COMMIT
+    assert sent == [b""]
+    for _ in range(5):
+        store.update(S, SID, "", increment)
+    assert len(sent) == 6 and all(w.startswith(b"EXECUTE flowstate_update (") for w in sent[1:])
+    assert_counted_once(store, 6, S, SID)
+    numbers = [seq for seq, _ in store.changes()]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 6
+
+
+def test_a_write_whose_prepared_statements_were_dropped_prepares_them_and_commits_once(
+        pg_backend):
+    store = pg_backend.open(pool_size=1)
+    events = []
+    store.subscribe(events.append)
+    store.update("project", "default", "", increment)
+    store._run_read("DEALLOCATE ALL", ())  # between writes, on the one pooled connection
+    store.update("project", "default", "", increment)
+    calls = []
+
+    def drops_them_mid_write(record):  # inside the write's transaction, before its UPDATE
+        calls.append(record.version)
+        if len(calls) == 1:
+            store._run_read("DEALLOCATE ALL", ())
+        return increment(record)
+
+    assert store.update("project", "default", "", drops_them_mid_write).version == 3
+    assert calls == [2, 2]  # the first attempt stored nothing; fn ran again
+    assert store.update("project", "default", "", increment).version == 4
+    assert_counted_once(store, 4)
+    assert [e["version"] for e in events] == [1, 2, 3, 4]
+
+
+HOSTILE_KEYS = ["it's", "a\\b", "E'\\x41'", "$1", "'); COMMIT; DROP TABLE x; --", "%(scope)s",
+                "%s %%", "é€😀", "\u202e", "line\nbreak", "tab\t", " ", "x" * 1000]
+
+
+@pytest.mark.parametrize("text", HOSTILE_KEYS, ids=range(len(HOSTILE_KEYS)))
+def test_keys_and_values_full_of_quotes_are_stored_exactly(pg_backend, text):
+    store = pg_backend.open()
+    state = {"text": text, text: [text]}
+    first = store.write(S, text, text, state, content=text, request_id=text)
+    second = store.update(S, text, text, lambda r: Change(state={**r.state, "n": 2},
+                                                          operation=text, request_id=text))
+    assert (first.version, second.version) == (1, 2)
+    fresh = pg_backend.open()
+    record = fresh.read(S, text, text)
+    assert (record.scope_id, record.name, record.state, record.content) == \
+        (text, text, {**state, "n": 2}, text)
+    assert [(h.version, h.operation, h.request_id) for h in fresh.history(S, text, text)] == \
+        [(2, text, text), (1, "set", text)]
+    assert [e["scope_id"] for _, e in fresh.changes()] == [text, text]
+
+
+@pytest.mark.parametrize("where", ["scope_id", "name", "request_id", "operation"])
+def test_a_nul_or_lone_surrogate_in_a_key_is_refused_and_nothing_is_stored(pg_backend, where):
+    store = pg_backend.open()
+    store.write(S, SID, "", {"n": 1})
+    for bad in ("a\x00b", "lone \ud800"):
+        key = {"scope_id": SID, "name": ""}
+        extra = {}
+        if where in key:
+            key[where] = bad
+        else:
+            extra[where] = bad
+        with pytest.raises(ValidationError):
+            store.update(S, key["scope_id"], key["name"],
+                         lambda r, extra=extra: Change(state={"n": 2}, **extra))
+    assert (store.read(S, SID).version, len(store.history(S, SID)), len(store.changes())) == \
+        (1, 1, 1)
 
 
 def test_nul_characters_in_content_are_refused_and_nothing_is_stored(pg_backend):

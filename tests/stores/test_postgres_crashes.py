@@ -111,20 +111,20 @@ def crashing_store(server, *, when: str):
         commits = 0
         xid_reused: bool | None = None
 
-        def _commit(self, conn):
+        def _commit(self, conn, work=b""):
             type(self).commits += 1
             if not type(self).armed:
-                return super()._commit(conn)
+                return super()._commit(conn, work)
             type(self).armed = False
             xid = conn.execute("SELECT txid_current()").fetchone()[0]
             if when == "after":
-                super()._commit(conn)
+                super()._commit(conn, work)
             crash_and_restart(server)
             type(self).xid_reused = take_transaction_ids_up_to(server.url, xid)
             if when == "after":
                 conn.close()
                 raise psycopg.OperationalError("simulated: the reply to COMMIT was lost")
-            super()._commit(conn)  # on the dead connection: fails as a real lost COMMIT does
+            super()._commit(conn, work)  # on the dead connection: fails as a real lost COMMIT does
 
     return CrashingStore
 
@@ -196,11 +196,11 @@ def test_a_commit_lost_while_the_server_stays_down_raises_outcome_unknown(server
     class DiesInCommit(PostgresStore):
         armed = False
 
-        def _commit(self, conn):
+        def _commit(self, conn, work=b""):
             if type(self).armed:
                 type(self).armed = False
                 server.crash()  # and it stays down while the store asks
-            super()._commit(conn)
+            super()._commit(conn, work)
 
     store = open_pg(server, schema, DiesInCommit, pool_timeout=1, timeout=1)
     try:
@@ -229,13 +229,13 @@ def lose_commit(store_cls, *, when: str = "before", before_resolve=None):
         armed = False
         commits = 0
 
-        def _commit(self, conn):
+        def _commit(self, conn, work=b""):
             type(self).commits += 1
             if not type(self).armed:
-                return super()._commit(conn)
+                return super()._commit(conn, work)
             type(self).armed = False
             if when == "after":
-                super()._commit(conn)
+                super()._commit(conn, work)
             conn.close()
             if before_resolve is not None:
                 before_resolve()
@@ -314,8 +314,8 @@ def test_a_restore_whose_commit_reply_was_lost_says_the_outcome_is_unknown(serve
     class ReplyLost(PostgresStore):
         armed = False
 
-        def _commit(self, conn):
-            super()._commit(conn)
+        def _commit(self, conn, work=b""):
+            super()._commit(conn, work)
             if type(self).armed:
                 type(self).armed = False
                 conn.close()
