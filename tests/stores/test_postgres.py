@@ -124,6 +124,21 @@ def test_a_commit_whose_reply_was_lost_is_read_back_not_repeated(pg_backend):
     assert store.update(S, SID, "", increment).version == 2
 
 
+def test_an_update_whose_reply_was_lost_with_its_commit_is_read_back_not_repeated(pg_backend):
+    faults = CommitFaults()
+    store = pg_backend.open(faults.store_class())
+    store.write(S, SID, "", {"n": 0})
+    events = []
+    store.subscribe(events.append)
+    faults.plan.append("after")  # the update's statement and COMMIT ran; the reply was lost
+    record = store.update(S, SID, "", increment)
+    assert (record.version, record.state) == (2, {"n": 1})
+    assert faults.calls == 2  # not repeated
+    assert [h.version for h in store.history(S, SID)] == [2, 1]
+    assert [e["version"] for _, e in store.changes()] == [1, 2]
+    assert [e["version"] for e in events] == [2]
+
+
 def test_a_commit_that_never_reached_the_server_runs_once_more(pg_backend):
     faults = CommitFaults("before")
     store = pg_backend.open(faults.store_class())
