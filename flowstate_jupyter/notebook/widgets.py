@@ -311,8 +311,8 @@ class History(_Live, W.VBox):
             return False
         text = (f"restored v{version} as v{self._handle.version}" if changed
                 else "already at that state: no new version")
+        self.refresh()  # the lists first: when the message shows, they show the new version
         self._message.value = f'<div class="fs-card fs-ok">{h.esc(text)}</div>'
-        self.refresh()
         return changed
 
     def snapshot_html(self) -> str:

@@ -496,10 +496,16 @@ def test_history_restores_the_version_chosen_even_if_a_version_arrived_after_the
     assert history.older.value == 3, label
     assert f"v3 → v{new}" in history._diff.value
     state = next(e.state for e in session.history(limit=None) if e.version == 3)
+    passed_through: list = []  # what 'from' showed on the way (ipywidgets' Dropdown: the newest)
+    history.older.observe(lambda change: passed_through.append(change.new), "value")
+    newest_when_said: list = []
+    history._message.observe(lambda _: newest_when_said.append(history.older.options[0][1]),
+                             "value")
     history.restore_button.click()
     assert f"restored v3 as v{new + 1}" in history._message.value
     assert session.version == new + 1 and session.state_dict() == state
-    assert history.older.value == 3  # still what the person chose
+    assert history.older.value == 3 and passed_through == []  # still what the person chose
+    assert newest_when_said == [new + 1]  # the lists had the new version when it was said
 
 
 def test_history_ignores_a_choice_that_is_not_a_version(session):
