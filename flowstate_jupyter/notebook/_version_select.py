@@ -26,7 +26,7 @@ class _VersionSelect(anywidget.AnyWidget):
     """A list of versions, newest first; ``value`` is the chosen version (``None``: none)."""
 
     _esm = esm("versionselect.js")
-    options = t.List().tag(sync=True)  # (label, version) pairs
+    options = t.List(t.Tuple(t.Unicode(), t.Int())).tag(sync=True)  # (label, version) pairs
     value = t.Int(None, allow_none=True).tag(sync=True)
     description = t.Unicode("").tag(sync=True)
     width = t.Unicode("22em").tag(sync=True)
