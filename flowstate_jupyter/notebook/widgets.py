@@ -15,6 +15,7 @@ saved notebooks stay small.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -44,6 +45,7 @@ from ..model.display import (
 )
 from ._assets import esm
 from ._show import Snapshots
+from ._version_select import _VersionSelect
 from ._view import _Live, _View
 from .jsonview import JsonView, StyleSheet
 from .runner import FlowRunner, action_input_model
@@ -170,7 +172,9 @@ class History(_Live, W.VBox):
     """Versions of one scope or resource, page by page; a diff between two; restore.
 
     The dropdowns read ``v3 · 16:27:16 · increment``; what they select stays selected when new
-    versions arrive (a restore writes one).
+    versions arrive (a restore writes one). They send the chosen version, not its place in the
+    list (``_version_select.py``), so the version restored is the one a person saw chosen even
+    when a write added a version between drawing the list and choosing.
     """
 
     def __init__(self, handle: Any, *, limit: int | None = 500, page_size: int = 10) -> None:
@@ -187,10 +191,11 @@ class History(_Live, W.VBox):
         self.next_button = W.Button(description="older", icon="chevron-right",
                                     tooltip="older versions")
         self._page_label = W.HTML()
-        self.older = W.Dropdown(description="from", style={"description_width": "3em"},
-                                layout=W.Layout(width="22em"))
-        self.newer = W.Dropdown(description="to", style={"description_width": "3em"},
-                                layout=W.Layout(width="22em"))
+        # refreshes come from a timer thread while the kernel's thread handles clicks and
+        # choices: one at a time, so none reads the selection halfway through another's update
+        self._refreshing = threading.RLock()
+        self.older = _VersionSelect(description="from", lock=self._refreshing)
+        self.newer = _VersionSelect(description="to", lock=self._refreshing)
         self.restore_button = W.Button(description="Restore 'from'", icon="undo",
                                        tooltip="write the 'from' version's state as a new "
                                                "version")
@@ -223,6 +228,10 @@ class History(_Live, W.VBox):
         return max(1, -(-len(self.rows) // self.page_size))
 
     def refresh(self) -> None:
+        with self._refreshing:
+            self._refresh()
+
+    def _refresh(self) -> None:
         rows = history_rows(self._handle, self._limit)
         first = not self.rows and not self.older.options
         if rows == self.rows and not first:
@@ -240,11 +249,10 @@ class History(_Live, W.VBox):
         if older not in versions or older == newer or first:
             later = [v for v in versions if newer is not None and v < newer]
             older = later[0] if later else newer
-        with self.hold_trait_notifications():
-            self.newer.options = options
-            self.older.options = options
-            if versions:
-                self.newer.value, self.older.value = newer, older
+        for select, value in ((self.newer, newer), (self.older, older)):
+            with select.hold_sync():  # one message: the list and the choice in it
+                select.options = options
+                select.value = value if versions else None
         self.show_page(self.page)
         self._show_diff()
         self.snapshots.changed()
@@ -288,7 +296,10 @@ class History(_Live, W.VBox):
 
     def restore(self, version: int | None = None) -> bool:
         """Write the state of ``version`` (default: the 'from' dropdown) as a new version."""
-        version = version if version is not None else self.older.value
+        with self._refreshing:
+            return self._restore(version if version is not None else self.older.value)
+
+    def _restore(self, version: int | None) -> bool:
         entries = {e.version: e.state for e in self._handle.history(limit=None)}
         if version not in entries:
             self._message.value = h.error(f"v{version} is not kept")
@@ -300,8 +311,8 @@ class History(_Live, W.VBox):
             return False
         text = (f"restored v{version} as v{self._handle.version}" if changed
                 else "already at that state: no new version")
+        self.refresh()  # the lists first: when the message shows, they show the new version
         self._message.value = f'<div class="fs-card fs-ok">{h.esc(text)}</div>'
-        self.refresh()
         return changed
 
     def snapshot_html(self) -> str:

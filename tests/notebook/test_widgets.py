@@ -474,6 +474,56 @@ def test_history_restore_button_restores_the_from_version(session):
     assert session.state.mode == "agent" and session.version == 3
 
 
+def _choose_in_browser(select: W.Widget, version: object) -> None:
+    """What the browser sends when a person picks a version in a History list."""
+    select._handle_msg({"content": {"data": {"method": "custom",
+                                             "content": {"choose": version}}},
+                        "buffers": []})
+
+
+def test_history_restores_the_version_chosen_even_if_a_version_arrived_after_the_list_was_drawn(
+        session):
+    for _ in range(5):
+        session.inc_state(message_count=1)
+    history = History(session)
+    drawn = list(history.older.options)  # the list as the browser drew it, newest first
+    label, version = next(o for o in drawn if o[0].startswith("v3 · "))
+    session.inc_state(message_count=1)  # a version arrives (here, or from another process)
+    new = session.version
+    # the kernel's list moved down by one
+    assert wait_for(lambda: list(history.older.options)[1:] == drawn, timeout=5.0)
+    _choose_in_browser(history.older, version)  # the choice arrives after the new list
+    assert history.older.value == 3, label
+    assert f"v3 → v{new}" in history._diff.value
+    state = next(e.state for e in session.history(limit=None) if e.version == 3)
+    passed_through: list = []  # what 'from' showed on the way (ipywidgets' Dropdown: the newest)
+    history.older.observe(lambda change: passed_through.append(change.new), "value")
+    newest_when_said: list = []
+    history._message.observe(lambda _: newest_when_said.append(history.older.options[0][1]),
+                             "value")
+    history.restore_button.click()
+    assert f"restored v3 as v{new + 1}" in history._message.value
+    assert session.version == new + 1 and session.state_dict() == state
+    assert history.older.value == 3 and passed_through == []  # still what the person chose
+    assert newest_when_said == [new + 1]  # the lists had the new version when it was said
+
+
+def test_history_ignores_a_choice_that_is_not_a_version(session):
+    session.inc_state(message_count=1)
+    session.inc_state(message_count=1)
+    history = History(session)
+    chosen = history.older.value
+    for bad in ("1", True, 1.5, [1], {"v": 1}):
+        _choose_in_browser(history.older, bad)
+        assert history.older.value == chosen, bad
+    history.older._handle_msg({"content": {"data": {"method": "custom",
+                                                    "content": "choose"}}, "buffers": []})
+    _choose_in_browser(history.older, 99)  # a version that is not kept: said, not restored
+    before = session.version
+    assert history.restore() is False and "v99 is not kept" in history._message.value
+    assert session.version == before
+
+
 def test_history_of_a_resource_and_an_empty_history(session):
     empty = History(session.resources["artifacts"])
     assert list(empty.newer.options) == []
