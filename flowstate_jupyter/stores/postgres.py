@@ -18,9 +18,11 @@ connection, without any lock that other writers take:
    the server delivers only if the transaction commits) and the write's own advisory lock;
 4. ``COMMIT``; then this store's subscribers get the events, in the writing thread.
 
-An update is two round trips to the server: 1 is one message, and 3 goes with 4 when it is the
-transaction's only write and its history needs no trimming (the record is locked since 1, so
-its conditional ``UPDATE`` cannot miss). The statements of 1 and 3 are prepared on each pooled
+A write is two round trips to the server: 1 is one message, and 3 goes with 4 when it is the
+transaction's only write and its history needs no pruning or trimming. An update's record is
+locked since 1, so its conditional ``UPDATE`` cannot miss; a create sent with ``COMMIT`` has no
+``ON CONFLICT`` clause, so a record created meanwhile is a unique violation, which stops the
+``COMMIT``, and the write runs again. The statements of 1 and 3 are prepared on each pooled
 connection and sent as ``EXECUTE`` with their values quoted by libpq; a round trip costs more
 here than anything the server does for a write (docs/decisions.md).
 
@@ -425,7 +427,7 @@ class PostgresStore(_WatchingStore):
         self._sql = self._statements()
         # prepared on each pooled connection: what a write sends is EXECUTE and its values
         prepares = {kind: _prepare(f"flowstate_{kind}", self._sql[kind])
-                    for kind in ("read", "create", "update")}
+                    for kind in ("read", "create", "insert", "update")}
         self._prepares = [statement for statement, _ in prepares.values()]
         self._prepared = {kind: prepared for kind, (_, prepared) in prepares.items()}
         self._pool = _LifoPool(
@@ -589,6 +591,13 @@ class PostgresStore(_WatchingStore):
                 f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
                 f"(%(scope)s, %(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, "
                 f"%(deleted)s, %(now)s, %(now)s, %(now)s, %(state_bytes)s) ON CONFLICT DO NOTHING "
+                f"RETURNING version, history_bytes), " + tail),
+            # the same, sent with COMMIT: a record created meanwhile is a unique violation,
+            # which stops the COMMIT behind it (DO NOTHING would let it commit nothing)
+            "insert": (
+                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
+                f"(%(scope)s, %(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, "
+                f"%(deleted)s, %(now)s, %(now)s, %(now)s, %(state_bytes)s) "
                 f"RETURNING version, history_bytes), " + tail),
             # History is pruned like SQLite's (see ``prune_cutoff``): most writes delete nothing
             # (``prune`` is 0); every ``batch`` versions the oldest batch goes. The byte bound is
@@ -1089,6 +1098,17 @@ class PostgresStore(_WatchingStore):
         # (the change's own state object, as SQLite returns it: the store keeps the JSON text)
         record = Record(scope, scope_id, name, version, change.state, content, deleted,
                         now if before is None else before.created_at, now, now)
+        alone = begin and not tx.intents  # this write is all its transaction writes
+        if before is None and alone and size <= self.history_limit_bytes:
+            # A create that goes with COMMIT. Losing the create race stops the COMMIT.
+            try:
+                self._last(conn, tx, _execute(conn, self._prepared["insert"], params),
+                           key, version, change_id, event, record)
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.table_name != TABLE_PREFIX + "records":
+                    raise
+                raise _CreateRace() from None
+            return record
         if before is None:
             rows = _exec(conn, _execute(conn, self._prepared["create"], params))
             if not rows.ntuples:
@@ -1101,18 +1121,11 @@ class PostgresStore(_WatchingStore):
             prune = prune_cutoff(version, self.history_limit)
             params.update(previous=before.version, prune=prune)
             work = _execute(conn, self._prepared["update"], params)
-            if begin and not tx.intents and not prune and \
-                    int(found[7]) + size <= self.history_limit_bytes:
+            if alone and not prune and int(found[7]) + size <= self.history_limit_bytes:
                 # The transaction's only write, needing no trim: it goes with COMMIT. The
                 # record has been locked since the read, by this transaction, which has written
                 # nothing else, so the conditional UPDATE finds it at ``previous``.
-                tx.written.add(key)
-                tx.intents.append((key, version, change_id))
-                tx.pending.append(event)
-                tx.result = record
-                tx.committing = True
-                self._commit(conn, work)
-                tx.committed = True
+                self._last(conn, tx, work, key, version, change_id, event, record)
                 return record
             rows = _exec(conn, work)
             if not rows.ntuples:
@@ -1126,6 +1139,18 @@ class PostgresStore(_WatchingStore):
         tx.intents.append((key, version, change_id))
         tx.pending.append(event)
         return record
+
+    def _last(self, conn: psycopg.Connection, tx: Any, work: bytes, key: tuple[str, str, str],
+              version: int, change_id: int, event: dict, record: Record) -> None:
+        """Send a write's statement with ``COMMIT``, in one round trip: it is written down as
+        committing first, so a reply lost on the way is decided from its rows (``_resolve``)."""
+        tx.written.add(key)
+        tx.intents.append((key, version, change_id))
+        tx.pending.append(event)
+        tx.result = record
+        tx.committing = True
+        self._commit(conn, work)
+        tx.committed = True
 
     def _version_in(self, conn: psycopg.Connection, params: dict) -> int | None:
         row = conn.execute(self._sql["version"], params).fetchone()

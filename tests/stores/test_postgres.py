@@ -15,7 +15,7 @@ from _helpers import wait_for
 
 from flowstate_jupyter.errors import StoreError, ValidationError
 from flowstate_jupyter.stores import open_store
-from flowstate_jupyter.stores.base import Change, recent_key
+from flowstate_jupyter.stores.base import Change, prune_cutoff, recent_key
 
 pytestmark = pytest.mark.postgres
 
@@ -585,25 +585,38 @@ def test_list_recent_and_ended_runs_are_answered_from_their_indexes(pg_backend):
 
 # -- how a write reaches the server: two round trips, values as literals -----------------------
 
-def test_an_update_is_sent_with_its_commit_and_a_create_before_it(pg_backend):
-    """An update's statement goes to the server with ``COMMIT``, in one round trip."""
+def test_a_write_is_sent_with_its_commit_unless_its_history_needs_pruning(pg_backend):
+    """A write's statement goes to the server with ``COMMIT``, in one round trip; when the
+    write prunes its record's history, or writes nested writes, ``COMMIT`` follows alone."""
     from flowstate_jupyter.stores.postgres import PostgresStore
     sent = []
 
     class Counting(PostgresStore):
         def _commit(self, conn, work=b""):
-            sent.append(work)
+            sent.append(work[:26])
             super()._commit(conn, work)
 
-    store = pg_backend.open(Counting, pool_size=1)
-    store.update(S, SID, "", increment)  # a create: its own statement, then COMMIT
-    assert sent == [b""]
-    for _ in range(5):
+    store = pg_backend.open(Counting, pool_size=1, history_limit=4)
+    store.update(S, SID, "", increment)
+    assert sent == [b"EXECUTE flowstate_insert ("]
+    for _ in range(9):
         store.update(S, SID, "", increment)
-    assert len(sent) == 6 and all(w.startswith(b"EXECUTE flowstate_update (") for w in sent[1:])
-    assert_counted_once(store, 6, S, SID)
+    pruned = [v for v in range(2, 11) if prune_cutoff(v, 4)]
+    assert pruned and len(pruned) < 9
+    assert sent[1:] == [b"" if v in pruned else b"EXECUTE flowstate_update ("
+                        for v in range(2, 11)]
+
+    def nested(record):  # a write inside the write: its own statement, then the outer one's
+        store.update(S, "other", "", increment)
+        return increment(record)
+
+    del sent[:]
+    assert store.update(S, SID, "", nested).version == 11
+    assert sent == [b""]
+    assert_counted_once(store, 11, S, SID)  # (history: the newest versions)
+    assert_counted_once(store, 1, S, "other")
     numbers = [seq for seq, _ in store.changes()]
-    assert numbers == sorted(numbers) and len(set(numbers)) == 6
+    assert numbers == sorted(numbers) and len(set(numbers)) == 12
 
 
 def test_a_write_whose_prepared_statements_were_dropped_prepares_them_and_commits_once(
