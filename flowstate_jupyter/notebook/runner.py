@@ -4,7 +4,8 @@ The form enforces the model the way ``%flow run`` does, because it runs the same
 only what a person filled in (an empty box is a missing field, never ``""``), and the library's
 validation refuses the input, naming the field, before anything runs. The refusal shows inline
 next to that field. Run runs what the form showed when it was clicked: the click carries the
-values (``_form.FormButton``), also those typed just before it that ipywidgets had not sent yet. Controls follow the field's type:
+values (``_form.FormButton``), also those typed just before it that ipywidgets had not sent yet.
+Controls follow the field's type:
 
 * ``Literal`` and ``Enum`` fields: a dropdown (with a ``(none)`` choice when the field may stay
   unset);
