@@ -318,7 +318,8 @@ def test_a_click_on_a_resume_form_the_run_has_since_replaced_resumes_nothing(pla
     first = planner.run("twice", "go", store=store)
     form = ResumeForm(planner, first.request_id, store=store)
     approved = form.fields["approved"].control
-    click = click_in_browser(form.resume_button, [approved], {approved: 0})
+    click = click_in_browser(form.resume_button, [f.control for f in form.fields.values()],
+                             {approved: 0})
     form.set_value(approved=True)
     assert form.submit().status == "suspended"  # the run asks again: a new form
     before = fingerprint(store)
