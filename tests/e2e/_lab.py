@@ -638,9 +638,10 @@ def execute_in_kernel(page: Page, code: str, timeout_ms: int = 30_000) -> dict:
 def hold_kernel(page: Page, release: Path, timeout_s: float = 60.0) -> None:
     """Keep the current notebook's kernel busy, running code that waits until the file
     ``release`` exists (or ``timeout_s`` passed), as a long cell would; returns once the kernel
-    runs it. Widget messages sent meanwhile wait in the kernel's queue, in the order sent, and
-    ipywidgets holds back a control's further changes until its first one is answered: create
-    ``release`` to let them through."""
+    runs it. Create ``release`` to let it go on. Widget messages sent meanwhile mostly wait
+    (ipykernel 7 handles some comm messages while a cell runs), and ipywidgets holds back a
+    control's further changes until its first one is answered: a click right after typing then
+    tends to arrive before the last keystrokes (without the busy kernel it rarely does)."""
     code = (f"import os as _os, time as _time\nprint('held', flush=True)\n"
             f"_until = _time.monotonic() + {timeout_s!r}\n"
             f"while not _os.path.exists({str(release)!r}) and _time.monotonic() < _until:\n"

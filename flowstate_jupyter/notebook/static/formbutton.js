@@ -8,7 +8,7 @@
 // Model traits: `description`, `icon`, `tooltip`, `disabled`, `controls` ([[model id, trait]]).
 import { el, follow } from "./view.js";
 
-function render({ model, el: host, host: widgets }) {
+function render({ model, el: host }) {
   const button = el("button", "jupyter-widgets jupyter-button widget-button");
   button.type = "button";
   host.append(button);
@@ -19,7 +19,7 @@ function render({ model, el: host, host: widgets }) {
   const lookUp = () => {
     const list = model.get("controls") || [];
     controls = Promise.all(list.map(async ([id, key]) =>
-      [id, key, await widgets.getModel(`IPY_MODEL_${id}`)]));
+      [id, key, await model.widget_manager.get_model(id)]));
   };
 
   const draw = () => {
