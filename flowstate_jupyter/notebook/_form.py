@@ -1,6 +1,9 @@
 """One field of a form built from a model: its row (label, control, help, inline error) and
 how to read it. FlowRunner's fields come from a pydantic model (``runner.py``), a resume form's
 from a JSON Schema (``resume.py``); both read, check and show errors the same way.
+
+The button that acts on a form (Run, Resume) is a :class:`FormButton`: its click carries what
+the form's controls hold in the browser, so what runs is what the person saw when clicking.
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import anywidget
 import ipywidgets as W
+import traitlets as t
 
 from ..base.text import short
 from ..model import html as h
+from ._assets import esm
 
 _LABEL_WIDTH = "11em"
 _MULTILINE_FORMATS = {"markdown", "multiline", "textarea", "text"}
@@ -154,3 +160,80 @@ def text_control(default: Any, *, multiline: bool, rows: int) -> tuple[W.Widget,
 def json_control(text: str) -> tuple[W.Widget, str]:
     """A box for a value typed as JSON, holding ``text``; with its kind, ``"json"``."""
     return W.Textarea(value=text, rows=3, layout=_wide(), placeholder="JSON"), "json"
+
+
+class FormButton(anywidget.AnyWidget):
+    """A form's Run or Resume button: its click carries the form's values as the browser has
+    them, and the kernel takes them before it acts.
+
+    ipywidgets sends a control's change as a state update and holds the next one back while the
+    previous is unanswered (at most one update in flight per widget), but sends a ``Button``'s
+    click at once. So a click right after typing reached the kernel before the last keystrokes
+    (while the kernel was busy, all but the first): Run ran ``"a"`` where the box read
+    ``"abc"``. Here the click is ``{"event": "click", "form": [[model id, trait, value], ...]}``
+    for the controls given to :meth:`follow`; the kernel applies those values as ipywidgets
+    applies an update, then calls the :meth:`on_click` handlers. A click on a form the kernel
+    has since rebuilt (another action chosen, the run asks again), or one whose values rebuild
+    it, acts on nothing the person saw: the :meth:`on_stale` handlers get it instead.
+
+    It looks like the ``Button`` it replaces (same classes) and keeps its Python side:
+    ``description``, ``icon``, ``tooltip``, ``disabled``, ``layout``, ``on_click``, ``click``.
+    """
+
+    _esm = esm("formbutton.js")
+    description = t.Unicode("").tag(sync=True)
+    icon = t.Unicode("").tag(sync=True)
+    tooltip = t.Unicode(None, allow_none=True).tag(sync=True)
+    disabled = t.Bool(False).tag(sync=True)
+    controls = t.List(t.Tuple(t.Unicode(), t.Unicode())).tag(sync=True)  # (model id, trait)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._controls: list[W.Widget] = []
+        self._clicked = W.CallbackDispatcher()
+        self._stale = W.CallbackDispatcher()
+        self.on_msg(self._on_message)
+
+    def follow(self, controls: list[W.Widget]) -> None:
+        """The controls whose values a click carries (the form's, as it is drawn now)."""
+        self._controls = list(controls)
+        self.controls = [(c.model_id, "index" if "index" in c.keys else "value")
+                         for c in self._controls]
+
+    def on_click(self, callback: Any, remove: bool = False) -> None:
+        """Call ``callback(button)`` on a click, after the form's values have been taken."""
+        self._clicked.register_callback(callback, remove=remove)
+
+    def on_stale(self, callback: Any, remove: bool = False) -> None:
+        """Call ``callback(button)`` on a click on a form that has changed since it was drawn."""
+        self._stale.register_callback(callback, remove=remove)
+
+    def click(self) -> None:
+        """Act as a click would, on the values the kernel has (used by tests and scripts)."""
+        self._clicked(self)
+
+    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict) or content.get("event") != "click":
+            return
+        form = content.get("form")
+        if form is not None and not self._take(form):
+            self._stale(self)
+            return
+        self._clicked(self)
+
+    def _take(self, form: Any) -> bool:
+        """Apply the values a click carried; False if they are not this form's (as now)."""
+        drawn = [c.model_id for c in self._controls]
+        if not isinstance(form, list) or \
+                [item[0] if isinstance(item, list) and len(item) == 3 else None
+                 for item in form] != drawn:
+            return False
+        keys = dict(self.controls)
+        try:
+            for control, (model_id, key, value) in zip(self._controls, form):
+                if key != keys[model_id]:
+                    return False
+                control.set_state({key: value})
+        except (t.TraitError, ValueError, TypeError):
+            return False
+        return [c.model_id for c in self._controls] == drawn  # not rebuilt by a value

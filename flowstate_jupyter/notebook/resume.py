@@ -13,7 +13,8 @@ process or before a kernel restart:
   long text), numbers, and JSON checked as you leave the box; ``*`` marks the required ones and
   the field's description shows under it.
 
-**Resume** sends what was filled in to ``flow.resume(request_id, value)``. A refused value
+**Resume** sends what was filled in to ``flow.resume(request_id, value)``: what the form
+showed when it was clicked (the click carries the values, ``_form.FormButton``). A refused value
 shows next to its field (pydantic's message when the model class can be imported here, else
 the JSON Schema's) and leaves the run suspended; the run's outcome then shows in the form: its
 output, its error (and the line that opens its trace), or the next suspension's form. The form
@@ -40,6 +41,7 @@ from ..model.display import command_hint, expires_text, jsonable, schema_fields,
 from ._form import (
     _MULTILINE_FORMATS,
     FieldError,
+    FormButton,
     FormField,
     json_control,
     read_fields,
@@ -235,13 +237,14 @@ class ResumeForm(W.VBox):
         self._ask = W.HTML()
         self.form = W.VBox()
         self.form.add_class("fs-form")
-        self.resume_button = W.Button(description="Resume", icon="play",
-                                      tooltip="resume the run with this value")
+        self.resume_button = FormButton(description="Resume", icon="play",
+                                        tooltip="resume the run with this value")
         self.status = W.HTML()
         self.message = W.HTML()
         self.output = JsonView(None, title="output", expand_depth=2)
         self.output.layout.display = "none"
         self.resume_button.on_click(lambda _: self.submit())
+        self.resume_button.on_stale(lambda _: self._stale())
         super().__init__(children=[
             StyleSheet(), self._head, self._ask, self.form,
             W.HBox([self.resume_button, self.status], layout=W.Layout(align_items="center")),
@@ -277,6 +280,7 @@ class ResumeForm(W.VBox):
             rows.append(W.HTML('<div class="fs-card fs-sub">this run takes no value: Resume '
                                'continues it</div>'))
         self.form.children = rows
+        self.resume_button.follow([f.control for f in self.fields.values()])
         self.state = "waiting"
         self.resume_button.disabled = False
         self.resume_button.layout.display = ""
@@ -347,6 +351,12 @@ class ResumeForm(W.VBox):
         if errors:
             raise FieldError(errors[0].message if not placed else
                              "fix the marked fields first: the run was not resumed")
+
+    def _stale(self) -> None:
+        """A click on the form as it was before the run asked again (or was closed)."""
+        if self.state == "waiting":
+            self._refused("the form changed as you clicked (the run asks again): check it and "
+                          "click Resume again; the run was not resumed")
 
     def _show_progress(self, progress: dict) -> None:
         self.status.value = (f'<span class="fs-sub fs-running">resuming · '

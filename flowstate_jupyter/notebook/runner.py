@@ -3,7 +3,9 @@
 The form enforces the model the way ``%flow run`` does, because it runs the same path: it sends
 only what a person filled in (an empty box is a missing field, never ``""``), and the library's
 validation refuses the input, naming the field, before anything runs. The refusal shows inline
-next to that field. Controls follow the field's type:
+next to that field. Run runs what the form showed when it was clicked: the click carries the
+values (``_form.FormButton``), also those typed just before it that ipywidgets had not sent yet.
+Controls follow the field's type:
 
 * ``Literal`` and ``Enum`` fields: a dropdown (with a ``(none)`` choice when the field may stay
   unset);
@@ -42,6 +44,7 @@ from ._form import (
     _LABEL_WIDTH,
     _MULTILINE_FORMATS,
     FieldError,
+    FormButton,
     FormField,
     json_control,
     read_fields,
@@ -54,6 +57,9 @@ from .jsonview import JsonView, StyleSheet
 
 RUNS_SHOWN = 5
 """How many of the session's last runs the runner lists."""
+
+_STALE = ("the form changed as you clicked (another action's fields): check it and click Run "
+          "again; nothing was run")
 
 
 
@@ -157,7 +163,7 @@ class FlowRunner(W.VBox):
         self.action = W.Dropdown(options=list(flow.actions))
         self.form = W.VBox()
         self.form.add_class("fs-form")
-        self.run_button = W.Button(description="Run", icon="play", tooltip="run the action")
+        self.run_button = FormButton(description="Run", icon="play", tooltip="run the action")
         self.progress = W.IntProgress(value=0, min=0, max=1,
                                       layout=W.Layout(visibility="hidden", width="12em"))
         self.status = W.HTML()
@@ -176,6 +182,7 @@ class FlowRunner(W.VBox):
         self._free_input: W.Textarea | None = None
         self.action.observe(lambda _: self._build_form(), "value")
         self.run_button.on_click(lambda _: self.run())
+        self.run_button.on_stale(lambda _: self._refused(_STALE))
         super().__init__(children=[
             StyleSheet(), self._head,
             W.HBox([W.HTML('<div class="fs-card fs-field-label"><span class="fs-field-name">'
@@ -217,6 +224,7 @@ class FlowRunner(W.VBox):
                            '<div class="fs-sub">free JSON</div></div>',
                            layout=W.Layout(width=_LABEL_WIDTH, min_width=_LABEL_WIDTH))
             self.form.children = [W.HBox([label, self._free_input])]
+            self.run_button.follow([self.action, self._free_input])
             return
         for name, info in model.model_fields.items():
             self.fields[name] = Field(name, info)
@@ -227,6 +235,7 @@ class FlowRunner(W.VBox):
         if doc and not doc.startswith(model.__name__ + "("):
             rows.insert(0, W.HTML(f'<div class="fs-card fs-sub">{h.esc(doc)}</div>'))
         self.form.children = rows
+        self.run_button.follow([self.action, *(f.control for f in self.fields.values())])
 
     def set_input(self, **values: Any) -> None:
         """Fill the form as a person would (used by tests and scripts)."""

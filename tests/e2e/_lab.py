@@ -635,6 +635,27 @@ def execute_in_kernel(page: Page, code: str, timeout_ms: int = 30_000) -> dict:
     }""", [code, timeout_ms])
 
 
+def hold_kernel(page: Page, release: Path, timeout_s: float = 60.0) -> None:
+    """Keep the current notebook's kernel busy, running code that waits until the file
+    ``release`` exists (or ``timeout_s`` passed), as a long cell would; returns once the kernel
+    runs it. Create ``release`` to let it go on. Widget messages sent meanwhile mostly wait
+    (ipykernel 7 handles some comm messages while a cell runs), and ipywidgets holds back a
+    control's further changes until its first one is answered: a click right after typing then
+    tends to arrive before the last keystrokes (without the busy kernel it rarely does)."""
+    code = (f"import os as _os, time as _time\nprint('held', flush=True)\n"
+            f"_until = _time.monotonic() + {timeout_s!r}\n"
+            f"while not _os.path.exists({str(release)!r}) and _time.monotonic() < _until:\n"
+            f"    _time.sleep(0.005)\n")
+    page.evaluate(
+        """async (code) => {""" + _JS_PANEL + """
+        const kernel = panel().sessionContext.session.kernel;
+        const future = kernel.requestExecute({code, store_history: false, silent: false});
+        await new Promise(resolve => {
+          future.onIOPub = msg => { if (msg.header.msg_type === 'stream') resolve(); };
+        });
+    }""", code)
+
+
 def wait_for_text(page: Page, selector: str, text: str, timeout_ms: int = 2000) -> None:
     """Wait until an element matching ``selector`` contains ``text``, checking on every
     animation frame (Playwright's ``expect`` backs off to 0.25-1 s between checks, too coarse

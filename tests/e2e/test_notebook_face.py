@@ -9,7 +9,8 @@
 * ``%state --side`` opens the Inspector in a side panel that stays in sight and live.
 * After a kernel restart, and in the saved notebook reopened, each view shows its last
   snapshot instead of "Error displaying widget: model not found".
-* FlowRunner refuses a missing required field next to it, and keeps a multi-line value.
+* FlowRunner refuses a missing required field next to it, and keeps a multi-line value; Run
+  clicked right after typing, while the kernel is busy, runs what the form shows.
 * History pages through versions and restores one, keeping what was selected.
 
 Every notebook is written here; the kernel gets its own store, user and session.
@@ -34,6 +35,7 @@ from _lab import (
     cell,
     cell_output,
     execute_in_kernel,
+    hold_kernel,
     open_notebook,
     restart_kernel,
     run_all,
@@ -387,3 +389,20 @@ def test_flow_runner_history_and_the_side_panel_in_the_browser(page, lab,
     expect(_row(side, "mode")).to_have_class(re.compile(r"\bfs-changed\b"))
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "side-panel-light.png"), animations="disabled")
+
+    # FlowRunner again: Run clicked right after typing while the kernel is busy (a long cell,
+    # say). ipywidgets sends the box's first keystroke, holds the rest back until the kernel
+    # answers it, and sends the click at once; what runs is what the form shows.
+    release = lab_dir / "release-kernel"
+    hold_kernel(page, release)
+    title = runner.locator(".fs-field-title input")
+    title.press("End")
+    title.press_sequentially(" B, typed fast")
+    runner.locator("button.jupyter-button", has_text="Run").click()
+    release.touch()
+    expect(runner.locator(".fs-json-view")).to_contain_text('"Plan B, typed fast"')
+    stored = execute_in_kernel(page, f"{KERNEL_STATE}\n"
+                                     "print(repr([r['input']['title'] for r in "
+                                     "kernel_state().session().runs()]))")
+    assert stored["stdout"].strip() == repr(["Plan B, typed fast", "Plan"]), stored
+    expect(title).to_have_value("Plan B, typed fast")

@@ -3,9 +3,10 @@ trace view (issue 16, "Must show"), in the light and dark themes.
 
 * The form under ``%flow run`` refuses a missing required answer next to its field and leaves
   the run waiting; after a kernel restart its snapshot says how to resume; the definitions run
-  again, ``%flow resume`` draws a new form, and that form, filled in and submitted, completes
-  the run: its status and the session state in the store say so, and the notification of
-  ``ctx.run_once`` went out once (notebooks/04_people_in_the_loop.ipynb's own cells).
+  again, ``%flow resume`` draws a new form, and that form, filled in and submitted (right after
+  typing, while the kernel is busy: it sends what it shows), completes the run: its status and
+  the session state in the store say so, and the notification of ``ctx.run_once`` went out once
+  (notebooks/04_people_in_the_loop.ipynb's own cells).
 * ``%flow trace`` draws the spans of a resumed run as a tree with bars; a click on a span shows
   its input, output and the changes it committed; a failed run's trace opens at the block the
   error came from, with its traceback, and the failed run's output names the line to run.
@@ -28,6 +29,7 @@ from _lab import (
     cell,
     cell_output,
     execute_in_kernel,
+    hold_kernel,
     open_notebook,
     restart_kernel,
     run_all,
@@ -157,7 +159,15 @@ def test_the_resume_form_refuses_then_completes_a_run_that_waited_across_a_resta
                                        record_property, least=10)
     finally:
         set_theme(page, "JupyterLab Light")
+    # Resume clicked right after typing while the kernel is busy: ipywidgets sends the box's
+    # first keystroke, holds the rest back until the kernel answers it, and sends the click at
+    # once. What the run gets is what the form shows.
+    release = lab_dir / "release-kernel"
+    hold_kernel(page, release)
+    note.press("Control+End")
+    note.press_sequentially(" Today.")
     form.locator("button.jupyter-button", has_text="Resume").click()
+    release.touch()
     expect(form).to_contain_text("resumed here: ok")
     expect(form.locator(".fs-json-view .fs-row[data-path='applied'] .fs-value")).to_have_text(
         "true")
@@ -166,7 +176,7 @@ def test_the_resume_form_refuses_then_completes_a_run_that_waited_across_a_resta
     assert done["status"] == "ok" and done["applied"] == ["launch the beta"], done
     assert done["output"]["notified"] == {"sent": True, "to": "team"}, done
     assert [(m["plan"], m["note"]) for m in done["sent"]] == [
-        ("launch the beta", "Ship it\n**this week**.")], done
+        ("launch the beta", "Ship it\n**this week**. Today.")], done
     _shoot(page, 4, "resume-form-done-light")
     # the first form's kernel is gone: its snapshot shows, not the dead form
     expect(cell_output(page, 2).locator(".fs-resume-form")).to_be_hidden()

@@ -14,7 +14,7 @@ import time
 import ipywidgets as W
 import pytest
 from _helpers import python_env
-from _nbtools import TESTS_DIR, fingerprint, wait_for
+from _nbtools import TESTS_DIR, click_in_browser, fingerprint, typed_in_browser, wait_for
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from planner_flow import Approval, make_flow
@@ -297,6 +297,36 @@ def test_submitting_the_form_resumes_the_run_and_shows_its_outcome(planner, stor
     again = ResumeForm(planner, first.request_id, store=store)
     assert again.state == "closed" and "is ok, not suspended" in again.note
     assert "resumed here: ok" in repr(form)
+
+
+def test_resume_sends_what_the_form_shows_even_before_the_last_keystrokes_reach_the_kernel(
+        planner, store):
+    first = suspended_run(planner, store)
+    form = ResumeForm(planner, first.request_id, store=store)
+    approved, note = form.fields["approved"].control, form.fields["note"].control
+    # ipywidgets sent the box's first keystroke and holds the rest back until the kernel
+    # answers; the click goes at once, so it arrives before them
+    typed_in_browser(approved, index=0)  # yes
+    typed_in_browser(note, value="S")
+    click_in_browser(form.resume_button, [approved, note], {note: "Ship it\n**this week**."})()
+    assert form.state == "done" and form.result.ok, form.message.value
+    assert planner.trace(first.request_id, store=store).span("plan/then[1]/approve").output[
+        "note"] == "Ship it\n**this week**."
+
+
+def test_a_click_on_a_resume_form_the_run_has_since_replaced_resumes_nothing(planner, store):
+    first = planner.run("twice", "go", store=store)
+    form = ResumeForm(planner, first.request_id, store=store)
+    approved = form.fields["approved"].control
+    click = click_in_browser(form.resume_button, [f.control for f in form.fields.values()],
+                             {approved: 0})
+    form.set_value(approved=True)
+    assert form.submit().status == "suspended"  # the run asks again: a new form
+    before = fingerprint(store)
+    click()  # the click on the first form arrives after it
+    assert form.state == "waiting" and "the form changed as you clicked" in form.message.value
+    assert fingerprint(store) == before
+    assert status_of(store, first.request_id) == "suspended"
 
 
 def test_a_run_that_asks_twice_shows_the_next_form(planner, store):

@@ -15,7 +15,7 @@ from typing import Literal
 
 import ipywidgets as W
 import pytest
-from _nbtools import TESTS_DIR, fingerprint, wait_for
+from _nbtools import TESTS_DIR, click_in_browser, fingerprint, typed_in_browser, wait_for
 from pydantic import BaseModel, Field
 
 import flowstate_jupyter as fs
@@ -289,6 +289,72 @@ def test_flow_runner_run_button_shows_output_events_and_the_last_runs(form_runne
     assert runner.runs.value.count("<tr>") == 1 + 3  # header and the three runs
     snapshot = runner.snapshot_html()
     assert "last output" in snapshot and "last runs" in snapshot
+
+
+def _runner_controls(runner: FlowRunner) -> list:
+    return [runner.action, *(control for control, _ in runner._controls.values())]
+
+
+def test_run_runs_what_the_form_shows_even_before_the_last_keystrokes_reach_the_kernel(
+        form_runner):
+    runner, session = form_runner
+    name, budget, body = (runner.fields[n].control for n in ("name", "budget", "body"))
+    # ipywidgets sent each box's first keystroke and holds the rest back until the kernel
+    # answers; the click goes at once, so it arrives before them
+    typed_in_browser(name, value="A")
+    typed_in_browser(budget, value="1")
+    typed_in_browser(body, value="# P")
+    shown = {name: "Ada", budget: "12", body: "# Plan\n\n1. write"}
+    click_in_browser(runner.run_button, _runner_controls(runner), shown)()
+    assert runner.result is not None and runner.result.ok, runner.message.value
+    output = runner.result.output
+    assert (output["name"], output["budget"], output["body"]) == ("Ada", 12, "# Plan\n\n1. write")
+    [run] = session.runs()
+    assert (run["input"]["name"], run["input"]["budget"]) == ("Ada", 12)
+    # the form holds what was shown; the held-back updates, arriving now, change nothing
+    assert (name.value, budget.value) == ("Ada", "12")
+    for control, value in shown.items():
+        typed_in_browser(control, value=value)
+    assert len(session.runs()) == 1 and runner.result.output == output
+
+
+def test_a_run_click_carries_choices_and_checkboxes_too(form_runner):
+    runner, _ = form_runner
+    fields = runner.fields
+    typed_in_browser(fields["name"].control, value="Ada")
+    typed_in_browser(fields["budget"].control, value="5")
+    shown = {fields["level"].control: 0, fields["color"].control: 0,  # low, RED (indexes)
+             fields["urgent"].control: True, fields["count"].control: 9,
+             fields["size"].control: 2}  # m ((none) is first)
+    click_in_browser(runner.run_button, _runner_controls(runner), shown)()
+    output = runner.result.output
+    assert (output["level"], output["color"], output["urgent"], output["count"],
+            output["size"]) == ("low", "red", True, 9, "m")
+
+
+def test_a_click_on_a_form_the_kernel_has_since_rebuilt_runs_nothing_and_says_so(form_runner):
+    runner, session = form_runner
+    runner.set_input(name="Ada", budget=12)
+    # another action chosen: its update reaches the kernel, which rebuilds the form, after
+    # the click on the old form left the browser
+    click = click_in_browser(runner.run_button, _runner_controls(runner))
+    typed_in_browser(runner.action, index=2)
+    click()
+    assert runner.result is None and session.runs() == []
+    assert "the form changed as you clicked" in runner.message.value
+    # the other way round: the choice waits in the browser, the click carries it, with the
+    # fields of the form the browser still shows (the kernel had not rebuilt it yet)
+    typed_in_browser(runner.action, index=0)
+    runner.set_input(name="Ada", budget=12)
+    click_in_browser(runner.run_button, _runner_controls(runner), {runner.action: 2})()
+    assert runner.result is None and session.runs() == []
+    assert runner.action.value == "many" and list(runner.fields) == ["n"]
+    assert "the form changed as you clicked" in runner.message.value
+    # a click on the form as it is now runs
+    click_in_browser(runner.run_button, _runner_controls(runner),
+                     {runner.fields["n"].control: 4})()
+    assert runner.result.ok and runner.result.output == [0, 1, 4, 9]
+    assert [r["action"] for r in session.runs()] == ["many"]
 
 
 def test_flow_runner_leaves_an_optional_choice_unset_by_default(store):
