@@ -355,6 +355,15 @@ class _LifoPool(ConnectionPool):
         return super()._get_ready_connection(timeout)
 
 
+def _written(tx: Any, key: tuple[str, str, str], version: int, change_id: int,
+             event: dict) -> None:
+    """Note a write in its transaction: the record it wrote, what decides a lost ``COMMIT``
+    (``_resolve``) and the event its subscribers get once it commits."""
+    tx.written.add(key)
+    tx.intents.append((key, version, change_id))
+    tx.pending.append(event)
+
+
 class _CreateRace(Exception):
     """Another connection created the record between our read and our INSERT: run again."""
 
@@ -578,6 +587,10 @@ class PostgresStore(_WatchingStore):
             f"SELECT c.id, (SELECT history_bytes FROM u), pg_notify({channel}, {origin})::text, "
             f"pg_advisory_xact_lock(%(write_lock)s)::text FROM c")
         sequence = self._changes_seq.replace("'", "''")
+        insert = (f"INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES (%(scope)s, "
+                  f"%(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, %(deleted)s, "
+                  f"%(now)s, %(now)s, %(now)s, %(state_bytes)s)")
+        returning = "RETURNING version, history_bytes"
         return {
             # A write's first statement: the record, locked, and the number its change-log row
             # will have (drawn here, so that the write knows it before its last round trip).
@@ -587,18 +600,10 @@ class PostgresStore(_WatchingStore):
                      f"FROM (SELECT) AS one LEFT JOIN r ON true"),
             "select": f"SELECT {_COLUMNS} FROM {t['records']} WHERE {key}",
             "version": f"SELECT version, deleted FROM {t['records']} WHERE {key}",
-            "create": (
-                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
-                f"(%(scope)s, %(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, "
-                f"%(deleted)s, %(now)s, %(now)s, %(now)s, %(state_bytes)s) ON CONFLICT DO NOTHING "
-                f"RETURNING version, history_bytes), " + tail),
+            "create": f"WITH u AS ({insert} ON CONFLICT DO NOTHING {returning}), " + tail,
             # the same, sent with COMMIT: a record created meanwhile is a unique violation,
             # which stops the COMMIT behind it (DO NOTHING would let it commit nothing)
-            "insert": (
-                f"WITH u AS (INSERT INTO {t['records']} ({_COLUMNS}, history_bytes) VALUES "
-                f"(%(scope)s, %(scope_id)s, %(name)s, %(version)s, %(state)s, %(content)s, "
-                f"%(deleted)s, %(now)s, %(now)s, %(now)s, %(state_bytes)s) "
-                f"RETURNING version, history_bytes), " + tail),
+            "insert": f"WITH u AS ({insert} {returning}), " + tail,
             # History is pruned like SQLite's (see ``prune_cutoff``): most writes delete nothing
             # (``prune`` is 0); every ``batch`` versions the oldest batch goes. The byte bound is
             # checked on the record's ``history_bytes``; past it, ``trim`` runs.
@@ -1135,18 +1140,14 @@ class PostgresStore(_WatchingStore):
             if int(rows.get_value(0, 1) or 0) > self.history_limit_bytes:
                 params["keep_bytes"] = self.history_limit_bytes * 3 // 4
                 conn.execute(self._sql["trim"], params)
-        tx.written.add(key)
-        tx.intents.append((key, version, change_id))
-        tx.pending.append(event)
+        _written(tx, key, version, change_id, event)
         return record
 
     def _last(self, conn: psycopg.Connection, tx: Any, work: bytes, key: tuple[str, str, str],
               version: int, change_id: int, event: dict, record: Record) -> None:
         """Send a write's statement with ``COMMIT``, in one round trip: it is written down as
         committing first, so a reply lost on the way is decided from its rows (``_resolve``)."""
-        tx.written.add(key)
-        tx.intents.append((key, version, change_id))
-        tx.pending.append(event)
+        _written(tx, key, version, change_id, event)
         tx.result = record
         tx.committing = True
         self._commit(conn, work)
